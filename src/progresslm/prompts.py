@@ -25,9 +25,9 @@ _TASK = (
 SYSTEM = {
     "two-stage": (
         f"{_TASK}\n"
-        "First decide which demonstration step the observation is closest to and explain why inside "
-        "<ref_think></ref_think>, then give that step's number inside <ref></ref>.\n"
-        "Then judge whether the observation is before, at or after that step, and by how much, inside "
+        "First decide which demonstration keyframe or step the observation is closest to and explain why inside "
+        "<ref_think></ref_think>, then give its number inside <ref></ref>.\n"
+        "Then judge whether the observation is before, at or after it, and by how much, inside "
         "<score_think></score_think>, and give the task progress as a percentage inside <score></score>.\n"
         "If the demonstration does not describe what the observation shows (another object, another colour, "
         "another task), write n/a inside every tag."
@@ -83,9 +83,12 @@ def build_prompt(sample: Sample, mode: str, image_root: str | Path | None = None
     content = _Content()
     content.text(f"Task goal: {sample.goal}\n")
     if demo.modality is Modality.VISUAL:
-        content.text(f"Demonstration: {len(demo.items)} keyframes, one at the end of each step.\n")
+        content.text(
+            f"Demonstration: {len(demo.items)} keyframes, the start and then the end of each of its "
+            f"{demo.total_steps} steps, with the progress at each.\n"
+        )
         for index in range(len(demo.items)):
-            content.text(f"Step {index + 1} ({percent(demo.progress_at(index))}): ")
+            content.text(f"Keyframe {index + 1} ({percent(demo.progress_at(index))}): ")
             content.image()
             content.text("\n")
     else:

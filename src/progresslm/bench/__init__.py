@@ -1,0 +1,1 @@
+"""Building and describing benchmarks from trajectories of any source."""

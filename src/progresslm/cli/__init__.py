@@ -1,0 +1,1 @@
+"""The `progresslm` command line: `main(argv) -> int` plus one module per subcommand."""

@@ -1,0 +1,120 @@
+"""`progresslm eval`: run a backend over a benchmark, resumably, and write metrics and a report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+
+from progresslm.backends.base import BackendOptions
+from progresslm.backends.registry import BACKENDS
+from progresslm.prompts import MODES
+
+log = logging.getLogger("progresslm")
+DEFAULT_BACKEND = "pixel-nn"  # until a trained default model ships, the best training-free one
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a backend on a benchmark",
+        description="Evaluate a backend on a benchmark. Each reply is saved as it arrives in OUT/results.jsonl; "
+        "re-running the same command resumes. Without --bench, the small example benchmark is built and used.",
+    )
+    parser.add_argument("--bench", nargs="+", metavar="FILE", help="benchmark JSONL files (the authors' format)")
+    parser.add_argument("--image-root", help="images resolve as IMAGE_ROOT/<id>/<file name>")
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, help=f"one of: {', '.join(sorted(BACKENDS))}")
+    parser.add_argument("--mode", default="two-stage", help=f"one of: {', '.join(MODES)}")
+    parser.add_argument("--out", help="run folder (default: runs/<bench>/<backend>-<model>-<mode>)")
+    parser.add_argument("--num-samples", type=int, default=1, help="replies per sample (use with --temperature)")
+    parser.add_argument("--skip-missing", action="store_true", help="evaluate samples whose images exist")
+    parser.add_argument("--limit", type=int, help="only the first N samples")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap rounds for 95%% intervals (0: none)")
+    parser.add_argument("--no-floors", action="store_true", help="leave the constant/random rows out of the report")
+    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    group = parser.add_argument_group("backend options")
+    defaults = BackendOptions()
+    group.add_argument("--model", help="model name (openai) or path / hub id (hf, vllm)")
+    group.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    group.add_argument("--api-key-env", default=defaults.api_key_env, help="environment variable holding the API key")
+    group.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    group.add_argument("--timeout", type=float, default=defaults.timeout_s, dest="timeout_s", help="seconds per request")
+    group.add_argument("--max-retries", type=int, default=defaults.max_retries)
+    group.add_argument("--device", default=defaults.device)
+    group.add_argument("--dtype", default=defaults.dtype)
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    group.add_argument("--temperature", type=float, default=defaults.temperature, help="0 means greedy")
+    group.add_argument("--top-p", type=float, default=defaults.top_p)
+    group.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
+    group.add_argument("--max-pixels", type=int, help="cap on image pixels handed to the processor (hf, vllm)")
+    group.add_argument("--seed", type=int, default=defaults.seed)
+    group.add_argument("--value", type=float, default=defaults.value, help="constant: the percentage it answers")
+    group.add_argument("--replies", help="replay: JSONL of {\"uid\": ..., \"reply\": ...}")
+    parser.set_defaults(handler=run)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60]
+
+
+def default_out(bench: list[str], backend: str, model: str | None, mode: str, value: float) -> Path:
+    bench_name = Path(bench[0]).parent.name or "bench" if len(bench) > 1 else Path(bench[0]).stem
+    tag = backend if backend != "constant" else f"constant{value:g}"
+    if model:
+        tag += "-" + _slug(Path(model).name or model)
+    return Path("runs") / _slug(bench_name) / f"{tag}-{mode}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from progresslm.backends.base import BackendError
+    from progresslm.backends.registry import UnknownBackendError, backend_class
+    from progresslm.evaluate import EvalConfig, EvalError, evaluate
+    from progresslm.official import BenchFormatError
+
+    try:
+        backend_class(args.backend)
+    except UnknownBackendError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    bench, image_root = args.bench, args.image_root
+    if not bench:
+        from progresslm.bench.example import build_example, default_example_dir
+
+        example = build_example(default_example_dir())
+        bench, image_root = [str(path) for path in example.files], str(example.root / "images")
+        log.info("no --bench given: using the example benchmark in %s", example.root)
+    options = BackendOptions(**{name: getattr(args, name) for name in BackendOptions.__dataclass_fields__})
+    out = args.out or default_out(bench, args.backend, args.model, args.mode, args.value)
+    try:
+        config = EvalConfig(
+            bench=bench,
+            out=str(out),
+            backend=args.backend,
+            mode=args.mode,
+            image_root=image_root,
+            num_samples=args.num_samples,
+            skip_missing=args.skip_missing,
+            limit=args.limit,
+            bootstrap=args.bootstrap,
+            floors=not args.no_floors,
+            plots=not args.no_plots,
+            options=options,
+        )
+        outcome = evaluate(config, progress=not args.quiet)
+    except (EvalError, BenchFormatError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except BackendError as err:
+        print(f"error: {err}\nReplies received so far are saved in {out}/results.jsonl; re-run to resume.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: replies so far are saved in {out}/results.jsonl; re-run the same command to resume.",
+              file=sys.stderr)
+        return 130
+    print((outcome.out / "report.md").read_text())
+    print(f"{outcome.done} new replies, {outcome.reused} reused; results in {outcome.out}")
+    return 0

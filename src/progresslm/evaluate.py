@@ -1,0 +1,343 @@
+"""Samples x backend -> results JSONL (resumable) -> metrics, report and plots.
+
+Each reply is appended to `OUT/results.jsonl` the moment it arrives; re-running the same command
+skips what is done. Metrics are computed from the file, so a run that was interrupted and resumed
+gives the same numbers as one that was not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from progresslm.backends.base import Backend, BackendOptions, Request
+from progresslm.images import ImageStore, missing_images
+from progresslm.official import Bench, load_bench
+from progresslm.parsing import parse_reply
+from progresslm.prompts import MODES, Prompt, build_prompt
+from progresslm.results import ResultRecord, ResultStore
+from progresslm.types import Prediction, Sample
+
+log = logging.getLogger(__name__)
+
+# The run is the same run (and may be resumed) only when these settings match.
+IDENTITY_KEYS = ("backend", "model", "mode", "temperature", "top_p", "max_new_tokens", "seed", "value")
+
+
+class EvalError(RuntimeError):
+    """A problem with the inputs or the output folder; raised before any model call."""
+
+
+@dataclass
+class EvalConfig:
+    bench: list[str]
+    out: str
+    backend: str = "constant"
+    mode: str = "two-stage"
+    image_root: str | None = None
+    num_samples: int = 1
+    skip_missing: bool = False
+    limit: int | None = None
+    bootstrap: int = 1000
+    floors: bool = True  # score constant-50% and random beside the model in the report
+    plots: bool = True
+    options: BackendOptions = field(default_factory=BackendOptions)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise EvalError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
+        if self.num_samples < 1:
+            raise EvalError(f"--num-samples must be at least 1, got {self.num_samples}")
+        if self.limit is not None and self.limit < 1:
+            raise EvalError(f"--limit must be at least 1, got {self.limit}")
+
+    def identity(self, model_name: str) -> dict:
+        options = asdict(self.options)
+        identity = {key: options[key] for key in IDENTITY_KEYS if key in options}
+        identity.update(backend=self.backend, model=model_name, mode=self.mode)
+        return identity
+
+
+@dataclass
+class EvalOutcome:
+    out: Path
+    metrics: dict
+    done: int  # replies made in this call
+    reused: int  # replies found from an earlier call
+    skipped_missing: int = 0
+    bad_lines: int = 0
+
+
+def load_samples(config: EvalConfig) -> Bench:
+    bench = load_bench(config.bench)
+    for defect in bench.defects[:20]:
+        log.warning("defect: %s", defect)
+    if len(bench.defects) > 20:
+        log.warning("... and %d more defects (progresslm bench stats lists them all)", len(bench.defects) - 20)
+    if config.limit is not None:
+        bench.samples = bench.samples[: config.limit]
+    if not bench.samples:
+        raise EvalError(f"the benchmark is empty: no sample in {', '.join(map(str, config.bench))}")
+    return bench
+
+
+def check_images(samples: list[Sample], prompts: dict[str, Prompt], out: Path, skip: bool) -> list[Sample]:
+    """Samples whose images all exist. Missing files are all listed; without `skip` nothing runs."""
+    missing = missing_images(path for sample in samples for path in prompts[sample.uid].images)
+    if not missing:
+        return samples
+    out.mkdir(parents=True, exist_ok=True)
+    listing = out / "missing_images.txt"
+    listing.write_text("".join(f"{path}\n" for path in missing))
+    if not skip:
+        shown = "\n  ".join(map(str, missing[:10]))
+        more = f"\n  ... {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise EvalError(
+            f"{len(missing)} image files are missing (all listed in {listing}):\n  {shown}{more}\n"
+            "Check --image-root (images resolve as IMAGE_ROOT/<id>/<file name>), "
+            "or pass --skip-missing to evaluate the samples whose images exist."
+        )
+    gone = set(missing)
+    kept = [s for s in samples if not any(path in gone for path in prompts[s.uid].images)]
+    log.warning("skipping %d samples with missing images (listed in %s)", len(samples) - len(kept), listing)
+    if not kept:
+        raise EvalError(f"every sample has a missing image (listed in {listing}); check --image-root")
+    return kept
+
+
+def _check_out_dir(out: Path, identity: dict) -> None:
+    config_path = out / "config.json"
+    if not config_path.exists():
+        return
+    try:
+        previous = json.loads(config_path.read_text()).get("identity", {})
+    except (json.JSONDecodeError, AttributeError):
+        raise EvalError(f"{config_path} is not valid JSON; delete it or choose another --out") from None
+    changed = {k: (previous.get(k), v) for k, v in identity.items() if previous.get(k, v) != v}
+    if changed:
+        what = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise EvalError(
+            f"{out} holds results of another run ({what}); choose another --out, or delete the folder to start over"
+        )
+
+
+def make_record(request: Request, reply, backend: Backend, config: EvalConfig) -> ResultRecord:
+    prediction = parse_reply(reply.text, config.mode)
+    return ResultRecord(
+        uid=request.uid,
+        draw=request.draw,
+        backend=config.backend,
+        model=backend.model_name,
+        mode=config.mode,
+        prompt_hash=request.prompt.hash,
+        reply=reply.text,
+        status=prediction.status.value,
+        score=prediction.score,
+        ref_status=None if prediction.ref_status is None else prediction.ref_status.value,
+        ref=prediction.ref,
+        latency_s=round(reply.latency_s, 6),
+        prompt_tokens=reply.prompt_tokens,
+        completion_tokens=reply.completion_tokens,
+        split=request.sample.split,
+        trajectory_id=request.sample.trajectory_id,
+    )
+
+
+def run_requests(
+    backend: Backend,
+    work: Sequence[tuple[Sample, int]],
+    prompts: dict[str, Prompt],
+    store: ResultStore,
+    config: EvalConfig,
+    images: ImageStore,
+    on_record: Callable[[ResultRecord], None] = lambda record: None,
+) -> int:
+    """Send the work to the backend chunk by chunk, saving each reply as it comes. Returns replies saved."""
+    saved = 0
+    image_format = getattr(backend, "image_format", "none")
+    chunk = max(1, backend.chunk_size)
+    for start in range(0, len(work), chunk):
+        requests = [
+            Request(
+                uid=sample.uid,
+                draw=draw,
+                prompt=prompts[sample.uid],
+                sample=sample,
+                images=images.encode_all(prompts[sample.uid].images, image_format),
+            )
+            for sample, draw in work[start : start + chunk]
+        ]
+        for index, reply in backend.generate(requests):
+            record = make_record(requests[index], reply, backend, config)
+            store.append(record)
+            saved += 1
+            on_record(record)
+    return saved
+
+
+def evaluate(config: EvalConfig, backend: Backend | None = None, progress: bool = True) -> EvalOutcome:
+    """Run (or resume) one evaluation and write metrics, report and plots into `config.out`."""
+    from progresslm.backends.registry import create_backend
+
+    out = Path(config.out)
+    bench = load_samples(config)
+    samples = bench.samples
+    prompts = {s.uid: build_prompt(s, config.mode, config.image_root) for s in samples}
+    if backend is None:
+        backend = create_backend(config.backend, config.options, config.mode)
+    try:
+        identity = config.identity(backend.model_name)
+        _check_out_dir(out, identity)
+        needs_images = getattr(backend, "image_format", "none") != "none" or config.image_root is not None
+        n_before = len(samples)
+        if needs_images:
+            samples = check_images(samples, prompts, out, config.skip_missing)
+        write_config(out, config, identity, bench)
+
+        store = ResultStore(out / "results.jsonl")
+        hashes = {uid: prompt.hash for uid, prompt in prompts.items()}
+        done, bad, stale = store.latest(hashes)
+        for line in bad[:10]:
+            log.warning("%s:%d: unreadable result line skipped (%s)", store.path, line.line, line.reason)
+        if stale:
+            log.warning("%d earlier results were made with another prompt; they are kept but redone", stale)
+        work = [(s, d) for s in samples for d in range(config.num_samples) if (s.uid, d) not in done]
+        reused = len(samples) * config.num_samples - len(work)
+        made = 0
+        if work:
+            made = _run_with_progress(backend, work, prompts, store, config, reused, progress)
+    finally:
+        backend.close()
+
+    metrics = finish(out, samples, config, backend.model_name)
+    return EvalOutcome(out, metrics, made, reused, n_before - len(samples), len(bad))
+
+
+def _run_with_progress(backend, work, prompts, store, config, reused, progress) -> int:
+    from tqdm.auto import tqdm
+
+    total = len(work) + reused
+    bar = tqdm(total=total, initial=reused, desc=f"eval {config.backend}", unit="reply", disable=not progress)
+    images = ImageStore()
+    try:
+        with store:
+            return run_requests(backend, work, prompts, store, config, images, on_record=lambda record: bar.update())
+    finally:
+        bar.close()
+
+
+def write_config(out: Path, config: EvalConfig, identity: dict, bench: Bench) -> None:
+    from progresslm import __version__
+
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = asdict(config)
+    resolved["options"].pop("api_key_env", None)
+    resolved.update(
+        model=identity["model"],
+        identity=identity,
+        version=__version__,
+        n_samples=len(bench.samples),
+        defects=len(bench.defects),
+    )
+    tmp = out / "config.json.tmp"
+    tmp.write_text(json.dumps(resolved, indent=2) + "\n")
+    tmp.replace(out / "config.json")
+
+
+def collect_predictions(out: Path, samples: list[Sample], config: EvalConfig) -> list[list[Prediction | None]]:
+    """Predictions per draw, aligned with `samples` (None where a reply is missing)."""
+    hashes = {s.uid: build_prompt(s, config.mode, config.image_root).hash for s in samples}
+    done, _, _ = ResultStore(out / "results.jsonl").latest(hashes)
+    return [
+        [done[(s.uid, d)].prediction() if (s.uid, d) in done else None for s in samples]
+        for d in range(config.num_samples)
+    ]
+
+
+def average_metrics(per_draw: list[dict]) -> dict:
+    """Mean over draws of every number in the split tables; bootstrap intervals from draw 0."""
+    if len(per_draw) == 1:
+        return per_draw[0]
+    merged = json.loads(json.dumps(per_draw[0]))
+    for split, table in merged["splits"].items():
+        for key, value in table.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values = [m["splits"].get(split, {}).get(key) for m in per_draw]
+                if all(isinstance(v, (int, float)) for v in values):
+                    table[key] = round(sum(values) / len(values), 4)
+                else:
+                    table[key] = None
+    merged["draws"] = len(per_draw)
+    return merged
+
+
+def floor_predictions(samples: list[Sample], config: EvalConfig) -> dict[str, list[Prediction]]:
+    """Shortcut baselines computed in process: what a model must beat to mean anything."""
+    from progresslm.backends.floors import ConstantBackend, RandomBackend
+
+    floors = {}
+    for label, cls, options in (
+        ("constant-50%", ConstantBackend, BackendOptions(value=50.0)),
+        ("random", RandomBackend, BackendOptions(seed=config.options.seed)),
+    ):
+        backend = cls(options, config.mode)
+        requests = [Request(s.uid, 0, build_prompt(s, config.mode, config.image_root), s) for s in samples]
+        preds: list[Prediction | None] = [None] * len(samples)
+        for index, reply in backend.generate(requests):
+            preds[index] = parse_reply(reply.text, config.mode)
+        floors[label] = preds
+    return floors
+
+
+def finish(out: Path, samples: list[Sample], config: EvalConfig, model_name: str) -> dict:
+    """metrics.json, report.md, report.html and plots from the results file."""
+    from progresslm import metrics as metrics_lib
+    from progresslm import report
+
+    per_draw = collect_predictions(out, samples, config)
+    missing = sum(pred is None for draw in per_draw for pred in draw)
+    if missing:
+        log.warning("%d replies are missing from %s; metrics cover the rest", missing, out / "results.jsonl")
+    computed = []
+    for preds in per_draw:
+        pairs = [(s, p) for s, p in zip(samples, preds) if p is not None]
+        computed.append(
+            metrics_lib.compute_metrics(
+                [s for s, _ in pairs], [p for _, p in pairs], bootstrap=config.bootstrap, seed=config.options.seed
+            )
+        )
+    metrics = average_metrics(computed)
+    metrics["n_replies"] = sum(pred is not None for draw in per_draw for pred in draw)
+    metrics["n_missing"] = missing
+    _write_json(out / "metrics.json", metrics)
+
+    floors = []
+    if config.floors:
+        for label, preds in floor_predictions(samples, config).items():
+            floor_metrics = metrics_lib.compute_metrics(samples, preds, bootstrap=0)
+            floors.append(report.Run(name=label, metrics=floor_metrics, config={"backend": label}))
+        _write_json(out / "floors.json", {run.name: run.metrics for run in floors})
+
+    plots = []
+    if config.plots:
+        from progresslm import plots as plots_lib
+
+        first = [(s, p) for s, p in zip(samples, per_draw[0]) if p is not None]
+        if first:
+            plots.append(str(plots_lib.plot_score_histograms([s for s, _ in first], [p for _, p in first], out / "score_hist.png")))
+            plots.append(str(plots_lib.plot_trajectories([s for s, _ in first], [p for _, p in first], out / "trajectories.png")))
+
+    run = report.load_run(out)
+    (out / "report.md").write_text(report.render_report_markdown(run, floors=floors, plots=[Path(p).name for p in plots]))
+    (out / "report.html").write_text(report.render_report_html(run, floors=floors, plots=plots))
+    return metrics
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    tmp.replace(path)
+

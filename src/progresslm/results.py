@@ -1,0 +1,142 @@
+"""The results file of a run: one JSON line per reply, appended as soon as the reply arrives.
+
+A crash or Ctrl-C loses nothing already written; re-running resumes from what is there. A
+malformed line (a write cut short by a crash, a hand edit) is reported and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from progresslm.types import Prediction, Status
+
+
+@dataclass
+class ResultRecord:
+    """One reply of one backend to one draw of one sample."""
+
+    uid: str
+    draw: int
+    backend: str
+    model: str
+    mode: str
+    prompt_hash: str
+    reply: str
+    status: str  # value | na | parse_failure
+    score: float | None
+    ref_status: str | None
+    ref: int | None
+    latency_s: float
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    split: str = ""
+    trajectory_id: str = ""
+    created: float = 0.0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.uid, self.draw)
+
+    def prediction(self) -> Prediction:
+        return Prediction(
+            status=Status(self.status),
+            score=self.score,
+            ref_status=None if self.ref_status is None else Status(self.ref_status),
+            ref=self.ref,
+            raw=self.reply,
+        )
+
+    @classmethod
+    def from_json(cls, data: dict) -> ResultRecord:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
+
+@dataclass(frozen=True)
+class BadLine:
+    line: int
+    reason: str
+
+
+class ResultStore:
+    """Append-only JSONL of ResultRecords with resume support."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._handle = None
+
+    def read(self) -> tuple[list[ResultRecord], list[BadLine]]:
+        """All readable records in file order, and the lines that could not be read."""
+        records, bad = [], []
+        if not self.path.exists():
+            return records, bad
+        with self.path.open(encoding="utf-8", errors="replace") as handle:
+            for number, text in enumerate(handle, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    data = json.loads(text)
+                    if not isinstance(data, dict):
+                        raise ValueError("not a JSON object")
+                    missing = [k for k in ("uid", "draw", "reply", "status", "prompt_hash") if k not in data]
+                    if missing:
+                        raise ValueError(f"missing {', '.join(missing)}")
+                    Status(data["status"])
+                    records.append(ResultRecord.from_json(data))
+                except (ValueError, TypeError) as err:
+                    bad.append(BadLine(number, str(err)[:120]))
+        return records, bad
+
+    def latest(self, prompt_hashes: dict[str, str] | None = None) -> tuple[dict[tuple[str, int], ResultRecord], list[BadLine], int]:
+        """The last record per (uid, draw); with `prompt_hashes`, only records made from the
+        current prompt of their uid. Also returns bad lines and the count of stale records."""
+        records, bad = self.read()
+        latest: dict[tuple[str, int], ResultRecord] = {}
+        stale = 0
+        for record in records:
+            if prompt_hashes is not None and prompt_hashes.get(record.uid) != record.prompt_hash:
+                stale += 1
+                continue
+            latest[record.key] = record
+        return latest, bad, stale
+
+    def append(self, record: ResultRecord) -> None:
+        """Write one record and flush it to the OS before returning."""
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            needs_newline = self.path.exists() and self.path.stat().st_size > 0 and not _ends_with_newline(self.path)
+            self._handle = self.path.open("a", encoding="utf-8")
+            if needs_newline:  # a line cut short by a crash must not swallow the next record
+                self._handle.write("\n")
+        if not record.created:
+            record.created = time.time()
+        self._handle.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
+
+
+def iter_records(path: str | Path) -> Iterator[ResultRecord]:
+    records, _ = ResultStore(path).read()
+    yield from records

@@ -1,0 +1,25 @@
+"""Small factories shared by tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent / "fixtures" / "official_sample"
+BENCH_FILES = ["visual_same_view", "visual_cross_view", "visual-unanswerable", "text-normal", "text-unanswerable"]
+
+
+def fixture(name: str) -> Path:
+    return FIXTURES / f"{name}.jsonl"
+
+
+def write_images(samples, image_root: Path, size: int = 56) -> None:
+    """A small distinct JPEG at every image path the samples need."""
+    from PIL import Image
+
+    for sample in samples:
+        for k, name in enumerate(sample.image_names()):
+            path = sample.image_path(name, image_root)
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                shade = (hash(str(path)) % 200) + 20
+                Image.new("RGB", (size, size), (shade, 255 - shade, (k * 40) % 255)).save(path)
