@@ -1,0 +1,275 @@
+"""Any OpenAI-compatible chat-completions server: OpenAI, `vllm serve`, SGLang, Ollama, llama.cpp.
+
+Requests go out from a small thread pool (`--concurrency` in flight) and replies are yielded as
+they finish. Rate limits (429), server errors (5xx), dropped connections and timeouts are retried
+with exponential backoff; any other refusal (bad model name, malformed request) fails at once with
+the server's own message, because retrying it would only fail again.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, ClassVar
+
+from progresslm.backends.base import Backend, BackendError, BackendOptions, Request, Reply
+
+BACKOFF_BASE_S = 0.5  # first retry waits about this long, then twice as long each time
+BACKOFF_CAP_S = 30.0  # no single wait grows past this, however many retries
+RETRY_AFTER_CAP_S = 300.0  # a server asking for more than 5 minutes is treated as asking for 5
+EXAMPLE_URL = "http://127.0.0.1:8000/v1"
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way worth trying again; `retry_after` is the server's own wait, if any."""
+
+    def __init__(self, what: str, retry_after: float | None = None):
+        super().__init__(what)
+        self.retry_after = retry_after
+
+
+def backoff_delay(retry: int, retry_after: float | None = None) -> float:
+    """Seconds to wait before retry number `retry` (0-based): the server's `Retry-After` if it sent
+    one, else 0.5 s doubling per retry, capped at 30 s, with jitter so that parallel workers that
+    failed together do not all come back together.
+
+    >>> backoff_delay(0, retry_after=2.0), 0.25 <= backoff_delay(0) <= 0.5, 15.0 <= backoff_delay(20) <= 30.0
+    (2.0, True, True)
+    """
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), RETRY_AFTER_CAP_S)
+    delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(retry, 32))
+    return delay * (0.5 + 0.5 * random.random())
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """A `Retry-After` header in seconds: either a number of seconds or an HTTP date.
+
+    >>> parse_retry_after("3"), parse_retry_after("1.5"), parse_retry_after(None), parse_retry_after("soon")
+    (3.0, 1.5, None, None)
+    """
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def server_message(response: Any) -> str:
+    """The error text a server put in its reply: OpenAI's `{"error": {"message": ...}}`, the
+    `{"error": "..."}` or `{"detail": ...}` of other servers, or the start of the raw body."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        for key in ("error", "detail", "message"):
+            if body.get(key):
+                return str(body[key])
+    text = response.text.strip()
+    return text[:500] if text else "(empty body)"
+
+
+def to_openai_messages(messages: list[dict], images: Sequence[str]) -> list[dict]:
+    """The prompt's chat messages in the OpenAI format: `{"type": "image"}` parts become
+    `image_url` parts carrying `images` in order; a message of text only becomes a plain string
+    (what every server accepts for a system message)."""
+    n_image_parts = sum(part["type"] == "image" for m in messages for part in m["content"])
+    if n_image_parts != len(images):
+        raise BackendError(
+            f"the prompt has {n_image_parts} image slots but the request carries {len(images)} images; "
+            "the openai backend needs the images encoded as data URLs (image_format 'data_url')"
+        )
+    next_image = iter(images)
+    converted = []
+    for message in messages:
+        parts = message["content"]
+        if isinstance(parts, str):
+            converted.append({"role": message["role"], "content": parts})
+        elif all(part["type"] == "text" for part in parts) and message["role"] != "user":
+            converted.append({"role": message["role"], "content": "".join(part["text"] for part in parts)})
+        else:
+            content = []
+            for part in parts:
+                if part["type"] == "text":
+                    content.append({"type": "text", "text": part["text"]})
+                elif part["type"] == "image":
+                    content.append({"type": "image_url", "image_url": {"url": next(next_image)}})
+                else:
+                    raise BackendError(f"unknown prompt content part type {part['type']!r}; expected text or image")
+            converted.append({"role": message["role"], "content": content})
+    return converted
+
+
+def reply_text(content: Any) -> str:
+    """The reply's text; null content is "" (the parser counts it as a parse failure), and a list of
+    parts, which some servers send, is joined."""
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return str(content)
+
+
+def chat_completions_url(base_url: str | None) -> str:
+    """`<base_url>/chat/completions`; a base URL that already ends there is taken as it is."""
+    if not base_url:
+        raise BackendError(
+            f"the openai backend needs --base-url, the server's OpenAI-compatible root, e.g. {EXAMPLE_URL} "
+            "for a local `vllm serve`, or https://api.openai.com/v1"
+        )
+    base = base_url.strip().rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise BackendError(f"--base-url {base_url!r} must start with http:// or https://, e.g. {EXAMPLE_URL}")
+    return base if base.endswith("/chat/completions") else base + "/chat/completions"
+
+
+class OpenAIBackend(Backend):
+    """Chat completions over HTTP, `options.concurrency` requests in flight."""
+
+    image_format: ClassVar[str] = "data_url"
+    # How the backoff waits. Tests set a plain function on an instance (or a staticmethod on the
+    # class) to run fast.
+    sleep = staticmethod(time.sleep)
+
+    def __init__(self, options: BackendOptions, mode: str):
+        super().__init__(options, mode)
+        import httpx
+
+        self.url = chat_completions_url(options.base_url)
+        if not options.model:
+            raise BackendError(
+                "the openai backend needs --model, the name the server knows the model by "
+                "(`curl <base-url>/models` lists them)"
+            )
+        if options.concurrency < 1:
+            raise BackendError(f"--concurrency must be at least 1, got {options.concurrency}")
+        # Enough requests per chunk to keep every worker busy while the chunk drains.
+        self.chunk_size = max(type(self).chunk_size, 4 * options.concurrency)
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(options.api_key_env, "") if options.api_key_env else ""
+        if key:  # local servers need no key, so an unset variable simply sends none
+            headers["Authorization"] = f"Bearer {key}"
+        self._client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(options.timeout_s),
+            limits=httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency),
+        )
+        self._stop = threading.Event()
+
+    @property
+    def model_name(self) -> str:
+        return str(self.options.model)
+
+    def body(self, request: Request) -> dict:
+        """The JSON body of one chat-completions call."""
+        o = self.options
+        return {
+            "model": o.model,
+            "messages": to_openai_messages(request.prompt.messages, request.images),
+            "temperature": o.temperature,
+            "top_p": o.top_p,
+            "max_tokens": o.max_new_tokens,
+            # Offset by draw: servers that honour a per-request seed would otherwise sample every draw alike.
+            "seed": o.seed + request.draw,
+        }
+
+    def generate(self, requests: Sequence[Request]) -> Iterator[tuple[int, Reply]]:
+        self._stop.clear()
+        pool = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="progresslm-openai")
+        pending: dict[Future, int] = {}
+        try:
+            pending = {pool.submit(self._complete, request): i for i, request in enumerate(requests)}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = pending.pop(future)
+                    yield index, future.result()
+        finally:
+            # On an error (or a caller that stops early) the other workers give up instead of retrying on.
+            self._stop.set()
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _complete(self, request: Request) -> Reply:
+        """One request, retried on 429, 5xx, dropped connections and timeouts."""
+        body = self.body(request)
+        attempts = self.options.max_retries + 1
+        failures: list[str] = []
+        for attempt in range(attempts):
+            if self._stop.is_set():
+                raise BackendError("cancelled: another request of this run failed")
+            try:
+                return self._attempt(body)
+            except _Retryable as failure:
+                failures.append(str(failure))
+                if attempt + 1 < attempts:
+                    self.sleep(backoff_delay(attempt, failure.retry_after))
+        raise BackendError(
+            f"POST {self.url} failed {attempts} time(s) for sample {request.uid} (draw {request.draw}); "
+            f"last error: {failures[-1]}. Check that the server is running and reachable, that --base-url is "
+            f"right (e.g. {EXAMPLE_URL}, the root that ends in /v1), and for a hosted API your rate limits; "
+            "--max-retries and --timeout-s give a slow server more room"
+        )
+
+    def _attempt(self, body: dict) -> Reply:
+        import httpx
+
+        start = time.perf_counter()
+        try:
+            response = self._client.post(self.url, json=body)
+        except httpx.TimeoutException as error:
+            raise _Retryable(f"timed out after {self.options.timeout_s:g} s ({type(error).__name__})") from error
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as error:
+            raise _Retryable(f"connection failed ({type(error).__name__}: {error})") from error
+        except httpx.HTTPError as error:
+            raise BackendError(f"POST {self.url} could not be sent: {type(error).__name__}: {error}") from error
+        latency = time.perf_counter() - start  # of the attempt that answered: the model's time, not our waits
+        status = response.status_code
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise _Retryable(f"HTTP {status}: {server_message(response)}", retry_after)
+        if status >= 400:
+            raise BackendError(
+                f"POST {self.url} was refused with HTTP {status}: {server_message(response)} "
+                f"(model {self.options.model!r}; check the model name and the server's limits)"
+            )
+        return self._reply(response, latency)
+
+    def _reply(self, response: Any, latency: float) -> Reply:
+        try:
+            data = response.json()
+            message = data["choices"][0]["message"]
+        except (ValueError, KeyError, IndexError, TypeError) as error:
+            raise BackendError(
+                f"POST {self.url} answered HTTP {response.status_code} but not with a chat completion "
+                f"({type(error).__name__}): {response.text[:300]!r}; is --base-url an OpenAI-compatible /v1 root?"
+            ) from error
+        usage = data.get("usage") or {}
+        return Reply(
+            text=reply_text(message.get("content") if isinstance(message, dict) else None),
+            latency_s=latency,
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+        )
+
+    def close(self) -> None:
+        self._stop.set()
+        self._client.close()

@@ -1,0 +1,440 @@
+"""Tables and reports over a run directory's `metrics.json` and `config.json`.
+
+Pure string building: every report is first assembled as `Section`s of `Table`s, paragraphs and
+plot paths, then rendered to Markdown (`report.md`) or to one self-contained HTML page
+(`report.html`: inline CSS, plots as base64 PNG, no scripts, no external resources). Metric
+values are percents as `metrics.json` stores them; `null` (undefined) shows as "–".
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DASH = "–"
+
+# Display names of the splits `metrics.json` may hold, in report order.
+SPLIT_NAMES = {
+    "visual_same_view": "Visual same-view",
+    "visual_cross_view": "Visual cross-view",
+    "visual": "Visual (all)",
+    "text": "Text",
+    "visual_unanswerable": "Visual unanswerable",
+    "text_unanswerable": "Text unanswerable",
+    "micro": "Micro",
+    "macro": "Macro",
+}
+# Table 1 column groups, as the paper orders them.
+TABLE1_GROUPS = ("visual_same_view", "visual_cross_view", "visual", "text", "macro", "micro")
+TABLE1_METRICS = (("NSE↓", "nse"), ("PRC↑", "prc"), ("AFRR↓", "afrr"))
+UNANSWERABLE = ("visual_unanswerable", "text_unanswerable")
+
+
+@dataclass
+class Run:
+    """One evaluated run: a row label, its `metrics.json` and its `config.json`."""
+
+    name: str
+    metrics: dict
+    config: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> dict:
+        return self.metrics.get("splits", {}).get(name) or {}
+
+
+def load_run(directory: str | Path, name: str | None = None) -> Run:
+    """Read a run directory written by `progresslm eval --out DIR`.
+
+    The label defaults to "model (mode)" from the config, else the directory name.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a directory; `progresslm eval --out DIR` creates run directories")
+    loaded = {}
+    for file_name in ("metrics.json", "config.json"):
+        path = directory / file_name
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: a run directory needs {file_name}, which `progresslm eval --out DIR` writes"
+            )
+        try:
+            loaded[file_name] = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path}:{error.lineno}: malformed JSON ({error.msg}); rerun `progresslm eval --out DIR` to rewrite it"
+            ) from error
+        if not isinstance(loaded[file_name], dict):
+            raise ValueError(f"{path}: expected a JSON object; rerun `progresslm eval --out DIR` to rewrite it")
+    metrics, config = loaded["metrics.json"], loaded["config.json"]
+    if not isinstance(metrics.get("splits"), dict):
+        raise ValueError(f"{directory / 'metrics.json'}: no \"splits\" object; was it written by `progresslm eval`?")
+    if name is None:
+        model = config.get("model")
+        name = f"{model} ({config['mode']})" if model and config.get("mode") else (model or directory.name)
+    return Run(name=name, metrics=metrics, config=config)
+
+
+# --------------------------------------------------------------------------------------------
+# Cell formatting
+
+
+def fmt(value) -> str:
+    """A percent with one decimal; "–" when undefined.
+
+    >>> fmt(12.345), fmt(None), fmt(float("nan")), fmt(0)
+    ('12.3', '–', '–', '0.0')
+    """
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return DASH
+    return f"{value:.1f}"
+
+
+def _count(value) -> str:
+    return str(int(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else DASH
+
+
+def _with_ci(value, ci) -> str:
+    """ "12.3 [10.1, 14.8]", or the bare value when the interval is unknown."""
+    text = fmt(value)
+    if text == DASH or not isinstance(ci, (list, tuple)) or len(ci) != 2 or DASH in (fmt(ci[0]), fmt(ci[1])):
+        return text
+    return f"{text} [{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def _generic(value) -> str:
+    if value is None:
+        return DASH
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else DASH
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Document model
+
+
+@dataclass
+class Table:
+    """`columns` are (group, label) pairs; group "" for columns outside any group (row labels)."""
+
+    columns: list[tuple[str, str]]
+    rows: list[list[str]]
+    title: str = ""
+    note: str = ""
+    numeric: bool = True  # right-align the cells after the first
+
+
+@dataclass
+class Section:
+    """A heading followed by blocks: a `Table`, a paragraph (`str`) or a plot (`Path`)."""
+
+    heading: str
+    blocks: list[Table | str | Path] = field(default_factory=list)
+
+
+def _present(runs: list[Run], names) -> list[str]:
+    return [name for name in names if any(run.split(name) for run in runs)]
+
+
+def table1(runs: list[Run]) -> Table:
+    """Paper Table 1 (answerable samples): NSE / PRC / AFRR per split group."""
+    groups = _present(runs, TABLE1_GROUPS)
+    columns = [("", "Run")] + [(SPLIT_NAMES[g], label) for g in groups for label, _ in TABLE1_METRICS]
+    rows = [[run.name] + [fmt(run.split(g).get(key)) for g in groups for _, key in TABLE1_METRICS] for run in runs]
+    return Table(columns, rows, title="Table 1: answerable samples")
+
+
+def table1_strict(runs: list[Run]) -> Table:
+    """PRC beside PRC-strict and the PRC groups used / skipped, per split group."""
+    groups = _present(runs, TABLE1_GROUPS)
+    labels = ("PRC↑", "PRC-strict↑", "groups used / skipped")
+    columns = [("", "Run")] + [(SPLIT_NAMES[g], label) for g in groups for label in labels]
+    rows = []
+    for run in runs:
+        row = [run.name]
+        for g in groups:
+            s = run.split(g)
+            used, skipped = _count(s.get("prc_groups_used")), _count(s.get("prc_groups_skipped"))
+            row += [fmt(s.get("prc")), fmt(s.get("prc_strict")), f"{used} / {skipped}"]
+        rows.append(row)
+    note = (
+        "The official PRC skips trajectories whose predictions are missing or constant, which flatters "
+        "abstaining or collapsed models; PRC-strict counts such a trajectory (at least 2 samples, labels not "
+        "all equal) as 0."
+    )
+    return Table(columns, rows, title="Table 1b: PRC-strict and PRC groups", note=note)
+
+
+def _pooled(run: Run, key: str) -> float | None:
+    """UDA pooled over the unanswerable splits, weighting each by its sample count."""
+    total = weight = 0.0
+    for name in UNANSWERABLE:
+        s = run.split(name)
+        value, n = s.get(key), s.get("n") or 0
+        if fmt(value) != DASH and n:
+            total, weight = total + value * n, weight + n
+    return total / weight if weight else None
+
+
+def table2(runs: list[Run]) -> Table:
+    """Paper Table 2: unanswerable detection beside false rejections of answerable samples."""
+    columns = [("", "Run")]
+    for name in _present(runs, UNANSWERABLE):
+        columns += [(SPLIT_NAMES[name], "UDA↑"), (SPLIT_NAMES[name], "UDA-lenient↑")]
+    everything = "All unanswerable"
+    columns += [(everything, "UDA↑"), (everything, "UDA-lenient↑"), ("Answerable (micro)", "AFRR↓")]
+    rows = []
+    for run in runs:
+        row = [run.name]
+        for name in _present(runs, UNANSWERABLE):
+            row += [fmt(run.split(name).get("uda")), fmt(run.split(name).get("uda_lenient"))]
+        row += [fmt(_pooled(run, "uda")), fmt(_pooled(run, "uda_lenient")), fmt(run.split("micro").get("afrr"))]
+        rows.append(row)
+    note = (
+        "UDA counts explicit N/A replies on unanswerable samples (lenient: parse failures too); AFRR counts "
+        "answerable samples left without a value. A good model rejects wrong demos without rejecting good ones."
+    )
+    if not _present(runs, UNANSWERABLE):
+        note += " This benchmark has no unanswerable samples."
+    return Table(columns, rows, title="Table 2: unanswerable detection", note=note)
+
+
+def _split_order(run: Run) -> list[str]:
+    names = list(run.metrics.get("splits", {}))
+    return [n for n in SPLIT_NAMES if n in names] + sorted(n for n in names if n not in SPLIT_NAMES)
+
+
+def diagnostics(run: Run) -> list[Table]:
+    """Per-split counts, score-collapse shares, anchor accuracy and bootstrap CIs; score histograms."""
+    columns = [("", c) for c in ("Split", "n", "values", "N/A", "parse failures", "at 0 %", "at 50 %", "at 100 %",
+                                 "ref acc↑", "ref error↓", "NSE [95% CI]", "PRC [95% CI]")]
+    rows = []
+    for name in _split_order(run):
+        s, ci = run.split(name), run.split(name).get("ci") or {}
+        rows.append([SPLIT_NAMES.get(name, name), _count(s.get("n")), _count(s.get("n_value")), _count(s.get("n_na")),
+                     _count(s.get("n_parse_failure")), fmt(s.get("share_at_0")), fmt(s.get("share_at_50")),
+                     fmt(s.get("share_at_100")), fmt(s.get("ref_acc")), fmt(s.get("ref_error")),
+                     _with_ci(s.get("nse"), ci.get("nse")), _with_ci(s.get("prc"), ci.get("prc"))])
+    tables = [Table(columns, rows, title=f"Diagnostics: {run.name}",
+                    note="at 0 / 50 / 100 %: share of predicted scores exactly there (score collapse). "
+                         "CIs are bootstrap 95 % intervals.")]
+    collapse = run.metrics.get("collapse") or {}
+    if collapse:
+        edges = next(iter(collapse.values())).get("bins") or []
+        scale = 100 if edges and max(edges) <= 1 else 1  # edges may be fractions or percents
+        bins = [f"{scale * lo:g}–{scale * hi:g}" for lo, hi in zip(edges, edges[1:])]
+        rows = [[SPLIT_NAMES.get(name, name)] + [_count(c) for c in hist.get("counts", [])]
+                for name, hist in collapse.items()]
+        tables.append(Table([("", "Split")] + [("Predicted score (%)", b) for b in bins], rows,
+                            title="Predicted-score histogram (score collapse)"))
+    return tables
+
+
+def generic_table(value, title: str = "") -> Table | str:
+    """Render any JSON object: a dict of dicts as a grid, a flat dict as key / value, else as JSON."""
+    if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+        keys = list(dict.fromkeys(k for inner in value.values() for k in inner))
+        rows = [[str(name)] + [_generic(inner.get(k)) for k in keys] for name, inner in value.items()]
+        return Table([("", "")] + [("", str(k)) for k in keys], rows, title=title)
+    if isinstance(value, dict):
+        rows = [[str(k), _generic(v)] for k, v in value.items()]
+        return Table([("", "Key"), ("", "Value")], rows, title=title, numeric=False)
+    return _generic(value)
+
+
+def _config_value(value) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else _generic(value)
+
+
+def _config_table(runs: list[Run]) -> Table:
+    keys = ("model", "backend", "mode", "bench", "num_samples")
+    rows = [[run.name] + [_config_value(run.config.get(k)) for k in keys] for run in runs]
+    return Table([("", "Run")] + [("", k) for k in keys], rows, numeric=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Reports
+
+
+def _report_sections(run: Run, floors: list[Run], plots: list[str | Path]) -> list[Section]:
+    rows = [run, *floors]
+    results_note = "Percents. NSE, AFRR: lower is better; PRC, UDA: higher is better; – = undefined."
+    if floors:
+        results_note += (f" Rows after {run.name} are shortcut floors computed on the same samples; "
+                         "a model that does not beat them has learned nothing about progress.")
+    sections = [
+        Section("Run", [_config_table([run])]),
+        Section("Results", [results_note, table1(rows), table1_strict(rows), table2(rows)]),
+        Section("Diagnostics", list(diagnostics(run))),
+    ]
+    if "demo_swap" in run.metrics:
+        sections.append(Section("Demo swap", [generic_table(run.metrics["demo_swap"])]))
+    if plots:
+        sections.append(Section("Plots", [Path(p) for p in plots]))
+    return sections
+
+
+def _compare_sections(runs: list[Run]) -> list[Section]:
+    return [
+        Section("Runs", [_config_table(runs)]),
+        Section("Results", ["Percents. NSE, AFRR: lower is better; PRC, UDA: higher is better; – = undefined.",
+                            table1(runs), table1_strict(runs), table2(runs)]),
+    ]
+
+
+def _title(run: Run) -> str:
+    return f"ProgressLM report: {run.name}"
+
+
+def table1_markdown(runs: list[Run]) -> str:
+    """Table 1 (NSE / PRC / AFRR per split) followed by the PRC-strict table, as Markdown."""
+    return _table_md(table1(runs)) + "\n" + _table_md(table1_strict(runs))
+
+
+def table2_markdown(runs: list[Run]) -> str:
+    """Table 2 (UDA, UDA-lenient, AFRR) as Markdown."""
+    return _table_md(table2(runs))
+
+
+def diagnostics_markdown(run: Run) -> str:
+    """Per-split diagnostics of one run as Markdown."""
+    return "\n".join(_table_md(t) for t in diagnostics(run))
+
+
+def render_report_markdown(run: Run, floors: Sequence[Run] = (), plots: Sequence[str | Path] = (),
+                           relative_to: str | Path | None = None) -> str:
+    """A full report.md for one run, with the shortcut `floors` as extra table rows.
+
+    Plot links are relative to `relative_to` when given, else the bare file name (report.md sits
+    beside its plots in the run directory).
+    """
+    return render_markdown(_title(run), _report_sections(run, list(floors), list(plots)), relative_to)
+
+
+def render_report_html(run: Run, floors: Sequence[Run] = (), plots: Sequence[str | Path] = ()) -> str:
+    """The same report as one self-contained HTML page, plots embedded as base64 PNG."""
+    return render_html(_title(run), _report_sections(run, list(floors), list(plots)))
+
+
+def compare_markdown(runs: Sequence[Run]) -> str:
+    """Several runs side by side: their configs, Table 1, PRC-strict and Table 2."""
+    return render_markdown("ProgressLM comparison", _compare_sections(list(runs)))
+
+
+def compare_html(runs: Sequence[Run]) -> str:
+    """`compare_markdown` as a self-contained HTML page."""
+    return render_html("ProgressLM comparison", _compare_sections(list(runs)))
+
+
+# --------------------------------------------------------------------------------------------
+# Renderers
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table_md(table: Table) -> str:
+    header = [" ".join(part for part in column if part) for column in table.columns]
+    lines = [f"### {table.title}", ""] if table.title else []
+    lines.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
+    lines.append("|" + "|".join("---:" if i and table.numeric else "---" for i in range(len(header))) + "|")
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
+    if table.note:
+        lines += ["", table.note]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(title: str, sections: list[Section], relative_to: str | Path | None = None) -> str:
+    """Render sections as Markdown; see `render_report_markdown` for plot links."""
+    out = [f"# {title}", ""]
+    for section in sections:
+        out += [f"## {section.heading}", ""]
+        for block in section.blocks:
+            if isinstance(block, Table):
+                out.append(_table_md(block))
+            elif isinstance(block, Path):
+                link = Path(block).name if relative_to is None else _relative(block, Path(relative_to))
+                out += [f"![{block.stem}]({link})", ""]
+            else:
+                out += [block, ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; }
+td { text-align: right; font-variant-numeric: tabular-nums; }
+td:first-child, table.text td { text-align: left; }
+th { background: #f3f3f3; }
+p.note { color: #555; font-size: 0.85em; max-width: 60em; }
+img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+"""
+
+
+def _table_html(table: Table) -> str:
+    e = html.escape
+    grouped = any(group for group, _ in table.columns)
+    out = [f"<h3>{e(table.title)}</h3>"] if table.title else []
+    out.append("<table>\n<thead>" if table.numeric else '<table class="text">\n<thead>')
+    if grouped:
+        top, i = [], 0
+        while i < len(table.columns):
+            group, label = table.columns[i]
+            span = 1
+            while i + span < len(table.columns) and group and table.columns[i + span][0] == group:
+                span += 1
+            top.append(f'<th rowspan="2">{e(label)}</th>' if not group else f'<th colspan="{span}">{e(group)}</th>')
+            i += span
+        out.append("<tr>" + "".join(top) + "</tr>")
+        out.append("<tr>" + "".join(f"<th>{e(label)}</th>" for group, label in table.columns if group) + "</tr>")
+    else:
+        out.append("<tr>" + "".join(f"<th>{e(label)}</th>" for _, label in table.columns) + "</tr>")
+    out.append("</thead>\n<tbody>")
+    out += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in table.rows]
+    out.append("</tbody>\n</table>")
+    if table.note:
+        out.append(f'<p class="note">{e(table.note)}</p>')
+    return "\n".join(out)
+
+
+def _image_html(path: Path) -> str:
+    if not path.is_file():
+        return f'<p class="note">Plot not found: {html.escape(str(path))}</p>'
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def render_html(title: str, sections: list[Section]) -> str:
+    """Render sections as one self-contained HTML page (inline CSS, no scripts or external resources)."""
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for section in sections:
+        body.append(f"<h2>{html.escape(section.heading)}</h2>")
+        for block in section.blocks:
+            if isinstance(block, Table):
+                body.append(_table_html(block))
+            elif isinstance(block, Path):
+                body.append(_image_html(block))
+            else:
+                body.append(f"<p>{html.escape(block)}</p>")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
