@@ -32,7 +32,7 @@ def main() -> None:
     from progresslm.evaluate import EvalConfig, evaluate
 
     work = Path(tempfile.mkdtemp(prefix="progresslm-overhead-"))
-    per_colour = max(1, round(args.samples / 290))  # the example gives ~290 samples per task per colour
+    per_colour = -(-args.samples // 288)  # the example gives 288 samples per episode per colour
     start = time.perf_counter()
     example = build_example(work / "bench", seed=0, tasks_per_colour=per_colour)
     n = sum(1 for p in example.files for line in p.read_text().splitlines() if line.strip())
