@@ -69,3 +69,19 @@ def test_eval_then_report_side_by_side(tmp_path, capsys, monkeypatch):
 def test_report_of_a_folder_without_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "metrics.json" in capsys.readouterr().err
+
+
+def test_eval_hf_backend_on_a_local_checkpoint(tiny_vlm_dir, tmp_path, capsys, monkeypatch):
+    """The real hf path end to end: a saved tiny Qwen2.5-VL, loaded by path, no conversion step."""
+    monkeypatch.setenv("PROGRESSLM_HOME", str(tmp_path / "home"))
+    out = tmp_path / "hf"
+    args = ["eval", "--backend", "hf", "--model", str(tiny_vlm_dir), "--device", "cpu", "--limit", "4",
+            "--max-new-tokens", "12", "--batch-size", "2", "--out", str(out), "--quiet", "--bootstrap", "0"]
+    assert main(args) == 0
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 4
+    assert all(r["model"] and r["prompt_tokens"] > 0 and r["completion_tokens"] > 0 for r in records)
+    # a random model writes no valid answer: its replies are parse failures, counted as such
+    assert json.loads((out / "metrics.json").read_text())["splits"]["visual_same_view"]["n"] == 4
+    assert main(args) == 0  # resumes: nothing left to do
+    assert "0 new replies, 4 reused" in capsys.readouterr().out

@@ -1,0 +1,19 @@
+"""Fixtures shared across test modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tmp_path_factory) -> Path:
+    """A random-weight Qwen2.5-VL saved like a hub checkpoint, built once per test session (~5 s)."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("torchvision")
+    from progresslm.train.tiny_model import build_tiny_qwen2_5_vl
+
+    # Untied embeddings: a tied random model repeats its last input token, untied it writes varied
+    # text, which makes batching and seeding tests mean something.
+    return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny_vlm"), tie_embeddings=False, seed=0)
