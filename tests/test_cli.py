@@ -29,7 +29,8 @@ def test_bench_stats_json(capsys):
     by_split = stats["by_split"]
     assert by_split["visual_cross_view"]["trajectories"] == 3
     assert stats["trajectories"] == sum(by_split[s]["trajectories"] for s in ("visual_same_view", "visual_cross_view", "text"))
-    assert by_split["visual_same_view"]["demo_lengths"] == {"5": 7} or by_split["visual_same_view"]["samples"] == 7
+    assert by_split["visual_same_view"] == {"samples": 7, "trajectories": 4, "demo_lengths": {"5": 5, "6": 1, "8": 1}}
+    assert by_split["text"]["samples"] == 6 and by_split["text_unanswerable"]["samples"] == 6
 
 
 def test_bench_stats_table_lists_missing_images(tmp_path, capsys):

@@ -144,18 +144,74 @@ def test_bad_inputs(example, tmp_path):
         evaluate(config(example, tmp_path / "run", backend="constant", options=BackendOptions(value=30)), progress=False)
 
 
-def test_unreachable_server_keeps_earlier_results(tmp_path):
+def test_a_server_that_goes_down_keeps_earlier_results(example, tmp_path):
+    from tests.backends.fake_openai_server import FakeServer
+
+    server = FakeServer(down_after=5, fail_with="close").start()
+    try:
+        options = BackendOptions(model="m", base_url=server.base_url, max_retries=1, concurrency=1, timeout_s=5)
+        cfg = config(example, tmp_path / "run", backend="openai", options=options)
+        with pytest.raises(BackendError) as err:
+            evaluate(cfg, progress=False)
+    finally:
+        server.stop()
+    assert server.base_url + "/chat/completions" in str(err.value)
+    records, _ = ResultStore(tmp_path / "run" / "results.jsonl").read()
+    assert len(records) == 5 and all(r.reply == "42%" for r in records)
+
+
+def test_unreachable_server_says_which_url(tmp_path, example):
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     options = BackendOptions(model="m", base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, timeout_s=2)
-    cfg = EvalConfig(bench=[str(fixture("text-normal"))], out=str(tmp_path / "run"), backend="openai",
-                     options=options, image_root=None, skip_missing=True)
-    with pytest.raises((BackendError, EvalError)) as err:
+    with pytest.raises(BackendError, match=f"127.0.0.1:{port}/v1/chat/completions failed 2 time"):
+        evaluate(config(example, tmp_path / "run", backend="openai", options=options, limit=3), progress=False)
+
+
+def test_unreadable_image_is_named(example, tmp_path):
+    import shutil
+
+    images = tmp_path / "images"
+    shutil.copytree(example.root / "images", images)
+    victim = sorted(images.rglob("top_*.jpg"))[3]
+    victim.write_bytes(b"not a jpeg")
+    cfg = config(example, tmp_path / "run", backend="pixel-nn")
+    cfg.image_root = str(images)
+    with pytest.raises(EvalError, match=str(victim)):
         evaluate(cfg, progress=False)
-    assert "127.0.0.1" in str(err.value) or "missing" in str(err.value)
+
+
+def test_pixel_nn_without_image_root_lists_missing_images(example, tmp_path):
+    cfg = EvalConfig(bench=[str(example.files[0])], out=str(tmp_path / "run"), backend="pixel-nn")
+    with pytest.raises(EvalError, match="image files are missing"):
+        evaluate(cfg, progress=False)
+
+
+def test_result_lines_with_wrong_types_are_skipped_not_fatal(example, tmp_path):
+    cfg = config(example, tmp_path / "run", backend="constant")
+    evaluate(cfg, progress=False)
+    path = tmp_path / "run" / "results.jsonl"
+    lines = path.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["draw"] = "zero"
+    lines[0] = json.dumps(first)
+    second = json.loads(lines[1])
+    second["score"] = "abc"  # the stored parse is not trusted: the reply is parsed again
+    lines[1] = json.dumps(second)
+    path.write_text("\n".join(lines) + "\n")
+    backend = CountingConstant(BackendOptions(), "two-stage")
+    outcome = evaluate(cfg, backend=backend, progress=False)
+    assert backend.asked == 1 and outcome.bad_lines == 1
+
+
+def test_a_subset_rerun_does_not_call_full_results_stale(example, tmp_path, caplog):
+    evaluate(config(example, tmp_path / "run", backend="constant"), progress=False)
+    outcome = evaluate(config(example, tmp_path / "run", backend="constant", limit=10), progress=False)
+    assert outcome.done == 0 and outcome.reused == 10
+    assert "another prompt" not in caplog.text
 
 
 def test_several_replies_per_sample(example, tmp_path):

@@ -275,7 +275,8 @@ def test_compute_metrics_macro_is_mean_of_visual_and_text():
     assert (splits["macro"]["afrr"], splits["micro"]["afrr"]) == (25.0, 20.0)
     # text has no usable PRC group (one value left), so macro PRC is undefined
     assert (splits["text"]["prc"], splits["macro"]["prc"]) == (None, None)
-    assert splits["macro"]["uda"] is None
+    # macro UDA: mean of visual unanswerable (100) and text unanswerable (50; lenient 100)
+    assert (splits["macro"]["uda"], splits["macro"]["uda_lenient"]) == (75.0, 100.0)
     assert splits["macro"]["n"] == 5
 
 
@@ -333,3 +334,14 @@ def test_invalid_arguments():
     with pytest.raises(ValueError, match="bins"):
         collapse([], [], bins=0)
     assert compute_metrics([], []) == {"splits": {}, "collapse": {}}
+
+
+def test_micro_prc_groups_by_id_only():
+    # SPEC section 4: group by the `id` field only, so visual and text samples of one id pool in micro.
+    # visual labels [.2, .6] preds [.5, .5]; text labels [.4, .8] preds [.1, .9], all one id.
+    # pooled labels [.2, .6, .4, .8] -> ranks [1, 3, 2, 4]; preds [.5, .5, .1, .9] -> ranks [2.5, 2.5, 1, 4]
+    # centred [-1.5, .5, -.5, 1.5] and [0, 0, -1.5, 1.5]: dot 3, norms sqrt(5) and sqrt(4.5) -> rho 0.6325
+    samples = [visual("t", 0.2), visual("t", 0.6), text("t", 0.4), text("t", 0.8)]
+    preds = [val(0.5), val(0.5), val(0.1), val(0.9)]
+    micro = compute_metrics(samples, preds, bootstrap=0)["splits"]["micro"]
+    assert micro["prc"] == pytest.approx(63.2456, abs=1e-3) and micro["prc_groups_used"] == 1

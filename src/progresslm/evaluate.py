@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from progresslm.backends.base import Backend, BackendOptions, Request
-from progresslm.images import ImageStore, missing_images
+from progresslm.images import ImageReadError, ImageStore, missing_images
 from progresslm.official import Bench, load_bench
 from progresslm.parsing import parse_reply
 from progresslm.prompts import MODES, Prompt, build_prompt
@@ -57,7 +57,12 @@ class EvalConfig:
     def identity(self, model_name: str) -> dict:
         options = asdict(self.options)
         identity = {key: options[key] for key in IDENTITY_KEYS if key in options}
-        identity.update(backend=self.backend, model=model_name, mode=self.mode)
+        identity.update(
+            backend=self.backend,
+            model=model_name,
+            mode=self.mode,
+            bench=sorted(Path(path).name for path in self.bench),
+        )
         return identity
 
 
@@ -125,7 +130,7 @@ def _check_out_dir(out: Path, identity: dict) -> None:
 
 
 def make_record(request: Request, reply, backend: Backend, config: EvalConfig) -> ResultRecord:
-    prediction = parse_reply(reply.text, config.mode)
+    prediction = parse_reply(reply.text, config.mode)  # an empty reply (refused request) is a parse failure
     return ResultRecord(
         uid=request.uid,
         draw=request.draw,
@@ -143,6 +148,7 @@ def make_record(request: Request, reply, backend: Backend, config: EvalConfig) -
         completion_tokens=reply.completion_tokens,
         split=request.sample.split,
         trajectory_id=request.sample.trajectory_id,
+        error=reply.error,
     )
 
 
@@ -160,16 +166,13 @@ def run_requests(
     image_format = getattr(backend, "image_format", "none")
     chunk = max(1, backend.chunk_size)
     for start in range(0, len(work), chunk):
-        requests = [
-            Request(
-                uid=sample.uid,
-                draw=draw,
-                prompt=prompts[sample.uid],
-                sample=sample,
-                images=images.encode_all(prompts[sample.uid].images, image_format),
-            )
-            for sample, draw in work[start : start + chunk]
-        ]
+        requests = []
+        for sample, draw in work[start : start + chunk]:
+            try:
+                encoded = images.encode_all(prompts[sample.uid].images, image_format)
+            except ImageReadError as err:
+                raise EvalError(f"sample {sample.uid}: {err}; fix or remove the file, then re-run to resume") from err
+            requests.append(Request(sample.uid, draw, prompts[sample.uid], sample, encoded))
         for index, reply in backend.generate(requests):
             record = make_record(requests[index], reply, backend, config)
             store.append(record)
@@ -191,7 +194,7 @@ def evaluate(config: EvalConfig, backend: Backend | None = None, progress: bool 
     try:
         identity = config.identity(backend.model_name)
         _check_out_dir(out, identity)
-        needs_images = getattr(backend, "image_format", "none") != "none" or config.image_root is not None
+        needs_images = backend.image_format != "none" or backend.reads_images or config.image_root is not None
         n_before = len(samples)
         if needs_images:
             samples = check_images(samples, prompts, out, config.skip_missing)
@@ -202,13 +205,18 @@ def evaluate(config: EvalConfig, backend: Backend | None = None, progress: bool 
         done, bad, stale = store.latest(hashes)
         for line in bad[:10]:
             log.warning("%s:%d: unreadable result line skipped (%s)", store.path, line.line, line.reason)
+        if len(bad) > 10:
+            log.warning("... %d unreadable result lines in all; their samples are made again", len(bad))
         if stale:
             log.warning("%d earlier results were made with another prompt; they are kept but redone", stale)
         work = [(s, d) for s in samples for d in range(config.num_samples) if (s.uid, d) not in done]
         reused = len(samples) * config.num_samples - len(work)
         made = 0
         if work:
-            made = _run_with_progress(backend, work, prompts, store, config, reused, progress)
+            try:
+                made = _run_with_progress(backend, work, prompts, store, config, reused, progress)
+            except ImageReadError as err:  # a backend that reads images itself
+                raise EvalError(f"{err}; fix or remove the file, then re-run to resume") from err
     finally:
         backend.close()
 
@@ -247,14 +255,18 @@ def write_config(out: Path, config: EvalConfig, identity: dict, bench: Bench) ->
     tmp.replace(out / "config.json")
 
 
-def collect_predictions(out: Path, samples: list[Sample], config: EvalConfig) -> list[list[Prediction | None]]:
-    """Predictions per draw, aligned with `samples` (None where a reply is missing)."""
+def collect_predictions(
+    out: Path, samples: list[Sample], config: EvalConfig
+) -> tuple[list[list[Prediction | None]], int]:
+    """Predictions per draw, aligned with `samples` (None where a reply is missing), and the
+    number of requests the backend refused."""
     hashes = {s.uid: build_prompt(s, config.mode, config.image_root).hash for s in samples}
     done, _, _ = ResultStore(out / "results.jsonl").latest(hashes)
-    return [
+    per_draw = [
         [done[(s.uid, d)].prediction() if (s.uid, d) in done else None for s in samples]
         for d in range(config.num_samples)
     ]
+    return per_draw, sum(record.error is not None for record in done.values())
 
 
 def average_metrics(per_draw: list[dict]) -> dict:
@@ -297,10 +309,13 @@ def finish(out: Path, samples: list[Sample], config: EvalConfig, model_name: str
     from progresslm import metrics as metrics_lib
     from progresslm import report
 
-    per_draw = collect_predictions(out, samples, config)
+    per_draw, refused = collect_predictions(out, samples, config)
     missing = sum(pred is None for draw in per_draw for pred in draw)
     if missing:
         log.warning("%d replies are missing from %s; metrics cover the rest", missing, out / "results.jsonl")
+    if refused:
+        log.warning("%d requests were refused by the backend (see the `error` field in %s); they count as "
+                    "parse failures", refused, out / "results.jsonl")
     computed = []
     for preds in per_draw:
         pairs = [(s, p) for s, p in zip(samples, preds) if p is not None]
@@ -312,6 +327,7 @@ def finish(out: Path, samples: list[Sample], config: EvalConfig, model_name: str
     metrics = average_metrics(computed)
     metrics["n_replies"] = sum(pred is not None for draw in per_draw for pred in draw)
     metrics["n_missing"] = missing
+    metrics["n_refused"] = refused
     _write_json(out / "metrics.json", metrics)
 
     floors = []

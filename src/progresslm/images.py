@@ -16,6 +16,10 @@ from typing import Any
 IMAGE_FORMATS = ("none", "data_url", "pil", "array")
 
 
+class ImageReadError(ValueError):
+    """An image file that cannot be read or decoded; the message names the file."""
+
+
 def missing_images(paths: Iterable[Path]) -> list[Path]:
     """The paths that are not files, each listed once, in first-seen order."""
     seen: set[Path] = set()
@@ -60,6 +64,12 @@ class ImageStore:
 
     def _encode(self, path: Path, image_format: str) -> tuple[Any, int]:
         self.reads += 1
+        try:
+            return self._decode(path, image_format)
+        except (OSError, ValueError) as err:
+            raise ImageReadError(f"{path}: cannot read image ({type(err).__name__}: {err})") from err
+
+    def _decode(self, path: Path, image_format: str) -> tuple[Any, int]:
         if image_format == "data_url":
             data = path.read_bytes()
             mime = mimetypes.guess_type(path.name)[0] or "image/jpeg"

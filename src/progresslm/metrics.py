@@ -116,8 +116,8 @@ def _table(samples: Sequence[Sample], preds: Sequence[Prediction]) -> _Table:
         k, guess, n_items = samples[i].closest_idx, preds[i].ref, len(samples[i].demo.items)
         ref_hit[i] = guess == k
         ref_error[i] = abs(guess - k) / (max(k - 1, n_items - k) or 1)
-    keys: dict[tuple[str, str], int] = {}
-    cluster = np.array([keys.setdefault((s.modality.value, s.trajectory_id), len(keys)) for s in samples], dtype=int)
+    keys: dict[str, int] = {}  # SPEC: groups are keyed by the `id` field only
+    cluster = np.array([keys.setdefault(s.trajectory_id, len(keys)) for s in samples], dtype=int)
     return _Table(
         answerable=answerable, value=value,
         na=np.array([st is Status.NA for st in status], dtype=bool),
@@ -191,7 +191,8 @@ def prc(samples: Sequence[Sample], preds: Sequence[Prediction], strict: bool = F
     Official rule: per trajectory, drop samples without a value; skip the group when fewer than
     2 remain, or predictions or labels are all equal. `strict=True` counts a skipped group with
     at least 2 samples and non-constant labels as 0, so abstaining or collapsing is not flattered.
-    Groups are keyed by (modality, trajectory id): both camera pairs of a trajectory pool together.
+    Groups are keyed by the trajectory id only (SPEC section 4): both camera pairs of a cross-view
+    trajectory pool together, and in `micro` so do visual and text samples of one id.
     """
     return _prc(_table(samples, preds), strict)
 
@@ -312,11 +313,14 @@ def _interval(replicates: np.ndarray, confidence: float) -> list[float] | None:
     return [float(low), float(high)]
 
 
-def _macro(visual: dict, text: dict) -> dict:
-    """Mean of the visual and the text figure; None where either is undefined; counts summed."""
+def _macro(visual: dict, text: dict, unanswerable: tuple[dict, dict] | None = None) -> dict:
+    """Mean of the visual and the text figure; None where either is undefined; counts summed.
+    UDA figures are the mean of the visual and text unanswerable splits when both exist."""
     row = {}
     for key, a in visual.items():
         b = text[key]
+        if key in ("uda", "uda_lenient"):
+            a, b = (unanswerable[0][key], unanswerable[1][key]) if unanswerable else (None, None)
         if key in _COUNT_KEYS:
             row[key] = a + b
         else:
@@ -362,9 +366,16 @@ def compute_metrics(
             # One generator per split, so a split's interval does not depend on which others exist.
             replicates[name] = _bootstrap(t, bootstrap, np.random.default_rng([seed, k]))
     if "visual" in rows and "text" in rows:
-        rows["macro"] = _macro(rows["visual"], rows["text"])
+        both_na = ("visual_unanswerable" in rows and "text_unanswerable" in rows) or None
+        rows["macro"] = _macro(
+            rows["visual"], rows["text"], both_na and (rows["visual_unanswerable"], rows["text_unanswerable"])
+        )
         if bootstrap:
             replicates["macro"] = {m: (replicates["visual"][m] + replicates["text"][m]) / 2.0 for m in CI_METRICS}
+            if both_na:
+                replicates["macro"]["uda"] = (
+                    replicates["visual_unanswerable"]["uda"] + replicates["text_unanswerable"]["uda"]
+                ) / 2.0
 
     for name, row in rows.items():
         row["ci"] = {

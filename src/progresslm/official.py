@@ -251,6 +251,8 @@ def load_bench(paths: Sequence[str | Path]) -> Bench:
         raise BenchFormatError("no benchmark file given")
     merged = Bench(samples=[])
     seen: dict[str, Path] = {}
+    if len({Path(path).resolve() for path in paths}) < len(paths):
+        raise BenchFormatError(f"the same benchmark file is given twice: {', '.join(map(str, paths))}")
     for path in paths:
         bench = read_official(path)
         for sample in bench.samples:

@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from progresslm.types import Prediction, Status
+from progresslm.parsing import parse_reply
+from progresslm.prompts import MODES
+from progresslm.types import Prediction
 
 
 @dataclass
@@ -36,6 +38,7 @@ class ResultRecord:
     completion_tokens: int | None = None
     split: str = ""
     trajectory_id: str = ""
+    error: str | None = None  # the backend refused the request; the reply is empty
     created: float = 0.0
 
     @property
@@ -43,13 +46,9 @@ class ResultRecord:
         return (self.uid, self.draw)
 
     def prediction(self) -> Prediction:
-        return Prediction(
-            status=Status(self.status),
-            score=self.score,
-            ref_status=None if self.ref_status is None else Status(self.ref_status),
-            ref=self.ref,
-            raw=self.reply,
-        )
+        """The reply parsed again, so a parser fix reaches old results and a hand-edited
+        `score` field cannot disagree with the reply it came from."""
+        return parse_reply(self.reply, self.mode)
 
     @classmethod
     def from_json(cls, data: dict) -> ResultRecord:
@@ -82,25 +81,29 @@ class ResultStore:
                     data = json.loads(text)
                     if not isinstance(data, dict):
                         raise ValueError("not a JSON object")
-                    missing = [k for k in ("uid", "draw", "reply", "status", "prompt_hash") if k not in data]
-                    if missing:
-                        raise ValueError(f"missing {', '.join(missing)}")
-                    Status(data["status"])
+                    _validate(data)
                     records.append(ResultRecord.from_json(data))
                 except (ValueError, TypeError) as err:
                     bad.append(BadLine(number, str(err)[:120]))
         return records, bad
 
-    def latest(self, prompt_hashes: dict[str, str] | None = None) -> tuple[dict[tuple[str, int], ResultRecord], list[BadLine], int]:
-        """The last record per (uid, draw); with `prompt_hashes`, only records made from the
-        current prompt of their uid. Also returns bad lines and the count of stale records."""
+    def latest(
+        self, prompt_hashes: dict[str, str] | None = None
+    ) -> tuple[dict[tuple[str, int], ResultRecord], list[BadLine], int]:
+        """The last record per (uid, draw); with `prompt_hashes`, only records of those uids made
+        from their current prompt. Also returns the bad lines and the count of stale records
+        (uids in `prompt_hashes` whose record was made from another prompt)."""
         records, bad = self.read()
         latest: dict[tuple[str, int], ResultRecord] = {}
         stale = 0
         for record in records:
-            if prompt_hashes is not None and prompt_hashes.get(record.uid) != record.prompt_hash:
-                stale += 1
-                continue
+            if prompt_hashes is not None:
+                expected = prompt_hashes.get(record.uid)
+                if expected is None:
+                    continue  # a sample outside this selection (e.g. --limit): kept, not used
+                if expected != record.prompt_hash:
+                    stale += 1
+                    continue
             latest[record.key] = record
         return latest, bad, stale
 
@@ -129,6 +132,20 @@ class ResultStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_TYPES = {"uid": str, "draw": int, "reply": str, "prompt_hash": str, "mode": str}
+
+
+def _validate(data: dict) -> None:
+    """Raise ValueError when a results line lacks a field the harness relies on, or has the wrong type."""
+    for key, kind in _TYPES.items():
+        if key not in data:
+            raise ValueError(f"missing {key!r}")
+        if not isinstance(data[key], kind) or isinstance(data[key], bool):
+            raise ValueError(f"{key!r} should be {kind.__name__}, got {data[key]!r}"[:120])
+    if data["mode"] not in MODES:
+        raise ValueError(f"unknown mode {data['mode']!r}")
 
 
 def _ends_with_newline(path: Path) -> bool:

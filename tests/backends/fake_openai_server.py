@@ -31,6 +31,7 @@ class FakeServer:
     fail_with: str = "503"  # "429" | "503" | "close" | any other status code
     fail_message: str = "try again later"
     retry_after: str | None = None  # sent with 429 / 503 failures
+    down_after: int | None = None  # every call after the first N fails as `fail_with` says (a server gone down)
     delay_s: float = 0.0  # every answer waits this long, so concurrent requests overlap
     requests: list[Recorded] = field(default_factory=list)
     calls: int = 0
@@ -61,7 +62,8 @@ class FakeServer:
             self.calls += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            return self.calls, self.calls <= self.fail_first
+            down = self.down_after is not None and self.calls > self.down_after
+            return self.calls, self.calls <= self.fail_first or down
 
     def leave(self) -> None:
         with self._lock:

@@ -152,9 +152,9 @@ def test_unreachable_port_is_a_backend_error(image_root):
         run(backend, make_requests(image_root, mode="direct", n=1))
 
 
-def test_non_retryable_400_fails_at_once_with_the_server_message(server, image_root):
-    server.fail_first, server.fail_with, server.fail_message = 1, "400", "model 'fake-vlm' does not exist"
-    with pytest.raises(BackendError, match="HTTP 400.*model 'fake-vlm' does not exist"):
+def test_unknown_model_404_fails_at_once_with_the_server_message(server, image_root):
+    server.fail_first, server.fail_with, server.fail_message = 1, "404", "model 'fake-vlm' does not exist"
+    with pytest.raises(BackendError, match="HTTP 404.*model 'fake-vlm' does not exist"):
         run(make_backend(server), make_requests(image_root, n=1))
     assert server.calls == 1
 
@@ -187,3 +187,36 @@ def test_model_name_is_the_served_model(server):
     backend = make_backend(server)
     assert backend.model_name == "fake-vlm"
     backend.close()
+
+
+def test_a_request_refused_for_its_content_is_recorded_and_the_run_goes_on(server, image_root):
+    server.fail_first, server.fail_with, server.fail_message = 1, "400", "maximum context length exceeded"
+    backend = make_backend(server, concurrency=1)
+    replies = run(backend, make_requests(image_root))
+    assert len(replies) == len(read_official(FIXTURE).samples)
+    refused = [reply for reply in replies.values() if reply.error]
+    assert len(refused) == 1 and "HTTP 400" in refused[0].error and "context length" in refused[0].error
+    assert refused[0].text == ""
+
+
+def test_a_bad_key_stops_the_run(server, image_root):
+    server.fail_first, server.fail_with, server.fail_message = 99, "401", "invalid api key"
+    with pytest.raises(BackendError, match="401"):
+        run(make_backend(server), make_requests(image_root))
+
+
+def test_replies_that_arrive_before_a_failure_are_still_yielded(server, image_root):
+    server.down_after, server.fail_with = 3, "close"
+    backend = make_backend(server, concurrency=1, max_retries=1)
+    got = []
+    with pytest.raises(BackendError, match="failed 2 time"):
+        for index, reply in backend.generate(make_requests(image_root)):
+            got.append(index)
+    assert len(got) == 3
+
+
+def test_token_param_and_sampling_params_can_change(server, image_root):
+    backend = make_backend(server, token_param="max_completion_tokens", sampling_params=False)
+    body = backend.body(make_requests(image_root, n=1)[0])
+    assert "max_completion_tokens" in body and "max_tokens" not in body
+    assert not {"temperature", "top_p", "seed"} & set(body)

@@ -35,6 +35,8 @@ class BackendOptions:
     value: float = 50.0  # constant: the percentage it always answers
     replies: str | None = None  # replay: JSONL of {"uid": ..., "reply": ...}
     max_pixels: int | None = None  # hf, vllm: image resolution cap handed to the processor
+    token_param: str = "max_tokens"  # openai: "max_completion_tokens" for GPT-5 and o-series models
+    sampling_params: bool = True  # openai: False leaves temperature, top_p and seed out of requests
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Reply:
     latency_s: float = 0.0
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    error: str | None = None  # the backend refused this one request (e.g. HTTP 400); scored as no answer
 
 
 class Backend(ABC):
@@ -62,6 +65,7 @@ class Backend(ABC):
     `(index into requests, Reply)` as each is ready, so the harness can save it at once."""
 
     image_format: ClassVar[str] = "none"  # none | data_url | pil | array
+    reads_images: ClassVar[bool] = False  # reads the image files itself (so the harness checks they exist)
     chunk_size: ClassVar[int] = 64  # requests the harness hands over per `generate` call
 
     def __init__(self, options: BackendOptions, mode: str):

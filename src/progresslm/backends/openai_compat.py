@@ -140,6 +140,9 @@ def chat_completions_url(base_url: str | None) -> str:
     return base if base.endswith("/chat/completions") else base + "/chat/completions"
 
 
+# Statuses that refuse one request for its content, not the whole run (bad key, unknown model).
+REFUSED_PER_REQUEST = frozenset({400, 413, 422})
+
 class OpenAIBackend(Backend):
     """Chat completions over HTTP, `options.concurrency` requests in flight."""
 
@@ -180,27 +183,43 @@ class OpenAIBackend(Backend):
     def body(self, request: Request) -> dict:
         """The JSON body of one chat-completions call."""
         o = self.options
-        return {
+        body = {
             "model": o.model,
             "messages": to_openai_messages(request.prompt.messages, request.images),
-            "temperature": o.temperature,
-            "top_p": o.top_p,
-            "max_tokens": o.max_new_tokens,
-            # Offset by draw: servers that honour a per-request seed would otherwise sample every draw alike.
-            "seed": o.seed + request.draw,
+            o.token_param: o.max_new_tokens,
         }
+        if o.sampling_params:  # GPT-5 and o-series models refuse these
+            body.update(
+                temperature=o.temperature,
+                top_p=o.top_p,
+                # Offset by draw: servers that honour a per-request seed would otherwise sample every draw alike.
+                seed=o.seed + request.draw,
+            )
+        return body
 
     def generate(self, requests: Sequence[Request]) -> Iterator[tuple[int, Reply]]:
         self._stop.clear()
         pool = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="progresslm-openai")
         pending: dict[Future, int] = {}
+        failure: BaseException | None = None
         try:
             pending = {pool.submit(self._complete, request): i for i, request in enumerate(requests)}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     index = pending.pop(future)
-                    yield index, future.result()
+                    if future.exception() is None:
+                        yield index, future.result()
+                    elif failure is None:
+                        # Stop new retries, but let requests in flight finish: their replies are paid
+                        # for and the caller saves each one before the error reaches it.
+                        failure = future.exception()
+                        self._stop.set()
+            if failure is not None:
+                raise failure
+        except KeyboardInterrupt:
+            self._client.close()  # abort requests in flight instead of waiting up to --timeout for them
+            raise
         finally:
             # On an error (or a caller that stops early) the other workers give up instead of retrying on.
             self._stop.set()
@@ -226,7 +245,7 @@ class OpenAIBackend(Backend):
             f"POST {self.url} failed {attempts} time(s) for sample {request.uid} (draw {request.draw}); "
             f"last error: {failures[-1]}. Check that the server is running and reachable, that --base-url is "
             f"right (e.g. {EXAMPLE_URL}, the root that ends in /v1), and for a hosted API your rate limits; "
-            "--max-retries and --timeout-s give a slow server more room"
+            "--max-retries and --timeout give a slow server more room"
         )
 
     def _attempt(self, body: dict) -> Reply:
@@ -246,6 +265,9 @@ class OpenAIBackend(Backend):
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise _Retryable(f"HTTP {status}: {server_message(response)}", retry_after)
+        if status in REFUSED_PER_REQUEST:
+            # This request alone is refused (too many images, context too long): record it and go on.
+            return Reply(text="", latency_s=latency, error=f"HTTP {status}: {server_message(response)}"[:500])
         if status >= 400:
             raise BackendError(
                 f"POST {self.url} was refused with HTTP {status}: {server_message(response)} "

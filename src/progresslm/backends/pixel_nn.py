@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from progresslm.backends.base import Backend, BackendOptions, Reply, Request
+from progresslm.images import ImageReadError
 from progresslm.prompts import percent
 from progresslm.types import Modality
 
@@ -22,6 +23,7 @@ THUMB = 32  # side of the downscaled grey image compared; small enough to blur a
 
 class PixelNNBackend(Backend):
     image_format = "none"  # it reads and downscales the files itself, once per file
+    reads_images = True
     chunk_size = 256
 
     def __init__(self, options: BackendOptions, mode: str):
@@ -37,8 +39,11 @@ class PixelNNBackend(Backend):
         if thumb is None:
             from PIL import Image
 
-            with Image.open(path) as image:
-                small = image.convert("L").resize((THUMB, THUMB), Image.BILINEAR)
+            try:
+                with Image.open(path) as image:
+                    small = image.convert("L").resize((THUMB, THUMB), Image.BILINEAR)
+            except (OSError, ValueError) as err:
+                raise ImageReadError(f"{path}: cannot read image ({err})") from err
             thumb = np.asarray(small, dtype=np.float32) / 255.0
             self._thumbs[path] = thumb
         return thumb

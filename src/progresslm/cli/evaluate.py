@@ -54,6 +54,11 @@ def add_parser(subparsers) -> None:
     group.add_argument("--seed", type=int, default=defaults.seed)
     group.add_argument("--value", type=float, default=defaults.value, help="constant: the percentage it answers")
     group.add_argument("--replies", help="replay: JSONL of {\"uid\": ..., \"reply\": ...}")
+    group.add_argument("--token-param", default=defaults.token_param, choices=["max_tokens", "max_completion_tokens"],
+                       help="openai: the name of the reply-length field (GPT-5 and o-series models want "
+                       "max_completion_tokens)")
+    group.add_argument("--no-sampling-params", dest="sampling_params", action="store_false",
+                       help="openai: send no temperature, top_p or seed (models that refuse them)")
     parser.set_defaults(handler=run)
 
 
@@ -62,7 +67,7 @@ def _slug(text: str) -> str:
 
 
 def default_out(bench: list[str], backend: str, model: str | None, mode: str, value: float) -> Path:
-    bench_name = Path(bench[0]).parent.name or "bench" if len(bench) > 1 else Path(bench[0]).stem
+    bench_name = (Path(bench[0]).parent.name or "bench") if len(bench) > 1 else Path(bench[0]).stem
     tag = backend if backend != "constant" else f"constant{value:g}"
     if model:
         tag += "-" + _slug(Path(model).name or model)
@@ -109,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except BackendError as err:
-        print(f"error: {err}\nReplies received so far are saved in {out}/results.jsonl; re-run to resume.", file=sys.stderr)
+        saved = Path(out) / "results.jsonl"
+        note = f"\nReplies received so far are saved in {saved}; re-run to resume." if saved.exists() else ""
+        print(f"error: {err}{note}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"\ninterrupted: replies so far are saved in {out}/results.jsonl; re-run the same command to resume.",
