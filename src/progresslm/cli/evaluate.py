@@ -74,6 +74,24 @@ def default_out(bench: list[str], backend: str, model: str | None, mode: str, va
     return Path("runs") / _slug(bench_name) / f"{tag}-{mode}"
 
 
+def default_bench(quiet: bool) -> tuple[list[str], str]:
+    """The small simulated benchmark (built on first use); the drawn example when the simulator
+    cannot run here (no MuJoCo / Meta-World, no GL)."""
+    try:
+        from progresslm.sim.build import build_small_bench
+
+        outcome = build_small_bench(progress=not quiet)
+        log.info("no --bench given: using the small simulated benchmark in %s", outcome.out)
+        return [str(path) for path in outcome.bench_files()], str(outcome.image_root)
+    except ImportError as err:
+        log.warning("the simulator is not available (%s; `pip install 'progresslm[sim]'`): "
+                    "using the drawn example benchmark instead", err)
+    from progresslm.bench.example import build_example, default_example_dir
+
+    example = build_example(default_example_dir())
+    return [str(path) for path in example.files], str(example.root / "images")
+
+
 def run(args: argparse.Namespace) -> int:
     from progresslm.backends.base import BackendError
     from progresslm.backends.registry import UnknownBackendError, backend_class
@@ -87,11 +105,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     bench, image_root = args.bench, args.image_root
     if not bench:
-        from progresslm.bench.example import build_example, default_example_dir
-
-        example = build_example(default_example_dir())
-        bench, image_root = [str(path) for path in example.files], str(example.root / "images")
-        log.info("no --bench given: using the example benchmark in %s", example.root)
+        try:
+            bench, image_root = default_bench(args.quiet)
+        except (RuntimeError, ValueError) as err:  # RenderError, SimBuildError
+            print(f"error: could not build the default simulated benchmark: {err}", file=sys.stderr)
+            return 2
     options = BackendOptions(**{name: getattr(args, name) for name in BackendOptions.__dataclass_fields__})
     out = args.out or default_out(bench, args.backend, args.model, args.mode, args.value)
     try:

@@ -8,9 +8,9 @@ import logging
 import sys
 
 from progresslm import __version__
-from progresslm.cli import bench, evaluate, report
+from progresslm.cli import bench, evaluate, report, sim
 
-COMMANDS = (bench, evaluate, report)
+COMMANDS = (bench, sim, evaluate, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,294 @@
+"""`progresslm sim build`: a Progress-Bench-style benchmark and training pools from the simulator.
+
+Tasks are split into `bench`, `sft` and `rl` with disjoint task sets (deterministic from the seed),
+each task contributes episodes ("units"), and units are built in parallel over a process pool.
+Every finished unit is saved at once under `OUT/units/`, so a killed build resumes where it
+stopped; the split files, the dataset card and the contact sheet are assembled at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from progresslm.sim.samples import Unit, UnitResult, build_unit, derive_seed, unit_to_json
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("bench", "sft", "rl")
+FILE_STEMS = ("visual_same_view", "visual_cross_view", "visual-unanswerable", "text-normal", "text-unanswerable")
+FORMAT_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How many tasks go to each split and how many episodes each task gives."""
+
+    bench_tasks: int
+    rl_tasks: int
+    episodes: dict[str, int]  # split -> episodes per task
+    per_interval: int
+
+
+PRESETS = {
+    # The demo default: every axis, ~500 benchmark samples, a couple of minutes on 2 cores.
+    "small": Preset(bench_tasks=6, rl_tasks=4, episodes={"bench": 2, "sft": 0, "rl": 0}, per_interval=2),
+    # Progress-Bench-sized: >= 3,000 benchmark samples; training pools of >= 10,000 samples each.
+    "full": Preset(bench_tasks=8, rl_tasks=6, episodes={"bench": 7, "sft": 15, "rl": 30}, per_interval=3),
+    # For tests: seconds, not minutes.
+    "tiny": Preset(bench_tasks=1, rl_tasks=1, episodes={"bench": 1, "sft": 1, "rl": 0}, per_interval=1),
+}
+
+
+class SimBuildError(ValueError):
+    pass
+
+
+@dataclass
+class SimBuildConfig:
+    preset: str = "small"
+    out: str | None = None
+    tasks: list[str] | None = None  # default: every registered task
+    cameras: list[str] | None = None  # default: the cameras that show the scene
+    size: int = 224
+    seed: int = 0
+    level: str = "default"  # scene randomisation between demo and observation episodes
+    same_episode: bool = False  # demo and observation from one episode (as the authors' same-view samples)
+    workers: int = 2
+    episodes: dict[str, int] | None = None  # override the preset's episodes per task per split
+    per_interval: int | None = None  # observations inside each key-step interval (default: the preset's)
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        from progresslm.sim.render import SCENE_CAMERAS
+        from progresslm.sim.scene import LEVELS
+        from progresslm.sim.tasks import list_tasks
+
+        if self.preset not in PRESETS:
+            raise SimBuildError(f"unknown preset {self.preset!r}; valid presets: {', '.join(PRESETS)}")
+        valid = list_tasks()
+        unknown = [t for t in self.tasks or () if t not in valid]
+        if unknown:
+            raise SimBuildError(f"unknown task(s) {', '.join(unknown)}; valid tasks: {', '.join(valid)}")
+        bad = [c for c in self.cameras or () if c not in SCENE_CAMERAS]
+        if bad:
+            raise SimBuildError(f"unknown camera(s) {', '.join(bad)}; valid cameras: {', '.join(SCENE_CAMERAS)}")
+        if self.cameras is not None and len(self.cameras) < 2:
+            raise SimBuildError("give at least 2 cameras: cross-view samples need a second one")
+        if self.level not in LEVELS:
+            raise SimBuildError(f"unknown randomisation level {self.level!r}; valid levels: {', '.join(LEVELS)}")
+        if self.size < 28:
+            raise SimBuildError(f"--size must be at least 28 px, got {self.size}")
+        if self.workers < 1:
+            raise SimBuildError(f"--workers must be at least 1, got {self.workers}")
+
+    @property
+    def resolved_preset(self) -> Preset:
+        return PRESETS[self.preset]
+
+    def identity(self) -> dict:
+        """What must match for an existing folder to be resumed."""
+        data = asdict(self)
+        for key in ("out", "workers", "command"):
+            data.pop(key)
+        data["version"] = FORMAT_VERSION
+        return data
+
+
+def assign_splits(tasks: list[str], seed: int, bench_tasks: int, rl_tasks: int) -> dict[str, list[str]]:
+    """Disjoint task sets for bench, rl and sft (the rest), the same for the same seed.
+
+    >>> s = assign_splits([f"t{i}" for i in range(10)], 0, 3, 2)
+    >>> [len(s[k]) for k in ("bench", "sft", "rl")], set(s["bench"]) & set(s["sft"])
+    ([3, 5, 2], set())
+    """
+    if len(tasks) < 2:
+        raise SimBuildError(f"need at least 2 tasks (one for bench, one for training), got {len(tasks)}")
+    order = sorted(tasks)
+    np.random.default_rng(derive_seed("splits", seed)).shuffle(order)
+    bench_tasks = max(min(bench_tasks, len(order) - 1), 1)
+    rl_tasks = max(min(rl_tasks, len(order) - bench_tasks - 1), 0)
+    return {
+        "bench": sorted(order[:bench_tasks]),
+        "rl": sorted(order[bench_tasks : bench_tasks + rl_tasks]),
+        "sft": sorted(order[bench_tasks + rl_tasks :]),
+    }
+
+
+def plan_units(config: SimBuildConfig, splits: dict[str, list[str]]) -> list[Unit]:
+    from progresslm.sim.render import SCENE_CAMERAS
+
+    preset = config.resolved_preset
+    episodes = {**preset.episodes, **(config.episodes or {})}
+    cameras = tuple(config.cameras or SCENE_CAMERAS)
+    units = []
+    for split in SPLITS:
+        tasks = splits[split]
+        for position, task in enumerate(tasks):
+            for index in range(episodes.get(split, 0)):
+                # The wrong-task demonstration comes from the same split, so bench never shows training tasks.
+                others = [t for t in tasks if t != task] or [t for s in SPLITS for t in splits[s] if t != task]
+                other = others[(position + index) % len(others)]
+                units.append(Unit(
+                    split=split, task=task, index=index, other_task=other, seed=config.seed, size=config.size,
+                    cameras=cameras, level=config.level,
+                    per_interval=config.per_interval if config.per_interval is not None else preset.per_interval,
+                    same_episode=config.same_episode,
+                ))  # fmt: skip
+    return units
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("PROGRESSLM_HOME", Path.home() / ".cache" / "progresslm"))
+
+
+@dataclass
+class BuildOutcome:
+    out: Path
+    files: dict[str, list[Path]]  # split -> JSONL files
+    samples: dict[str, dict[str, int]]  # split -> file stem -> rows
+    success: dict[str, dict[str, int]] = field(default_factory=dict)  # task -> attempts, successes
+    seconds: float = 0.0
+    frames: int = 0
+    built: int = 0  # units built in this call (the rest were resumed)
+
+    def bench_files(self) -> list[Path]:
+        return self.files["bench"]
+
+    @property
+    def image_root(self) -> Path:
+        return self.out / "images"
+
+
+def _worker(args: tuple[Unit, str]) -> dict:
+    unit, images = args
+    from progresslm.sim.render import check_gl
+
+    check_gl()
+    result = build_unit(unit, Path(images))
+    return unit_to_json(result)
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def build(config: SimBuildConfig, progress: bool = True) -> BuildOutcome:
+    """Build (or resume, or reuse) the dataset described by `config`."""
+    from progresslm.sim.tasks import list_tasks
+
+    out = Path(config.out) if config.out else default_data_dir() / f"sim-{config.preset}-s{config.seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / "build.json"
+    identity = config.identity()
+    if manifest.exists():
+        previous = json.loads(manifest.read_text()).get("identity")
+        if previous != identity:
+            changed = sorted(k for k in identity if (previous or {}).get(k) != identity[k])
+            raise SimBuildError(
+                f"{out} holds a build with other settings ({', '.join(changed)}); choose another --out or delete it"
+            )
+    if (out / "DONE").exists():
+        return _outcome_from_disk(out)
+
+    tasks = config.tasks or list_tasks()
+    splits = assign_splits(tasks, config.seed, config.resolved_preset.bench_tasks, config.resolved_preset.rl_tasks)
+    units = plan_units(config, splits)
+    _write_json(manifest, {"identity": identity, "splits": splits, "units": len(units), "command": config.command})
+    unit_dir = out / "units"
+    for split in SPLITS:
+        (unit_dir / split).mkdir(parents=True, exist_ok=True)
+    todo = [u for u in units if not (unit_dir / f"{u.key}.json").exists()]
+    if len(todo) < len(units):
+        log.info("resuming %s: %d of %d units already built", out, len(units) - len(todo), len(units))
+
+    start = time.perf_counter()
+    _run_units(todo, out, config.workers, progress, len(units))
+    outcome = assemble(out, units, splits, config)
+    outcome.seconds, outcome.built = time.perf_counter() - start, len(todo)
+    return outcome
+
+
+def _run_units(todo: list[Unit], out: Path, workers: int, progress: bool, total: int) -> None:
+    import multiprocessing
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=total - len(todo), desc="sim build", unit="episode", disable=not progress)
+    jobs = [(unit, str(out / "images")) for unit in todo]
+    try:
+        if workers <= 1:
+            results = map(_worker, jobs)
+        else:
+            pool = multiprocessing.get_context("spawn").Pool(workers)
+            results = pool.imap_unordered(_worker, jobs)
+        for data in results:
+            unit = Unit(**{**data["unit"], "cameras": tuple(data["unit"]["cameras"])})
+            _write_json(out / "units" / f"{unit.key}.json", data)  # saved at once: a kill loses only units in flight
+            bar.update()
+        if workers > 1:
+            pool.close()
+            pool.join()
+    finally:
+        if workers > 1:
+            pool.terminate()
+        bar.close()
+
+
+def assemble(out: Path, units: list[Unit], splits: dict[str, list[str]], config: SimBuildConfig) -> BuildOutcome:
+    """Split files from the unit files, then the dataset card and contact sheet."""
+    from progresslm.sim.card import write_card
+
+    rows: dict[str, dict[str, list[dict]]] = {s: {stem: [] for stem in FILE_STEMS} for s in SPLITS}
+    success: dict[str, dict[str, int]] = {}
+    frames = 0
+    for unit in units:
+        data = json.loads((out / "units" / f"{unit.key}.json").read_text())
+        for stem, records in data["rows"].items():
+            rows[unit.split][stem].extend(records)
+        for task, n in data["attempts"].items():
+            entry = success.setdefault(task, {"attempts": 0, "successes": 0})
+            entry["attempts"] += n
+            entry["successes"] += data["successes"].get(task, 0)
+        frames += data["frames_rendered"]
+    files: dict[str, list[Path]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for split in SPLITS:
+        files[split], counts[split] = [], {}
+        if not any(rows[split].values()):
+            continue
+        (out / split).mkdir(exist_ok=True)
+        for stem in FILE_STEMS:
+            path = out / split / f"{stem}.jsonl"
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows[split][stem]))
+            tmp.replace(path)
+            files[split].append(path)
+            counts[split][stem] = len(rows[split][stem])
+    outcome = BuildOutcome(out=out, files=files, samples=counts, success=success, frames=frames)
+    write_card(outcome, splits, config)
+    (out / "DONE").write_text(FORMAT_VERSION + "\n")
+    return outcome
+
+
+def _outcome_from_disk(out: Path) -> BuildOutcome:
+    files = {s: [out / s / f"{stem}.jsonl" for stem in FILE_STEMS] if (out / s).is_dir() else [] for s in SPLITS}
+    card = json.loads((out / "card.json").read_text()) if (out / "card.json").exists() else {}
+    counts = {
+        s: {p.stem: sum(1 for line in p.read_text().splitlines() if line.strip()) for p in paths}
+        for s, paths in files.items()
+    }
+    return BuildOutcome(out=out, files=files, samples=counts, success=card.get("success", {}))
+
+
+def build_small_bench(progress: bool = True) -> BuildOutcome:
+    """The default benchmark of `progresslm eval`: the small preset, built on first use."""
+    return build(SimBuildConfig(preset="small", command="progresslm sim build --preset small"), progress=progress)

@@ -1,0 +1,166 @@
+"""The dataset card of a simulated build: counts per axis, tasks, cameras, seeds, the command, expert
+success rates, shortcut baselines per axis, and a contact sheet of examples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+AXES = ("visual_same_view", "visual_cross_view", "text", "visual_unanswerable", "text_unanswerable")
+BASELINES = ("constant", "pixel-nn")
+
+
+def baseline_metrics(files: list[Path], image_root: Path, out: Path) -> dict[str, dict]:
+    """`constant` and `pixel-nn` on the benchmark split: what a model must beat."""
+    from progresslm.backends.base import BackendOptions
+    from progresslm.evaluate import EvalConfig, evaluate
+
+    results = {}
+    for name in BASELINES:
+        config = EvalConfig(
+            bench=[str(p) for p in files], out=str(out / name), backend=name, image_root=str(image_root),
+            bootstrap=0, floors=False, plots=False, options=BackendOptions(value=50.0),
+        )
+        results[name] = evaluate(config, progress=False).metrics["splits"]
+    return results
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _axis_counts(files: list[Path]) -> dict[str, int]:
+    from progresslm.official import load_bench
+
+    counts = dict.fromkeys(AXES, 0)
+    for sample in load_bench(files).samples:
+        counts[sample.split] += 1
+    return counts
+
+
+def write_card(outcome, splits: dict[str, list[str]], config) -> None:
+    """card.json, card.md and contact_sheet.png in the build folder."""
+    out = outcome.out
+    axis_counts = {split: _axis_counts(files) for split, files in outcome.files.items() if files}
+    baselines = {}
+    if outcome.files.get("bench"):
+        baselines = baseline_metrics(outcome.files["bench"], out / "images", out / "baselines")
+    made = {}
+    for split, files in outcome.files.items():
+        for path in files:
+            for line in path.read_text().splitlines():
+                kind = json.loads(line).get("sim", {}).get("unanswerable")
+                if kind:
+                    made[kind] = made.get(kind, 0) + 1
+    card = {
+        "preset": config.preset,
+        "seed": config.seed,
+        "size": config.size,
+        "level": config.level,
+        "same_episode": config.same_episode,
+        "cameras": list(config.cameras or []) or "all scene cameras",
+        "command": config.command,
+        "tasks": splits,
+        "samples": axis_counts,
+        "unanswerable_kinds": made,
+        "success": outcome.success,
+        "frames_rendered": outcome.frames,
+        "baselines": baselines,
+    }
+    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out / "card.md").write_text(render_card(card))
+    try:
+        contact_sheet(outcome, out / "contact_sheet.png")
+    except (OSError, ValueError, KeyError) as err:  # a card without a picture beats no card
+        (out / "contact_sheet.error.txt").write_text(str(err))
+
+
+def render_card(card: dict) -> str:
+    lines = [f"# Simulated progress benchmark ({card['preset']} preset)", ""]
+    lines += [f"Made by: `{card['command'] or 'progresslm sim build'}`", ""]
+    lines += [f"Seed {card['seed']}, {card['size']} px, randomisation `{card['level']}`, "
+              f"demo and observation from {'one episode' if card['same_episode'] else 'different episodes'}, "
+              f"cameras: {card['cameras']}.", ""]
+    lines += ["## Samples per split and axis", "", "| split | " + " | ".join(AXES) + " | total |",
+              "|---|" + "---:|" * (len(AXES) + 1)]
+    for split, counts in card["samples"].items():
+        lines.append(f"| {split} | " + " | ".join(str(counts[a]) for a in AXES) + f" | {sum(counts.values())} |")
+    lines += ["", "Unanswerable samples by how they were made: "
+              + ", ".join(f"{k} {v}" for k, v in sorted(card["unanswerable_kinds"].items())), ""]
+    lines += ["## Tasks (disjoint between splits)", ""]
+    for split, tasks in card["tasks"].items():
+        lines.append(f"- **{split}** ({len(tasks)}): {', '.join(tasks)}")
+    lines += ["", "## Expert success (episodes kept / rolled out)", "", "| task | kept | rolled out | rate |", "|---|---:|---:|---:|"]
+    for task, s in sorted(card["success"].items()):
+        lines.append(f"| {task} | {s['successes']} | {s['attempts']} | {100 * s['successes'] / max(s['attempts'], 1):.0f}% |")
+    if card["baselines"]:
+        lines += ["", "## Shortcut baselines on the bench split", "",
+                  "NSE↓ / PRC↑ / AFRR↓ on answerable axes, UDA↑ on unanswerable ones. `pixel-nn` answers with the "
+                  "progress of the keyframe nearest in pixels: a benchmark on which it scores well rewards pixel "
+                  "matching, not progress reasoning.", "",
+                  "| baseline | " + " | ".join(AXES) + " |", "|---|" + "---:|" * len(AXES)]
+        for name, splits in card["baselines"].items():
+            cells = []
+            for axis in AXES:
+                row = splits.get(axis, {})
+                if axis.endswith("unanswerable"):
+                    cells.append(_fmt(row.get("uda")))
+                else:
+                    cells.append(f"{_fmt(row.get('nse'))} / {_fmt(row.get('prc'))} / {_fmt(row.get('afrr'))}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "![contact sheet](contact_sheet.png)", ""]
+    return "\n".join(lines)
+
+
+def contact_sheet(outcome, path: Path, tasks: int = 4, thumb: int = 112) -> Path:
+    """Per task: same-view demo keyframes; cross-view demo keyframes; observations; each unanswerable kind."""
+    from PIL import Image, ImageDraw
+
+    files = outcome.files.get("bench") or next(f for f in outcome.files.values() if f)
+    by_stem = {p.stem: [json.loads(line) for line in p.read_text().splitlines()] for p in files}
+    root = outcome.out / "images"
+    blocks = []
+    seen = []
+    for record in by_stem["visual_same_view"]:
+        if record["id"] in seen:
+            continue
+        seen.append(record["id"])
+        if len(seen) > tasks:
+            break
+        same = record
+        cross = next(r for r in by_stem["visual_cross_view"] if r["id"] == record["id"])
+        observations = [r["stage_to_estimate"][0] for r in by_stem["visual_same_view"] if r["id"] == record["id"]]
+        step = max(len(observations) // 6, 1)
+        edits = [r for r in by_stem["visual-unanswerable"] if r["id"] == record["id"]]
+        rows = [
+            ("demo (same view)", same["visual_demo"]),
+            (f"demo ({cross['camera_combination'].split('+')[0]})", cross["visual_demo"]),
+            ("observations", observations[::step][:7]),
+            ("unanswerable", [r["stage_to_estimate"][0] for r in edits if r["sim"]["unanswerable"].startswith("edit")]
+             + [r["visual_demo"][len(r["visual_demo"]) // 2] for r in edits if r["sim"]["unanswerable"] == "other_task"][:1]),
+        ]
+        labels = [
+            [record["task_goal"]],
+            [], [], [r["sim"]["unanswerable"] for r in edits if r["sim"]["unanswerable"].startswith("edit")] + ["other task's demo"],
+        ]
+        blocks.append((record["id"], rows, labels))
+    width = 160 + 8 * thumb
+    height = sum(4 * (thumb + 14) + 20 for _ in blocks)
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    y = 0
+    for trajectory, rows, labels in blocks:
+        draw.text((4, y + 2), trajectory, fill="black")
+        y += 16
+        for (title, names), captions in zip(rows, labels):
+            draw.text((4, y + thumb // 2), title, fill="black")
+            for i, name in enumerate(names[:8]):
+                with Image.open(root / trajectory / name) as image:
+                    sheet.paste(image.convert("RGB").resize((thumb, thumb)), (160 + i * thumb, y))
+                if captions and i < len(captions) and title == "unanswerable":
+                    draw.text((162 + i * thumb, y + thumb), captions[i], fill="black")
+            y += thumb + 14
+        y += 4
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path

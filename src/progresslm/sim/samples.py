@@ -1,0 +1,274 @@
+"""One unit of a simulated benchmark: a demonstration episode and an observation episode of one task,
+rendered and turned into samples of every axis (rows of the authors' JSONL format).
+
+Labels come from task state: key steps end where their detectors fire (`sim.tasks`), progress is
+linear in time between key-step ends, the anchor is the nearest keyframe. Unanswerable samples are
+made in the simulator: the observation re-rendered with the task object recoloured, hidden or
+replaced; text naming an object the scene does not have; another task's demonstration. Each row
+records how it was made under the key `sim`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from progresslm.official import format_percent
+
+# Things no Meta-World scene holds, for text that names an object the scene does not have.
+ABSENT_OBJECTS = ("banana", "teddy bear", "red apple", "coffee mug", "tennis ball", "toy car", "sponge", "screwdriver")
+EDIT_ORDER = ("recolor", "hide", "replace")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What one worker builds: episode `index` of `task` in `split`."""
+
+    split: str
+    task: str
+    index: int
+    other_task: str  # a task of the same split whose demonstration stands for a wrong task
+    seed: int
+    size: int
+    cameras: tuple[str, ...]
+    level: str
+    per_interval: int
+    same_episode: bool
+    quality: int = 90
+
+    @property
+    def key(self) -> str:
+        return f"{self.split}/{self.task}__{self.index:03d}"
+
+    @property
+    def trajectory_id(self) -> str:
+        return f"sim/{self.task}/{self.split}_{self.index:03d}"
+
+
+@dataclass
+class UnitResult:
+    unit: Unit
+    rows: dict[str, list[dict]] = field(default_factory=dict)  # output file stem -> rows
+    attempts: dict[str, int] = field(default_factory=dict)  # task -> rollouts tried (for success rates)
+    successes: dict[str, int] = field(default_factory=dict)
+    frames_rendered: int = 0
+    error: str | None = None
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 31-bit seed from any parts (a unit's seeds do not depend on build order)."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def sample_frames(key_frames: list[int], per_interval: int) -> list[int]:
+    """The key frames plus `per_interval` evenly spaced frames inside each interval.
+
+    >>> sample_frames([0, 10, 16], 2)
+    [0, 3, 7, 10, 12, 14, 16]
+    """
+    frames = set(key_frames)
+    for a, b in zip(key_frames, key_frames[1:]):
+        for i in range(1, per_interval + 1):
+            frames.add(int(round(a + (b - a) * i / (per_interval + 1))))
+    return sorted(frames)
+
+
+def anchors(progress: float, total_steps: int) -> tuple[int, int, float]:
+    """(visual closest_idx over T+1 keyframes, text closest_idx over T steps, delta from the visual anchor).
+
+    >>> anchors(0.45, 4)
+    (3, 2, -0.05)
+    """
+    nearest = int(round(progress * total_steps))
+    return nearest + 1, max(nearest, 1), round(progress - nearest / total_steps, 6)
+
+
+def _rollout(task: str, seed: int, counts: UnitResult, tries: int = 6):
+    """A successful episode with every key step found, trying derived seeds until one works."""
+    from progresslm.sim.rollout import rollout
+
+    for attempt in range(tries):
+        episode_seed = derive_seed(seed, attempt) % 100_000
+        counts.attempts[task] = counts.attempts.get(task, 0) + 1
+        episode = rollout(task, episode_seed)
+        if episode is not None:
+            counts.successes[task] = counts.successes.get(task, 0) + 1
+            return episode
+    raise RuntimeError(f"{task}: no successful episode with all key steps in {tries} seeds from {seed}")
+
+
+class _Scene:
+    """An env restored to an episode's frames, with its renderer, style and image writer."""
+
+    def __init__(self, episode, style, unit: Unit, folder: Path, result: UnitResult):
+        from progresslm.sim.render import FrameRenderer
+        from progresslm.sim.rollout import make_env
+        from progresslm.sim.tasks import get_task, object_geom_ids
+
+        self.episode, self.style, self.unit, self.folder, self.result = episode, style, unit, folder, result
+        self.env = make_env(episode.task, episode.seed)
+        self.model = self.env.model
+        self.renderer = FrameRenderer(self.model, size=unit.size)
+        self.object_geoms = object_geom_ids(self.model, get_task(episode.task))
+
+    def save(self, frame: int, camera: str, name: str, edit: tuple[str, np.random.Generator] | None = None) -> dict:
+        """Render `frame` from `camera` into `folder/name`; returns the edit record when editing."""
+        from contextlib import ExitStack
+
+        from PIL import Image
+
+        from progresslm.sim.rollout import restore
+        from progresslm.sim.scene import Randomizer, edit_object, goal_sites, hide_sites
+
+        restore(self.env, self.episode.states[frame])
+        record: dict = {}
+        with ExitStack() as stack:
+            stack.enter_context(hide_sites(self.model, goal_sites(self.model)))  # no goal markers in a real scene
+            stack.enter_context(Randomizer.apply(self.model, self.style, keep=self.object_geoms, renderer=self.renderer))
+            if edit is not None:
+                kind, rng = edit
+                record = stack.enter_context(
+                    edit_object(self.model, self.object_geoms, kind, rng, renderer=self.renderer)
+                )
+            pixels = self.renderer.render(self.env.data, camera)
+        path = self.folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(path, quality=self.unit.quality)
+        self.result.frames_rendered += 1
+        return dict(record)
+
+    def close(self) -> None:
+        self.renderer.close()
+        self.env.close()
+
+
+def _style(randomizer, episode, rng):
+    trace = episode.trace
+    avoid = [trace.obj[0][:2], trace.goal[0][:2], trace.obj[-1][:2]] + [p[:2] for p in trace.hand[:: max(len(trace) // 8, 1)]]
+    return randomizer.sample(rng, avoid_xy=avoid)
+
+
+def build_unit(unit: Unit, images_root: Path) -> UnitResult:
+    """Roll out, render and label one unit. Runs in a worker process."""
+    from progresslm.sim.rollout import progress_labels
+    from progresslm.sim.scene import Randomizer
+    from progresslm.sim.tasks import get_task
+
+    result = UnitResult(unit=unit)
+    rng = np.random.default_rng(derive_seed(unit.seed, unit.key, "rng"))
+    spec, other = get_task(unit.task), get_task(unit.other_task)
+    demo_ep = _rollout(unit.task, derive_seed(unit.seed, unit.key, "demo"), result)
+    obs_ep = demo_ep if unit.same_episode else _rollout(unit.task, derive_seed(unit.seed, unit.key, "obs"), result)
+    other_ep = _rollout(unit.other_task, derive_seed(unit.seed, unit.key, "other"), result)
+    randomizer = Randomizer(unit.level)
+    demo_style = _style(randomizer, demo_ep, rng)
+    obs_style = demo_style if unit.same_episode else _style(randomizer, obs_ep, rng)
+
+    obs_camera, demo_camera_cross = (str(c) for c in rng.choice(unit.cameras, size=2, replace=False))
+    folder = images_root / unit.trajectory_id
+    labels = progress_labels(obs_ep)
+    T = len(spec.steps)
+    frames = sample_frames(obs_ep.key_frames, unit.per_interval)
+    made = {
+        "task": unit.task,
+        "demo_seed": demo_ep.seed,
+        "obs_seed": obs_ep.seed,
+        "same_episode": unit.same_episode,
+        "level": unit.level,
+        "demo_style": demo_style.to_dict(),
+        "obs_style": obs_style.to_dict(),
+    }
+
+    scenes = []
+    try:
+        demo_scene = _Scene(demo_ep, demo_style, unit, folder, result)
+        scenes.append(demo_scene)
+        obs_scene = demo_scene if unit.same_episode else _Scene(obs_ep, obs_style, unit, folder, result)
+        scenes.append(obs_scene)
+        other_scene = _Scene(other_ep, demo_style, unit, folder, result)
+        scenes.append(other_scene)
+
+        demo_names = {}
+        for camera in (obs_camera, demo_camera_cross):
+            demo_names[camera] = [f"demo/{camera}_{f:04d}.jpg" for f in demo_ep.key_frames]
+            for f, name in zip(demo_ep.key_frames, demo_names[camera]):
+                demo_scene.save(f, camera, name)
+        for f in frames:
+            obs_scene.save(f, obs_camera, f"{obs_camera}_{f:04d}.jpg")
+        other_names = [f"demo_other/{obs_camera}_{f:04d}.jpg" for f in other_ep.key_frames]
+        for f, name in zip(other_ep.key_frames, other_names):
+            other_scene.save(f, obs_camera, name)
+
+        rows = result.rows
+        for stem in ("visual_same_view", "visual_cross_view", "text-normal", "visual-unanswerable", "text-unanswerable"):
+            rows[stem] = []
+
+        def row(goal, demo_key, demo, obs, closest, progress, delta, extra) -> dict:
+            record = {"id": unit.trajectory_id, "task_goal": goal, demo_key: demo, "total_steps": T,
+                      "stage_to_estimate": [obs] if demo_key == "visual_demo" else obs,
+                      "closest_idx": closest, "progress_score": progress}
+            if demo_key == "visual_demo":
+                record["delta"] = delta
+            record["data_source"] = "progresslm_sim"
+            record.update(extra)
+            return record
+
+        for f in frames:
+            p = float(labels[f])
+            closest_visual, closest_text, delta = anchors(p, T)
+            obs = f"{obs_camera}_{f:04d}.jpg"
+            sim = dict(made, obs_frame=f)
+            rows["visual_same_view"].append(row(
+                spec.goal, "visual_demo", demo_names[obs_camera], obs, closest_visual, format_percent(p),
+                format_percent(delta, signed=True), {"sim": dict(sim, demo_camera=obs_camera, obs_camera=obs_camera)}))
+            rows["visual_cross_view"].append(row(
+                spec.goal, "visual_demo", demo_names[demo_camera_cross], obs, closest_visual, format_percent(p),
+                format_percent(delta, signed=True),
+                {"camera_combination": f"{demo_camera_cross}+{obs_camera}",
+                 "sim": dict(sim, demo_camera=demo_camera_cross, obs_camera=obs_camera)}))
+            rows["text-normal"].append(row(
+                spec.goal, "text_demo", spec.step_descriptions, obs, closest_text, format_percent(p), None,
+                {"sim": dict(sim, obs_camera=obs_camera)}))
+
+        # (a) the observation re-rendered with the object edited; the demonstration as it was
+        inner = [f for f in frames if 0 < f < obs_ep.key_frames[-1]]
+        picks = sorted(rng.choice(inner, size=min(len(EDIT_ORDER), len(inner)), replace=False).tolist())
+        for kind, f in zip(EDIT_ORDER, picks):
+            name = f"{obs_camera}_{f:04d}_edit.jpg"
+            record = obs_scene.save(f, obs_camera, name, edit=(kind, rng))
+            rows["visual-unanswerable"].append(row(
+                spec.goal, "visual_demo", demo_names[obs_camera], name, "n/a", "n/a", "n/a",
+                {"sim": dict(made, obs_frame=f, obs_camera=obs_camera, demo_camera=obs_camera,
+                             unanswerable="edit_" + kind, edit=record)}))
+        # (c) another task's demonstration with this task's observation
+        for f in sorted(rng.choice(frames, size=min(2, len(frames)), replace=False).tolist()):
+            rows["visual-unanswerable"].append(row(
+                other.goal, "visual_demo", other_names, f"{obs_camera}_{f:04d}.jpg", "n/a", "n/a", "n/a",
+                {"sim": dict(made, obs_frame=f, obs_camera=obs_camera, demo_camera=obs_camera,
+                             unanswerable="other_task", demo_task=other.name, demo_seed=other_ep.seed)}))
+        # (b) text naming an object the scene does not have, (c) another task's steps
+        for j, f in enumerate(frames[::2]):
+            obs = f"{obs_camera}_{f:04d}.jpg"
+            if j % 2 == 0:
+                absent = ABSENT_OBJECTS[int(rng.integers(len(ABSENT_OBJECTS)))]
+                goal = spec.goal.replace(spec.object_name, absent)
+                steps = [s.replace(spec.object_name, absent) for s in spec.step_descriptions]
+                how = {"unanswerable": "text_object", "object": spec.object_name, "named": absent}
+            else:
+                goal, steps = other.goal, other.step_descriptions
+                how = {"unanswerable": "other_task", "demo_task": other.name}
+            rows["text-unanswerable"].append(row(
+                goal, "text_demo", steps, obs, "n/a", "n/a", None, {"sim": dict(made, obs_frame=f, **how)}))
+    finally:
+        for scene in {id(s): s for s in scenes}.values():
+            scene.close()
+    return result
+
+
+def unit_to_json(result: UnitResult) -> dict:
+    return {"unit": asdict(result.unit), "rows": result.rows, "attempts": result.attempts,
+            "successes": result.successes, "frames_rendered": result.frames_rendered}
