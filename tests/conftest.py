@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# MuJoCo picks its GL backend once, at import: headless EGL unless the caller chose another.
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 @pytest.fixture(scope="session")

@@ -87,18 +87,37 @@ def anchors(progress: float, total_steps: int) -> tuple[int, int, float]:
     return nearest + 1, max(nearest, 1), round(progress - nearest / total_steps, 6)
 
 
-def _rollout(task: str, seed: int, counts: UnitResult, tries: int = 6):
-    """A successful episode with every key step found, trying derived seeds until one works."""
+ROLES = {"demo": 0, "obs": 1, "other": 2}
+SPLIT_SEED_OFFSET = {"bench": 0, "sft": 100_000, "rl": 200_000}
+TRIES = 8
+
+
+def episode_seed(unit: Unit, role: str, attempt: int) -> int:
+    """Seeds that never collide between the units, roles and retries of one build, and that sit
+    close together, so the Meta-World variant tables (one per 50 seeds) are built once per worker.
+
+    >>> u = Unit("bench", "t", 3, "o", 0, 64, ("a", "b"), "none", 1, False)
+    >>> episode_seed(u, "demo", 0), episode_seed(u, "obs", 0), episode_seed(u, "obs", 1)
+    (72, 80, 81)
+    """
+    return (
+        unit.seed * 1_000_000 + SPLIT_SEED_OFFSET[unit.split] + unit.index * len(ROLES) * TRIES
+        + ROLES[role] * TRIES + attempt
+    )
+
+
+def _rollout(task: str, unit: Unit, role: str, counts: UnitResult):
+    """A successful episode with every key step found, trying the role's seeds until one works."""
     from progresslm.sim.rollout import rollout
 
-    for attempt in range(tries):
-        episode_seed = derive_seed(seed, attempt) % 100_000
+    for attempt in range(TRIES):
+        seed = episode_seed(unit, role, attempt)
         counts.attempts[task] = counts.attempts.get(task, 0) + 1
-        episode = rollout(task, episode_seed)
+        episode = rollout(task, seed)
         if episode is not None:
             counts.successes[task] = counts.successes.get(task, 0) + 1
             return episode
-    raise RuntimeError(f"{task}: no successful episode with all key steps in {tries} seeds from {seed}")
+    raise RuntimeError(f"{task}: no successful episode with all key steps in {TRIES} seeds (last {seed})")
 
 
 class _Scene:
@@ -161,9 +180,9 @@ def build_unit(unit: Unit, images_root: Path) -> UnitResult:
     result = UnitResult(unit=unit)
     rng = np.random.default_rng(derive_seed(unit.seed, unit.key, "rng"))
     spec, other = get_task(unit.task), get_task(unit.other_task)
-    demo_ep = _rollout(unit.task, derive_seed(unit.seed, unit.key, "demo"), result)
-    obs_ep = demo_ep if unit.same_episode else _rollout(unit.task, derive_seed(unit.seed, unit.key, "obs"), result)
-    other_ep = _rollout(unit.other_task, derive_seed(unit.seed, unit.key, "other"), result)
+    demo_ep = _rollout(unit.task, unit, "demo", result)
+    obs_ep = demo_ep if unit.same_episode else _rollout(unit.task, unit, "obs", result)
+    other_ep = _rollout(unit.other_task, unit, "other", result)
     randomizer = Randomizer(unit.level)
     demo_style = _style(randomizer, demo_ep, rng)
     obs_style = demo_style if unit.same_episode else _style(randomizer, obs_ep, rng)

@@ -1,0 +1,154 @@
+"""A tiny simulated build (2 tasks, 1 camera pair, 64 px) checked end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("metaworld")
+
+from progresslm.official import load_bench  # noqa: E402
+from progresslm.sim.build import SimBuildConfig, SimBuildError, assign_splits, build  # noqa: E402
+
+TASKS = ["pick-place-v3", "drawer-open-v3"]
+CAMERAS = ["corner", "corner3"]
+
+
+def tiny(out, level="default", **kwargs) -> SimBuildConfig:
+    return SimBuildConfig(preset="tiny", out=str(out), tasks=TASKS, cameras=CAMERAS, size=64, level=level,
+                          workers=1, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from progresslm.sim.render import RenderError, check_gl
+
+    try:
+        check_gl()
+    except RenderError as err:
+        pytest.skip(f"no GL backend: {err}")
+    return build(tiny(tmp_path_factory.mktemp("sim") / "default"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def built_plain(built, tmp_path_factory):
+    return build(tiny(tmp_path_factory.mktemp("sim") / "none", level="none"), progress=False)
+
+
+def rows(outcome, split="bench"):
+    return {p.stem: [json.loads(line) for line in p.read_text().splitlines()] for p in outcome.files[split]}
+
+
+def test_the_official_loader_reads_every_axis(built):
+    bench = load_bench(built.bench_files())
+    assert {s.split for s in bench.samples} == {
+        "visual_same_view", "visual_cross_view", "text", "visual_unanswerable", "text_unanswerable"}
+    assert bench.defects == []
+    for sample in bench.samples:
+        for name in sample.image_names():
+            assert sample.image_path(name, built.image_root).is_file()
+    cross = [s for s in bench.samples if s.split == "visual_cross_view"]
+    assert all(s.demo_camera != s.observation_camera and {s.demo_camera, s.observation_camera} <= set(CAMERAS)
+               for s in cross)
+
+
+def test_splits_have_disjoint_tasks(built):
+    tasks = {split: {r["sim"]["task"] for stem in rows(built, split).values() for r in stem}
+             for split in ("bench", "sft") if built.files[split]}
+    assert tasks["bench"] and tasks["sft"] and not tasks["bench"] & tasks["sft"]
+    manifest = json.loads((built.out / "build.json").read_text())["splits"]
+    assert not set(manifest["bench"]) & set(manifest["sft"]) and not set(manifest["bench"]) & set(manifest["rl"])
+    a = assign_splits([f"t{i}" for i in range(20)], 3, 5, 4)
+    assert a == assign_splits([f"t{i}" for i in range(20)], 3, 5, 4) != assign_splits([f"t{i}" for i in range(20)], 4, 5, 4)
+
+
+def test_labels_monotone_and_anchors_consistent(built):
+    for split in ("bench", "sft"):
+        same = rows(built, split)["visual_same_view"]
+        by_episode = {}
+        for r in same:
+            by_episode.setdefault(r["id"], []).append(r)
+        for episode in by_episode.values():
+            episode.sort(key=lambda r: r["sim"]["obs_frame"])
+            progress = [float(r["progress_score"].rstrip("%")) for r in episode]
+            assert progress == sorted(progress) and progress[0] == 0 and progress[-1] == 100
+            for r, p in zip(episode, progress):
+                T = r["total_steps"]
+                assert r["closest_idx"] == round(p / 100 * T) + 1
+                assert float(r["delta"].rstrip("%")) == pytest.approx(p - (r["closest_idx"] - 1) / T * 100, abs=0.01)
+
+
+def test_keyframes_sit_at_detected_step_ends(built):
+    from progresslm.sim.rollout import rollout
+
+    r = rows(built)["visual_same_view"][0]
+    sim = r["sim"]
+    episode = rollout(sim["task"], sim["obs_seed"])
+    T = len(episode.key_frames) - 1
+    at_key = {row["sim"]["obs_frame"]: row for row in rows(built)["visual_same_view"] if row["id"] == r["id"]}
+    for k, frame in enumerate(episode.key_frames):
+        assert float(at_key[frame]["progress_score"].rstrip("%")) == pytest.approx(100 * k / T, abs=0.01)
+    demo = rollout(sim["task"], sim["demo_seed"])
+    assert r["visual_demo"] == [f"demo/{sim['demo_camera']}_{f:04d}.jpg" for f in demo.key_frames]
+
+
+def _pixels(outcome, trajectory, name):
+    from PIL import Image
+
+    return np.asarray(Image.open(outcome.image_root / trajectory / name).convert("RGB"), dtype=np.float32)
+
+
+def test_randomisation_changes_scene_pixels_not_labels(built, built_plain):
+    default, plain = rows(built)["visual_same_view"], rows(built_plain)["visual_same_view"]
+    assert [(r["id"], r["progress_score"], r["closest_idx"]) for r in default] == \
+           [(r["id"], r["progress_score"], r["closest_idx"]) for r in plain]
+    r = default[0]
+    name = r["stage_to_estimate"][0]
+    diff = np.abs(_pixels(built, r["id"], name) - _pixels(built_plain, r["id"], name)).mean(axis=2)
+    assert diff.mean() > 3 and (diff > 10).mean() > 0.1  # a different look over much of the frame
+    assert r["sim"]["obs_style"]["level"] == "default" and plain[0]["sim"]["obs_style"]["level"] == "none"
+
+
+def test_every_edit_changes_the_object_locally(built):
+    edits = [r for r in rows(built)["visual-unanswerable"] if r["sim"]["unanswerable"].startswith("edit_")]
+    assert {r["sim"]["unanswerable"] for r in edits} == {"edit_recolor", "edit_hide", "edit_replace"}
+    for r in edits:
+        edited = r["stage_to_estimate"][0]
+        diff = np.abs(_pixels(built, r["id"], edited) - _pixels(built, r["id"], edited.replace("_edit", ""))).max(axis=2)
+        changed = (diff > 40).mean()
+        assert 0 < changed < 0.3, (r["sim"]["unanswerable"], changed)
+        assert r["closest_idx"] == r["progress_score"] == "n/a"
+
+
+def test_unanswerable_text_names_something_else(built):
+    normal = {r["id"]: r for r in rows(built)["text-normal"]}
+    for r in rows(built)["text-unanswerable"]:
+        good = normal[r["id"]]
+        assert (r["task_goal"], r["text_demo"]) != (good["task_goal"], good["text_demo"])
+        assert r["sim"]["unanswerable"] in ("text_object", "other_task")
+
+
+def test_resume_after_a_kill_rebuilds_only_what_is_missing(built, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(built.out, out)
+    (out / "DONE").unlink()
+    victim = sorted((out / "units" / "bench").glob("*.json"))[0]
+    victim.unlink()
+    (out / "bench" / "visual_same_view.jsonl").write_text("half written")
+    outcome = build(tiny(out), progress=False)
+    assert outcome.built == 1
+    assert rows(outcome)["visual_same_view"] == rows(built)["visual_same_view"]
+
+
+def test_bad_input(tmp_path, built):
+    with pytest.raises(SimBuildError, match="valid tasks: .*pick-place-v3"):
+        SimBuildConfig(tasks=["juggle-v3"])
+    with pytest.raises(SimBuildError, match="valid cameras: corner"):
+        SimBuildConfig(cameras=["corner", "nadir"])
+    with pytest.raises(SimBuildError, match="valid presets"):
+        SimBuildConfig(preset="huge")
+    with pytest.raises(SimBuildError, match="other settings"):
+        build(tiny(built.out, seed=5), progress=False)
