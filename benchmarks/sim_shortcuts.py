@@ -21,13 +21,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from progresslm.sim.build import SimBuildConfig, build, default_data_dir
+    import logging
+
+    logging.disable(logging.WARNING)  # the cards carry the figures; per-sample warnings are noise here
+    from progresslm.sim.build import FORMAT_VERSION, SimBuildConfig, build, default_data_dir
 
     axes = ("visual_same_view", "visual_cross_view", "text")
     print(f"| level | baseline | " + " | ".join(f"{a} NSE / PRC" for a in axes) + " |")
     print("|---|---|" + "---:|" * len(axes))
     for level in args.levels:
-        name = f"sim-{args.preset}-s{args.seed}" + ("" if level == "default" else f"-{level}")
+        name = f"sim-{args.preset}-s{args.seed}-v{FORMAT_VERSION}" + ("" if level == "default" else f"-{level}")
         outcome = build(SimBuildConfig(preset=args.preset, seed=args.seed, level=level,
                                        out=str(default_data_dir() / name)), progress=False)
         card = json.loads((outcome.out / "card.json").read_text())

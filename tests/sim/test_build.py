@@ -152,3 +152,9 @@ def test_bad_input(tmp_path, built):
         SimBuildConfig(preset="huge")
     with pytest.raises(SimBuildError, match="other settings"):
         build(tiny(built.out, seed=5), progress=False)
+
+
+def test_no_defects_in_any_split(built):
+    for split, files in built.files.items():
+        if files:
+            assert load_bench(files).defects == [], split

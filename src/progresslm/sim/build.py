@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("bench", "sft", "rl")
 FILE_STEMS = ("visual_same_view", "visual_cross_view", "visual-unanswerable", "text-normal", "text-unanswerable")
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # bump when a build would write different data: default folders carry it
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ def build(config: SimBuildConfig, progress: bool = True) -> BuildOutcome:
     """Build (or resume, or reuse) the dataset described by `config`."""
     from progresslm.sim.tasks import list_tasks
 
-    out = Path(config.out) if config.out else default_data_dir() / f"sim-{config.preset}-s{config.seed}"
+    out = Path(config.out) if config.out else default_data_dir() / f"sim-{config.preset}-s{config.seed}-v{FORMAT_VERSION}"
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "build.json"
     identity = config.identity()

@@ -227,7 +227,8 @@ def build_unit(unit: Unit, images_root: Path) -> UnitResult:
             rows[stem] = []
 
         def row(goal, demo_key, demo, obs, closest, progress, delta, extra) -> dict:
-            record = {"id": unit.trajectory_id, "task_goal": goal, demo_key: demo, "total_steps": T,
+            steps = len(demo) - 1 if demo_key == "visual_demo" else len(demo)  # another task's demo has its own T
+            record = {"id": unit.trajectory_id, "task_goal": goal, demo_key: demo, "total_steps": steps,
                       "stage_to_estimate": [obs] if demo_key == "visual_demo" else obs,
                       "closest_idx": closest, "progress_score": progress}
             if demo_key == "visual_demo":
