@@ -120,12 +120,12 @@ def contact_sheet(outcome, path: Path, tasks: int = 4, thumb: int = 112) -> Path
     by_stem = {p.stem: [json.loads(line) for line in p.read_text().splitlines()] for p in files}
     root = outcome.out / "images"
     blocks = []
-    seen = []
-    for record in by_stem["visual_same_view"]:
-        if record["id"] in seen:
+    seen_tasks: set[str] = set()
+    for record in by_stem["visual_same_view"]:  # the first episode of each task
+        if record["sim"]["task"] in seen_tasks:
             continue
-        seen.append(record["id"])
-        if len(seen) > tasks:
+        seen_tasks.add(record["sim"]["task"])
+        if len(seen_tasks) > tasks:
             break
         same = record
         cross = next(r for r in by_stem["visual_cross_view"] if r["id"] == record["id"])

@@ -165,10 +165,13 @@ class _Scene:
         self.env.close()
 
 
-def _style(randomizer, episode, rng):
-    trace = episode.trace
+def _style(randomizer, scene: _Scene, rng):
+    """A scene look whose distractors keep off the object's path and do not share its colours."""
+    from progresslm.sim.scene import object_colours
+
+    trace = scene.episode.trace
     avoid = [trace.obj[0][:2], trace.goal[0][:2], trace.obj[-1][:2]] + [p[:2] for p in trace.hand[:: max(len(trace) // 8, 1)]]
-    return randomizer.sample(rng, avoid_xy=avoid)
+    return randomizer.sample(rng, avoid_xy=avoid, avoid_rgb=object_colours(scene.model, scene.object_geoms))
 
 
 def build_unit(unit: Unit, images_root: Path) -> UnitResult:
@@ -184,9 +187,6 @@ def build_unit(unit: Unit, images_root: Path) -> UnitResult:
     obs_ep = demo_ep if unit.same_episode else _rollout(unit.task, unit, "obs", result)
     other_ep = _rollout(unit.other_task, unit, "other", result)
     randomizer = Randomizer(unit.level)
-    demo_style = _style(randomizer, demo_ep, rng)
-    obs_style = demo_style if unit.same_episode else _style(randomizer, obs_ep, rng)
-
     obs_camera, demo_camera_cross = (str(c) for c in rng.choice(unit.cameras, size=2, replace=False))
     folder = images_root / unit.trajectory_id
     labels = progress_labels(obs_ep)
@@ -198,18 +198,19 @@ def build_unit(unit: Unit, images_root: Path) -> UnitResult:
         "obs_seed": obs_ep.seed,
         "same_episode": unit.same_episode,
         "level": unit.level,
-        "demo_style": demo_style.to_dict(),
-        "obs_style": obs_style.to_dict(),
     }
 
     scenes = []
     try:
-        demo_scene = _Scene(demo_ep, demo_style, unit, folder, result)
+        demo_scene = _Scene(demo_ep, None, unit, folder, result)
         scenes.append(demo_scene)
-        obs_scene = demo_scene if unit.same_episode else _Scene(obs_ep, obs_style, unit, folder, result)
+        obs_scene = demo_scene if unit.same_episode else _Scene(obs_ep, None, unit, folder, result)
         scenes.append(obs_scene)
-        other_scene = _Scene(other_ep, demo_style, unit, folder, result)
+        other_scene = _Scene(other_ep, None, unit, folder, result)
         scenes.append(other_scene)
+        demo_scene.style = other_scene.style = _style(randomizer, demo_scene, rng)
+        obs_scene.style = demo_scene.style if unit.same_episode else _style(randomizer, obs_scene, rng)
+        made["demo_style"], made["obs_style"] = demo_scene.style.to_dict(), obs_scene.style.to_dict()
 
         demo_names = {}
         for camera in (obs_camera, demo_camera_cross):
