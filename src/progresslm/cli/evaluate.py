@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
         "eval",
         help="evaluate a backend on a benchmark",
         description="Evaluate a backend on a benchmark. Each reply is saved as it arrives in OUT/results.jsonl; "
-        "re-running the same command resumes. Without --bench, the small example benchmark is built and used.",
+        "re-running the same command resumes. Without --bench, the small simulated benchmark is built (once) and used.",
     )
     parser.add_argument("--bench", nargs="+", metavar="FILE", help="benchmark JSONL files (the authors' format)")
     parser.add_argument("--image-root", help="images resolve as IMAGE_ROOT/<id>/<file name>")

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("bench", "sft", "rl")
 FILE_STEMS = ("visual_same_view", "visual_cross_view", "visual-unanswerable", "text-normal", "text-unanswerable")
-FORMAT_VERSION = "2"  # bump when a build would write different data: default folders carry it
+FORMAT_VERSION = "3"  # bump when a build would write different data: default folders carry it
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,8 @@ class Preset:
 
 
 PRESETS = {
-    # The demo default: every axis, ~500 benchmark samples, a couple of minutes on 2 cores.
-    "small": Preset(bench_tasks=6, rl_tasks=4, episodes={"bench": 2, "sft": 0, "rl": 0}, per_interval=2),
+    # The demo default: every axis, ~550 benchmark samples, about a minute on 2 cores.
+    "small": Preset(bench_tasks=5, rl_tasks=4, episodes={"bench": 2, "sft": 0, "rl": 0}, per_interval=3),
     # Progress-Bench-sized: >= 3,000 benchmark samples; training pools of >= 10,000 samples each.
     "full": Preset(bench_tasks=8, rl_tasks=6, episodes={"bench": 8, "sft": 7, "rl": 32}, per_interval=3),
     # For tests: seconds, not minutes.
@@ -98,6 +98,7 @@ class SimBuildConfig:
         for key in ("out", "workers", "command"):
             data.pop(key)
         data["version"] = FORMAT_VERSION
+        data["preset_values"] = asdict(self.resolved_preset)
         return data
 
 
