@@ -1,0 +1,300 @@
+"""Reasoning traces for SFT: written from the ground truth, or asked of a teacher model.
+
+`template_trace` writes a two-stage reply from a sample's labels in varied phrasings, so SFT needs
+no teacher. `teacher_traces` sends the evaluation prompt plus a hint with the labels through any
+evaluation backend and keeps a reply only when its anchor and score agree with the labels (the
+authors kept every reply; we drop the ones that disagree and report the drop rate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from progresslm.parsing import parse_two_stage
+from progresslm.prompts import MODES, Prompt, build_prompt, percent
+from progresslm.train.rewards import is_well_formed
+from progresslm.types import Modality, Sample, Status
+
+# Percentage-point offsets below this count as "at" the anchor.
+AT_ANCHOR_PP = 1.0
+
+_REF_THINK = {
+    Modality.VISUAL: (
+        "Comparing the current observation with the {n} demonstration keyframes, it looks most like {anchor}: "
+        "the arm and the objects are arranged closest to that frame.",
+        "The scene in the observation resembles {anchor} more than any other keyframe; the neighbouring "
+        "keyframes show the task further from this state.",
+        "Going through the keyframes in order, the state of the task in the observation is nearest to {anchor}.",
+        "The observation best matches {anchor} of the {n}: the objects are in about the same places as in that frame.",
+    ),
+    Modality.TEXT: (
+        "Reading the {n} steps against the observation, the task state is closest to the end of {anchor}.",
+        "What the observation shows fits {anchor} best; the other steps describe states further from it.",
+        "Of the demonstration's steps, {anchor} is the one nearest to what the observation shows.",
+        "Matching the observation to the step list, the closest point is the end of {anchor}.",
+    ),
+}
+_SCORE_THINK = {
+    "before": (
+        "The observation comes {size} before {ref} ({at}): that state is not reached yet. It is about {pp} "
+        "short of it{toward}, which puts the progress at about {score}.",
+        "Not quite at {ref} yet; the task is roughly {points} behind its {at}{toward}. That gives about {score}.",
+        "Compared with {ref} ({at}), the observation is earlier by roughly {pp}{toward}. Progress is about {score}.",
+        "The work shown is {size} short of {ref}, roughly {points} before its {at}{toward}, so about {score}.",
+    ),
+    "at": (
+        "The observation shows essentially the same state as {ref}, so the progress is about its {at}: {score}.",
+        "Nothing visible separates the observation from {ref}; it is at that point, about {score}.",
+        "The observation is right at {ref} ({at}), neither clearly before nor after it, giving about {score}.",
+        "It matches {ref} closely, with nothing further done and nothing missing: progress about {score}.",
+    ),
+    "after": (
+        "The observation is {size} past {ref} ({at}): about {pp} further{toward}, so the progress is about "
+        "{score}.",
+        "The task has moved on from {ref}; it is roughly {points} beyond its {at}{toward}. That gives about {score}.",
+        "Compared with {ref} ({at}), the observation is later by about {pp}{toward}. Progress is about {score}.",
+        "The state is beyond {ref}: {at} plus about {points}{toward}, so about {score}.",
+    ),
+}
+_NA_REF_THINK = (
+    "The observation does not fit this demonstration: what it shows (the object, its colour or the task itself) "
+    "differs from what the demonstration {shows}, so no {unit} corresponds to it.",
+    "Comparing the observation with the {unit}s, none of them matches: the scene is not the task the "
+    "demonstration {shows}.",
+    "The demonstration {shows} a different object or task from the one in the observation, so there is no "
+    "{unit} to anchor to.",
+    "No {unit} of the demonstration matches the observation; the observed scene is not the one the "
+    "demonstration {shows}.",
+)
+_NA_SCORE_THINK = (
+    "Since the observation is not part of this demonstration, its progress cannot be read from it.",
+    "Without a matching {unit} there is no point on the demonstration's timeline to measure from.",
+    "Progress along this demonstration is undefined for what the observation shows.",
+    "Because the demonstration does not describe this observation, no percentage applies.",
+)
+# A teacher reply that lets on it was told the answer is no reasoning trace.
+_LEAK = re.compile(r"ground[- ]?truth|correct answer|\bhint\b|\b(?:was|were|am|are|been) (?:told|given)\b", re.I)
+
+
+def score_text(fraction: float) -> str:
+    """A progress fraction as a reply writes it: whole percent, or one decimal when it matters.
+
+    >>> score_text(0.58), score_text(0.0141), score_text(1.0)
+    ('58%', '1.4%', '100%')
+    """
+    return f"{round(fraction * 100, 1):g}%"
+
+
+def _blocks(ref_think: str, ref: str, score_think: str, score: str) -> str:
+    return (
+        f"<ref_think>{ref_think}</ref_think>\n<ref>{ref}</ref>\n"
+        f"<score_think>{score_think}</score_think>\n<score>{score}</score>"
+    )
+
+
+def _item_name(sample: Sample, index: int) -> str:
+    """Demo item `index` (0-based) as the reasoning names it, with the progress the prompt shows."""
+    demo = sample.demo
+    at = percent(demo.progress_at(index))
+    if demo.modality is Modality.VISUAL:
+        return f"keyframe {index + 1} ({at})"
+    return f'step {index + 1} ("{demo.items[index].strip()}", ending at {at})'
+
+
+def _na_trace(sample: Sample, rng: random.Random) -> str:
+    visual = sample.modality is Modality.VISUAL
+    words = {"shows": "shows" if visual else "describes", "unit": "keyframe" if visual else "step"}
+    ref_think = rng.choice(_NA_REF_THINK).format(**words)
+    score_think = rng.choice(_NA_SCORE_THINK).format(**words)
+    return _blocks(ref_think, "n/a", score_think, "n/a")
+
+
+def _toward(sample: Sample, k: int, offset: float) -> str:
+    """", about a third of the way to keyframe 4 (75%)": where the observation sits between the
+    anchor and its neighbour on the side it lies, or "" when there is no neighbour there."""
+    demo = sample.demo
+    anchor = round(demo.progress_at(k - 1) * 100)
+    neighbour = k if offset > 0 else k - 2  # 0-based index of the next or previous item
+    if 0 <= neighbour < len(demo.items):
+        name, other = _item_name(sample, neighbour), round(demo.progress_at(neighbour) * 100)
+    elif offset < 0 and demo.modality is Modality.TEXT and k == 1:
+        name, other = "the start (0%)", 0
+    else:
+        return ""
+    if other == anchor:
+        return ""
+    share = round(min(abs(offset) / abs(other - anchor), 1.0) * 10) * 10
+    if share == 0:
+        return ""
+    direction = "on" if offset > 0 else "back"
+    return f", about {share}% of the way {direction} to {name}"
+
+
+def _value_trace(sample: Sample, rng: random.Random) -> str:
+    demo, k = sample.demo, sample.closest_idx
+    if k is None or not 1 <= k <= len(demo.items):
+        raise ValueError(
+            f"sample {sample.uid}: anchor {k!r} is not a demo item (1..{len(demo.items)}); "
+            "a two-stage trace needs a valid closest_idx"
+        )
+    shown_score = round(sample.progress * 100, 1)
+    shown_anchor = round(demo.progress_at(k - 1) * 100)
+    offset = shown_score - shown_anchor
+    relation = "at" if abs(offset) < AT_ANCHOR_PP else "before" if offset < 0 else "after"
+    distance = f"{round(abs(offset), 1):g}"
+    plural = "" if distance == "1" else "s"
+    size = "a little" if abs(offset) < 5 else "somewhat" if abs(offset) < 15 else "well"
+    anchor_name = _item_name(sample, k - 1)
+    ref_think = rng.choice(_REF_THINK[demo.modality]).format(n=len(demo.items), anchor=anchor_name)
+    score_think = rng.choice(_SCORE_THINK[relation]).format(
+        ref=f"{'keyframe' if demo.modality is Modality.VISUAL else 'step'} {k}",
+        at=f"{shown_anchor}%",
+        pp=f"{distance} percentage point{plural}",
+        points=f"{distance} point{plural}",
+        size=size,
+        toward=_toward(sample, k, offset),
+        score=score_text(sample.progress),
+    )
+    return _blocks(ref_think, str(k), score_think, score_text(sample.progress))
+
+
+def template_trace(sample: Sample, mode: str = "two-stage", rng: random.Random | None = None) -> str:
+    """A full reply written from the sample's labels, phrased as reasoning; N/A for unanswerable samples.
+
+    `rng` picks the phrasings; by default it is seeded from the uid, so a sample always gets the same one.
+
+    >>> from progresslm.types import Demo
+    >>> demo = Demo(Modality.VISUAL, ("a.jpg", "b.jpg", "c.jpg"), total_steps=2)
+    >>> sample = Sample("u", "t", "stack the cups", demo, "o.jpg", progress=0.6, closest_idx=2)
+    >>> template_trace(sample, "direct"), parse_two_stage(template_trace(sample)).ref
+    ('60%', 2)
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+    rng = rng or random.Random(sample.uid)
+    if mode == "direct":
+        return "n/a" if not sample.answerable else score_text(sample.progress)
+    return _na_trace(sample, rng) if not sample.answerable else _value_trace(sample, rng)
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """A teacher's reply for one sample, whether it was kept for SFT, and why (or why not)."""
+
+    uid: str
+    reply: str
+    kept: bool
+    reason: str
+
+
+def teacher_prompt(sample: Sample, image_root: str | Path | None) -> Prompt:
+    """The evaluation prompt (two-stage) plus a text part that reveals the labels and asks for reasoning
+    that does not."""
+    prompt = build_prompt(sample, "two-stage", image_root)
+    if sample.answerable:
+        answer = (
+            f"The correct answer is: closest {'keyframe' if sample.modality is Modality.VISUAL else 'step'} "
+            f"{sample.closest_idx}, task progress {score_text(sample.progress)}."
+        )
+    else:
+        answer = "The demonstration does not describe what the observation shows: the correct answer is n/a."
+    hint = (
+        f"\n\nYou are writing a worked example for training. {answer} Reason step by step as if you did not know "
+        "this: ground every statement in the images and the demonstration, and never mention that the answer was "
+        "given. Reply with exactly <ref_think>...</ref_think><ref>...</ref><score_think>...</score_think>"
+        "<score>...</score> and nothing else."
+    )
+    messages = json.loads(json.dumps(prompt.messages))
+    messages[-1]["content"].append({"type": "text", "text": hint})
+    digest = hashlib.sha256(json.dumps(["teacher", prompt.hash, hint]).encode()).hexdigest()[:16]
+    return Prompt(messages=messages, images=prompt.images, hash=digest)
+
+
+def check_trace(sample: Sample, reply: str, tolerance: float = 0.05, require_format: bool = True) -> tuple[bool, str]:
+    """Whether a teacher reply agrees with the labels: same anchor, score within `tolerance` (a
+    fraction: 0.05 is 5 percentage points), N/A in both for unanswerable samples."""
+    if _LEAK.search(reply):
+        return False, "mentions that the answer was given"
+    if require_format and not is_well_formed(reply):
+        return False, "not exactly the four blocks with a readable ref and score"
+    prediction = parse_two_stage(reply)
+    if prediction.ref_status is Status.PARSE_FAILURE or prediction.status is Status.PARSE_FAILURE:
+        return False, "ref or score unreadable"
+    if not sample.answerable:
+        if prediction.ref_status is not Status.NA or prediction.status is not Status.NA:
+            return False, "a value for an unanswerable sample"
+        return True, "ok"
+    if prediction.ref_status is Status.NA or prediction.status is Status.NA:
+        return False, "n/a for an answerable sample"
+    if prediction.ref != sample.closest_idx:
+        return False, f"anchor {prediction.ref} != {sample.closest_idx}"
+    error = abs(prediction.score - sample.progress)
+    if error > tolerance + 1e-9:
+        shown = f"{score_text(prediction.score)} is {error * 100:.1f} points from {score_text(sample.progress)}"
+        return False, f"score {shown}"
+    return True, "ok"
+
+
+def teacher_traces(
+    samples: Sequence[Sample],
+    backend,
+    image_root: str | Path | None,
+    *,
+    tolerance: float = 0.05,
+    require_format: bool = True,
+    image_store=None,
+) -> list[TraceResult]:
+    """Ask `backend` (any evaluation backend, created in two-stage mode) for one trace per sample.
+
+    Returns one TraceResult per sample, in sample order; see `check_trace` for what is kept.
+    """
+    from progresslm.backends.base import Request
+    from progresslm.images import ImageReadError, ImageStore
+
+    if getattr(backend, "mode", "two-stage") != "two-stage":
+        raise ValueError(f"teacher traces need a backend created in 'two-stage' mode, got {backend.mode!r}")
+    store = image_store or ImageStore()
+    results: dict[str, TraceResult] = {}
+    requests = []
+    for sample in samples:
+        prompt = teacher_prompt(sample, image_root)
+        try:
+            encoded = store.encode_all(prompt.images, backend.image_format)
+        except ImageReadError as error:
+            results[sample.uid] = TraceResult(sample.uid, "", False, f"image: {error}")
+            continue
+        requests.append(Request(sample.uid, 0, prompt, sample, encoded))
+    chunk = max(1, backend.chunk_size)
+    for start in range(0, len(requests), chunk):
+        batch = requests[start : start + chunk]
+        for index, reply in backend.generate(batch):
+            request = batch[index]
+            if reply.error:
+                results[request.uid] = TraceResult(request.uid, reply.text, False, f"backend error: {reply.error}")
+                continue
+            kept, reason = check_trace(request.sample, reply.text, tolerance, require_format)
+            results[request.uid] = TraceResult(request.uid, reply.text, kept, reason)
+    missing = [sample.uid for sample in samples if sample.uid not in results]
+    if missing:
+        raise RuntimeError(f"the backend returned no reply for {len(missing)} samples, e.g. {missing[:5]}")
+    return [results[sample.uid] for sample in samples]
+
+
+def drop_rate(results: Sequence[TraceResult]) -> float:
+    """Share of traces dropped (0.0 for no results).
+
+    >>> drop_rate([TraceResult("a", "", True, "ok"), TraceResult("b", "", False, "anchor 2 != 3")])
+    0.5
+    """
+    return sum(not result.kept for result in results) / len(results) if results else 0.0
+
+
+def kept_traces(results: Sequence[TraceResult]) -> dict[str, str]:
+    """uid -> reply for the kept traces, the form `data.sft_records(traces=...)` takes."""
+    return {result.uid: result.reply for result in results if result.kept}
