@@ -40,7 +40,7 @@ PRESETS = {
     # The demo default: every axis, ~550 benchmark samples, about a minute on 2 cores.
     "small": Preset(bench_tasks=5, rl_tasks=4, episodes={"bench": 2, "sft": 0, "rl": 0}, per_interval=3),
     # Progress-Bench-sized: >= 3,000 benchmark samples; training pools of >= 10,000 samples each.
-    "full": Preset(bench_tasks=8, rl_tasks=6, episodes={"bench": 8, "sft": 7, "rl": 32}, per_interval=3),
+    "full": Preset(bench_tasks=8, rl_tasks=6, episodes={"bench": 8, "sft": 7, "rl": 34}, per_interval=3),
     # For tests: seconds, not minutes.
     "tiny": Preset(bench_tasks=1, rl_tasks=1, episodes={"bench": 1, "sft": 1, "rl": 0}, per_interval=1),
 }
