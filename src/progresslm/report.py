@@ -250,7 +250,13 @@ def generic_table(value, title: str = "") -> Table | str:
 
 
 def _config_value(value) -> str:
-    return ", ".join(map(str, value)) if isinstance(value, list) else _generic(value)
+    """Lists joined; a list of files in one folder shown as `folder/{a, b, c}`, which stays readable."""
+    if not isinstance(value, list):
+        return _generic(value)
+    parents = {str(Path(str(v)).parent) for v in value}
+    if len(value) > 1 and len(parents) == 1 and parents != {"."}:
+        return f"{parents.pop()}/{{{', '.join(Path(str(v)).name for v in value)}}}"
+    return ", ".join(map(str, value))
 
 
 def _config_table(runs: list[Run]) -> Table:
