@@ -8,9 +8,9 @@ import logging
 import sys
 
 from progresslm import __version__
-from progresslm.cli import bench, evaluate, report, sim
+from progresslm.cli import bench, evaluate, report, sim, train
 
-COMMANDS = (bench, sim, evaluate, report)
+COMMANDS = (bench, sim, evaluate, report, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

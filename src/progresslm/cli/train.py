@@ -1,0 +1,150 @@
+"""`progresslm train sft|grpo|export|tiny-model`: fine-tune a VLM with TRL, merge a LoRA adapter, or
+build the tiny random-init model the CPU recipes train.
+
+    progresslm train sft --config configs/sft_qwen2_5_vl_3b.yaml [key=value ...]
+    progresslm train grpo --config configs/grpo_qwen2_5_vl_3b.yaml [key=value ...]
+    progresslm train export --adapter runs/sft --out runs/sft-merged
+
+Several GPUs: `accelerate launch --config_file configs/accelerate/zero2.yaml -m progresslm.cli.main
+train sft --config ...` (see docs/training.md). Problems with the recipe or the data print
+`error: ...` and exit with status 2 before any model loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="fine-tune a VLM (SFT, GRPO), merge LoRA adapters")
+    commands = parser.add_subparsers(dest="train_command", metavar="SUBCOMMAND")
+
+    for kind, text in (
+        ("sft", "LoRA or full supervised fine-tuning on reasoning traces (TRL SFTTrainer)"),
+        ("grpo", "GRPO with the format / anchor / score rewards (TRL GRPOTrainer)"),
+    ):
+        command = commands.add_parser(kind, help=text, description=text)
+        command.add_argument("--config", required=True, metavar="FILE", help="recipe YAML (see configs/)")
+        command.add_argument(
+            "overrides", nargs="*", metavar="KEY=VALUE",
+            help="recipe overrides, values read as YAML: learning_rate=2e-4 lora.rank=16 'data.files=[a.jsonl]'",
+        )  # fmt: skip
+        command.add_argument("--dry-run", action="store_true", help="check the recipe and print it; load no model")
+        command.set_defaults(handler=run_training, kind=kind)
+
+    export = commands.add_parser("export", help="merge a LoRA adapter into its base: a full model directory")
+    export.add_argument("--adapter", required=True, metavar="DIR", help="a LoRA training output (adapter_config.json)")
+    export.add_argument("--out", required=True, metavar="DIR", help="where to write the merged model")
+    export.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    export.set_defaults(handler=run_export)
+
+    traces = commands.add_parser(
+        "traces",
+        help="reasoning traces for SFT from a teacher model (any eval backend); wrong ones are dropped",
+        description="Ask a teacher (any evaluation backend, shown the ground truth and asked to reason as if it "
+        "did not know it) for a two-stage reply per sample. Replies whose anchor or score disagree with the "
+        "ground truth are dropped and counted. The JSONL written goes to a recipe's data.traces.",
+    )
+    traces.add_argument("--bench", nargs="+", required=True, metavar="FILE", help="benchmark-format JSONL files")
+    traces.add_argument("--image-root", help="images resolve as IMAGE_ROOT/<id>/<file name>")
+    traces.add_argument("--backend", required=True, help="the teacher: openai, hf, vllm, replay, ...")
+    traces.add_argument("--model", help="teacher model name or path")
+    traces.add_argument("--base-url", help="OpenAI-compatible server of the teacher")
+    traces.add_argument("--replies", help="replay: JSONL of {\"uid\": ..., \"reply\": ...}")
+    traces.add_argument("--tolerance", type=float, default=5.0, help="largest score error kept, in percentage points")
+    traces.add_argument("--out", required=True, metavar="FILE", help="traces JSONL (uid, reply, kept, reason)")
+    traces.set_defaults(handler=run_traces)
+
+    tiny = commands.add_parser("tiny-model", help="build the tiny random-init Qwen2.5-VL the CPU recipes train")
+    tiny.add_argument("--out", required=True, metavar="DIR")
+    tiny.add_argument("--image-size", type=int, default=56, help="largest image side the processor keeps (x28)")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(handler=run_tiny_model)
+    parser.set_defaults(handler=lambda args: parser.print_help() or 2)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that are the recipe's or the data's fault: reported in one line, no traceback."""
+    from progresslm.official import BenchFormatError
+    from progresslm.train.config import RecipeError
+    from progresslm.train.data import DatasetError
+
+    return RecipeError, DatasetError, BenchFormatError
+
+
+def run_training(args: argparse.Namespace) -> int:
+    from progresslm.train.config import load_recipe
+
+    errors = _user_errors()
+    try:
+        recipe = load_recipe(args.config, args.overrides, kind=args.kind)
+        if args.dry_run:
+            import yaml
+
+            print(yaml.safe_dump({"kind": recipe.kind, **recipe.to_dict()}, sort_keys=False), end="")
+            return 0
+        if args.kind == "sft":
+            from progresslm.train.sft import run_sft as run
+        else:
+            from progresslm.train.grpo import run_grpo as run
+        out = run(recipe)
+    except errors as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"trained model in {out}")
+    print(f"evaluate: progresslm eval --backend hf --model {out}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from progresslm.train.config import RecipeError
+    from progresslm.train.export import merge_lora
+
+    try:
+        out = merge_lora(args.adapter, args.out, dtype=args.dtype)
+    except RecipeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"merged model in {out}")
+    return 0
+
+
+def run_traces(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from progresslm.backends.base import BackendError, BackendOptions
+    from progresslm.backends.registry import UnknownBackendError, create_backend
+    from progresslm.official import BenchFormatError, load_bench
+    from progresslm.train.traces import drop_rate, teacher_traces
+
+    try:
+        samples = load_bench(args.bench).samples
+        options = BackendOptions(model=args.model, base_url=args.base_url, replies=args.replies)
+        backend = create_backend(args.backend, options, "two-stage")
+        try:
+            results = teacher_traces(samples, backend, args.image_root, tolerance=args.tolerance / 100.0)
+        finally:
+            backend.close()
+    except (BenchFormatError, BackendError, UnknownBackendError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(asdict(r)) + "\n" for r in results))
+    kept = sum(r.kept for r in results)
+    print(f"{kept} of {len(results)} traces kept, drop rate {100 * drop_rate(results):.1f} %; written to {out}")
+    return 0
+
+
+def run_tiny_model(args: argparse.Namespace) -> int:
+    from progresslm.train.tiny_model import build_tiny_qwen2_5_vl
+
+    if args.image_size % 28:
+        print(f"error: --image-size {args.image_size} is not a multiple of 28 (patch 14 x merge 2)", file=sys.stderr)
+        return 2
+    out = build_tiny_qwen2_5_vl(args.out, image_size=args.image_size, tie_embeddings=False, seed=args.seed)
+    print(f"tiny model in {out}")
+    return 0

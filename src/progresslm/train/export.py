@@ -1,0 +1,118 @@
+"""Model directories in and out of training: resolve a model argument, load a model (or a base plus
+a LoRA adapter) and its processor, and merge an adapter into a full model (`progresslm train export`).
+
+A training output is either a full model directory or a PEFT adapter directory
+(`adapter_config.json` naming its base); both carry the processor, so the evaluation backend loads
+either as it is. `merge_lora` turns an adapter directory into a standalone full model directory,
+for serving engines that take no adapters (vLLM without LoRA, other machines without the base).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+
+from progresslm.train.config import RECIPE_FILE, RecipeError
+
+log = logging.getLogger(__name__)
+
+ADAPTER_CONFIG = "adapter_config.json"
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_base(adapter_dir: str | Path) -> str:
+    """The base model an adapter directory was trained on."""
+    config = json.loads((Path(adapter_dir) / ADAPTER_CONFIG).read_text())
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise RecipeError(f"{adapter_dir}/{ADAPTER_CONFIG} names no base_model_name_or_path")
+    return base
+
+
+def resolve_model(model: str) -> str:
+    """A local model or adapter directory as an absolute path (adapters record it as their base), or
+    a hub id. Anything else is a RecipeError saying what is missing."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise RecipeError(f"model: {path} is a file; give the directory that holds config.json")
+        if not (path / "config.json").is_file() and not is_adapter_dir(path):
+            raise RecipeError(f"model: {path} holds neither config.json nor {ADAPTER_CONFIG}; is it a model directory?")
+        return str(path.resolve())
+    if not _HUB_ID.match(model):
+        raise RecipeError(f"model: {model} does not exist (and is not a hub id like Qwen/Qwen2.5-VL-3B-Instruct)")
+    return model
+
+
+def load_processor(model: str, max_pixels: int | None = None):
+    """The processor saved with `model` (an adapter directory's own, else its base's), with the
+    image size capped at `max_pixels` so the cap is saved with the trained model."""
+    from transformers import AutoProcessor
+
+    source = model
+    if is_adapter_dir(model) and not any((Path(model) / name).is_file() for name in PROCESSOR_FILES):
+        source = adapter_base(model)
+    processor = AutoProcessor.from_pretrained(source)
+    if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
+        raise RecipeError(
+            f"model: {source} gave a {type(processor).__name__}, not a vision-language processor; "
+            "check that the processor files are saved with the model and that torchvision is installed"
+        )
+    if max_pixels is not None:
+        image_processor = processor.image_processor
+        shortest = min(image_processor.size.get("shortest_edge") or max_pixels, max_pixels)
+        image_processor.size = {"shortest_edge": shortest, "longest_edge": max_pixels}
+    return processor
+
+
+def load_model(model: str, dtype, *, merge_adapter: bool = True, trainable_adapter: bool = False):
+    """A vision-language model from a model directory or hub id, or from an adapter directory: its
+    base with the adapter merged in (`merge_adapter`) or kept as a PeftModel (`trainable_adapter`
+    makes its weights trainable)."""
+    from transformers import AutoModelForImageTextToText
+
+    if not is_adapter_dir(model):
+        return AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
+    from peft import PeftModel
+
+    base = AutoModelForImageTextToText.from_pretrained(adapter_base(model), dtype=dtype)
+    peft_model = PeftModel.from_pretrained(base, model, is_trainable=trainable_adapter and not merge_adapter)
+    return peft_model.merge_and_unload() if merge_adapter else peft_model
+
+
+def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "auto") -> Path:
+    """Merge the LoRA adapter in `adapter_dir` into its base and save a full model directory (model,
+    processor, and the training recipe if there is one) at `out_dir`."""
+    import torch
+
+    adapter = Path(adapter_dir).expanduser()
+    out = Path(out_dir).expanduser()
+    if not is_adapter_dir(adapter):
+        raise RecipeError(f"--adapter: {adapter} holds no {ADAPTER_CONFIG}; give a LoRA training output directory")
+    if out.resolve() == adapter.resolve():
+        raise RecipeError("--out: the merged model needs its own directory, not the adapter's")
+    if dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise RecipeError(f"--dtype: unknown {dtype!r}; valid: auto, float32, bfloat16, float16")
+    base = adapter_base(adapter)
+    if not Path(base).exists() and not _HUB_ID.match(base):
+        raise RecipeError(f"the adapter's base model {base} is not on this machine; copy it or fix {ADAPTER_CONFIG}")
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    model = load_model(str(adapter), torch_dtype, merge_adapter=True)
+    processor = load_processor(str(adapter))
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    if (adapter / RECIPE_FILE).is_file():
+        shutil.copy2(adapter / RECIPE_FILE, out / RECIPE_FILE)
+    source = {"adapter": str(adapter.resolve()), "base": base, "dtype": dtype}
+    (out / "export.json").write_text(json.dumps(source, indent=2) + "\n")
+    log.info("merged %s into %s", adapter, out)
+    return out

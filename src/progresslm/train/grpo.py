@@ -1,0 +1,113 @@
+"""`progresslm train grpo`: GRPO with the format / anchor / score rewards on TRL's GRPOTrainer.
+
+Prompts come from `progresslm.train.data.grpo_records` (the evaluation prompt builder, plus the
+ground-truth columns the rewards read). The three rewards of `progresslm.train.rewards` go to TRL
+as three functions with `GRPOConfig.reward_weights` = the recipe's weights (1:6:3), so TRL logs each
+component as `rewards/format/mean`, `rewards/ref/mean`, `rewards/score/mean`; the format function
+also logs `format_rate`, `na_rate`, `hack_rate`, `false_na_rate` and `missed_na_rate` through TRL's
+`log_metric` hook. Every log line lands in OUTPUT_DIR/log.jsonl as it happens.
+
+Starting points: a base model (a fresh LoRA, or full fine-tuning), or an SFT output. An SFT LoRA
+adapter keeps training as the same adapter (TRL copies it as the frozen KL reference), so the
+output is again an adapter on the original base; with `lora: false` it is merged first and the
+whole model trains. Rollouts use vLLM when `use_vllm` is set (TRL's own integration), else
+transformers' generate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from progresslm.train.config import GRPORecipe, expand_files, reward_config, save_recipe
+from progresslm.train.sft import (
+    LOG_FILE,
+    TrainerRun,
+    check_environment,
+    check_trl_overrides,
+    common_trl_args,
+    fit,
+    jsonl_log,
+    lora_config,
+    model_dtype,
+    prepare_output_dir,
+)
+
+log = logging.getLogger(__name__)
+
+
+def grpo_dataset(recipe: GRPORecipe):
+    """The recipe's GRPO prompts with their ground-truth columns, as a datasets.Dataset."""
+    from progresslm.official import load_bench
+    from progresslm.train.data import grpo_records, to_dataset
+
+    data = recipe.data
+    samples = load_bench(expand_files(data.files)).samples[: data.max_samples]
+    image_root = os.path.expanduser(data.image_root) if data.image_root else None
+    return to_dataset(grpo_records(samples, image_root, mode=data.mode, skip_bad=data.skip_bad))
+
+
+def grpo_trl_args(recipe: GRPORecipe, out: Path) -> dict:
+    """GRPOConfig arguments: the common ones, GRPO's own, then `trl_overrides`."""
+    weights = list(reward_config(recipe).weights)
+    args = {
+        **common_trl_args(recipe, out),
+        "beta": recipe.beta,
+        "num_generations": recipe.num_generations,
+        "temperature": recipe.temperature,
+        "top_p": recipe.top_p,
+        "max_completion_length": recipe.max_completion_length,
+        "reward_weights": weights,
+        "use_vllm": recipe.use_vllm,
+    }
+    if recipe.use_vllm:
+        args["vllm_mode"] = recipe.vllm_mode
+    args.update(recipe.trl_overrides)  # again, over GRPO's own keys too
+    return args
+
+
+def build_grpo_trainer(recipe: GRPORecipe) -> TrainerRun:
+    """Check the recipe against this machine, build the prompts, load the policy and set up TRL's
+    GRPOTrainer (nothing is trained yet)."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    from progresslm.train.export import adapter_base, is_adapter_dir, load_model, load_processor, resolve_model
+    from progresslm.train.rewards import make_reward_funcs
+
+    check_trl_overrides(recipe, GRPOConfig)
+    check_environment(recipe)
+    out, checkpoint = prepare_output_dir(recipe)
+    model_path = resolve_model(recipe.model)
+    dataset = grpo_dataset(recipe)
+    save_recipe(recipe, out)
+
+    # The TRL config comes before the model: under DeepSpeed ZeRO-3 it makes from_pretrained shard on load.
+    args = GRPOConfig(**grpo_trl_args(recipe, out))
+    processor = load_processor(model_path, recipe.max_pixels)
+    processor.tokenizer.padding_side = "left"  # prompts end where generation starts
+    dtype = model_dtype(recipe)
+    if is_adapter_dir(model_path) and recipe.lora is not None:
+        log.info("continuing the LoRA adapter in %s (base %s); the recipe's lora settings are not used",
+                 model_path, adapter_base(model_path))
+        model = load_model(model_path, dtype, merge_adapter=False, trainable_adapter=True)
+        peft_config = None
+    else:
+        model = load_model(model_path, dtype, merge_adapter=True)
+        peft_config = lora_config(recipe.lora)
+    reward_funcs, _ = make_reward_funcs(reward_config(recipe))
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=dataset,
+        processing_class=processor,
+        peft_config=peft_config,
+        callbacks=[jsonl_log(out / LOG_FILE)],
+    )
+    return TrainerRun(trainer, processor, recipe, out, checkpoint)
+
+
+def run_grpo(recipe: GRPORecipe) -> Path:
+    """Train `recipe.model` with GRPO on the recipe's prompts; returns the output directory."""
+    return fit(build_grpo_trainer(recipe))

@@ -1,0 +1,25 @@
+import json
+
+from helpers import fixture, write_images
+from progresslm.cli.main import main
+from progresslm.official import read_official
+from progresslm.train.traces import template_trace
+
+
+def test_teacher_traces_through_the_cli_drop_wrong_ones(tmp_path, capsys):
+    """A replayed teacher: right traces for some samples, a wrong anchor for one; the wrong one is dropped."""
+    bench = fixture("visual_same_view")
+    samples = read_official(bench).samples
+    write_images(samples, tmp_path / "images")
+    replies = [{"uid": s.uid, "reply": template_trace(s)} for s in samples]
+    wrong = samples[1]
+    replies[1]["reply"] = template_trace(wrong).replace(f"<ref>{wrong.closest_idx}</ref>",
+                                                         f"<ref>{wrong.closest_idx % 5 + 1}</ref>")
+    (tmp_path / "teacher.jsonl").write_text("".join(json.dumps(r) + "\n" for r in replies))
+    out = tmp_path / "traces.jsonl"
+    code = main(["train", "traces", "--bench", str(bench), "--image-root", str(tmp_path / "images"),
+                 "--backend", "replay", "--replies", str(tmp_path / "teacher.jsonl"), "--out", str(out)])
+    assert code == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["kept"] for r in rows] == [r["uid"] != wrong.uid for r in rows]
+    assert f"{len(samples) - 1} of {len(samples)} traces kept" in capsys.readouterr().out
