@@ -246,3 +246,21 @@ def test_pixel_nn_answers_with_the_nearest_keyframe(example, tmp_path):
         sample = samples[record.uid]
         if sample.modality.value == "visual":  # the score is the progress of the keyframe it names
             assert record.score == round(sample.demo.progress_at(record.ref - 1) * 100) / 100
+
+
+def test_swap_demos_tells_a_demo_user_from_a_demo_ignorer(example, tmp_path):
+    ignorer = evaluate(config(example, tmp_path / "c", backend="constant", swap_demos=True), progress=False)
+    assert ignorer.metrics["demo_swap"]["all"]["changed"] == 0  # a constant ignores the demo
+    user = evaluate(config(example, tmp_path / "p", backend="pixel-nn", swap_demos=True), progress=False)
+    swap = user.metrics["demo_swap"]
+    assert swap["visual_same_view"]["changed"] > 20  # nearest keyframe of another task's demo: answers move
+    assert swap["text"]["changed"] == 0 and swap["text"]["na"] == 100  # pixel-nn says n/a to text either way
+    n_answerable = sum(s["n"] for k, s in swap.items() if k != "all")
+    assert swap["all"]["n"] == n_answerable
+    records, _ = ResultStore(tmp_path / "p" / "results.jsonl").read()
+    assert sum(r.uid.endswith("#swap") for r in records) == n_answerable
+    assert "Demo swap" in (tmp_path / "p" / "report.md").read_text()
+    # resume: nothing is asked again, swaps included
+    again = CountingConstant(BackendOptions(), "two-stage")
+    evaluate(config(example, tmp_path / "c", backend="constant", swap_demos=True), backend=again, progress=False)
+    assert again.asked == 0

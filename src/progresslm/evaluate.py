@@ -19,6 +19,7 @@ from progresslm.official import Bench, load_bench
 from progresslm.parsing import parse_reply
 from progresslm.prompts import MODES, Prompt, build_prompt
 from progresslm.results import ResultRecord, ResultStore
+from progresslm.swap import SWAP_SUFFIX, swap_report, swapped_samples
 from progresslm.types import Prediction, Sample
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class EvalConfig:
     limit: int | None = None
     bootstrap: int = 1000
     floors: bool = True  # score constant-50% and random beside the model in the report
+    swap_demos: bool = False  # also ask with another task's demonstration: does the answer depend on it?
     plots: bool = True
     options: BackendOptions = field(default_factory=BackendOptions)
 
@@ -199,6 +201,9 @@ def evaluate(config: EvalConfig, backend: Backend | None = None, progress: bool 
         if needs_images:
             samples = check_images(samples, prompts, out, config.skip_missing)
         write_config(out, config, identity, bench)
+        swapped = swapped_samples(samples, config.image_root, config.options.seed) if config.swap_demos else []
+        for sample in swapped:
+            prompts[sample.uid] = build_prompt(sample, config.mode, config.image_root)
 
         store = ResultStore(out / "results.jsonl")
         hashes = {uid: prompt.hash for uid, prompt in prompts.items()}
@@ -210,7 +215,8 @@ def evaluate(config: EvalConfig, backend: Backend | None = None, progress: bool 
         if stale:
             log.warning("%d earlier results were made with another prompt; they are kept but redone", stale)
         work = [(s, d) for s in samples for d in range(config.num_samples) if (s.uid, d) not in done]
-        reused = len(samples) * config.num_samples - len(work)
+        work += [(s, 0) for s in swapped if (s.uid, 0) not in done]
+        reused = len(samples) * config.num_samples + len(swapped) - len(work)
         made = 0
         if work:
             try:
@@ -220,7 +226,7 @@ def evaluate(config: EvalConfig, backend: Backend | None = None, progress: bool 
     finally:
         backend.close()
 
-    metrics = finish(out, samples, config, backend.model_name)
+    metrics = finish(out, samples, config, backend.model_name, swapped)
     return EvalOutcome(out, metrics, made, reused, n_before - len(samples), len(bad))
 
 
@@ -304,7 +310,9 @@ def floor_predictions(samples: list[Sample], config: EvalConfig) -> dict[str, li
     return floors
 
 
-def finish(out: Path, samples: list[Sample], config: EvalConfig, model_name: str) -> dict:
+def finish(
+    out: Path, samples: list[Sample], config: EvalConfig, model_name: str, swapped: list[Sample] = ()
+) -> dict:
     """metrics.json, report.md, report.html and plots from the results file."""
     from progresslm import metrics as metrics_lib
     from progresslm import report
@@ -328,6 +336,16 @@ def finish(out: Path, samples: list[Sample], config: EvalConfig, model_name: str
     metrics["n_replies"] = sum(pred is not None for draw in per_draw for pred in draw)
     metrics["n_missing"] = missing
     metrics["n_refused"] = refused
+    if swapped:
+        swapped_preds = collect_predictions(out, list(swapped), config)[0][0]
+        originals = {s.uid: (s, p) for s, p in zip(samples, per_draw[0]) if p is not None}
+        pairs = []
+        for sample, prediction in zip(swapped, swapped_preds):
+            original = originals.get(sample.uid.removesuffix(SWAP_SUFFIX))
+            if prediction is not None and original is not None:
+                pairs.append((*original, prediction))
+        if pairs:
+            metrics["demo_swap"] = swap_report(pairs)
     _write_json(out / "metrics.json", metrics)
 
     floors = []

@@ -281,7 +281,13 @@ def _report_sections(run: Run, floors: list[Run], plots: list[str | Path]) -> li
         Section("Diagnostics", list(diagnostics(run))),
     ]
     if "demo_swap" in run.metrics:
-        sections.append(Section("Demo swap", [generic_table(run.metrics["demo_swap"])]))
+        sections.append(Section("Demo swap", [
+            "Each answerable observation asked again with the demonstration and goal of another task "
+            "(`--swap-demos`). `changed`: share of answers that became N/A or moved by 5 points or more; "
+            "`na`: share of N/A answers. A model that compares the observation with the demonstration "
+            "changes nearly every answer; one that ignores the demonstration changes none.",
+            generic_table(run.metrics["demo_swap"]),
+        ]))
     if plots:
         sections.append(Section("Plots", [Path(p) for p in plots]))
     return sections

@@ -32,6 +32,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--skip-missing", action="store_true", help="evaluate samples whose images exist")
     parser.add_argument("--limit", type=int, help="only the first N samples")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap rounds for 95%% intervals (0: none)")
+    parser.add_argument("--swap-demos", action="store_true",
+                        help="also pair each observation with another task's demonstration and report the share "
+                        "of answers that change (a model that uses the demonstration answers N/A or changes)")
     parser.add_argument("--no-floors", action="store_true", help="leave the constant/random rows out of the report")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -124,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
             limit=args.limit,
             bootstrap=args.bootstrap,
             floors=not args.no_floors,
+            swap_demos=args.swap_demos,
             plots=not args.no_plots,
             options=options,
         )
