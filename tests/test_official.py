@@ -128,3 +128,16 @@ def test_written_samples_get_fresh_spelling_when_changed(tmp_path):
     sample.progress, sample.closest_idx, sample.delta = 0.125, 2, -0.125
     record = sample_to_record(sample)
     assert (record["progress_score"], record["closest_idx"], record["delta"]) == ("12.5%", 2, "-12.5%")
+
+
+def test_a_row_without_labels_is_not_an_unanswerable_one(tmp_path):
+    record = json.loads(fixture("visual_same_view").read_text().splitlines()[0])
+    for key in ("progress_score", "closest_idx", "delta"):
+        del record[key]
+    path = tmp_path / "unlabelled.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    bench = read_official(path)
+    (sample,) = bench.samples
+    assert not sample.labelled
+    assert [d.kind for d in bench.defects] == ["missing_labels"]
+    assert sample_to_record(sample) == record  # written back without inventing "n/a" labels

@@ -49,7 +49,7 @@ class Defect:
     file: str
     line: int
     uid: str
-    kind: str  # placeholder_text | demo_length | anchor_out_of_range | label_mismatch | progress_out_of_range
+    kind: str  # placeholder_text | demo_length | anchor_out_of_range | label_mismatch | progress_out_of_range | missing_labels
     message: str
 
     def __str__(self) -> str:
@@ -186,6 +186,7 @@ def record_to_sample(record: dict, uid: str, path: Path, line: int) -> tuple[Sam
         demo_camera=demo_camera,
         observation_camera=observation_camera,
         data_source=record.get("data_source"),
+        labelled="progress_score" in record or "closest_idx" in record,
         extra={key: value for key, value in record.items() if key not in KNOWN_FIELDS},
         spelling={
             "keys": list(record),
@@ -208,6 +209,8 @@ def find_defects(sample: Sample, file: str, line: int) -> list[Defect]:
         defects.append(Defect(file, line, sample.uid, kind, message))
 
     demo = sample.demo
+    if not sample.labelled:
+        add("missing_labels", "no progress_score or closest_idx field: the row cannot be scored or trained on")
     if len(demo.items) != demo.expected_length:
         what = "T+1 keyframes" if demo.modality is Modality.VISUAL else "T steps"
         add("demo_length", f"{len(demo.items)} demo items but total_steps={demo.total_steps} asks for {what}")
@@ -307,7 +310,9 @@ def sample_to_record(sample: Sample) -> dict:
             lambda: na if sample.progress is None else format_percent(sample.progress),
         ),
     }
-    if demo.modality is Modality.VISUAL or "delta" in spelling.get("keys", ()):
+    if not sample.labelled:  # an unlabelled row stays unlabelled, not "n/a"
+        del fields["closest_idx"], fields["progress_score"]
+    if (demo.modality is Modality.VISUAL and sample.labelled) or "delta" in spelling.get("keys", ()):
         fields["delta"] = _spelled(
             spelling.get("delta"),
             sample.delta,

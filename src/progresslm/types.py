@@ -92,6 +92,9 @@ class Sample:
     demo_camera: str | None = None
     observation_camera: str | None = None
     data_source: str | None = None
+    # False when the record has no label fields at all (absent, not "n/a"): such a row can be
+    # asked about but neither scored nor trained on, and is never mistaken for an unanswerable one.
+    labelled: bool = True
     # Anything the record held beyond the contract, and how its fields were spelled, so that
     # writing a sample back gives the record it came from.
     extra: dict = field(default_factory=dict)
