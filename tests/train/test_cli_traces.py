@@ -23,3 +23,10 @@ def test_teacher_traces_through_the_cli_drop_wrong_ones(tmp_path, capsys):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["kept"] for r in rows] == [r["uid"] != wrong.uid for r in rows]
     assert f"{len(samples) - 1} of {len(samples)} traces kept" in capsys.readouterr().out
+    from progresslm.prompts import build_prompt
+
+    by_uid = {s.uid: s for s in samples}
+    for row in rows:
+        sample = by_uid[row["uid"]]
+        assert row["prompt_hash"] == build_prompt(sample, "two-stage", None).hash
+        assert (row["progress"], row["closest_idx"], row["tolerance"]) == (sample.progress, sample.closest_idx, 0.05)

@@ -130,6 +130,21 @@ def test_impossible_combinations_say_what_why_and_how(overrides, kind, pattern, 
         load_recipe(None, [*data_overrides, *overrides], kind=kind)
 
 
+def test_grpo_needs_two_stage_and_traces_need_two_stage(tmp_path, data_overrides):
+    with pytest.raises(RecipeError) as error:
+        load_recipe(None, [*data_overrides, "data.mode=direct"], kind="grpo")
+    message = str(error.value)
+    assert "data.mode: GRPO with mode 'direct'" in message and "rewards read two-stage replies" in message
+    assert "use data.mode=two-stage for GRPO" in message
+    assert load_recipe(None, [*data_overrides, "data.mode=direct"], kind="sft").data.mode == "direct"
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text("")
+    with pytest.raises(RecipeError, match=r"data\.mode: reasoning traces are two-stage replies but data\.mode is "
+                                          r"'direct'.*use data\.mode=two-stage with data\.traces"):
+        load_recipe(None, [*data_overrides, "data.mode=direct", f"data.traces=[{traces}]"], kind="sft")
+    assert load_recipe(None, [*data_overrides, f"data.traces=[{traces}]"], kind="sft").data.traces == [str(traces)]
+
+
 def test_missing_data_is_reported_before_anything_loads(tmp_path):
     with pytest.raises(RecipeError, match=r"data\.files: .*nowhere\.jsonl does not exist"):
         load_recipe(None, [f"data.files=[{tmp_path / 'nowhere.jsonl'}]", "output_dir=x"])
@@ -200,3 +215,225 @@ def test_bad_trl_override_fails_before_any_model_loads(monkeypatch, tmp_path, da
     args = parser.parse_args([*argv, "--dry-run"])
     assert args.handler(args) == 0
     assert "kind: sft" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "overrides, kind, pattern",
+    [
+        (["lr_scheduler=cosin"], "sft", r"lr_scheduler: transformers has no scheduler 'cosin' \(did you mean cosine"),
+        (["report_to=wandbb"], "sft", r"report_to: transformers cannot report to 'wandbb' \(did you mean wandb"),
+        (["report_to=[none, tensorbord]"], "grpo", r"report_to: .*'tensorbord'"),
+        (["trl_overrides={save_strategy: sometimes}"], "sft", r"trl\.SFTConfig rejects the recipe: .*sometimes"),
+        (["trl_overrides={generation_batch_size: 3}", "num_generations=2", "batch_size=4",
+          "per_device_batch_size=4"], "grpo",
+         r"trl\.GRPOConfig rejects the recipe: generation_batch_size \(3\) must be divisible"),
+    ],
+)
+def test_names_and_values_transformers_rejects_fail_in_the_trl_check(overrides, kind, pattern, data_overrides):
+    trl = pytest.importorskip("trl")
+    from progresslm.train.sft import check_trl_overrides
+
+    recipe = load_recipe(None, [*data_overrides, *overrides], kind=kind)  # the file-only checks pass
+    with pytest.raises(RecipeError, match=pattern):
+        check_trl_overrides(recipe, trl.SFTConfig if kind == "sft" else trl.GRPOConfig)
+
+
+def test_the_trl_check_returns_the_config_it_built(data_overrides):
+    trl = pytest.importorskip("trl")
+    from progresslm.train.sft import check_trl_overrides
+
+    recipe = load_recipe(CONFIGS / "sft_tiny_cpu.yaml", [*data_overrides, "trl_overrides={weight_decay: 0.05}"])
+    config = check_trl_overrides(recipe, trl.SFTConfig)
+    assert isinstance(config, trl.SFTConfig) and config.weight_decay == 0.05 and config.completion_only_loss
+
+
+def test_report_to_an_integration_that_is_not_installed_fails_in_the_environment_check(monkeypatch, data_overrides):
+    pytest.importorskip("transformers")
+    import transformers.integrations.integration_utils as integrations
+
+    monkeypatch.setattr(integrations, "get_available_reporting_integrations", lambda: ["tensorboard"])
+    recipe = load_recipe(CONFIGS / "sft_tiny_cpu.yaml", [*data_overrides, "report_to=wandb"])
+    with pytest.raises(RecipeError, match="report_to: wandb is not installed.*report_to=none"):
+        check_environment(recipe)
+    check_environment(load_recipe(CONFIGS / "sft_tiny_cpu.yaml", [*data_overrides, "report_to=tensorboard"]))
+
+
+@pytest.mark.parametrize("model", ["runs/sft-nowhere", "./nowhere", "../nowhere", "~/nowhere-model-dir", "/nowhere/x"])
+def test_a_missing_local_model_is_a_recipe_error_not_a_hub_lookup(model, tmp_path, monkeypatch):
+    from progresslm.train.export import resolve_model
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RecipeError, match=rf"model: {model} does not exist on this machine.*progresslm train sft"):
+        resolve_model(model)
+
+
+def test_local_or_hub_is_decided_by_the_first_path_component(tmp_path, monkeypatch):
+    from progresslm.train.export import looks_local, resolve_model
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("Qwen/Qwen2.5-VL-3B-Instruct") == "Qwen/Qwen2.5-VL-3B-Instruct"  # no ./Qwen here: a hub id
+    (tmp_path / "models").mkdir()
+    assert looks_local("models/qwen") and not looks_local("Qwen/Qwen2.5-VL-3B-Instruct")
+    with pytest.raises(RecipeError, match="model: models/qwen does not exist on this machine"):
+        resolve_model("models/qwen")
+    (tmp_path / "models" / "qwen").mkdir()
+    (tmp_path / "models" / "qwen" / "config.json").write_text("{}")
+    assert resolve_model("models/qwen") == str((tmp_path / "models" / "qwen").resolve())
+
+
+def test_unloadable_model_directories_are_recipe_errors(tmp_path):
+    pytest.importorskip("transformers")
+    import torch
+
+    from progresslm.train.export import load_model, load_processor
+
+    (tmp_path / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    with pytest.raises(RecipeError, match=f"model: cannot load the weights of {tmp_path}"):
+        load_model(str(tmp_path), torch.float32)
+    with pytest.raises(RecipeError, match=f"model: cannot load the processor of {tmp_path}"):
+        load_processor(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        ["--config", "C", "--dry-run", "O"],
+        ["--dry-run", "--config", "C", "O"],
+        ["--config", "C", "O1", "--dry-run", "O2"],
+        ["O", "--config", "C", "--dry-run"],
+        ["O1", "--dry-run", "O2", "--config=C"],
+    ],
+)
+def test_dry_run_and_config_may_be_intermixed_with_overrides(order, data_overrides, capsys):
+    """Through the real `progresslm` parser (main.py calls parse_args)."""
+    pytest.importorskip("trl")
+    from progresslm.cli.main import main
+
+    overrides = [*data_overrides, "learning_rate=3e-4"]
+    half = len(overrides) // 2
+    argv = []
+    for item in order:
+        if item == "C":
+            argv.append(str(CONFIGS / "sft_tiny_cpu.yaml"))
+        elif item == "--config=C":
+            argv.append(f"--config={CONFIGS / 'sft_tiny_cpu.yaml'}")
+        elif item == "O":
+            argv.extend(overrides)
+        elif item == "O1":
+            argv.extend(overrides[:half])
+        elif item == "O2":
+            argv.extend(overrides[half:])
+        else:
+            argv.append(item)
+    assert main(["train", "sft", *argv]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["kind"] == "sft" and printed["learning_rate"] == 3e-4
+    assert printed["output_dir"] == data_overrides[-1].partition("=")[2]
+
+
+def test_dry_run_runs_the_trl_checks_and_reports_cli_mistakes(data_overrides, capsys):
+    pytest.importorskip("trl")
+    from progresslm.cli.main import main
+
+    config = str(CONFIGS / "grpo_tiny_cpu.yaml")
+    assert main(["train", "grpo", "--dry-run", "--config", config, *data_overrides, "lr_scheduler=cosin"]) == 2
+    assert "lr_scheduler: transformers has no scheduler 'cosin'" in capsys.readouterr().err
+    bad_trl = "trl_overrides={generation_batch_size: 3}"
+    assert main(["train", "grpo", "--config", config, *data_overrides, "--dry-run", bad_trl]) == 2
+    assert "trl.GRPOConfig rejects the recipe" in capsys.readouterr().err
+    assert main(["train", "grpo", *data_overrides, "--dry-run"]) == 2
+    assert "--config FILE is required" in capsys.readouterr().err
+    assert main(["train", "grpo", "--config", config, *data_overrides, "--dryrun"]) == 2
+    assert "unknown option --dryrun" in capsys.readouterr().err
+
+
+def test_data_paths_expand_home_variables_defaults_and_globs(tmp_path, monkeypatch):
+    from progresslm.train.config import expand_files, expand_path, image_root_path
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PLM_TEST_DIR", raising=False)
+    assert expand_path("${PLM_TEST_DIR:-~/cache}/a.jsonl") == str(tmp_path / "home" / "cache" / "a.jsonl")
+    monkeypatch.setenv("PLM_TEST_DIR", "")  # empty counts as unset, as in a shell
+    assert expand_path("${PLM_TEST_DIR:-~/cache}/a") == str(tmp_path / "home" / "cache" / "a")
+    monkeypatch.setenv("PLM_TEST_DIR", str(tmp_path / "d"))
+    assert expand_path("${PLM_TEST_DIR:-~/cache}/a") == expand_path("$PLM_TEST_DIR/a") == str(tmp_path / "d" / "a")
+    assert image_root_path("${PLM_TEST_DIR}/images") == str(tmp_path / "d" / "images") and image_root_path(None) is None
+    (tmp_path / "d").mkdir()
+    for name in ("b.jsonl", "a.jsonl"):
+        (tmp_path / "d" / name).write_text("")
+    assert expand_files(["$PLM_TEST_DIR/*.jsonl"]) == [tmp_path / "d" / "a.jsonl", tmp_path / "d" / "b.jsonl"]
+
+
+@pytest.mark.parametrize("name", ["sft_tiny_cpu", "grpo_tiny_cpu"])
+@pytest.mark.parametrize("where", ["PROGRESSLM_HOME", "HOME"])
+def test_tiny_recipes_follow_progresslm_home(name, where, tmp_path, monkeypatch):
+    """The tiny recipes find the example benchmark wherever `progresslm bench example` put it."""
+    import shutil
+
+    base = tmp_path / "plm" if where == "PROGRESSLM_HOME" else tmp_path / "home" / ".cache" / "progresslm"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    if where == "PROGRESSLM_HOME":
+        monkeypatch.setenv("PROGRESSLM_HOME", str(base))
+    else:
+        monkeypatch.delenv("PROGRESSLM_HOME", raising=False)
+    example = base / "example-v1"
+    (example / "images").mkdir(parents=True)
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text("")
+    # Without the data, the error names the recipe path and what it expanded to.
+    with pytest.raises(RecipeError, match=rf"data\.files: .*\(= {example}/visual_same_view\.jsonl\) does not exist"):
+        load_recipe(CONFIGS / f"{name}.yaml", ["output_dir=x"])
+    for file in BENCH_FILES:
+        shutil.copy(fixture(file), example / f"{file}.jsonl")
+    recipe = load_recipe(CONFIGS / f"{name}.yaml", ["output_dir=x"])  # no data overrides needed
+    from progresslm.train.config import expand_files, image_root_path
+
+    assert expand_files(recipe.data.files) == [example / f"{file}.jsonl" for file in BENCH_FILES]
+    assert image_root_path(recipe.data.image_root) == str(example / "images")
+    if name.startswith("sft"):  # traces use the same expansion
+        monkeypatch.setenv("PLM_TRACES", str(traces))
+        assert load_recipe(CONFIGS / f"{name}.yaml", ["output_dir=x", "data.traces=[$PLM_TRACES]"]).data.traces
+
+
+def test_the_grpo_objective_is_pinned_recorded_and_passed_to_trl(tmp_path, data_overrides):
+    trl = pytest.importorskip("trl")
+    import dataclasses
+
+    from progresslm.train.config import LOSS_TYPES, SCALE_REWARDS
+    from progresslm.train.sft import check_trl_overrides
+
+    recipe = load_recipe(None, data_overrides, kind="grpo")
+    assert (recipe.loss_type, recipe.scale_rewards) == ("grpo", "group")
+    saved = yaml.safe_load(save_recipe(recipe, tmp_path / "run").read_text())
+    assert (saved["loss_type"], saved["scale_rewards"]) == ("grpo", "group")
+    config = check_trl_overrides(recipe, trl.GRPOConfig)
+    assert (config.loss_type, config.scale_rewards) == ("grpo", "group")
+    defaults = {f.name: f.default for f in dataclasses.fields(trl.GRPOConfig)}
+    assert defaults["loss_type"] != "grpo"  # TRL's own default differs: the pin matters
+    other = load_recipe(None, [*data_overrides, "loss_type=dr_grpo", "scale_rewards=none"], kind="grpo")
+    assert (check_trl_overrides(other, trl.GRPOConfig).loss_type, other.scale_rewards) == ("dr_grpo", "none")
+    # Our lists are TRL's accepted values.
+    helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(trl.GRPOConfig)}
+    assert all(f"'{value}'" in helps["loss_type"] for value in LOSS_TYPES)
+    assert all(f"{value}'" in helps["scale_rewards"] for value in SCALE_REWARDS)  # TRL writes `group'`
+    for shipped in ("grpo_tiny_cpu", "grpo_qwen2_5_vl_3b"):
+        raw = yaml.safe_load((CONFIGS / f"{shipped}.yaml").read_text())
+        assert (raw["loss_type"], raw["scale_rewards"]) == ("grpo", "group")
+    with pytest.raises(RecipeError, match=r"loss_type: TRL has no loss 'ppo'; use one of grpo, dr_grpo"):
+        load_recipe(None, [*data_overrides, "loss_type=ppo"], kind="grpo")
+    with pytest.raises(RecipeError, match=r"scale_rewards: unknown scaling 'std'"):
+        load_recipe(None, [*data_overrides, "scale_rewards=std"], kind="grpo")
+    with pytest.raises(RecipeError, match=r"trl_overrides\.loss_type: .*set loss_type instead"):
+        load_recipe(None, [*data_overrides, "trl_overrides={loss_type: dapo}"], kind="grpo")
+
+
+def test_the_documented_vllm_override_keeps_the_recipes_other_trl_overrides(data_overrides):
+    docs = (Path(__file__).parents[2] / "docs" / "training.md").read_text()
+    assert "trl_overrides.vllm_gpu_memory_utilization=0.3" in docs and "opt-in" in docs
+    recipe = load_recipe(
+        CONFIGS / "grpo_qwen2_5_vl_3b.yaml",
+        [*data_overrides, "use_vllm=true", "trl_overrides.vllm_gpu_memory_utilization=0.3"],
+        kind="grpo",
+    )
+    assert recipe.trl_overrides == {"dataloader_num_workers": 4, "vllm_gpu_memory_utilization": 0.3}
+    assert GRPORecipe().use_vllm is False  # opt-in

@@ -154,3 +154,35 @@ def test_bad_arguments(bench):
         to_dataset([])
     with pytest.raises(DatasetError, match="extra"):
         to_dataset([{"uid": "a", "extra": 1}])
+
+
+def test_rows_without_label_fields_are_bad_rows_not_na_targets(bench, tmp_path):
+    """A record with no progress_score / closest_idx at all is reported by uid, never trained as n/a."""
+    import json
+
+    samples, root = bench
+    source = fixture("visual-unanswerable")
+    records = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    stripped = dict(records[0])
+    for key in ("progress_score", "closest_idx"):
+        stripped.pop(key, None)
+    path = tmp_path / "visual-unanswerable.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [stripped, *records[1:]]))
+    loaded = load_bench([path]).samples
+    unlabelled = loaded[0]
+    assert not unlabelled.labelled and unlabelled.progress is None and unlabelled.closest_idx is None
+    write_images(loaded, root)
+    for build in (sft_records, grpo_records):
+        for mode in ("two-stage", "direct"):
+            if build is grpo_records and mode == "direct":
+                continue
+            expected = f"1 of {len(loaded)} rows cannot train: {unlabelled.uid}: no labels"
+            with pytest.raises(DatasetError, match=expected):
+                build(loaded, root, mode=mode)
+            with pytest.warns(UserWarning, match="dropped 1 of"):
+                kept = build(loaded, root, mode=mode, skip_bad=True)
+            assert unlabelled.uid not in [row["uid"] for row in kept]
+            assert [row["uid"] for row in kept] == [s.uid for s in loaded[1:]]
+    # The same sample with explicit "n/a" labels is an unanswerable training target.
+    explicit = dataclasses.replace(unlabelled, labelled=True)
+    assert grpo_records([explicit], root)[0]["gt_progress"] is None

@@ -60,6 +60,12 @@ CASES = {
     "ref_unreadable": (reply("none of them", "50%"), 3, 0.5, 5, (0.0, 0.0, 1.0)),
     "score_unreadable": (reply(3, "about half"), 3, 0.5, 5, (0.0, 1.0, 0.0)),
     "no_tags": ("50%", 3, 0.5, 5, (0.0, 0.0, 0.0)),
+    # an N/A part beside an unreadable one earns nothing: not both_na (1), not false_na / missed_na
+    "na_ref_unreadable_score_unanswerable": (reply("n/a", "about half"), None, None, 5, (0.0, 0.0, 0.0)),
+    "unreadable_ref_na_score_unanswerable": (reply("none of them", "n/a"), None, None, 5, (0.0, 0.0, 0.0)),
+    "na_ref_unreadable_score_answerable": (reply("n/a", "about half"), 3, 0.5, 5, (0.0, 0.0, 0.0)),
+    # a value beside an unreadable part on an unanswerable sample is still a missed N/A
+    "value_ref_unreadable_score_unanswerable": (reply(2, "about half"), None, None, 5, (0.0, 0.0, 0.0)),
     # format: only whitespace outside the four blocks, in order, each once
     "whitespace_around": ("\n  " + reply(3, "50%") + "  \n", 3, 0.5, 5, (1.0, 1.0, 1.0)),
     "text_before": ("Sure! " + reply(3, "50%"), 3, 0.5, 5, (0.0, 1.0, 1.0)),
@@ -101,8 +107,10 @@ def test_graded_na_terms():
     assert total_reward(reply("n/a", "n/a"), 3, 0.5, 5, keep_format) == pytest.approx(-0.35)
     partial = RewardConfig(both_na=0.5)
     assert parts(reply("n/a", "n/a"), None, None, 5, partial) == (1.0, 0.5, 0.5)
-    # a part that does not parse still gets 0, not the N/A term
-    assert parts(reply("n/a", "??"), 3, 0.5, 5, negative) == (0.0, -0.5, 0.0)
+    # a part that does not parse gets 0, and so does an N/A beside it: no N/A term for a half-read reply
+    assert parts(reply("n/a", "??"), 3, 0.5, 5, negative) == (0.0, 0.0, 0.0)
+    assert parts(reply("??", "n/a"), None, None, 5, negative) == (0.0, 0.0, 0.0)
+    assert parts(reply("n/a", "??"), None, None, 5, partial) == (0.0, 0.0, 0.0)
 
 
 def test_conversational_completions():

@@ -199,3 +199,29 @@ def test_rows_without_images_fail_by_uid_before_the_model_loads(tiny_vlm_dir, be
     assert args.handler(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "missing image" in err and bench[0][0].uid in err
+
+
+def test_lora_targets_that_match_nothing_are_a_recipe_error(tiny_vlm_dir, bench, tmp_path):
+    from progresslm.train.config import RecipeError
+
+    recipe = tiny_recipe(tiny_vlm_dir, bench, tmp_path, "lora.target_modules=[no_such_proj]", "data.max_samples=2",
+                         "batch_size=2", "per_device_batch_size=2")  # fmt: skip
+    with pytest.raises(RecipeError, match=r"^lora: PEFT cannot put a LoRA on this model.*no_such_proj.*target_modules"):
+        build_sft_trainer(recipe)
+
+
+def test_a_missing_local_model_fails_before_the_output_dir_is_written(bench, tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from progresslm.cli import train as train_cli
+
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser()
+    train_cli.add_parser(parser.add_subparsers())
+    out = tmp_path / "out"
+    args = parser.parse_args(["train", "sft", "--config", str(CONFIG), "model=runs/sft-tiny", *bench[2],
+                              f"output_dir={out}"])  # fmt: skip
+    assert args.handler(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: model: runs/sft-tiny does not exist on this machine") and "Traceback" not in err
+    assert not out.exists()

@@ -1,6 +1,7 @@
 """Template traces read back as their labels; teacher traces are kept only when they agree with them."""
 
 import json
+from pathlib import Path
 import random
 import re
 from collections.abc import Iterator, Sequence
@@ -206,3 +207,61 @@ def test_teacher_needs_two_stage_backend_and_images(samples, tmp_path):
     results = teacher_traces(samples[:1], FakeTeacher({}), tmp_path / "nowhere")
     assert results == [TraceResult(samples[0].uid, "", False, results[0].reason)]
     assert results[0].reason.startswith("image:")
+
+
+def test_trace_rows_carry_the_prompt_hash_and_labels(samples):
+    from progresslm.train.traces import prompt_hash, trace_row
+
+    answerable = next(s for s in samples if s.answerable)
+    result = TraceResult(answerable.uid, template_trace(answerable), True, "ok")
+    row = trace_row(result, answerable, tolerance=0.03)
+    assert row["uid"] == answerable.uid and row["kept"] and row["reply"] == result.reply
+    assert row["prompt_hash"] == build_prompt(answerable, "two-stage", "/any/root").hash == prompt_hash(answerable)
+    assert row["prompt_hash"] == build_prompt(answerable, "two-stage", None).hash  # no image-root dependence
+    assert (row["progress"], row["closest_idx"], row["tolerance"]) == (answerable.progress, answerable.closest_idx, 0.03)
+    with pytest.raises(ValueError, match="paired with"):
+        trace_row(result, samples[-1] if samples[-1].uid != answerable.uid else samples[0])
+
+
+def test_sft_drops_traces_that_no_longer_match_their_samples(samples, tmp_path):
+    """Traces are joined by uid, then re-checked: prompt hash, labels, and the reply against the labels."""
+    pytest.importorskip("datasets")
+    import dataclasses
+
+    from progresslm.train.config import load_recipe
+    from progresslm.train.sft import sft_dataset
+    from progresslm.train.traces import trace_row
+
+    bench = [fixture(name) for name in BENCH_FILES]
+    fixture_samples = load_bench(bench).samples
+    write_images(fixture_samples, tmp_path / "images")
+    answerable = [s for s in fixture_samples if s.answerable]
+    good, moved, relabelled, wrong, legacy, other = answerable[:6]
+
+    def row(sample, reply=None):
+        reply = template_trace(sample) if reply is None else reply
+        return trace_row(TraceResult(sample.uid, reply, True, "ok"), sample)
+
+    rows = [
+        row(good),
+        {**row(moved), "prompt_hash": row(other)["prompt_hash"]},  # written for another prompt under this uid
+        row(dataclasses.replace(relabelled, progress=relabelled.progress / 2 + 0.01)),  # labels changed since
+        {"uid": wrong.uid, "reply": reply(wrong.closest_idx % len(wrong.demo.items) + 1, "50%")},  # wrong anchor
+        {"uid": legacy.uid, "reply": template_trace(legacy)},  # an old row: uid and reply only, still right
+        {**row(other), "kept": False},
+    ]
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = load_recipe(
+        Path(__file__).parents[2] / "configs" / "sft_tiny_cpu.yaml",
+        [f"data.files={[str(p) for p in bench]}", f"data.image_root={tmp_path / 'images'}", f"data.traces=[{path}]",
+         f"output_dir={tmp_path / 'out'}"],
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="dropped 3 reasoning traces that no longer match") as caught:
+        dataset = sft_dataset(recipe)
+    message = str(caught[0].message)
+    assert f"{moved.uid}: prompt hash differs" in message
+    assert f"{relabelled.uid}: progress was" in message
+    assert f"{wrong.uid}: reply disagrees with the labels: anchor" in message
+    assert dataset["uid"] == [good.uid, legacy.uid]
+    assert dataset[0]["completion"][0]["content"][0]["text"] == template_trace(good)

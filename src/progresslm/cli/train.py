@@ -25,12 +25,19 @@ def add_parser(subparsers) -> None:
         ("grpo", "GRPO with the format / anchor / score rewards (TRL GRPOTrainer)"),
     ):
         command = commands.add_parser(kind, help=text, description=text)
-        command.add_argument("--config", required=True, metavar="FILE", help="recipe YAML (see configs/)")
+        # --config is required, but checked in run_training: it may come after the overrides.
+        command.add_argument("--config", metavar="FILE", help="recipe YAML (see configs/); required")
+        # REMAINDER, not "*": argparse takes a "*" positional only once, so `--dry-run` between or before
+        # overrides would leave the rest unparsed; the options among the overrides are picked out by hand.
         command.add_argument(
-            "overrides", nargs="*", metavar="KEY=VALUE",
-            help="recipe overrides, values read as YAML: learning_rate=2e-4 lora.rank=16 'data.files=[a.jsonl]'",
+            "overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE",
+            help="recipe overrides, values read as YAML: learning_rate=2e-4 lora.rank=16 'data.files=[a.jsonl]'; "
+            "--config and --dry-run may come before, between or after them",
         )  # fmt: skip
-        command.add_argument("--dry-run", action="store_true", help="check the recipe and print it; load no model")
+        command.add_argument(
+            "--dry-run", action="store_true",
+            help="check the recipe (with transformers' and TRL's own checks) and print it; load no model",
+        )  # fmt: skip
         command.set_defaults(handler=run_training, kind=kind)
 
     export = commands.add_parser("export", help="merge a LoRA adapter into its base: a full model directory")
@@ -53,7 +60,10 @@ def add_parser(subparsers) -> None:
     traces.add_argument("--base-url", help="OpenAI-compatible server of the teacher")
     traces.add_argument("--replies", help="replay: JSONL of {\"uid\": ..., \"reply\": ...}")
     traces.add_argument("--tolerance", type=float, default=5.0, help="largest score error kept, in percentage points")
-    traces.add_argument("--out", required=True, metavar="FILE", help="traces JSONL (uid, reply, kept, reason)")
+    traces.add_argument(
+        "--out", required=True, metavar="FILE",
+        help="traces JSONL (uid, reply, kept, reason, and prompt_hash, progress, closest_idx, tolerance to re-check)",
+    )  # fmt: skip
     traces.set_defaults(handler=run_traces)
 
     tiny = commands.add_parser("tiny-model", help="build the tiny random-init Qwen2.5-VL the CPU recipes train")
@@ -73,15 +83,48 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return RecipeError, DatasetError, BenchFormatError
 
 
+def split_options(args: argparse.Namespace) -> argparse.Namespace:
+    """Pick `--config FILE` / `--config=FILE` and `--dry-run` out of the overrides (they may be
+    intermixed with them); anything else that starts with `--` is an error."""
+    from progresslm.train.config import RecipeError
+
+    config, dry_run, overrides = args.config, args.dry_run, []
+    items = iter(args.overrides or [])
+    for item in items:
+        if item == "--dry-run":
+            dry_run = True
+        elif item == "--config":
+            config = next(items, None)
+            if config is None or config.startswith("--"):
+                raise RecipeError("--config needs a recipe file: --config FILE")
+        elif item.startswith("--config="):
+            config = item.partition("=")[2]
+        elif item.startswith("--") or item in ("-h",):
+            raise RecipeError(f"unknown option {item}; the options are --config FILE and --dry-run")
+        else:
+            overrides.append(item)
+    if not config:
+        raise RecipeError("--config FILE is required: the recipe to train with (see configs/)")
+    return argparse.Namespace(**{**vars(args), "config": config, "dry_run": dry_run, "overrides": overrides})
+
+
 def run_training(args: argparse.Namespace) -> int:
     from progresslm.train.config import load_recipe
 
     errors = _user_errors()
     try:
+        args = split_options(args)
         recipe = load_recipe(args.config, args.overrides, kind=args.kind)
         if args.dry_run:
             import yaml
 
+            from progresslm.train.sft import check_trl_overrides
+
+            if args.kind == "sft":
+                from trl import SFTConfig as config_class
+            else:
+                from trl import GRPOConfig as config_class
+            check_trl_overrides(recipe, config_class)
             print(yaml.safe_dump({"kind": recipe.kind, **recipe.to_dict()}, sort_keys=False), end="")
             return 0
         if args.kind == "sft":
@@ -112,13 +155,12 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_traces(args: argparse.Namespace) -> int:
     import json
-    from dataclasses import asdict
     from pathlib import Path
 
     from progresslm.backends.base import BackendError, BackendOptions
     from progresslm.backends.registry import UnknownBackendError, create_backend
     from progresslm.official import BenchFormatError, load_bench
-    from progresslm.train.traces import drop_rate, teacher_traces
+    from progresslm.train.traces import drop_rate, teacher_traces, trace_row
 
     try:
         samples = load_bench(args.bench).samples
@@ -133,7 +175,8 @@ def run_traces(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps(asdict(r)) + "\n" for r in results))
+    rows = [trace_row(result, sample, args.tolerance / 100.0) for result, sample in zip(results, samples, strict=True)]
+    out.write_text("".join(json.dumps(row) + "\n" for row in rows))
     kept = sum(r.kept for r in results)
     print(f"{kept} of {len(results)} traces kept, drop rate {100 * drop_rate(results):.1f} %; written to {out}")
     return 0

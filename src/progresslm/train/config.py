@@ -29,6 +29,9 @@ import yaml
 
 RECIPE_FILE = "recipe.yaml"  # the resolved recipe, written into every output directory
 MODES = ("direct", "two-stage")
+# GRPOConfig's accepted values in TRL 1.16 (checked against TRL's field help in the tests).
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
+SCALE_REWARDS = ("group", "batch", "none")
 
 
 class RecipeError(ValueError):
@@ -132,6 +135,11 @@ class GRPORecipe(_Recipe):
     temperature: float = 0.6
     top_p: float = 0.9
     max_completion_length: int = 512
+    # The objective, pinned rather than left to TRL's defaults (TRL 1.16: loss_type "dapo"): the paper's
+    # GRPO normalises each completion's token losses by its length ("grpo") and scales advantages by
+    # the standard deviation within each group of generations ("group").
+    loss_type: str = "grpo"
+    scale_rewards: str = "group"
     # RewardConfig fields of progresslm.train.rewards: weights (format, ref, score) = 1:6:3 and the N/A terms.
     reward: dict[str, Any] = field(default_factory=lambda: {"weights": [0.1, 0.6, 0.3]})
     use_vllm: bool = False  # TRL's vLLM rollouts; needs `pip install vllm` and a GPU
@@ -310,14 +318,46 @@ def _convert(value: Any, hint: Any, where: str, source: _Origin) -> Any:
 # -- validation ---------------------------------------------------------------------------------
 
 
+_DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
+
+
+def expand_path(text: str) -> str:
+    """A recipe path as the machine sees it: `${NAME:-default}` (the default when NAME is unset or
+    empty, as in a shell), then `$NAME` / `${NAME}`, then `~`. Used for every data path, so a recipe
+    can say `${PROGRESSLM_HOME:-~/.cache/progresslm}/example-v1/text-normal.jsonl`.
+
+    >>> import os; os.environ.pop("PLM_DOCTEST", None)
+    >>> expand_path("${PLM_DOCTEST:-/cache}/a.jsonl")
+    '/cache/a.jsonl'
+    >>> os.environ["PLM_DOCTEST"] = "/data"
+    >>> expand_path("${PLM_DOCTEST:-/cache}/a.jsonl"), expand_path("$PLM_DOCTEST/b")
+    ('/data/a.jsonl', '/data/b')
+    >>> del os.environ["PLM_DOCTEST"]
+    """
+    text = _DEFAULTED.sub(lambda match: os.environ.get(match.group(1)) or match.group(2), str(text))
+    return os.path.expanduser(os.path.expandvars(text))
+
+
 def expand_files(patterns: list[str]) -> list[Path]:
-    """Data file patterns (with `~`, environment variables and globs) as existing paths, in order."""
+    """File patterns (`expand_path`, then globs) as paths, in order: each glob's matches sorted,
+    a plain path as it is (existing or not)."""
     files: list[Path] = []
     for pattern in patterns:
-        text = os.path.expandvars(os.path.expanduser(pattern))
+        text = expand_path(pattern)
         matches = sorted(glob.glob(text)) if glob.has_magic(text) else [text]
         files.extend(Path(m) for m in matches)
     return files
+
+
+def _shown(path: str) -> str:
+    """A recipe path for an error message, with what it expands to when that differs."""
+    expanded = expand_path(path)
+    return path if expanded == path else f"{path} (= {expanded})"
+
+
+def image_root_path(image_root: str | None) -> str | None:
+    """`data.image_root` as the machine sees it (`expand_path`), None when unset."""
+    return expand_path(image_root) if image_root else None
 
 
 def validate(recipe: _Recipe, source: _Origin | str = "<recipe>") -> None:
@@ -346,21 +386,36 @@ def _check_data(recipe: _Recipe, fail) -> None:
     data = recipe.data
     if not data.files:
         fail("data.files", "no training data", "list benchmark-format JSONL files under data.files")
-    for pattern in data.files:
-        text = os.path.expandvars(os.path.expanduser(pattern))
-        if glob.has_magic(text) and not glob.glob(text):
-            fail("data.files", f"{pattern} matches no file", "build the data first or fix the pattern")
-        if not glob.has_magic(text) and not Path(text).is_file():
-            fail("data.files", f"{pattern} does not exist", "build the data (progresslm sim build) or fix the path")
-    if data.image_root is not None and not Path(os.path.expanduser(data.image_root)).is_dir():
-        fail("data.image_root", f"{data.image_root} is not a directory", "point it at the folder holding <id>/<image>")
-    for trace in data.traces:
-        if not Path(os.path.expanduser(trace)).is_file():
-            fail("data.traces", f"{trace} does not exist", "write the traces first or remove data.traces")
+    for key, patterns, fix in (
+        ("data.files", data.files, "build the data (progresslm sim build) or fix the path"),
+        ("data.traces", data.traces, "write the traces first (progresslm train traces) or remove data.traces"),
+    ):
+        for pattern in patterns:
+            text = expand_path(pattern)
+            if glob.has_magic(text) and not glob.glob(text):
+                fail(key, f"{_shown(pattern)} matches no file", fix)
+            if not glob.has_magic(text) and not Path(text).is_file():
+                fail(key, f"{_shown(pattern)} does not exist", fix)
+    if data.image_root is not None and not Path(expand_path(data.image_root)).is_dir():
+        fail("data.image_root", f"{_shown(data.image_root)} is not a directory",
+             "point it at the folder holding <id>/<image>")
     if data.traces and recipe.kind != "sft":
         fail("data.traces", "reasoning traces are SFT data", "remove data.traces from a GRPO recipe")
     if data.mode not in MODES:
         fail("data.mode", f"unknown mode {data.mode!r}", f"use one of {', '.join(MODES)}")
+    if recipe.kind == "grpo" and data.mode != "two-stage":
+        why = (
+            f"GRPO with mode {data.mode!r}: the format, anchor and score rewards read two-stage replies "
+            f"(<ref_think>, <ref>, <score_think>, <score>), so every {data.mode} completion would earn 0"
+        )
+        fail("data.mode", why, "use data.mode=two-stage for GRPO")
+    if data.traces and data.mode != "two-stage":
+        why = (
+            f"reasoning traces are two-stage replies but data.mode is {data.mode!r}: the model would be "
+            "trained on replies its prompt does not ask for"
+        )
+        fail("data.mode", why, "use data.mode=two-stage with data.traces, or remove data.traces (direct "
+             "mode writes its answers from the labels)")
     if data.max_samples is not None and data.max_samples < 1:
         fail("data.max_samples", f"{data.max_samples} keeps no sample", "use a positive number or null")
 
@@ -419,6 +474,11 @@ def _check_grpo(recipe: GRPORecipe, fail) -> None:
         fail("top_p", f"{recipe.top_p} is not in (0, 1]", "use e.g. 0.9")
     if recipe.max_completion_length < 8:
         fail("max_completion_length", f"{recipe.max_completion_length} tokens cannot hold an answer", "use e.g. 512")
+    if recipe.loss_type not in LOSS_TYPES:
+        fail("loss_type", f"TRL has no loss {recipe.loss_type!r}", f"use one of {', '.join(LOSS_TYPES)} (grpo in the paper)")
+    if recipe.scale_rewards not in SCALE_REWARDS:
+        fail("scale_rewards", f"unknown scaling {recipe.scale_rewards!r}",
+             f"use one of {', '.join(SCALE_REWARDS)} (group in the paper)")
     if recipe.use_vllm and recipe.use_cpu:
         fail("use_vllm", "vLLM rollouts need a GPU and use_cpu is set", "set use_vllm=false for CPU runs")
     if recipe.vllm_mode not in ("colocate", "server"):
@@ -463,7 +523,7 @@ def reward_config(recipe: GRPORecipe):
 _SAME_NAME = (
     "learning_rate", "max_steps", "bf16", "gradient_checkpointing", "save_steps", "save_total_limit", "logging_steps",
     "seed", "use_cpu", "output_dir", "report_to", "max_length", "beta", "num_generations", "temperature", "top_p",
-    "max_completion_length", "use_vllm", "vllm_mode",
+    "max_completion_length", "use_vllm", "vllm_mode", "loss_type", "scale_rewards",
 )  # fmt: skip
 _OWNED = {
     **{key: key for key in _SAME_NAME},

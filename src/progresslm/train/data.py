@@ -29,7 +29,12 @@ class DatasetError(ValueError):
 
 
 def label_problem(sample: Sample, mode: str) -> str | None:
-    """Why a sample's labels cannot train in `mode`, or None when they can."""
+    """Why a sample's labels cannot train in `mode`, or None when they can.
+
+    A record with no label fields at all (`labelled` False) is a bad row, never an N/A target:
+    only an explicit "n/a" label teaches the model to answer n/a."""
+    if not getattr(sample, "labelled", True):
+        return "no labels (the record has no progress_score / closest_idx fields)"
     if sample.progress is None:
         if sample.closest_idx is not None:
             return f"progress is n/a but closest_idx is {sample.closest_idx}"

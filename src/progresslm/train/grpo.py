@@ -17,13 +17,13 @@ transformers' generate.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
-from progresslm.train.config import GRPORecipe, expand_files, reward_config, save_recipe
+from progresslm.train.config import GRPORecipe, expand_files, image_root_path, reward_config, save_recipe
 from progresslm.train.sft import (
     LOG_FILE,
     TrainerRun,
+    build_trl_config,
     check_environment,
     check_trl_overrides,
     common_trl_args,
@@ -44,7 +44,7 @@ def grpo_dataset(recipe: GRPORecipe):
 
     data = recipe.data
     samples = load_bench(expand_files(data.files)).samples[: data.max_samples]
-    image_root = os.path.expanduser(data.image_root) if data.image_root else None
+    image_root = image_root_path(data.image_root)
     return to_dataset(grpo_records(samples, image_root, mode=data.mode, skip_bad=data.skip_bad))
 
 
@@ -58,6 +58,8 @@ def grpo_trl_args(recipe: GRPORecipe, out: Path) -> dict:
         "temperature": recipe.temperature,
         "top_p": recipe.top_p,
         "max_completion_length": recipe.max_completion_length,
+        "loss_type": recipe.loss_type,
+        "scale_rewards": recipe.scale_rewards,
         "reward_weights": weights,
         "use_vllm": recipe.use_vllm,
     }
@@ -72,7 +74,14 @@ def build_grpo_trainer(recipe: GRPORecipe) -> TrainerRun:
     GRPOTrainer (nothing is trained yet)."""
     from trl import GRPOConfig, GRPOTrainer
 
-    from progresslm.train.export import adapter_base, is_adapter_dir, load_model, load_processor, resolve_model
+    from progresslm.train.export import (
+        adapter_base,
+        build_trainer,
+        is_adapter_dir,
+        load_model,
+        load_processor,
+        resolve_model,
+    )
     from progresslm.train.rewards import make_reward_funcs
 
     check_trl_overrides(recipe, GRPOConfig)
@@ -83,7 +92,7 @@ def build_grpo_trainer(recipe: GRPORecipe) -> TrainerRun:
     save_recipe(recipe, out)
 
     # The TRL config comes before the model: under DeepSpeed ZeRO-3 it makes from_pretrained shard on load.
-    args = GRPOConfig(**grpo_trl_args(recipe, out))
+    args = build_trl_config(GRPOConfig, grpo_trl_args(recipe, out))
     processor = load_processor(model_path, recipe.max_pixels)
     processor.tokenizer.padding_side = "left"  # prompts end where generation starts
     dtype = model_dtype(recipe)
@@ -96,14 +105,17 @@ def build_grpo_trainer(recipe: GRPORecipe) -> TrainerRun:
         model = load_model(model_path, dtype, merge_adapter=True)
         peft_config = lora_config(recipe.lora)
     reward_funcs, _ = make_reward_funcs(reward_config(recipe))
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=reward_funcs,
-        args=args,
-        train_dataset=dataset,
-        processing_class=processor,
-        peft_config=peft_config,
-        callbacks=[jsonl_log(out / LOG_FILE)],
+    trainer = build_trainer(
+        lambda: GRPOTrainer(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=args,
+            train_dataset=dataset,
+            processing_class=processor,
+            peft_config=peft_config,
+            callbacks=[jsonl_log(out / LOG_FILE)],
+        ),
+        lora_given=peft_config is not None,
     )
     return TrainerRun(trainer, processor, recipe, out, checkpoint)
 

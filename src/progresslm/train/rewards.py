@@ -10,7 +10,9 @@ N/A handling. A prediction is N/A only when both its ref and its score are N/A. 
 truth is N/A and the prediction holds any value, or the ground truth has a value and the prediction
 holds any N/A, the N/A is one-sided: ref and score get `missed_na` / `false_na` (0 by default) and,
 per SPEC, the format reward is 0 too. This also takes away the "anchor N/A but numeric score" hack:
-a mixed prediction is one-sided whatever the ground truth is. A part that does not parse gets 0.
+a mixed prediction is one-sided whatever the ground truth is. A part that does not parse gets 0,
+and so does an N/A part whose other part does not parse: N/A is an answer only when the reply is
+readable, so such a reply earns neither `both_na` nor the one-sided terms (`false_na`, `missed_na`).
 """
 
 from __future__ import annotations
@@ -138,7 +140,8 @@ def _part_reward(part: str, completion, gt_ref, gt_progress, n_items, config: Re
     if part == "format":
         return 1.0 if is_well_formed(reply) and not (one_sided and config.one_sided_na_zeroes_format) else 0.0
     status = prediction.ref_status if part == "ref" else prediction.status
-    if status is Status.PARSE_FAILURE:
+    other = prediction.status if part == "ref" else prediction.ref_status
+    if status is Status.PARSE_FAILURE or (status is Status.NA and other is Status.PARSE_FAILURE):
         return 0.0
     if one_sided:
         return config.missed_na if gt_na else config.false_na

@@ -19,7 +19,7 @@ import dataclasses
 import difflib
 import json
 import logging
-import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from progresslm.train.config import (
     SFTRecipe,
     _Recipe,
     expand_files,
+    image_root_path,
     save_recipe,
 )
 
@@ -42,8 +43,16 @@ LOG_FILE = "log.jsonl"
 # -- shared with grpo.py ------------------------------------------------------------------------
 
 
-def check_trl_overrides(recipe: _Recipe, config_class: type) -> None:
-    """Unknown `trl_overrides` keys, checked against TRL's config class (imports TRL, loads no model)."""
+def check_trl_overrides(recipe: _Recipe, config_class: type):
+    """The checks that need transformers and TRL (imports them, loads no model): `lr_scheduler` and
+    `report_to` against the names transformers accepts, `trl_overrides` keys against TRL's config
+    class, then the config itself built from the recipe, its own validation turned into a
+    RecipeError. Returns that config.
+
+    The device settings (`bf16`, `use_cpu`) are this machine's business (`check_environment`): on a
+    machine without CUDA a GPU recipe is checked as if for the CPU, so a dry run on a laptop still
+    checks everything else."""
+    check_transformers_names(recipe)
     valid = [f.name for f in dataclasses.fields(config_class) if f.init]
     for key in recipe.trl_overrides:
         if key not in valid:
@@ -51,6 +60,61 @@ def check_trl_overrides(recipe: _Recipe, config_class: type) -> None:
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
             raise RecipeError(
                 f"unknown key 'trl_overrides.{key}': trl.{config_class.__name__} has no such field{hint}"
+            )
+    args = recipe_trl_args(recipe, Path(recipe.output_dir).expanduser())
+    if not recipe.use_cpu and not _cuda_available():
+        args.update(use_cpu=True, bf16=False)
+    return build_trl_config(config_class, args)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def build_trl_config(config_class: type, args: dict[str, Any]):
+    """`config_class(**args)`, with TRL's and transformers' own checks reported as a RecipeError."""
+    try:
+        return config_class(**args)
+    except (ValueError, TypeError, KeyError, ImportError) as error:
+        raise RecipeError(
+            f"trl.{config_class.__name__} rejects the recipe: {str(error).rstrip('.')}. "
+            "Fix the recipe key or trl_overrides entry it names"
+        ) from error
+
+
+def recipe_trl_args(recipe: _Recipe, out: Path) -> dict[str, Any]:
+    """Every argument of the recipe's TRL config (SFTConfig or GRPOConfig)."""
+    if isinstance(recipe, GRPORecipe):
+        from progresslm.train.grpo import grpo_trl_args
+
+        return grpo_trl_args(recipe, out)
+    return sft_trl_args(recipe, out)
+
+
+def check_transformers_names(recipe: _Recipe) -> None:
+    """`lr_scheduler` and `report_to` are names transformers knows (else the Trainer fails late)."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+    from transformers.trainer_utils import SchedulerType
+
+    schedulers = [scheduler.value for scheduler in SchedulerType]
+    if recipe.lr_scheduler not in schedulers:
+        close = difflib.get_close_matches(recipe.lr_scheduler, schedulers, n=2, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise RecipeError(
+            f"lr_scheduler: transformers has no scheduler {recipe.lr_scheduler!r}{hint}; "
+            f"use one of {', '.join(schedulers)}"
+        )
+    reporters = [recipe.report_to] if isinstance(recipe.report_to, str) else list(recipe.report_to)
+    valid = ["none", "all", *INTEGRATION_TO_CALLBACK]
+    for name in reporters:
+        if name not in valid:
+            close = difflib.get_close_matches(str(name), valid, n=2, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise RecipeError(
+                f"report_to: transformers cannot report to {name!r}{hint}; use none, all or any of "
+                f"{', '.join(INTEGRATION_TO_CALLBACK)}"
             )
 
 
@@ -71,6 +135,16 @@ def check_environment(recipe: _Recipe) -> None:
             "bf16: this GPU has no bfloat16 support (pre-Ampere); set bf16=false and "
             "trl_overrides.fp16=true, or use an Ampere or newer GPU"
         )
+    from transformers.integrations.integration_utils import get_available_reporting_integrations
+
+    reporters = [recipe.report_to] if isinstance(recipe.report_to, str) else list(recipe.report_to)
+    installed = get_available_reporting_integrations()
+    for name in reporters:
+        if name not in ("none", "all") and name not in installed:
+            raise RecipeError(
+                f"report_to: {name} is not installed on this machine, so transformers cannot report to it; "
+                f"pip install {name} or set report_to=none"
+            )
     if isinstance(recipe, GRPORecipe) and recipe.use_vllm and importlib.util.find_spec("vllm") is None:
         raise RecipeError(
             "use_vllm: vLLM is not installed, so TRL cannot use it for rollouts; "
@@ -114,6 +188,18 @@ def common_trl_args(recipe: _Recipe, out: Path) -> dict[str, Any]:
         "report_to": recipe.report_to,
         # Our datasets carry extra columns (uid, images, labels); the collator and rewards pick what they need.
         "remove_unused_columns": False,
+    }
+    args.update(recipe.trl_overrides)
+    return args
+
+
+def sft_trl_args(recipe: SFTRecipe, out: Path) -> dict[str, Any]:
+    """SFTConfig arguments: the common ones, SFT's own, then `trl_overrides`."""
+    args = {
+        **common_trl_args(recipe, out),
+        "max_length": recipe.max_length,
+        "completion_only_loss": True,
+        "dataset_kwargs": {"skip_prepare_dataset": True},  # images: TRL tokenizes in the collator
     }
     args.update(recipe.trl_overrides)
     return args
@@ -196,9 +282,10 @@ def fit(run: TrainerRun) -> Path:
 # -- SFT ----------------------------------------------------------------------------------------
 
 
-def load_traces(paths: list[str]) -> dict[str, str]:
-    """uid -> reply from trace JSONL files (rows with `uid` and `reply`; rows with `kept: false` skipped)."""
-    traces: dict[str, str] = {}
+def load_traces(paths: list[str]) -> dict[str, dict]:
+    """uid -> trace row from trace JSONL files (rows with `uid` and `reply`, and from `progresslm train
+    traces` also `prompt_hash`, `progress`, `closest_idx`, `tolerance`); rows with `kept: false` skipped."""
+    traces: dict[str, dict] = {}
     for path in expand_files(paths):
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():
@@ -210,7 +297,7 @@ def load_traces(paths: list[str]) -> dict[str, str]:
             if not isinstance(row, dict) or "uid" not in row or "reply" not in row:
                 raise RecipeError(f"{path}:{number}: a trace row needs 'uid' and 'reply'")
             if row.get("kept", True):
-                traces[str(row["uid"])] = row["reply"]
+                traces[str(row["uid"])] = row
     return traces
 
 
@@ -239,12 +326,22 @@ def sft_dataset(recipe: SFTRecipe):
 
     data = recipe.data
     samples = load_bench(expand_files(data.files)).samples[: data.max_samples]
-    traces = load_traces(data.traces) if data.traces else None
-    if traces is not None:
+    traces = None
+    if data.traces:
+        from progresslm.train.traces import match_traces
+
+        traces, dropped = match_traces(samples, load_traces(data.traces))
+        if dropped:
+            shown = "; ".join(f"{uid}: {reason}" for uid, reason in dropped[:3])
+            warnings.warn(
+                f"dropped {len(dropped)} reasoning traces that no longer match their samples ({shown}"
+                f"{'; ...' if len(dropped) > 3 else ''}); rewrite them with progresslm train traces",
+                stacklevel=2,
+            )
         kept = [sample for sample in samples if sample.uid in traces]
-        log.info("%d of %d samples have a reasoning trace; training on those", len(kept), len(samples))
+        log.info("%d of %d samples have a matching reasoning trace; training on those", len(kept), len(samples))
         samples = kept
-    image_root = os.path.expanduser(data.image_root) if data.image_root else None
+    image_root = image_root_path(data.image_root)
     records = sft_records(samples, image_root, mode=data.mode, traces=traces, seed=recipe.seed, skip_bad=data.skip_bad)
     return as_prompt_completion(to_dataset(records))
 
@@ -254,7 +351,7 @@ def build_sft_trainer(recipe: SFTRecipe) -> TrainerRun:
     set up TRL's SFTTrainer (nothing is trained yet)."""
     from trl import SFTConfig, SFTTrainer
 
-    from progresslm.train.export import is_adapter_dir, load_model, load_processor, resolve_model
+    from progresslm.train.export import build_trainer, is_adapter_dir, load_model, load_processor, resolve_model
 
     check_trl_overrides(recipe, SFTConfig)
     check_environment(recipe)
@@ -269,21 +366,20 @@ def build_sft_trainer(recipe: SFTRecipe) -> TrainerRun:
     save_recipe(recipe, out)
 
     # The TRL config comes before the model: under DeepSpeed ZeRO-3 it makes from_pretrained shard on load.
-    args = SFTConfig(
-        **common_trl_args(recipe, out),
-        max_length=recipe.max_length,
-        completion_only_loss=True,
-        dataset_kwargs={"skip_prepare_dataset": True},  # images: TRL tokenizes in the collator
-    )
+    args = build_trl_config(SFTConfig, sft_trl_args(recipe, out))
     processor = load_processor(model_path, recipe.max_pixels)
     model = load_model(model_path, model_dtype(recipe), merge_adapter=True)  # an adapter only for full FT
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=processor,
-        peft_config=lora_config(recipe.lora),
-        callbacks=[jsonl_log(out / LOG_FILE)],
+    peft_config = lora_config(recipe.lora)
+    trainer = build_trainer(
+        lambda: SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            processing_class=processor,
+            peft_config=peft_config,
+            callbacks=[jsonl_log(out / LOG_FILE)],
+        ),
+        lora_given=peft_config is not None,
     )
     return TrainerRun(trainer, processor, recipe, out, checkpoint)
 

@@ -4,6 +4,11 @@
 no teacher. `teacher_traces` sends the evaluation prompt plus a hint with the labels through any
 evaluation backend and keeps a reply only when its anchor and score agree with the labels (the
 authors kept every reply; we drop the ones that disagree and report the drop rate).
+
+Trace files tie each reply to its sample by more than the uid: `trace_row` adds the two-stage
+prompt's hash and the labels the reply was checked against, and `match_traces` (used when SFT
+loads `data.traces`) drops a trace whose prompt or labels no longer match its sample, or whose
+reply does not pass `check_trace` against the sample as it is now.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import json
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from progresslm.parsing import parse_two_stage
@@ -298,3 +303,60 @@ def drop_rate(results: Sequence[TraceResult]) -> float:
 def kept_traces(results: Sequence[TraceResult]) -> dict[str, str]:
     """uid -> reply for the kept traces, the form `data.sft_records(traces=...)` takes."""
     return {result.uid: result.reply for result in results if result.kept}
+
+
+def prompt_hash(sample: Sample) -> str:
+    """The hash of the sample's two-stage evaluation prompt: its text and image names, not where the
+    images live, so it is the same for any image root."""
+    return build_prompt(sample, "two-stage", None).hash
+
+
+def trace_row(result: TraceResult, sample: Sample, tolerance: float = 0.05) -> dict:
+    """The JSONL row `progresslm train traces` writes for one result: the TraceResult fields plus
+    `prompt_hash`, the labels it was checked against (`progress` as a fraction, `closest_idx`) and
+    the score `tolerance` (a fraction), so a later load can tell that it still belongs to its sample."""
+    if result.uid != sample.uid:
+        raise ValueError(f"trace for {result.uid} paired with sample {sample.uid}")
+    return {
+        **asdict(result),
+        "prompt_hash": prompt_hash(sample),
+        "progress": sample.progress,
+        "closest_idx": sample.closest_idx,
+        "tolerance": tolerance,
+    }
+
+
+def trace_mismatch(sample: Sample, row: dict) -> str | None:
+    """Why a trace row does not belong to `sample` (as the sample is now), or None when it does:
+    another prompt hash, other labels, or a reply that `check_trace` rejects."""
+    if "prompt_hash" in row and row["prompt_hash"] != prompt_hash(sample):
+        return "prompt hash differs (the sample under this uid, or the prompt, changed)"
+    for key, now in (("progress", sample.progress), ("closest_idx", sample.closest_idx)):
+        if key in row and not _same_label(row[key], now):
+            return f"{key} was {row[key]!r} when the trace was written, is {now!r} now"
+    tolerance = row.get("tolerance", 0.05)
+    kept, reason = check_trace(sample, str(row.get("reply", "")), tolerance=tolerance)
+    return None if kept else f"reply disagrees with the labels: {reason}"
+
+
+def _same_label(before, now) -> bool:
+    if before is None or now is None:
+        return before is None and now is None
+    return abs(float(before) - float(now)) <= 1e-9
+
+
+def match_traces(samples: Sequence[Sample], rows: dict[str, dict]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """uid -> reply for the samples whose trace row (from `rows`, uid -> row) still matches them,
+    and (uid, reason) for the rows dropped by `trace_mismatch`. Samples without a row are skipped."""
+    traces: dict[str, str] = {}
+    dropped: list[tuple[str, str]] = []
+    for sample in samples:
+        row = rows.get(sample.uid)
+        if row is None:
+            continue
+        problem = trace_mismatch(sample, row)
+        if problem is None:
+            traces[sample.uid] = row["reply"]
+        else:
+            dropped.append((sample.uid, problem))
+    return traces, dropped
