@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[hf,sim,train,dev]'
+	$(PY) -m pip install -q -e '.[hf,sim,train,retrieval,dev]'
 	touch $(STAMP)
 
 # The main job: build the example benchmark (cached), evaluate the baselines, print the table.

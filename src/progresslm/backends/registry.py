@@ -14,6 +14,7 @@ BACKENDS: dict[str, str] = {
     "constant": "progresslm.backends.floors:ConstantBackend",
     "random": "progresslm.backends.floors:RandomBackend",
     "pixel-nn": "progresslm.backends.pixel_nn:PixelNNBackend",
+    "retrieval": "progresslm.backends.retrieval:RetrievalBackend",
 }
 
 

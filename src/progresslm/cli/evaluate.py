@@ -41,7 +41,7 @@ def add_parser(subparsers) -> None:
 
     group = parser.add_argument_group("backend options")
     defaults = BackendOptions()
-    group.add_argument("--model", help="model name (openai) or path / hub id (hf, vllm)")
+    group.add_argument("--model", help="model name (openai), path or hub id (hf, vllm), calibration JSON (retrieval)")
     group.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     group.add_argument("--api-key-env", default=defaults.api_key_env, help="environment variable holding the API key")
     group.add_argument("--concurrency", type=int, default=defaults.concurrency)
