@@ -8,6 +8,7 @@ is the demonstration step nearest to the value they answer, so the anchor metric
 from __future__ import annotations
 
 import hashlib
+from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 
 from progresslm.backends.base import Backend, BackendOptions, Request, Reply
@@ -43,8 +44,9 @@ class _Floor(Backend):
     image_format = "none"
     why = ""
 
+    @abstractmethod
     def percent(self, request: Request) -> float:
-        raise NotImplementedError
+        """The percentage this floor answers for `request`."""
 
     def generate(self, requests: Sequence[Request]) -> Iterator[tuple[int, Reply]]:
         for index, request in enumerate(requests):
