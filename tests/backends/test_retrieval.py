@@ -260,3 +260,20 @@ def test_registry_builds_it(features):
     assert backend.reads_images and backend.model_name.startswith("retrieval-lite0-t")
     with pytest.raises(BackendError, match="no such calibration file"):
         create_backend("retrieval", BackendOptions(model="/nonexistent/cal.json"), "two-stage")
+
+
+def test_calibration_through_the_cli(tmp_path, capsys):
+    import json
+
+    from progresslm.bench.example import build_example
+    from progresslm.cli.main import main
+
+    example = build_example(tmp_path / "ex", seed=2, tasks_per_colour=1, per_interval=1)
+    files = [str(p) for p in example.files if "visual" in p.name]
+    out = tmp_path / "calibration.json"
+    assert main(["bench", "calibrate-retrieval", "--bench", *files, "--image-root", str(example.root / "images"),
+                 "--out", str(out)]) == 0
+    calibration = json.loads(out.read_text())
+    assert 0 < calibration["threshold"] <= 1 and calibration["n"]["unanswerable"] > 0
+    assert "written to" in capsys.readouterr().out
+    assert main(["bench", "calibrate-retrieval", "--bench", str(tmp_path / "nope.jsonl"), "--out", str(out)]) == 2
