@@ -226,7 +226,7 @@ def evaluate(config: EvalConfig, backend: Backend | None = None, progress: bool 
     finally:
         backend.close()
 
-    metrics = finish(out, samples, config, backend.model_name, swapped)
+    metrics = finish(out, samples, config, prompts, swapped)
     return EvalOutcome(out, metrics, made, reused, n_before - len(samples), len(bad))
 
 
@@ -262,17 +262,12 @@ def write_config(out: Path, config: EvalConfig, identity: dict, bench: Bench) ->
 
 
 def collect_predictions(
-    out: Path, samples: list[Sample], config: EvalConfig
-) -> tuple[list[list[Prediction | None]], int]:
-    """Predictions per draw, aligned with `samples` (None where a reply is missing), and the
-    number of requests the backend refused."""
-    hashes = {s.uid: build_prompt(s, config.mode, config.image_root).hash for s in samples}
-    done, _, _ = ResultStore(out / "results.jsonl").latest(hashes)
-    per_draw = [
-        [done[(s.uid, d)].prediction() if (s.uid, d) in done else None for s in samples]
-        for d in range(config.num_samples)
+    done: dict[tuple[str, int], ResultRecord], samples: Sequence[Sample], draws: int
+) -> list[list[Prediction | None]]:
+    """Predictions per draw, aligned with `samples` (None where a reply is missing)."""
+    return [
+        [done[(s.uid, d)].prediction() if (s.uid, d) in done else None for s in samples] for d in range(draws)
     ]
-    return per_draw, sum(record.error is not None for record in done.values())
 
 
 def average_metrics(per_draw: list[dict]) -> dict:
@@ -292,17 +287,19 @@ def average_metrics(per_draw: list[dict]) -> dict:
     return merged
 
 
-def floor_predictions(samples: list[Sample], config: EvalConfig) -> dict[str, list[Prediction]]:
+def floor_predictions(
+    samples: list[Sample], prompts: dict[str, Prompt], config: EvalConfig
+) -> dict[str, list[Prediction]]:
     """Shortcut baselines computed in process: what a model must beat to mean anything."""
     from progresslm.backends.floors import ConstantBackend, RandomBackend
 
     floors = {}
+    requests = [Request(s.uid, 0, prompts[s.uid], s) for s in samples]
     for label, cls, options in (
         ("constant-50%", ConstantBackend, BackendOptions(value=50.0)),
         ("random", RandomBackend, BackendOptions(seed=config.options.seed)),
     ):
         backend = cls(options, config.mode)
-        requests = [Request(s.uid, 0, build_prompt(s, config.mode, config.image_root), s) for s in samples]
         preds: list[Prediction | None] = [None] * len(samples)
         for index, reply in backend.generate(requests):
             preds[index] = parse_reply(reply.text, config.mode)
@@ -311,13 +308,15 @@ def floor_predictions(samples: list[Sample], config: EvalConfig) -> dict[str, li
 
 
 def finish(
-    out: Path, samples: list[Sample], config: EvalConfig, model_name: str, swapped: list[Sample] = ()
+    out: Path, samples: list[Sample], config: EvalConfig, prompts: dict[str, Prompt], swapped: list[Sample] = ()
 ) -> dict:
-    """metrics.json, report.md, report.html and plots from the results file."""
+    """metrics.json, report.md, report.html and plots from the results file (read once)."""
     from progresslm import metrics as metrics_lib
     from progresslm import report
 
-    per_draw, refused = collect_predictions(out, samples, config)
+    done, _, _ = ResultStore(out / "results.jsonl").latest({uid: prompt.hash for uid, prompt in prompts.items()})
+    per_draw = collect_predictions(done, samples, config.num_samples)
+    refused = sum(record.error is not None for record in done.values())
     missing = sum(pred is None for draw in per_draw for pred in draw)
     if missing:
         log.warning("%d replies are missing from %s; metrics cover the rest", missing, out / "results.jsonl")
@@ -337,7 +336,7 @@ def finish(
     metrics["n_missing"] = missing
     metrics["n_refused"] = refused
     if swapped:
-        swapped_preds = collect_predictions(out, list(swapped), config)[0][0]
+        swapped_preds = collect_predictions(done, swapped, 1)[0]
         originals = {s.uid: (s, p) for s, p in zip(samples, per_draw[0]) if p is not None}
         pairs = []
         for sample, prediction in zip(swapped, swapped_preds):
@@ -350,7 +349,7 @@ def finish(
 
     floors = []
     if config.floors:
-        for label, preds in floor_predictions(samples, config).items():
+        for label, preds in floor_predictions(samples, prompts, config).items():
             floor_metrics = metrics_lib.compute_metrics(samples, preds, bootstrap=0)
             floors.append(report.Run(name=label, metrics=floor_metrics, config={"backend": label}))
         _write_json(out / "floors.json", {run.name: run.metrics for run in floors})

@@ -126,6 +126,7 @@ class _Scene:
     def __init__(self, episode, style, unit: Unit, folder: Path, result: UnitResult):
         from progresslm.sim.render import FrameRenderer
         from progresslm.sim.rollout import make_env
+        from progresslm.sim.scene import goal_sites
         from progresslm.sim.tasks import get_task, object_geom_ids
 
         self.episode, self.style, self.unit, self.folder, self.result = episode, style, unit, folder, result
@@ -133,6 +134,7 @@ class _Scene:
         self.model = self.env.model
         self.renderer = FrameRenderer(self.model, size=unit.size)
         self.object_geoms = object_geom_ids(self.model, get_task(episode.task))
+        self.goal_sites = goal_sites(self.model)  # found once per episode, hidden in every frame
 
     def save(self, frame: int, camera: str, name: str, edit: tuple[str, np.random.Generator] | None = None) -> dict:
         """Render `frame` from `camera` into `folder/name`; returns the edit record when editing."""
@@ -141,12 +143,12 @@ class _Scene:
         from PIL import Image
 
         from progresslm.sim.rollout import restore
-        from progresslm.sim.scene import Randomizer, edit_object, goal_sites, hide_sites
+        from progresslm.sim.scene import Randomizer, edit_object, hide_sites
 
         restore(self.env, self.episode.states[frame])
         record: dict = {}
         with ExitStack() as stack:
-            stack.enter_context(hide_sites(self.model, goal_sites(self.model)))  # no goal markers in a real scene
+            stack.enter_context(hide_sites(self.model, self.goal_sites))  # no goal markers in a real scene
             stack.enter_context(Randomizer.apply(self.model, self.style, keep=self.object_geoms, renderer=self.renderer))
             if edit is not None:
                 kind, rng = edit

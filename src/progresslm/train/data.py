@@ -71,7 +71,7 @@ def _finish(rows: list[dict], bad: list[tuple[str, str]], total: int, skip_bad: 
         return rows
     if skip_bad:
         warnings.warn(f"dropped {len(bad)} of {total} rows that cannot train (first: {bad[0][0]}: {bad[0][1]})",
-                      stacklevel=3)
+                      stacklevel=4)
         return rows
     shown = "; ".join(f"{uid}: {reason}" for uid, reason in bad[:SHOWN_BAD])
     more = f"; and {len(bad) - SHOWN_BAD} more" if len(bad) > SHOWN_BAD else ""
@@ -79,6 +79,21 @@ def _finish(rows: list[dict], bad: list[tuple[str, str]], total: int, skip_bad: 
         f"{len(bad)} of {total} rows cannot train: {shown}{more}. Fix the files or labels (check --image-root), "
         "or pass skip_bad=True to drop these rows"
     )
+
+
+def _rows(samples, image_root, mode: str, skip_bad: bool, make_row, extra_problem=lambda sample: None) -> list[dict]:
+    """One row per trainable sample (same prompt as evaluation); bad ones reported by uid (see `_finish`)."""
+    _check_mode(mode)
+    rows, bad, total = [], [], 0
+    for sample in samples:
+        total += 1
+        prompt = build_prompt(sample, mode, image_root)
+        problem = _image_problem(prompt) or label_problem(sample, mode) or extra_problem(sample)
+        if problem is not None:
+            bad.append((sample.uid, problem))
+            continue
+        rows.append(make_row(sample, prompt))
+    return _finish(rows, bad, total, skip_bad)
 
 
 def sft_records(
@@ -95,25 +110,20 @@ def sft_records(
     only the samples that have a trace, or `skip_bad=True`), else a `template_trace` whose phrasing
     is drawn from `seed` and the uid, so rows do not depend on sample order.
     """
-    _check_mode(mode)
-    rows, bad, total = [], [], 0
-    for sample in samples:
-        total += 1
-        prompt = build_prompt(sample, mode, image_root)
-        problem = _image_problem(prompt) or label_problem(sample, mode)
-        if problem is None and traces is not None and sample.uid not in traces:
-            problem = "no trace for this uid"
-        if problem is not None:
-            bad.append((sample.uid, problem))
-            continue
+
+    def reply(sample: Sample) -> str:
         if traces is not None:
-            reply = traces[sample.uid]
-        else:
-            reply = template_trace(sample, mode, random.Random(f"{seed}:{sample.uid}"))
-        assistant = {"role": "assistant", "content": [{"type": "text", "text": reply}]}
-        rows.append({"messages": [*prompt.messages, assistant], "images": [str(p) for p in prompt.images],
-                     "uid": sample.uid})
-    return _finish(rows, bad, total, skip_bad)
+            return traces[sample.uid]
+        return template_trace(sample, mode, random.Random(f"{seed}:{sample.uid}"))
+
+    def row(sample: Sample, prompt) -> dict:
+        assistant = {"role": "assistant", "content": [{"type": "text", "text": reply(sample)}]}
+        return {"messages": [*prompt.messages, assistant], "images": [str(p) for p in prompt.images], "uid": sample.uid}
+
+    def no_trace(sample: Sample) -> str | None:
+        return "no trace for this uid" if traces is not None and sample.uid not in traces else None
+
+    return _rows(samples, image_root, mode, skip_bad, row, no_trace)
 
 
 def grpo_records(
@@ -121,27 +131,19 @@ def grpo_records(
 ) -> list[dict]:
     """GRPO rows: `prompt` (conversational), `images` (paths), `uid` and the reward columns `gt_ref`
     (1-based anchor or None), `gt_progress` (fraction or None), `n_items` (demo items N), `split`."""
-    _check_mode(mode)
-    rows, bad, total = [], [], 0
-    for sample in samples:
-        total += 1
-        prompt = build_prompt(sample, mode, image_root)
-        problem = _image_problem(prompt) or label_problem(sample, mode)
-        if problem is not None:
-            bad.append((sample.uid, problem))
-            continue
-        rows.append(
-            {
-                "prompt": prompt.messages,
-                "images": [str(p) for p in prompt.images],
-                "uid": sample.uid,
-                "gt_ref": sample.closest_idx if sample.answerable else None,
-                "gt_progress": sample.progress,
-                "n_items": len(sample.demo.items),
-                "split": sample.split,
-            }
-        )
-    return _finish(rows, bad, total, skip_bad)
+
+    def row(sample: Sample, prompt) -> dict:
+        return {
+            "prompt": prompt.messages,
+            "images": [str(p) for p in prompt.images],
+            "uid": sample.uid,
+            "gt_ref": sample.closest_idx if sample.answerable else None,
+            "gt_progress": sample.progress,
+            "n_items": len(sample.demo.items),
+            "split": sample.split,
+        }
+
+    return _rows(samples, image_root, mode, skip_bad, row)
 
 
 def to_dataset(records: Sequence[dict], load_images: bool = True):
