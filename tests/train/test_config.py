@@ -63,6 +63,18 @@ def test_tiny_recipes_run_on_the_cpu_in_fp32(name, kind, data_overrides):
     assert recipe.use_cpu and not recipe.bf16 and recipe.max_steps <= 20
 
 
+@pytest.mark.parametrize("name, kind", [("nano_sft", "sft"), ("nano_grpo", "grpo")])
+def test_nano_recipes_train_from_scratch_on_the_cpu(name, kind, data_overrides):
+    recipe = load_recipe(CONFIGS / f"{name}.yaml", data_overrides, kind=kind)
+    assert recipe.use_cpu and not recipe.bf16 and recipe.lora is None and recipe.max_pixels == 112 * 112
+    assert recipe.data.demo_cuts > 0 and recipe.data.swap_negatives > 0
+    raw = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    split = "sft" if kind == "sft" else "rl"  # never the bench split
+    assert all(f"sim-full-s0-v3/{split}/" in path for path in raw["data"]["files"])
+    if kind == "grpo":
+        assert recipe.reward["weights"] == [0.1, 0.6, 0.3] and recipe.model == "runs/nano/sft"
+
+
 def test_the_kind_comes_from_the_caller_the_file_or_the_keys(data_overrides):
     assert isinstance(load_recipe(CONFIGS / "grpo_tiny_cpu.yaml", data_overrides), GRPORecipe)
     assert isinstance(load_recipe(CONFIGS / "sft_tiny_cpu.yaml", data_overrides), SFTRecipe)
@@ -123,6 +135,9 @@ def test_wrong_types_say_what_was_expected(data_overrides):
         (["trl_overrides={learning_rate: 0.1}"], "sft", r"set learning_rate instead"),
         (["data.mode=fast"], "sft", r"data\.mode: unknown mode 'fast'"),
         (["top_p=0"], "grpo", r"top_p: 0.0 is not in \(0, 1\]"),
+        (["data.trace_style=long"], "sft", r"data\.trace_style: unknown style 'long'.*full, short"),
+        (["data.demo_cuts=-0.5"], "sft", r"data\.demo_cuts: -0.5 is negative"),
+        (["data.swap_negatives=-1"], "grpo", r"data\.swap_negatives: -1.0 is negative"),
     ],
 )
 def test_impossible_combinations_say_what_why_and_how(overrides, kind, pattern, data_overrides):
@@ -139,8 +154,11 @@ def test_grpo_needs_two_stage_and_traces_need_two_stage(tmp_path, data_overrides
     assert load_recipe(None, [*data_overrides, "data.mode=direct"], kind="sft").data.mode == "direct"
     traces = tmp_path / "traces.jsonl"
     traces.write_text("")
-    with pytest.raises(RecipeError, match=r"data\.mode: reasoning traces are two-stage replies but data\.mode is "
-                                          r"'direct'.*use data\.mode=two-stage with data\.traces"):
+    with pytest.raises(
+        RecipeError,
+        match=r"data\.mode: reasoning traces are two-stage replies but data\.mode is "
+        r"'direct'.*use data\.mode=two-stage with data\.traces",
+    ):
         load_recipe(None, [*data_overrides, "data.mode=direct", f"data.traces=[{traces}]"], kind="sft")
     assert load_recipe(None, [*data_overrides, f"data.traces=[{traces}]"], kind="sft").data.traces == [str(traces)]
 
@@ -224,9 +242,16 @@ def test_bad_trl_override_fails_before_any_model_loads(monkeypatch, tmp_path, da
         (["report_to=wandbb"], "sft", r"report_to: transformers cannot report to 'wandbb' \(did you mean wandb"),
         (["report_to=[none, tensorbord]"], "grpo", r"report_to: .*'tensorbord'"),
         (["trl_overrides={save_strategy: sometimes}"], "sft", r"trl\.SFTConfig rejects the recipe: .*sometimes"),
-        (["trl_overrides={generation_batch_size: 3}", "num_generations=2", "batch_size=4",
-          "per_device_batch_size=4"], "grpo",
-         r"trl\.GRPOConfig rejects the recipe: generation_batch_size \(3\) must be divisible"),
+        (
+            [
+                "trl_overrides={generation_batch_size: 3}",
+                "num_generations=2",
+                "batch_size=4",
+                "per_device_batch_size=4",
+            ],
+            "grpo",
+            r"trl\.GRPOConfig rejects the recipe: generation_batch_size \(3\) must be divisible",
+        ),
     ],
 )
 def test_names_and_values_transformers_rejects_fail_in_the_trl_check(overrides, kind, pattern, data_overrides):

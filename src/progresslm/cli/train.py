@@ -58,7 +58,7 @@ def add_parser(subparsers) -> None:
     traces.add_argument("--backend", required=True, help="the teacher: openai, hf, vllm, replay, ...")
     traces.add_argument("--model", help="teacher model name or path")
     traces.add_argument("--base-url", help="OpenAI-compatible server of the teacher")
-    traces.add_argument("--replies", help="replay: JSONL of {\"uid\": ..., \"reply\": ...}")
+    traces.add_argument("--replies", help='replay: JSONL of {"uid": ..., "reply": ...}')
     traces.add_argument("--tolerance", type=float, default=5.0, help="largest score error kept, in percentage points")
     traces.add_argument(
         "--out", required=True, metavar="FILE",
@@ -70,6 +70,11 @@ def add_parser(subparsers) -> None:
     tiny.add_argument("--out", required=True, metavar="DIR")
     tiny.add_argument("--image-size", type=int, default=56, help="largest image side the processor keeps (x28)")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument(
+        "--config", metavar="FILE",
+        help="YAML of model sizes (build_tiny_qwen2_5_vl's arguments, e.g. configs/nano_model.yaml) and "
+        "corpus_files: benchmark JSONL whose prompts and replies the tokenizer learns from",
+    )  # fmt: skip
     tiny.set_defaults(handler=run_tiny_model)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 
@@ -183,11 +188,22 @@ def run_traces(args: argparse.Namespace) -> int:
 
 
 def run_tiny_model(args: argparse.Namespace) -> int:
-    from progresslm.train.tiny_model import build_tiny_qwen2_5_vl
+    from progresslm.train.config import RecipeError
+    from progresslm.train.tiny_model import build_tiny_qwen2_5_vl, model_settings
 
-    if args.image_size % 28:
-        print(f"error: --image-size {args.image_size} is not a multiple of 28 (patch 14 x merge 2)", file=sys.stderr)
+    try:
+        settings = (
+            model_settings(args.config) if args.config else {"image_size": args.image_size, "tie_embeddings": False}
+        )
+    except (RecipeError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    out = build_tiny_qwen2_5_vl(args.out, image_size=args.image_size, tie_embeddings=False, seed=args.seed)
+    if settings.get("image_size", 56) % 28:
+        print(
+            f"error: image size {settings['image_size']} is not a multiple of 28 (patch 14 x merge 2)", file=sys.stderr
+        )
+        return 2
+    settings.setdefault("seed", args.seed)
+    out = build_tiny_qwen2_5_vl(args.out, **settings)
     print(f"tiny model in {out}")
     return 0

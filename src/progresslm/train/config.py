@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from progresslm.train.traces import TRACE_STYLES
+
 RECIPE_FILE = "recipe.yaml"  # the resolved recipe, written into every output directory
 MODES = ("direct", "two-stage")
 # GRPOConfig's accepted values in TRL 1.16 (checked against TRL's field help in the tests).
@@ -48,6 +50,10 @@ class DataSettings:
     traces: list[str] = field(default_factory=list)  # SFT only: reasoning-trace JSONL files (else written from labels)
     max_samples: int | None = None  # keep the first N samples (quick runs)
     skip_bad: bool = False  # drop rows with missing images or labels (with a warning) instead of failing
+    trace_style: str = "full"  # SFT replies written from labels: "full" reasoning or "short" one-liners
+    # Extra samples that make the model use the demonstration (progresslm.train.augment), per answerable sample:
+    demo_cuts: float = 0.0  # the demo cut after an earlier step (new anchor and rescaled score)
+    swap_negatives: float = 0.0  # another task's goal and demo, labelled N/A
 
 
 @dataclass
@@ -154,9 +160,7 @@ RECIPES: dict[str, type[_Recipe]] = {"sft": SFTRecipe, "grpo": GRPORecipe}
 # -- loading ------------------------------------------------------------------------------------
 
 
-def load_recipe(
-    path: str | Path | None, overrides: list[str] = (), kind: str | None = None
-) -> SFTRecipe | GRPORecipe:
+def load_recipe(path: str | Path | None, overrides: list[str] = (), kind: str | None = None) -> SFTRecipe | GRPORecipe:
     """Read a recipe YAML (or only defaults when `path` is None), apply `key=value` / `a.b=value`
     overrides (values parsed as YAML scalars), and validate it. Raises RecipeError.
 
@@ -397,8 +401,11 @@ def _check_data(recipe: _Recipe, fail) -> None:
             if not glob.has_magic(text) and not Path(text).is_file():
                 fail(key, f"{_shown(pattern)} does not exist", fix)
     if data.image_root is not None and not Path(expand_path(data.image_root)).is_dir():
-        fail("data.image_root", f"{_shown(data.image_root)} is not a directory",
-             "point it at the folder holding <id>/<image>")
+        fail(
+            "data.image_root",
+            f"{_shown(data.image_root)} is not a directory",
+            "point it at the folder holding <id>/<image>",
+        )
     if data.traces and recipe.kind != "sft":
         fail("data.traces", "reasoning traces are SFT data", "remove data.traces from a GRPO recipe")
     if data.mode not in MODES:
@@ -414,10 +421,19 @@ def _check_data(recipe: _Recipe, fail) -> None:
             f"reasoning traces are two-stage replies but data.mode is {data.mode!r}: the model would be "
             "trained on replies its prompt does not ask for"
         )
-        fail("data.mode", why, "use data.mode=two-stage with data.traces, or remove data.traces (direct "
-             "mode writes its answers from the labels)")
+        fail(
+            "data.mode",
+            why,
+            "use data.mode=two-stage with data.traces, or remove data.traces (direct "
+            "mode writes its answers from the labels)",
+        )
     if data.max_samples is not None and data.max_samples < 1:
         fail("data.max_samples", f"{data.max_samples} keeps no sample", "use a positive number or null")
+    if data.trace_style not in TRACE_STYLES:
+        fail("data.trace_style", f"unknown style {data.trace_style!r}", f"use one of {', '.join(TRACE_STYLES)}")
+    for key in ("demo_cuts", "swap_negatives"):
+        if getattr(data, key) < 0:
+            fail(f"data.{key}", f"{getattr(data, key)} is negative", "use a rate >= 0 (extra samples per sample)")
 
 
 def _check_lora(lora: LoraSettings | None, fail) -> None:
@@ -475,10 +491,17 @@ def _check_grpo(recipe: GRPORecipe, fail) -> None:
     if recipe.max_completion_length < 8:
         fail("max_completion_length", f"{recipe.max_completion_length} tokens cannot hold an answer", "use e.g. 512")
     if recipe.loss_type not in LOSS_TYPES:
-        fail("loss_type", f"TRL has no loss {recipe.loss_type!r}", f"use one of {', '.join(LOSS_TYPES)} (grpo in the paper)")
+        fail(
+            "loss_type",
+            f"TRL has no loss {recipe.loss_type!r}",
+            f"use one of {', '.join(LOSS_TYPES)} (grpo in the paper)",
+        )
     if recipe.scale_rewards not in SCALE_REWARDS:
-        fail("scale_rewards", f"unknown scaling {recipe.scale_rewards!r}",
-             f"use one of {', '.join(SCALE_REWARDS)} (group in the paper)")
+        fail(
+            "scale_rewards",
+            f"unknown scaling {recipe.scale_rewards!r}",
+            f"use one of {', '.join(SCALE_REWARDS)} (group in the paper)",
+        )
     if recipe.use_vllm and recipe.use_cpu:
         fail("use_vllm", "vLLM rollouts need a GPU and use_cpu is set", "set use_vllm=false for CPU runs")
     if recipe.vllm_mode not in ("colocate", "server"):

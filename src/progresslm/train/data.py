@@ -70,8 +70,9 @@ def _finish(rows: list[dict], bad: list[tuple[str, str]], total: int, skip_bad: 
     if not bad:
         return rows
     if skip_bad:
-        warnings.warn(f"dropped {len(bad)} of {total} rows that cannot train (first: {bad[0][0]}: {bad[0][1]})",
-                      stacklevel=4)
+        warnings.warn(
+            f"dropped {len(bad)} of {total} rows that cannot train (first: {bad[0][0]}: {bad[0][1]})", stacklevel=4
+        )
         return rows
     shown = "; ".join(f"{uid}: {reason}" for uid, reason in bad[:SHOWN_BAD])
     more = f"; and {len(bad) - SHOWN_BAD} more" if len(bad) > SHOWN_BAD else ""
@@ -103,18 +104,20 @@ def sft_records(
     traces: dict[str, str] | None = None,
     seed: int = 0,
     skip_bad: bool = False,
+    trace_style: str = "full",
 ) -> list[dict]:
     """SFT rows: `messages` (prompt + assistant reply), `images` (paths, in image-part order), `uid`.
 
     The reply is `traces[uid]` when `traces` is given (a sample without one is a bad row, so pass
     only the samples that have a trace, or `skip_bad=True`), else a `template_trace` whose phrasing
-    is drawn from `seed` and the uid, so rows do not depend on sample order.
+    is drawn from `seed` and the uid, so rows do not depend on sample order; `trace_style` "short"
+    writes one-line reasoning (`template_trace`).
     """
 
     def reply(sample: Sample) -> str:
         if traces is not None:
             return traces[sample.uid]
-        return template_trace(sample, mode, random.Random(f"{seed}:{sample.uid}"))
+        return template_trace(sample, mode, random.Random(f"{seed}:{sample.uid}"), style=trace_style)
 
     def row(sample: Sample, prompt) -> dict:
         assistant = {"role": "assistant", "content": [{"type": "text", "text": reply(sample)}]}

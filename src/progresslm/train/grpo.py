@@ -23,6 +23,7 @@ from progresslm.train.config import GRPORecipe, expand_files, image_root_path, r
 from progresslm.train.sft import (
     LOG_FILE,
     TrainerRun,
+    augmented,
     build_trl_config,
     check_environment,
     check_trl_overrides,
@@ -45,6 +46,7 @@ def grpo_dataset(recipe: GRPORecipe):
     data = recipe.data
     samples = load_bench(expand_files(data.files)).samples[: data.max_samples]
     image_root = image_root_path(data.image_root)
+    samples = augmented(samples, recipe, image_root)
     return to_dataset(grpo_records(samples, image_root, mode=data.mode, skip_bad=data.skip_bad))
 
 
@@ -97,8 +99,11 @@ def build_grpo_trainer(recipe: GRPORecipe) -> TrainerRun:
     processor.tokenizer.padding_side = "left"  # prompts end where generation starts
     dtype = model_dtype(recipe)
     if is_adapter_dir(model_path) and recipe.lora is not None:
-        log.info("continuing the LoRA adapter in %s (base %s); the recipe's lora settings are not used",
-                 model_path, adapter_base(model_path))
+        log.info(
+            "continuing the LoRA adapter in %s (base %s); the recipe's lora settings are not used",
+            model_path,
+            adapter_base(model_path),
+        )
         model = load_model(model_path, dtype, merge_adapter=False, trainable_adapter=True)
         peft_config = None
     else:

@@ -58,9 +58,7 @@ def check_trl_overrides(recipe: _Recipe, config_class: type):
         if key not in valid:
             close = difflib.get_close_matches(str(key), valid, n=3, cutoff=0.6)
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
-            raise RecipeError(
-                f"unknown key 'trl_overrides.{key}': trl.{config_class.__name__} has no such field{hint}"
-            )
+            raise RecipeError(f"unknown key 'trl_overrides.{key}': trl.{config_class.__name__} has no such field{hint}")
     args = recipe_trl_args(recipe, Path(recipe.output_dir).expanduser())
     if not recipe.use_cpu and not _cuda_available():
         args.update(use_cpu=True, bf16=False)
@@ -315,8 +313,21 @@ def as_prompt_completion(dataset):
     del features["messages"]
     features["prompt"] = Json()
     features["completion"] = Json()
-    return dataset.map(split, input_columns=["messages"], remove_columns=["messages"], features=features,
-                       desc="prompt/completion")
+    return dataset.map(
+        split, input_columns=["messages"], remove_columns=["messages"], features=features, desc="prompt/completion"
+    )
+
+
+def augmented(samples: list, recipe: _Recipe, image_root) -> list:
+    """`samples` plus the recipe's demo cuts and swapped-demo negatives (`progresslm.train.augment`)."""
+    from progresslm.train.augment import augment
+
+    data = recipe.data
+    if not data.demo_cuts and not data.swap_negatives:
+        return samples
+    out = augment(samples, image_root, cuts=data.demo_cuts, swaps=data.swap_negatives, seed=recipe.seed)
+    log.info("%d samples + %d demo cuts / swapped-demo negatives", len(samples), len(out) - len(samples))
+    return out
 
 
 def sft_dataset(recipe: SFTRecipe):
@@ -342,7 +353,16 @@ def sft_dataset(recipe: SFTRecipe):
         log.info("%d of %d samples have a matching reasoning trace; training on those", len(kept), len(samples))
         samples = kept
     image_root = image_root_path(data.image_root)
-    records = sft_records(samples, image_root, mode=data.mode, traces=traces, seed=recipe.seed, skip_bad=data.skip_bad)
+    samples = augmented(samples, recipe, image_root)
+    records = sft_records(
+        samples,
+        image_root,
+        mode=data.mode,
+        traces=traces,
+        seed=recipe.seed,
+        skip_bad=data.skip_bad,
+        trace_style=data.trace_style,
+    )
     return as_prompt_completion(to_dataset(records))
 
 

@@ -17,7 +17,14 @@ CHAT_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 # The two-stage answer tags, one token each so an answer is short and the tags cannot split.
 REASONING_TOKENS = (
-    "<ref_think>", "</ref_think>", "<ref>", "</ref>", "<score_think>", "</score_think>", "<score>", "</score>"
+    "<ref_think>",
+    "</ref_think>",
+    "<ref>",
+    "</ref>",
+    "<score_think>",
+    "</score_think>",
+    "<score>",
+    "</score>",
 )
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
@@ -212,3 +219,46 @@ def build_tiny_qwen2_5_vl(
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def prompt_corpus(files: list[str], image_root: str | None = None) -> list[str]:
+    """Texts the tokenizer learns from, from benchmark JSONL files: every prompt's text (goals, step
+    lists, questions) and the short two-stage reply of each sample, repeated as often as they occur,
+    so the merges follow what the model reads most (the fixed instructions end up as few tokens)."""
+    from progresslm.official import load_bench
+    from progresslm.prompts import build_prompt
+    from progresslm.train.config import expand_files
+    from progresslm.train.traces import template_trace
+
+    texts: list[str] = []
+    for sample in load_bench(expand_files(files)).samples:
+        prompt = build_prompt(sample, "two-stage", image_root)
+        for message in prompt.messages:
+            for part in message["content"]:
+                if part["type"] == "text":
+                    texts.append(part["text"])
+        if sample.labelled:
+            texts.append(template_trace(sample, style="short"))
+    return texts
+
+
+def model_settings(path: str | Path) -> dict:
+    """`build_tiny_qwen2_5_vl` keyword arguments from a YAML file; `corpus_files` (benchmark JSONL,
+    `~`, globs and ${VAR:-default} expanded) become the tokenizer's `corpus`."""
+    import inspect
+
+    import yaml
+
+    from progresslm.train.config import RecipeError
+
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a model config is a mapping of sizes, got {type(raw).__name__}")
+    valid = [name for name in inspect.signature(build_tiny_qwen2_5_vl).parameters if name not in ("out_dir", "corpus")]
+    unknown = [key for key in raw if key not in (*valid, "corpus_files")]
+    if unknown:
+        raise RecipeError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}, corpus_files")
+    settings = {key: value for key, value in raw.items() if key != "corpus_files"}
+    if raw.get("corpus_files"):
+        settings["corpus"] = prompt_corpus(list(raw["corpus_files"]))
+    return settings

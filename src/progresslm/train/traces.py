@@ -60,8 +60,7 @@ _SCORE_THINK = {
         "It matches {ref} closely, with nothing further done and nothing missing: progress about {score}.",
     ),
     "after": (
-        "The observation is {size} past {ref} ({at}): about {pp} further{toward}, so the progress is about "
-        "{score}.",
+        "The observation is {size} past {ref} ({at}): about {pp} further{toward}, so the progress is about {score}.",
         "The task has moved on from {ref}; it is roughly {points} beyond its {at}{toward}. That gives about {score}.",
         "Compared with {ref} ({at}), the observation is later by about {pp}{toward}. Progress is about {score}.",
         "The state is beyond {ref}: {at} plus about {points}{toward}, so about {score}.",
@@ -84,7 +83,9 @@ _NA_SCORE_THINK = (
     "Because the demonstration does not describe this observation, no percentage applies.",
 )
 # A teacher reply that lets on it was told the answer is no reasoning trace.
-_LEAK = re.compile(r"ground[- ]?truth|correct answer|\bhint\b|\b(?:was|were|am|are|been) (?:told|given)\b", re.I)
+_LEAK = re.compile(
+    r"ground[- ]?truth|correct answer|\bhint\b|\b(?:was|were|am|are|been) (?:told|given)\b", re.IGNORECASE
+)
 
 
 def score_text(fraction: float) -> str:
@@ -169,10 +170,32 @@ def _value_trace(sample: Sample, rng: random.Random) -> str:
     return _blocks(ref_think, str(k), score_think, score_text(sample.progress))
 
 
-def template_trace(sample: Sample, mode: str = "two-stage", rng: random.Random | None = None) -> str:
+def _short_trace(sample: Sample) -> str:
+    """The two-stage reply with one-line reasoning: the anchor named, then where the observation sits."""
+    if not sample.answerable:
+        return _blocks("No match.", "n/a", "No progress.", "n/a")
+    demo, k = sample.demo, sample.closest_idx
+    if k is None or not 1 <= k <= len(demo.items):
+        raise ValueError(f"sample {sample.uid}: anchor {k!r} is not a demo item (1..{len(demo.items)})")
+    unit = "keyframe" if demo.modality is Modality.VISUAL else "step"
+    anchor = round(demo.progress_at(k - 1) * 100)
+    offset = round(sample.progress * 100, 1) - anchor
+    relation = "at" if abs(offset) < AT_ANCHOR_PP else "before" if offset < 0 else "after"
+    return _blocks(
+        f"Closest: {unit} {k} ({anchor}%).", str(k), f"{relation.capitalize()} it.", score_text(sample.progress)
+    )
+
+
+TRACE_STYLES = ("full", "short")
+
+
+def template_trace(
+    sample: Sample, mode: str = "two-stage", rng: random.Random | None = None, style: str = "full"
+) -> str:
     """A full reply written from the sample's labels, phrased as reasoning; N/A for unanswerable samples.
 
     `rng` picks the phrasings; by default it is seeded from the uid, so a sample always gets the same one.
+    `style="short"` writes one short sentence per reasoning block (fewer tokens to train and generate).
 
     >>> from progresslm.types import Demo
     >>> demo = Demo(Modality.VISUAL, ("a.jpg", "b.jpg", "c.jpg"), total_steps=2)
@@ -182,9 +205,13 @@ def template_trace(sample: Sample, mode: str = "two-stage", rng: random.Random |
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+    if style not in TRACE_STYLES:
+        raise ValueError(f"unknown trace style {style!r}; valid styles: {', '.join(TRACE_STYLES)}")
     rng = rng or random.Random(sample.uid)
     if mode == "direct":
         return "n/a" if not sample.answerable else score_text(sample.progress)
+    if style == "short":
+        return _short_trace(sample)
     return _na_trace(sample, rng) if not sample.answerable else _value_trace(sample, rng)
 
 

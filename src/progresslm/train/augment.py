@@ -1,0 +1,97 @@
+"""Extra training samples that make a model use the demonstration.
+
+A model trained only on (demonstration, observation) pairs of one task can learn "this image of
+this task means this much progress" and ignore the demonstration. Two kinds of extra samples
+give the same observation another answer when the demonstration changes:
+
+- **demo cuts**: the demonstration cut after step m defines a shorter task, so an observation
+  inside the first m steps gets a new anchor and a rescaled score (progress p of T steps becomes
+  p * T / m of m steps; key steps end at evenly spaced progress, so the labels stay exact);
+- **swapped demos**: the goal and demonstration of another task, labelled N/A (the same pairing
+  `progresslm eval --swap-demos` uses to check a model).
+
+Both are drawn from a seed and a sample's uid, so a dataset does not depend on sample order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from progresslm.types import Demo, Modality, Sample
+
+CUT_SUFFIX = "#cut"
+
+
+def cut_demo(sample: Sample, steps: int) -> Sample:
+    """`sample` against its demonstration cut after step `steps` (1 <= steps < T).
+
+    The observation must lie inside the shorter task (progress <= steps / T).
+
+    >>> demo = Demo(Modality.VISUAL, ("k0", "k1", "k2", "k3", "k4"), total_steps=4)
+    >>> s = cut_demo(Sample("u", "t", "g", demo, "o", progress=0.375, closest_idx=3), 2)
+    >>> s.demo.items, s.demo.total_steps, s.progress, s.closest_idx, s.delta
+    (('k0', 'k1', 'k2'), 2, 0.75, 3, -0.25)
+    """
+    demo, total = sample.demo, sample.demo.total_steps
+    if not sample.answerable:
+        raise ValueError(f"sample {sample.uid}: only an answerable sample can be cut")
+    if not 1 <= steps < total:
+        raise ValueError(f"sample {sample.uid}: cut after step {steps} of {total}; need 1 <= steps < {total}")
+    if sample.progress > steps / total + 1e-9:
+        raise ValueError(f"sample {sample.uid}: progress {sample.progress:.3f} lies beyond step {steps} of {total}")
+    progress = min(sample.progress * total / steps, 1.0)
+    nearest = int(round(progress * steps))
+    if demo.modality is Modality.VISUAL:
+        items, closest = demo.items[: steps + 1], nearest + 1
+    else:
+        items, closest = demo.items[:steps], max(nearest, 1)
+    return dataclasses.replace(
+        sample,
+        uid=f"{sample.uid}{CUT_SUFFIX}{steps}",
+        demo=Demo(modality=demo.modality, items=tuple(items), total_steps=steps),
+        progress=round(progress, 6),
+        closest_idx=closest,
+        delta=round(progress - nearest / steps, 6),
+        extra={**sample.extra, "cut_from": sample.uid, "cut_after_step": steps},
+    )
+
+
+def demo_cuts(samples: Sequence[Sample], rate: float, seed: int = 0) -> list[Sample]:
+    """About `rate` cut copies per answerable sample (rate 0.5: every other sample on average,
+    rate 2: two), each cut after a step drawn among those that keep the observation inside."""
+    out = []
+    for sample in samples:
+        total = sample.demo.total_steps
+        if not sample.answerable or total < 2:
+            continue
+        rng = random.Random(f"{seed}:cut:{sample.uid}")
+        copies = int(rate) + (rng.random() < rate - int(rate))
+        choices = [m for m in range(1, total) if sample.progress <= m / total + 1e-9]
+        for m in rng.sample(choices, k=min(copies, len(choices))):
+            out.append(cut_demo(sample, m))
+    return out
+
+
+def swap_negatives(
+    samples: Sequence[Sample], rate: float, image_root: str | Path | None, seed: int = 0
+) -> list[Sample]:
+    """About `rate` N/A samples per answerable sample: the observation with another task's goal
+    and demonstration (`progresslm.swap.swapped_samples`, drawn with its own seed)."""
+    from progresslm.swap import swapped_samples
+
+    if rate <= 0:
+        return []
+    keep = [s for s in samples if random.Random(f"{seed}:swap:{s.uid}").random() < rate]
+    return swapped_samples(keep, image_root, seed=seed)
+
+
+def augment(
+    samples: Sequence[Sample], image_root: str | Path | None, cuts: float = 0.0, swaps: float = 0.0, seed: int = 0
+) -> list[Sample]:
+    """`samples` followed by their demo cuts and swapped-demo negatives."""
+    if cuts < 0 or swaps < 0:
+        raise ValueError(f"augmentation rates must be >= 0, got demo_cuts={cuts}, swap_negatives={swaps}")
+    return [*samples, *demo_cuts(samples, cuts, seed), *swap_negatives(samples, swaps, image_root, seed)]
