@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUNS ?= runs/example
 
-.PHONY: setup demo test test-all clean
+.PHONY: setup demo test test-all clean nano
 
 setup: $(STAMP)
 
@@ -23,6 +23,20 @@ demo: setup
 	$(PY) -m progresslm.cli.main eval --backend random --out $(RUNS)/random --quiet > /dev/null
 	$(PY) -m progresslm.cli.main report $(RUNS)/pixel-nn $(RUNS)/constant $(RUNS)/random --html $(RUNS)/compare.html
 	@echo "reports: $(RUNS)/*/report.html and $(RUNS)/compare.html"
+
+# ProgressLM-nano from scratch on the CPU (configs/nano_*.yaml; seed 0): the full simulator preset,
+# a random-init 3.7 M Qwen2.5-VL, the vision warm start, SFT on the sft pool, GRPO on the rl pool,
+# then the checkpoint copied into the package. Every stage resumes or is skipped when done.
+SIM_FULL = $${PROGRESSLM_HOME:-$$HOME/.cache/progresslm}/sim-full-s0-v3
+NANO ?= runs/nano
+nano: setup
+	$(PY) -m progresslm.cli.main sim build --preset full --quiet
+	test -f $(NANO)/init/config.json || $(PY) -m progresslm.cli.main train tiny-model --config configs/nano_model.yaml --out $(NANO)/init
+	test -f $(NANO)/distilled/distill.json || $(PY) -m progresslm.cli.main train distill-vision --model $(NANO)/init \
+		--bench "$(SIM_FULL)/sft/*.jsonl" --image-root "$(SIM_FULL)/images" --out $(NANO)/distilled --steps 600
+	$(PY) -m progresslm.cli.main train sft --config configs/nano_sft.yaml model=$(NANO)/distilled output_dir=$(NANO)/sft
+	$(PY) -m progresslm.cli.main train grpo --config configs/nano_grpo.yaml model=$(NANO)/sft output_dir=$(NANO)/grpo
+	$(PY) -m progresslm.cli.main train export --model $(NANO)/grpo --out src/progresslm/models/nano
 
 test: setup
 	$(PY) -m pytest -q -m "not slow and not gpu and not api"

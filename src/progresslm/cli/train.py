@@ -40,8 +40,12 @@ def add_parser(subparsers) -> None:
         )  # fmt: skip
         command.set_defaults(handler=run_training, kind=kind)
 
-    export = commands.add_parser("export", help="merge a LoRA adapter into its base: a full model directory")
-    export.add_argument("--adapter", required=True, metavar="DIR", help="a LoRA training output (adapter_config.json)")
+    export = commands.add_parser(
+        "export", help="a clean model directory from a training output (a LoRA adapter is merged into its base)"
+    )
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument("--adapter", metavar="DIR", help="a LoRA training output (adapter_config.json): merged")
+    source.add_argument("--model", metavar="DIR", help="a full fine-tuning output: copied without optimizer state")
     export.add_argument("--out", required=True, metavar="DIR", help="where to write the merged model")
     export.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     export.set_defaults(handler=run_export)
@@ -164,14 +168,17 @@ def run_training(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from progresslm.train.config import RecipeError
-    from progresslm.train.export import merge_lora
+    from progresslm.train.export import export_model, merge_lora
 
     try:
-        out = merge_lora(args.adapter, args.out, dtype=args.dtype)
+        if args.adapter:
+            out = merge_lora(args.adapter, args.out, dtype=args.dtype)
+        else:
+            out = export_model(args.model, args.out, dtype=args.dtype)
     except RecipeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"merged model in {out}")
+    print(f"{'merged' if args.adapter else 'exported'} model in {out}")
     return 0
 
 

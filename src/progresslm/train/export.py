@@ -178,3 +178,31 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "auto"
     (out / "export.json").write_text(json.dumps(source, indent=2) + "\n")
     log.info("merged %s into %s", adapter, out)
     return out
+
+
+def export_model(model_dir: str | Path, out_dir: str | Path, dtype: str = "auto") -> Path:
+    """Save a full-fine-tuning output as a clean model directory: weights (safetensors), processor,
+    generation config and the training recipe, without optimizer state or checkpoints. A LoRA output
+    is merged (`merge_lora`)."""
+    import torch
+
+    source = Path(model_dir).expanduser()
+    if is_adapter_dir(source):
+        return merge_lora(source, out_dir, dtype)
+    out = Path(out_dir).expanduser()
+    if not (source / "config.json").is_file():
+        raise RecipeError(f"--model: {source} holds no config.json; give a training output or model directory")
+    if out.resolve() == source.resolve():
+        raise RecipeError("--out: the exported model needs its own directory")
+    if dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise RecipeError(f"--dtype: unknown {dtype!r}; valid: auto, float32, bfloat16, float16")
+    model = load_model(str(source), "auto" if dtype == "auto" else getattr(torch, dtype), merge_adapter=False)
+    processor = load_processor(str(source))
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    if (source / RECIPE_FILE).is_file():
+        shutil.copy2(source / RECIPE_FILE, out / RECIPE_FILE)
+    (out / "export.json").write_text(json.dumps({"model": str(source.resolve()), "dtype": dtype}, indent=2) + "\n")
+    log.info("exported %s to %s", source, out)
+    return out
