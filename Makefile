@@ -13,16 +13,21 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[hf,sim,train,retrieval,dev]'
+	$(PY) -m pip install -q -e '.[hf,sim,train,retrieval,online,serve,dev]'
 	touch $(STAMP)
 
-# The main job: build the example benchmark (cached), evaluate the baselines, print the table.
+# The main job: build the small simulated benchmark (cached), evaluate ProgressLM-nano (shipped in the
+# package) and the shortcut baselines, each also with swapped demonstrations, print the comparison
+# table and write an HTML report with the plots. Saved replies are reused on a second run.
 demo: setup
-	$(PY) -m progresslm.cli.main eval --backend pixel-nn --out $(RUNS)/pixel-nn --quiet > /dev/null
+	$(PY) -m progresslm.cli.main eval --backend nano --swap-demos --out $(RUNS)/nano --quiet > /dev/null
+	$(PY) -m progresslm.cli.main eval --backend pixel-nn --swap-demos --out $(RUNS)/pixel-nn --quiet > /dev/null
+	$(PY) -m progresslm.cli.main eval --backend retrieval --swap-demos --out $(RUNS)/retrieval --quiet > /dev/null
 	$(PY) -m progresslm.cli.main eval --backend constant --out $(RUNS)/constant --quiet > /dev/null
 	$(PY) -m progresslm.cli.main eval --backend random --out $(RUNS)/random --quiet > /dev/null
-	$(PY) -m progresslm.cli.main report $(RUNS)/pixel-nn $(RUNS)/constant $(RUNS)/random --html $(RUNS)/compare.html
-	@echo "reports: $(RUNS)/*/report.html and $(RUNS)/compare.html"
+	$(PY) -m progresslm.cli.main report $(RUNS)/nano $(RUNS)/pixel-nn $(RUNS)/retrieval $(RUNS)/constant $(RUNS)/random \
+		--html $(RUNS)/compare.html
+	@echo "reports: $(RUNS)/nano/report.html (plots, demo swap) and $(RUNS)/compare.html"
 
 # ProgressLM-nano from scratch on the CPU (configs/nano_*.yaml; seed 0): the full simulator preset,
 # a random-init 3.7 M Qwen2.5-VL, the vision warm start, SFT on the sft pool, GRPO on the rl pool,

@@ -57,6 +57,11 @@ class ImageStore:
             self._bytes -= dropped
         return value
 
+    def forget(self, path: Path) -> None:
+        """Drop every cached encoding of `path` (a streamed frame that will not be asked for again)."""
+        for key in [key for key in self._cache if key[1] == path]:
+            self._bytes -= self._cache.pop(key)[1]
+
     def encode_all(self, paths: Iterable[Path], image_format: str) -> tuple[Any, ...]:
         if image_format == "none":
             return ()

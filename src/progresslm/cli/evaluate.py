@@ -13,7 +13,7 @@ from progresslm.backends.registry import BACKENDS
 from progresslm.prompts import MODES
 
 log = logging.getLogger("progresslm")
-DEFAULT_BACKEND = "pixel-nn"  # until a trained default model ships, the best training-free one
+DEFAULT_BACKEND = "nano"  # ProgressLM-nano, shipped inside the package (progresslm/models/nano)
 
 
 def add_parser(subparsers) -> None:

@@ -8,9 +8,9 @@ import logging
 import sys
 
 from progresslm import __version__
-from progresslm.cli import bench, evaluate, report, sim, train
+from progresslm.cli import bench, evaluate, report, serve, sim, train, watch
 
-COMMANDS = (bench, sim, evaluate, report, train)
+COMMANDS = (bench, sim, evaluate, report, train, watch, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

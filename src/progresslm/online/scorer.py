@@ -1,0 +1,197 @@
+"""Score observations against one demonstration with any backend: the core of online use.
+
+`ProgressScorer` holds a backend, a task goal and a demonstration (keyframe images or text
+steps) and turns observation images (PIL images, arrays or files) into `Estimate`s: progress in
+[0, 1] or None, the anchor, the raw reply and the latency. It builds the same prompt as
+`progresslm eval` (`progresslm.prompts.build_prompt`), so a model behaves as it did in evaluation.
+Images given in memory are written once to a private folder (every backend can read a file: the
+`hf` / `nano` backends take PIL images, `openai` data URLs, `pixel-nn` and `retrieval` paths).
+
+    scorer = ProgressScorer(goal="open the drawer", demo=["k0.jpg", "k1.jpg", "k2.jpg"], backend="nano")
+    estimates = scorer.score([frame])  # one Estimate per observation, in order
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from progresslm.backends.base import Backend, BackendOptions, Request
+from progresslm.images import ImageStore
+from progresslm.parsing import parse_reply
+from progresslm.prompts import build_prompt
+from progresslm.types import Demo, Modality, Sample, Status
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class ScorerError(ValueError):
+    """Bad input to a scorer: says what and where."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One observation's answer: `progress` in [0, 1] (None for N/A or an unreadable reply)."""
+
+    progress: float | None
+    status: Status
+    anchor: int | None
+    reply: str
+    latency_s: float
+    error: str | None = None
+
+    @property
+    def is_na(self) -> bool:
+        return self.status is Status.NA
+
+    def to_dict(self) -> dict:
+        return {
+            "progress": None if self.progress is None else round(self.progress * 100, 2),
+            "status": self.status.value,
+            "anchor": self.anchor,
+            "reply": self.reply,
+            "latency_s": round(self.latency_s, 4),
+            "error": self.error,
+        }
+
+
+def _as_pil(image: Any, where: str):
+    """A PIL RGB image from a PIL image, an HxWx3 uint8 array, or a file path."""
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise ScorerError(f"{where}: image file {path} does not exist")
+        try:
+            with Image.open(path) as opened:
+                return opened.convert("RGB")
+        except OSError as error:
+            raise ScorerError(f"{where}: {path} is not a readable image ({error})") from None
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] not in (3, 4) or array.shape[0] < 2 or array.shape[1] < 2:
+        raise ScorerError(f"{where}: expected an H x W x 3 image array, got shape {array.shape}")
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating) and array.size and float(array.max()) <= 1.0:
+            array = array * 255.0
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(array[..., :3]))
+
+
+class ProgressScorer:
+    """A backend, a goal and a demonstration; `score(observations)` returns one `Estimate` each.
+
+    `demo`: keyframe images (PIL, arrays or paths; at least 2: the start and the end of each step)
+    for a visual demonstration, or step descriptions (strings that are not image files) for a text one.
+    `backend`: a registered backend name (built with `options`) or a `Backend` instance to share.
+    Thread-safe: calls are serialised, so one model serves several callers in turn.
+    """
+
+    def __init__(
+        self,
+        goal: str,
+        demo: Sequence[Any],
+        backend: str | Backend = "nano",
+        options: BackendOptions | None = None,
+        mode: str = "two-stage",
+        demo_kind: str | None = None,
+    ):
+        from progresslm.backends.registry import create_backend
+
+        if not isinstance(goal, str) or not goal.strip():
+            raise ScorerError("goal: give the task goal as a non-empty string")
+        if not isinstance(demo, Sequence) or isinstance(demo, (str, bytes)) or len(demo) == 0:
+            raise ScorerError("demo: give a list of keyframe images or of step descriptions")
+        self.goal = goal.strip()
+        self.mode = mode
+        self._folder = Path(tempfile.mkdtemp(prefix="progresslm-scorer-"))
+        self._counter = itertools.count()
+        self._lock = threading.Lock()
+        self.store = ImageStore()
+        kind = demo_kind or self._demo_kind(demo)
+        if kind == "text":
+            steps = [str(step).strip() for step in demo]
+            if any(not step for step in steps):
+                raise ScorerError("demo: a text step is empty")
+            self.demo = Demo(Modality.TEXT, tuple(steps), total_steps=len(steps))
+        elif kind == "visual":
+            if len(demo) < 2:
+                raise ScorerError("demo: a visual demonstration needs at least 2 keyframes (start and end)")
+            paths = [self._save(_as_pil(image, f"demo[{i}]"), "demo") for i, image in enumerate(demo)]
+            self.demo = Demo(Modality.VISUAL, tuple(str(p) for p in paths), total_steps=len(paths) - 1)
+        else:
+            raise ScorerError(f"demo_kind: {kind!r} is not 'visual' or 'text'")
+        self.backend = backend if isinstance(backend, Backend) else create_backend(backend, options or BackendOptions(), mode)
+        self._owns_backend = not isinstance(backend, Backend)
+
+    @staticmethod
+    def _demo_kind(demo: Sequence[Any]) -> str:
+        def is_text(item) -> bool:
+            return isinstance(item, str) and not (Path(item).suffix.lower() in IMAGE_SUFFIXES and Path(item).is_file())
+
+        kinds = {is_text(item) for item in demo}
+        if len(kinds) > 1:
+            raise ScorerError("demo: mixes step descriptions and images; give one kind")
+        return "text" if kinds == {True} else "visual"
+
+    def _save(self, image, prefix: str) -> Path:
+        path = self._folder / f"{prefix}_{next(self._counter):06d}.png"
+        image.save(path)
+        return path
+
+    def sample(self, observation_path: Path, uid: str) -> Sample:
+        return Sample(uid=uid, trajectory_id="online", goal=self.goal, demo=self.demo,
+                      observation=str(observation_path), progress=None, closest_idx=None, labelled=False)  # fmt: skip
+
+    def score(self, observations: Sequence[Any]) -> list[Estimate]:
+        """One `Estimate` per observation, in order; the backend sees them as one batch."""
+        if len(observations) == 0:
+            return []
+        pils = [_as_pil(image, f"observation[{i}]") for i, image in enumerate(observations)]
+        with self._lock:
+            paths = [self._save(image, "obs") for image in pils]
+            requests = []
+            for path in paths:
+                sample = self.sample(path, uid=path.stem)
+                prompt = build_prompt(sample, self.mode, None)
+                images = self.store.encode_all(prompt.images, self.backend.image_format)
+                requests.append(Request(sample.uid, 0, prompt, sample, images))
+            started = time.perf_counter()
+            replies: dict[int, Any] = dict(self.backend.generate(requests))
+            elapsed = time.perf_counter() - started
+            for path in paths:
+                path.unlink(missing_ok=True)
+                self.store.forget(path)
+        out = []
+        for index in range(len(requests)):
+            reply = replies.get(index)
+            if reply is None or reply.error:
+                why = "no reply" if reply is None else reply.error
+                out.append(Estimate(None, Status.PARSE_FAILURE, None, "", elapsed / len(requests), why))
+                continue
+            prediction = parse_reply(reply.text, self.mode)
+            latency = reply.latency_s or elapsed / len(requests)
+            out.append(Estimate(prediction.score if prediction.has_value else None, prediction.status,
+                                prediction.ref, reply.text, latency))  # fmt: skip
+        return out
+
+    def close(self) -> None:
+        if self._owns_backend:
+            self.backend.close()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    def __enter__(self) -> ProgressScorer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
