@@ -62,7 +62,7 @@ class Estimate:
         }
 
 
-def _as_pil(image: Any, where: str):
+def as_pil(image: Any, where: str):
     """A PIL RGB image from a PIL image, an HxWx3 uint8 array, or a file path."""
     import numpy as np
     from PIL import Image
@@ -114,11 +114,23 @@ class ProgressScorer:
             raise ScorerError("demo: give a list of keyframe images or of step descriptions")
         self.goal = goal.strip()
         self.mode = mode
+        kind = demo_kind or self._demo_kind(demo)
+        if kind not in ("visual", "text"):
+            raise ScorerError(f"demo_kind: {kind!r} is not 'visual' or 'text'")
+        # The backend first: when it cannot be built, no folder is left behind.
+        self.backend = backend if isinstance(backend, Backend) else create_backend(backend, options or BackendOptions(), mode)
+        self._owns_backend = not isinstance(backend, Backend)
         self._folder = Path(tempfile.mkdtemp(prefix="progresslm-scorer-"))
         self._counter = itertools.count()
         self._lock = threading.Lock()
         self.store = ImageStore()
-        kind = demo_kind or self._demo_kind(demo)
+        try:
+            self._set_demo(demo, kind)
+        except BaseException:
+            self.close()
+            raise
+
+    def _set_demo(self, demo: Sequence[Any], kind: str) -> None:
         if kind == "text":
             steps = [str(step).strip() for step in demo]
             if any(not step for step in steps):
@@ -127,12 +139,8 @@ class ProgressScorer:
         elif kind == "visual":
             if len(demo) < 2:
                 raise ScorerError("demo: a visual demonstration needs at least 2 keyframes (start and end)")
-            paths = [self._save(_as_pil(image, f"demo[{i}]"), "demo") for i, image in enumerate(demo)]
+            paths = [self._save(as_pil(image, f"demo[{i}]"), "demo") for i, image in enumerate(demo)]
             self.demo = Demo(Modality.VISUAL, tuple(str(p) for p in paths), total_steps=len(paths) - 1)
-        else:
-            raise ScorerError(f"demo_kind: {kind!r} is not 'visual' or 'text'")
-        self.backend = backend if isinstance(backend, Backend) else create_backend(backend, options or BackendOptions(), mode)
-        self._owns_backend = not isinstance(backend, Backend)
 
     @staticmethod
     def _demo_kind(demo: Sequence[Any]) -> str:
@@ -153,19 +161,25 @@ class ProgressScorer:
         return Sample(uid=uid, trajectory_id="online", goal=self.goal, demo=self.demo,
                       observation=str(observation_path), progress=None, closest_idx=None, labelled=False)  # fmt: skip
 
-    def score(self, observations: Sequence[Any]) -> list[Estimate]:
-        """One `Estimate` per observation, in order; the backend sees them as one batch."""
+    def score(self, observations: Sequence[Any], draws: Sequence[int] | None = None) -> list[Estimate]:
+        """One `Estimate` per observation, in order; the backend sees them as one batch.
+
+        `draws`: a draw index per observation (default 0). Backends seed each draw differently, so the
+        same frame asked with draws 0, 1, 2 gives independent samples when the backend samples."""
         if len(observations) == 0:
             return []
-        pils = [_as_pil(image, f"observation[{i}]") for i, image in enumerate(observations)]
+        draws = [0] * len(observations) if draws is None else [int(d) for d in draws]
+        if len(draws) != len(observations):
+            raise ScorerError(f"draws: {len(draws)} draw indices for {len(observations)} observations")
+        pils = [as_pil(image, f"observation[{i}]") for i, image in enumerate(observations)]
         with self._lock:
             paths = [self._save(image, "obs") for image in pils]
             requests = []
-            for path in paths:
+            for path, draw in zip(paths, draws):
                 sample = self.sample(path, uid=path.stem)
                 prompt = build_prompt(sample, self.mode, None)
                 images = self.store.encode_all(prompt.images, self.backend.image_format)
-                requests.append(Request(sample.uid, 0, prompt, sample, images))
+                requests.append(Request(sample.uid, draw, prompt, sample, images))
             started = time.perf_counter()
             replies: dict[int, Any] = dict(self.backend.generate(requests))
             elapsed = time.perf_counter() - started
@@ -188,6 +202,7 @@ class ProgressScorer:
     def close(self) -> None:
         if self._owns_backend:
             self.backend.close()
+            self._owns_backend = False
         shutil.rmtree(self._folder, ignore_errors=True)
 
     def __enter__(self) -> ProgressScorer:
@@ -195,3 +210,6 @@ class ProgressScorer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_as_pil = as_pil  # the name the first callers used
