@@ -1,8 +1,122 @@
-"""`progresslm serve`: placeholder registered by the maintainer; the helper that owns this file replaces it."""
+"""`progresslm serve`: a backend behind an OpenAI-compatible HTTP server, with progress and session endpoints."""
 
 from __future__ import annotations
 
+import argparse
+import logging
+import sys
+
+from progresslm.backends.base import BackendOptions
+from progresslm.backends.registry import BACKENDS
+from progresslm.prompts import MODES
+
+log = logging.getLogger("progresslm")
+DEFAULT_BACKEND = "nano"
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """The backend options of `progresslm eval`, spelled the same (the fields of BackendOptions)."""
+    group = parser.add_argument_group("backend options")
+    defaults = BackendOptions()
+    group.add_argument("--model", help="model path or hub id (hf, vllm), model name (openai), calibration JSON (retrieval)")
+    group.add_argument("--base-url", help="openai backend: the OpenAI-compatible server to forward to")
+    group.add_argument("--api-key-env", default=defaults.api_key_env, help="environment variable holding the API key")
+    group.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    group.add_argument("--timeout", type=float, default=defaults.timeout_s, dest="timeout_s", help="seconds per request")
+    group.add_argument("--max-retries", type=int, default=defaults.max_retries)
+    group.add_argument("--device", default=defaults.device)
+    group.add_argument("--dtype", default=defaults.dtype)
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="hf, vllm: prompts per forward pass")
+    group.add_argument("--temperature", type=float, default=defaults.temperature,
+                       help="default when a request sends none; 0 means greedy")
+    group.add_argument("--top-p", type=float, default=defaults.top_p)
+    group.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens,
+                       help="default when a request sends no max_tokens")
+    group.add_argument("--max-pixels", type=int, help="cap on image pixels handed to the processor (hf, vllm)")
+    group.add_argument("--seed", type=int, default=defaults.seed)
+    group.add_argument("--value", type=float, default=defaults.value, help="constant: the percentage it answers")
+    group.add_argument("--replies", help="replay: JSONL of {\"uid\": ..., \"reply\": ...}")
+    group.add_argument("--token-param", default=defaults.token_param, choices=["max_tokens", "max_completion_tokens"])
+    group.add_argument("--no-sampling-params", dest="sampling_params", action="store_false")
+
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("serve", help="serve a progress model over HTTP (OpenAI-compatible) (not implemented yet)")
-    parser.set_defaults(handler=lambda args: print("progresslm serve is not implemented yet") or 2)
+    from progresslm.serve.config import ServeConfig
+
+    d = ServeConfig()
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a progress model over HTTP (OpenAI-compatible)",
+        description="Serve a backend over HTTP: POST /v1/chat/completions (OpenAI-compatible: use it with "
+        "`progresslm eval --backend openai --base-url http://HOST:PORT/v1 --model any`), POST /v1/progress, "
+        "monitoring sessions under /v1/sessions, GET /health. Concurrent requests are answered in batches. "
+        "There is no authentication: keep the default loopback --host unless the network is trusted.",
+    )
+    parser.add_argument("--host", default=d.host, help="address to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=d.port)
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, help=f"one of: {', '.join(sorted(BACKENDS))}")
+    parser.add_argument("--mode", default=d.mode, help=f"prompt mode of /v1/progress and sessions: {', '.join(MODES)}")
+    limits = parser.add_argument_group("batching and limits")
+    limits.add_argument("--max-batch", type=int, default=d.max_batch, help="requests per backend call")
+    limits.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms,
+                        help="how long a request waits for others to batch with")
+    limits.add_argument("--max-queue", type=int, default=d.max_queue, help="queued requests before 503s")
+    limits.add_argument("--max-body-mb", type=float, default=d.max_body_mb, help="request body size limit (413 above)")
+    limits.add_argument("--max-images", type=int, default=d.max_images, help="images per request")
+    limits.add_argument("--max-image-pixels", type=int, default=d.max_image_pixels, help="pixels per image")
+    limits.add_argument("--max-new-tokens-cap", type=int, default=d.max_new_tokens_cap,
+                        help="the largest max_tokens a request may ask for")
+    limits.add_argument("--max-sessions", type=int, default=d.max_sessions)
+    limits.add_argument("--session-ttl", type=float, default=d.session_ttl_s, dest="session_ttl_s",
+                        help="seconds before an idle session is closed")
+    limits.add_argument("--max-frames-per-call", type=int, default=d.max_frames_per_call)
+    limits.add_argument("--drain-timeout", type=float, default=d.drain_timeout_s, dest="drain_timeout_s",
+                        help="seconds queued requests get to finish on shutdown")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    add_backend_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    from progresslm.serve.config import ServeConfig
+
+    options = BackendOptions(**{name: getattr(args, name) for name in BackendOptions.__dataclass_fields__})
+    fields = ("host", "port", "backend", "mode", "max_batch", "batch_wait_ms", "max_queue", "max_body_mb", "max_images",
+              "max_image_pixels", "max_new_tokens_cap", "max_sessions", "session_ttl_s", "max_frames_per_call",
+              "drain_timeout_s")  # fmt: skip
+    return ServeConfig(options=options, **{name: getattr(args, name) for name in fields})
+
+
+def run(args: argparse.Namespace) -> int:
+    from progresslm.backends.base import BackendError
+    from progresslm.backends.registry import UnknownBackendError, create_backend
+    from progresslm.serve.config import ServeConfigError
+
+    try:
+        config = config_from_args(args)
+    except ServeConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        from progresslm.serve.app import create_app
+        from progresslm.serve.runner import serve_forever
+    except ImportError as err:
+        print(f"error: progresslm serve needs FastAPI and uvicorn: pip install 'progresslm[serve]' ({err})", file=sys.stderr)
+        return 2
+    try:
+        backend = create_backend(config.backend, config.options, config.mode)  # load the model before listening
+    except UnknownBackendError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except BackendError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    log.info("serving %s (%s backend) on http://%s:%d/v1", backend.model_name, config.backend, config.host, config.port)
+    try:
+        serve_forever(create_app(config, backend), config, args.log_level)
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after a clean shutdown
+        pass
+    finally:
+        backend.close()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,210 @@
+"""The work behind each endpoint, in plain functions that run on a thread-pool thread.
+
+Nothing here knows about HTTP beyond `ApiError`: the request bodies are already parsed
+(`schemas`), and the results are JSON-able dicts.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from progresslm.backends.base import Backend, Request
+from progresslm.online.scorer import ProgressScorer, ScorerError
+from progresslm.prompts import Prompt
+from progresslm.serve.batcher import Batcher, BatchedBackend, QueueFull, Settings, ShuttingDown
+from progresslm.serve.chat import generic_sample, read_messages, recognise_sample
+from progresslm.serve.config import ServeConfig
+from progresslm.serve.errors import ApiError
+from progresslm.serve.images import SUFFIXES, ImageFiles, Upload, decode_image_string, encode_for
+from progresslm.serve.schemas import ChatCompletionBody, DemoFields, FramesBody, ProgressBody, SessionBody
+from progresslm.serve.sessions import SessionStore
+
+
+class ServerState:
+    """Everything the routes share: settings, the backend behind its batcher, sessions, image files."""
+
+    def __init__(self, config: ServeConfig, backend: Backend):
+        self.config = config
+        self.backend = backend
+        self.model_name = backend.model_name
+        self.batcher = Batcher(backend, config.max_batch, config.batch_wait_ms / 1000.0, config.max_queue)
+        self.sessions = SessionStore(config.max_sessions, config.session_ttl_s)
+        self.files = ImageFiles()
+        self.started = time.monotonic()
+        self.started_wall = time.time()
+        self.closing = False
+
+    def health(self) -> dict:
+        self.sessions.expire()
+        return {
+            "status": "draining" if self.closing else "ok",
+            "model": self.model_name,
+            "backend": self.config.backend,
+            "mode": self.config.mode,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "queue_depth": self.batcher.depth,
+            "max_batch": self.config.max_batch,
+            "sessions": len(self.sessions),
+            "batching": self.batcher.stats.to_dict(),
+        }
+
+    def settings(self, mode: str | None = None, temperature: float | None = None) -> Settings:
+        base = self.batcher.default_settings(mode or self.config.mode)
+        if temperature is None:
+            return base
+        return Settings(base.mode, temperature, base.top_p, base.max_new_tokens, base.seed)
+
+    def close(self, close_backend: bool) -> None:
+        self.closing = True
+        self.batcher.close(self.config.drain_timeout_s)
+        self.sessions.close()
+        self.files.close()
+        if close_backend:
+            self.backend.close()
+
+
+# -- /v1/chat/completions -------------------------------------------------------------------------
+
+
+def chat_requests(state: ServerState, body: ChatCompletionBody) -> tuple[list[Request], Settings, list[Path]]:
+    """The backend requests for one chat body (n of them), their settings, and the image files
+    written for them (released by the caller when the replies are in)."""
+    config, backend = state.config, state.backend
+    chat = read_messages(body.messages, config.max_images, config.max_image_pixels)
+    uid = chat.key()
+    files = [state.files.acquire(upload) for upload in chat.uploads] if backend.reads_images else []
+    try:
+        placeholders = [f"image_{k}{SUFFIXES.get(u.format, '')}" for k, u in enumerate(chat.uploads)]
+        names = [str(p) for p in files] or placeholders
+        recognised = recognise_sample(chat.messages, names, uid)
+        if recognised is None and backend.reads_images:
+            raise ApiError(400, f"the {config.backend} backend answers only progresslm prompts (as `progresslm eval` "
+                           "builds them: goal, demonstration, observation); these messages are not one", "messages",
+                           "not_a_progress_prompt")  # fmt: skip
+        sample, mode = recognised if recognised else (generic_sample(uid, names), config.mode)
+        settings = _chat_settings(state, body, mode)
+        images = _encode_all(chat.uploads, backend.image_format, "messages")
+        prompt = Prompt(messages=chat.messages, images=[Path(name) for name in names], hash=uid)
+        requests = [Request(uid, draw, prompt, sample, images) for draw in range(body.n)]
+    except BaseException:
+        state.files.release(files)
+        raise
+    return requests, settings, files
+
+
+def _chat_settings(state: ServerState, body: ChatCompletionBody, mode: str) -> Settings:
+    base = state.batcher.default_settings(mode)
+    asked = body.max_completion_tokens or body.max_tokens
+    max_tokens = asked or base.max_new_tokens
+    cap = state.config.max_new_tokens_cap
+    if asked and asked > cap:
+        where = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        raise ApiError(400, f"{max_tokens} is more than this server allows ({cap}, --max-new-tokens-cap)", where)
+    return Settings(
+        mode=mode,
+        temperature=base.temperature if body.temperature is None else body.temperature,
+        top_p=base.top_p if body.top_p is None else body.top_p,
+        max_new_tokens=max_tokens,
+        seed=base.seed if body.seed is None else body.seed,
+    )
+
+
+def _encode_all(uploads: list[Upload], image_format: str, where: str) -> tuple[Any, ...]:
+    if image_format == "none":
+        return ()
+    try:
+        return tuple(encode_for(upload, image_format) for upload in uploads)
+    except (OSError, ValueError) as error:  # bytes whose header read fine but whose pixels do not
+        what = f"an image could not be decoded ({type(error).__name__}: {error})"
+        raise ApiError(400, what, where, "bad_image") from None
+
+
+# -- /v1/progress and sessions --------------------------------------------------------------------
+
+
+def _pil(text: str, where: str, config: ServeConfig):
+    upload = decode_image_string(text, where, config.max_image_pixels)
+    try:
+        return upload.pil()
+    except (OSError, ValueError) as error:
+        what = f"the image could not be decoded ({type(error).__name__}: {error})"
+        raise ApiError(400, what, where, "bad_image") from None
+
+
+def _scorer(state: ServerState, body: DemoFields) -> ProgressScorer:
+    """A scorer for the body's goal and demonstration whose model calls join the shared queue."""
+    config = state.config
+    if (body.demo_images is None) == (body.demo_steps is None):
+        raise ApiError(400, "give exactly one of demo_images (keyframes, base64) or demo_steps (text)", "demo_images")
+    if body.demo_images is not None:
+        if not 2 <= len(body.demo_images) <= config.max_images - 1:
+            what = f"give 2 to {config.max_images - 1} keyframes (--max-images), got {len(body.demo_images)}"
+            raise ApiError(400, what, "demo_images")
+        demo, kind = [_pil(image, f"demo_images[{i}]", config) for i, image in enumerate(body.demo_images)], "visual"
+    else:
+        demo, kind = list(body.demo_steps), "text"
+    settings = state.settings(body.mode, body.temperature)
+    try:
+        # demo_kind is always given: a step text that happens to name a file must never be opened.
+        backend = BatchedBackend(state.batcher, settings)
+        return ProgressScorer(body.goal, demo, backend, mode=settings.mode, demo_kind=kind)
+    except ScorerError as error:
+        raise ApiError(400, str(error), code="invalid_demo") from None
+
+
+def _score(call, *args):
+    """Run a scoring call; queue and shutdown refusals become 503s."""
+    try:
+        return call(*args)
+    except QueueFull as error:
+        raise ApiError(503, f"the server is busy ({error}); retry shortly", code="queue_full") from None
+    except ShuttingDown as error:
+        raise ApiError(503, str(error), code="shutting_down") from None
+
+
+def progress_estimate(state: ServerState, body: ProgressBody) -> dict:
+    observation = _pil(body.observation, "observation", state.config)
+    with _scorer(state, body) as scorer:
+        (estimate,) = _score(scorer.score, [observation])
+    return {**estimate.to_dict(), "na": estimate.is_na, "model": state.model_name}
+
+
+def start_session(state: ServerState, body: SessionBody) -> dict:
+    from progresslm.online.monitor import MonitorError, ProgressMonitor
+
+    scorer = _scorer(state, body)
+    try:
+        monitor = ProgressMonitor(scorer, **body.monitor.model_dump())
+        session = state.sessions.add(body.goal, monitor)
+    except MonitorError as error:
+        scorer.close()
+        raise ApiError(400, str(error), "monitor", "invalid_monitor") from None
+    except BaseException:
+        scorer.close()
+        raise
+    return {"id": session.id, **session.describe(state.config.session_ttl_s)}
+
+
+def session_frames(state: ServerState, session_id: str, body: FramesBody) -> dict:
+    from progresslm.online.monitor import MonitorError
+
+    config = state.config
+    if len(body.frames) > config.max_frames_per_call:
+        raise ApiError(400, f"{len(body.frames)} frames; send at most {config.max_frames_per_call} per call "
+                       "(--max-frames-per-call)", "frames")  # fmt: skip
+    frames = [_pil(frame, f"frames[{i}]", config) for i, frame in enumerate(body.frames)]
+    session = state.sessions.get(session_id)
+    with session.lock:
+        try:
+            steps = _score(session.monitor.update_many, frames, body.timestamps)
+        except MonitorError as error:
+            raise ApiError(400, str(error), "timestamps" if "timestamps" in str(error) else "frames") from None
+        session.last_used = time.monotonic()
+    return {
+        "id": session.id,
+        "steps": [step.to_dict() for step in steps],
+        "events": [event.to_dict() for step in steps for event in step.events],
+        "summary": session.monitor.summary(),
+    }

@@ -1,0 +1,186 @@
+"""Images that arrive inside requests: base64 or data URLs in, checked, out as a backend wants them.
+
+The server never reads a file or fetches a URL named by a request: an image is its bytes, carried
+in the request. Each is checked before any model sees it (valid base64, an image format PIL reads,
+at most `max_pixels` pixels, read from the header before the pixels are decoded).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import os
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from progresslm.serve.errors import ApiError
+
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,", re.I)
+_WHITESPACE = re.compile(r"\s+")
+SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "GIF": ".gif", "TIFF": ".tif"}
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One image from a request: its bytes as sent, PIL's name for its format, and its size."""
+
+    data: bytes
+    format: str
+    width: int
+    height: int
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def mime(self) -> str:
+        return f"image/{self.format.lower()}"
+
+    def pil(self):
+        """The image as RGB, decoded as the harness decodes a file (`ImageStore`)."""
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.data)) as image:
+            return image.convert("RGB")
+
+    def data_url(self) -> str:
+        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+
+def refuse_reference(text: str, where: str, paths: bool = False) -> None:
+    """A 400 for a string that names an image somewhere else (a URL, or with `paths` a file path)
+    instead of carrying it."""
+    head = text[:16].lower()
+    url = head.startswith(("http://", "https://", "file:", "ftp://", "s3://", "gs://"))
+    if url or (paths and (text.startswith(("/", "~", "./", "../")) or "\\" in text[:260] or "." in text[-6:])):
+        raise ApiError(
+            400,
+            f"{text[:60]!r} names an image elsewhere; send the image itself as a data: URL "
+            "(data:image/png;base64,...) or base64 — the server never fetches URLs or reads files",
+            where,
+            "image_not_inline",
+        )
+
+
+def decode_data_url(url: Any, where: str, max_pixels: int) -> Upload:
+    """An `image_url.url`: only `data:<mime>;base64,<data>` is taken."""
+    if not isinstance(url, str):
+        raise ApiError(400, f"expected a data: URL string, got {type(url).__name__}", where, "bad_image")
+    refuse_reference(url, where)
+    match = _DATA_URL.match(url[:200])
+    if not match:
+        raise ApiError(400, "expected a data: URL like data:image/png;base64,<base64 data>", where, "bad_image")
+    if not match.group("b64"):
+        raise ApiError(400, "the data: URL must be base64-encoded (data:image/png;base64,...)", where, "bad_image")
+    return decode_base64(url[match.end():], where, max_pixels)
+
+
+def decode_image_string(text: Any, where: str, max_pixels: int) -> Upload:
+    """An image given in a JSON field: a data: URL or bare base64."""
+    if not isinstance(text, str):
+        raise ApiError(400, f"expected an image as a base64 string or data: URL, got {type(text).__name__}", where, "bad_image")
+    if text[:5].lower() == "data:":
+        return decode_data_url(text, where, max_pixels)
+    refuse_reference(text, where)
+    try:
+        return decode_base64(text, where, max_pixels)
+    except ApiError as error:
+        if error.code == "bad_base64":
+            refuse_reference(text, where, paths=True)  # say so if it was a path ("/9j/..." is JPEG base64)
+        raise
+
+
+def decode_base64(text: str, where: str, max_pixels: int) -> Upload:
+    cleaned = _WHITESPACE.sub("", text)
+    if not cleaned:
+        raise ApiError(400, "the image data is empty", where, "bad_image")
+    try:
+        data = base64.b64decode(cleaned, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ApiError(400, f"not valid base64 ({error})", where, "bad_base64") from None
+    return check_image(data, where, max_pixels)
+
+
+def check_image(data: bytes, where: str, max_pixels: int) -> Upload:
+    """The bytes as an `Upload` if PIL can read them and they hold at most `max_pixels` pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            width, height, kind = image.width, image.height, image.format or "PNG"
+            if width * height > max_pixels:
+                raise ApiError(
+                    400,
+                    f"the image is {width} x {height} = {width * height} pixels, more than this server's "
+                    f"limit of {max_pixels} (--max-image-pixels); send a smaller image",
+                    where,
+                    "image_too_large",
+                )
+            image.verify()  # a truncated or corrupt file fails here, not inside the model
+    except ApiError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise ApiError(400, "not an image PIL can read (send PNG, JPEG or WebP bytes)", where, "bad_image") from None
+    except Exception as error:  # PIL raises many kinds for bad bytes; all mean "not an image"
+        raise ApiError(400, f"not a readable image ({type(error).__name__}: {error})", where, "bad_image") from None
+    if width < 1 or height < 1:
+        raise ApiError(400, f"the image is {width} x {height} pixels", where, "bad_image")
+    return Upload(data, kind, width, height)
+
+
+def encode_for(upload: Upload, image_format: str) -> Any:
+    """The image in a backend's `image_format`: PIL (hf, nano), a data URL (openai, vllm) or an array."""
+    if image_format == "pil":
+        return upload.pil()
+    if image_format == "data_url":
+        return upload.data_url()
+    if image_format == "array":
+        import numpy as np
+
+        return np.asarray(upload.pil(), dtype=np.float32) / 255.0
+    raise ValueError(f"image format {image_format!r} carries no image")
+
+
+class ImageFiles:
+    """Request images written to a private folder for backends that read files themselves (pixel-nn,
+    retrieval). Named by content, so one image sent twice is one file (and one cache entry in the
+    backend); counted, so a file is removed when the last request using it is done."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="progresslm-serve-"))
+        self._uses: dict[Path, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, upload: Upload) -> Path:
+        path = self.folder / f"{upload.digest[:32]}{SUFFIXES.get(upload.format, '.img')}"
+        with self._lock:
+            if path not in self._uses:
+                partial = path.with_suffix(path.suffix + ".part")
+                partial.write_bytes(upload.data)
+                os.replace(partial, path)
+            self._uses[path] = self._uses.get(path, 0) + 1
+        return path
+
+    def release(self, paths: list[Path]) -> None:
+        with self._lock:
+            for path in paths:
+                left = self._uses.get(path, 0) - 1
+                if left > 0:
+                    self._uses[path] = left
+                else:
+                    self._uses.pop(path, None)
+                    path.unlink(missing_ok=True)
+
+    def __len__(self) -> int:
+        return len(self._uses)
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

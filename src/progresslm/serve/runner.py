@@ -1,0 +1,71 @@
+"""Running the app under uvicorn: in the foreground (`progresslm serve`) or on a background thread
+on a free loopback port (tests, `benchmarks/serve_load.py`)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from progresslm.serve.config import ServeConfig
+
+
+def uvicorn_config(app: Any, config: ServeConfig, log_level: str = "info"):
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=log_level,
+        # On SIGINT / SIGTERM uvicorn stops accepting, waits this long for requests in flight, then
+        # runs the app's shutdown, which drains the queue and cancels what is left.
+        timeout_graceful_shutdown=config.drain_timeout_s,
+        limit_concurrency=config.max_queue + 64,  # beyond this uvicorn answers 503 before parsing anything
+    )
+
+
+def serve_forever(app: Any, config: ServeConfig, log_level: str = "info") -> None:
+    """Serve until SIGINT / SIGTERM (uvicorn installs the handlers)."""
+    import uvicorn
+
+    uvicorn.Server(uvicorn_config(app, config, log_level)).run()
+
+
+class BackgroundServer:
+    """The app served on a thread: `with BackgroundServer(app) as server: httpx.get(server.url + "/health")`.
+
+    Port 0 (the default) binds a free port, read back once the server listens."""
+
+    def __init__(self, app: Any, config: ServeConfig | None = None, log_level: str = "warning"):
+        import uvicorn
+
+        config = config or ServeConfig(port=0)
+        self.host = config.host
+        self.server = uvicorn.Server(uvicorn_config(app, config, log_level))
+        self.thread = threading.Thread(target=self.server.run, name="progresslm-serve", daemon=True)
+        self.port = config.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> BackgroundServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start within {timeout_s:g} s on {self.host}")
+            time.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout_s)
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
