@@ -12,23 +12,26 @@ from __future__ import annotations
 import threading
 import warnings
 
-import gymnasium
 import numpy as np
 import pytest
-from gymnasium.wrappers import TimeLimit
 from PIL import Image
 
-from progresslm.backends.base import Backend, BackendOptions, Reply
-from progresslm.online import ProgressScorer
-from progresslm.online.reward import (
+pytest.importorskip("metaworld")  # the sim extra (MuJoCo, Meta-World, gymnasium)
+
+import gymnasium  # noqa: E402
+from gymnasium.wrappers import TimeLimit  # noqa: E402
+
+from progresslm.backends.base import Backend, BackendOptions, Reply  # noqa: E402
+from progresslm.online import ProgressScorer  # noqa: E402
+from progresslm.online.reward import (  # noqa: E402
     MetaWorldCamera,
     ProgressReward,
     ProgressRewardError,
     ScoringWorker,
     demo_from_expert,
 )
-from progresslm.sim.rollout import make_env
-from progresslm.sim.tasks import get_task
+from progresslm.sim.rollout import make_env  # noqa: E402
+from progresslm.sim.tasks import get_task  # noqa: E402
 
 TASK = "handle-press-side-v3"  # the expert succeeds in 39 steps
 NA = None

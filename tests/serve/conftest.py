@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
-
-from tests.serve.payloads import make_client  # noqa: E402
+from tests.serve.payloads import make_client
 
 
 @pytest.fixture
 def client():
+    pytest.importorskip("fastapi")  # the serve extra; test modules that need it skip themselves
     with make_client("constant") as test_client:
         yield test_client
 
 
 @pytest.fixture
 def pixel_client():
+    pytest.importorskip("fastapi")
     with make_client("pixel-nn") as test_client:
         yield test_client

@@ -16,6 +16,9 @@ from progresslm.serve.batcher import Batcher, Settings, ShuttingDown
 from progresslm.serve.runner import BackgroundServer
 from progresslm.types import Demo, Modality, Sample
 
+pytest.importorskip("fastapi")  # the serve extra
+pytest.importorskip("uvicorn")
+
 
 class Recorder(Backend):
     """Echoes each uid with the temperature it was asked with; slow enough for a queue to form."""

@@ -16,6 +16,9 @@ import pytest
 from progresslm.cli.main import build_parser, main
 from progresslm.cli.serve import config_from_args
 
+pytest.importorskip("fastapi")  # the serve extra
+pytest.importorskip("uvicorn")
+
 
 def test_flags_become_settings():
     args = build_parser().parse_args(["serve", "--backend", "hf", "--model", "m", "--port", "9000", "--max-batch", "4",

@@ -1,5 +1,5 @@
-"""Malformed requests of every kind get a 4xx with a JSON message saying what and where, and the
-server stays healthy afterwards."""
+"""Malformed requests of every kind, sent to the app under uvicorn on a loopback port, get a 4xx with a
+JSON message saying what and where, and the server stays healthy afterwards."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import pytest
 
 from progresslm.serve import ServeConfig, create_app
 from progresslm.serve.runner import BackgroundServer
-from tests.serve.payloads import b64, data_url, make_client, png_bytes
+from tests.serve.payloads import b64, data_url, png_bytes
+
+pytest.importorskip("fastapi")  # the serve extra
+pytest.importorskip("uvicorn")
 
 LIMITS = {"max_body_mb": 0.5, "max_images": 4, "max_image_pixels": 64 * 64, "max_frames_per_call": 3,
           "max_new_tokens_cap": 100}  # fmt: skip
@@ -123,9 +126,16 @@ SESSION_CASES = [
 
 
 @pytest.fixture(scope="module")
-def client():
-    with make_client("constant", **LIMITS) as test_client:
-        yield test_client
+def served():
+    """The app under uvicorn on a free loopback port (the real HTTP stack), and a client for it."""
+    app = create_app(ServeConfig(backend="constant", port=0, **LIMITS))
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        yield server, http
+
+
+@pytest.fixture
+def client(served):
+    return served[1]
 
 
 def check_error(reply: httpx.Response, status: int, label: str) -> None:
@@ -134,7 +144,8 @@ def check_error(reply: httpx.Response, status: int, label: str) -> None:
     assert isinstance(error["message"], str) and len(error["message"]) > 10, label
 
 
-def test_malformed_requests_are_4xx_and_the_server_stays_healthy(client):
+def test_malformed_requests_are_4xx_and_the_server_stays_healthy(served):
+    server, client = served
     assert len(CASES) + len(SESSION_CASES) >= 50
     for number, (method, path, kwargs, status) in enumerate(CASES):
         reply = getattr(client, method)(path, **kwargs) if method in ("get", "delete") else client.request(method.upper(), path, **kwargs)
@@ -144,9 +155,12 @@ def test_malformed_requests_are_4xx_and_the_server_stays_healthy(client):
         check_error(client.post(f"/v1/sessions/{session}/frames", **kwargs), status, f"session case {number}")
     assert client.get(f"/v1/sessions/{session}").json()["summary"]["frames"] == 0  # nothing half-applied
     health = client.get("/health").json()
-    assert health["status"] == "ok" and health["queue_depth"] == 0
+    assert health["status"] == "ok" and health["queue_depth"] == 0 and health["sessions"] == 1
+    assert server.thread.is_alive() and server.server.server_state.total_requests > len(CASES) + len(SESSION_CASES)
     assert client.post("/v1/chat/completions", json=chat()).status_code == 200
     assert client.post("/v1/progress", json={**DEMO, "observation": b64(3)}).json()["progress"] == 50.0
+    frames = client.post(f"/v1/sessions/{session}/frames", json={"frames": [b64(1)]})
+    assert frames.status_code == 200 and frames.json()["summary"]["frames"] == 1
 
 
 def test_where_is_named(client):

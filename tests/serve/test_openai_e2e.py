@@ -1,18 +1,33 @@
 """`progresslm eval --backend openai` against `progresslm serve` over the network gives the same
-replies and metrics as the backend run in-process."""
+replies and metrics as the backend run in-process (greedy, same seed)."""
 
 from __future__ import annotations
 
 import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
+import httpx
 import pytest
 
 from helpers import BENCH_FILES, fixture, write_images
 from progresslm.backends.base import BackendOptions
+from progresslm.cli.main import main
 from progresslm.evaluate import EvalConfig, evaluate
 from progresslm.official import read_official
 from progresslm.serve import ServeConfig, create_app
 from progresslm.serve.runner import BackgroundServer
+
+pytest.importorskip("fastapi")  # the serve extra
+pytest.importorskip("uvicorn")
+
+N_SAMPLES = 30  # the five fixture files
+RECORD_KEYS = ("prompt_hash", "reply", "status", "score", "ref_status", "ref", "error")
 
 
 @pytest.fixture(scope="module")
@@ -24,49 +39,118 @@ def bench(tmp_path_factory):
     return [str(path) for path in files], str(root / "images")
 
 
-def run_eval(bench, out, backend: str, options: BackendOptions) -> tuple[dict, dict]:
-    files, image_root = bench
-    config = EvalConfig(bench=files, out=str(out), backend=backend, image_root=image_root, bootstrap=0,
-                        floors=False, plots=False, options=options)  # fmt: skip
-    outcome = evaluate(config, progress=False)
+def read_run(out: Path) -> tuple[dict, dict]:
+    """metrics.json and {(uid, draw): (prompt hash, reply, parsed status, score, anchor)} of a run folder."""
     replies = {}
-    for line in (outcome.out / "results.jsonl").read_text().splitlines():
+    for line in (out / "results.jsonl").read_text().splitlines():
         record = json.loads(line)
-        replies[record["uid"]] = record["reply"]
-    return outcome.metrics, replies
-
-
-def through_server(bench, out, backend: str, options: BackendOptions, max_batch: int = 8) -> tuple[dict, dict, dict]:
-    app = create_app(ServeConfig(backend=backend, options=options, max_batch=max_batch, batch_wait_ms=20, port=0))
-    with BackgroundServer(app) as server:
-        client = BackendOptions(model="whatever-name", base_url=f"{server.url}/v1", concurrency=8,
-                                max_new_tokens=options.max_new_tokens, seed=options.seed, max_retries=0)  # fmt: skip
-        metrics, replies = run_eval(bench, out, "openai", client)
-        health = app.state.serve.health()
-    return metrics, replies, health
+        replies[record["uid"], record["draw"]] = tuple(record[key] for key in RECORD_KEYS)
+    return json.loads((out / "metrics.json").read_text()), replies
 
 
 def same_metrics(a: dict, b: dict) -> None:
     assert json.dumps(a["splits"], sort_keys=True) == json.dumps(b["splits"], sort_keys=True)
-    assert a["n_replies"] == b["n_replies"] and a["n_refused"] == b["n_refused"] == 0
+    assert a["n_replies"] == b["n_replies"] == N_SAMPLES and a["n_refused"] == b["n_refused"] == 0
+
+
+# --------------------------------------------------------------------------- in-process server, pixel-nn
 
 
 def test_pixel_nn_through_the_server_matches_in_process(bench, tmp_path):
-    options = BackendOptions(seed=0)
-    local_metrics, local_replies = run_eval(bench, tmp_path / "local", "pixel-nn", options)
-    served_metrics, served_replies, health = through_server(bench, tmp_path / "served", "pixel-nn", options)
-    assert served_replies == local_replies and len(local_replies) == 30
+    files, image_root = bench
+
+    def run(out: Path, backend: str, options: BackendOptions) -> tuple[dict, dict]:
+        config = EvalConfig(bench=files, out=str(out), backend=backend, image_root=image_root, bootstrap=0,
+                            floors=False, plots=False, options=options)  # fmt: skip
+        evaluate(config, progress=False)
+        return read_run(out)
+
+    local_metrics, local_replies = run(tmp_path / "local", "pixel-nn", BackendOptions(seed=0))
+    app = create_app(ServeConfig(backend="pixel-nn", max_batch=8, batch_wait_ms=20, port=0))
+    with BackgroundServer(app) as server:
+        client = BackendOptions(model="whatever-name", base_url=f"{server.url}/v1", concurrency=8, max_retries=0)
+        served_metrics, served_replies = run(tmp_path / "served", "openai", client)
+        health = app.state.serve.health()
+    assert served_replies == local_replies and len(local_replies) == N_SAMPLES
     same_metrics(served_metrics, local_metrics)
-    assert health["batching"]["requests"] == 30
+    assert health["batching"]["requests"] == N_SAMPLES
 
 
-def test_hf_through_the_server_matches_in_process(bench, tmp_path, tiny_vlm_dir):
-    # Greedy, same seed. One request per forward pass on both sides: padding a batch differently
-    # can flip a near-tie of a random model, which says nothing about the server.
-    options = BackendOptions(model=str(tiny_vlm_dir), device="cpu", max_new_tokens=12, seed=0, batch_size=1)
-    local_metrics, local_replies = run_eval(bench, tmp_path / "local", "hf", options)
-    served_metrics, served_replies, health = through_server(bench, tmp_path / "served", "hf", options)
-    assert served_replies == local_replies
-    assert len(set(local_replies.values())) > 1  # the model says varied things: the test can tell inputs apart
+# --------------------------------------------------------------------------- the commands, a local model
+
+
+class ServeProcess:
+    """`progresslm serve ... --port 0` in its own process; the port is read from the line it logs."""
+
+    def __init__(self, *args: str):
+        command = [sys.executable, "-m", "progresslm.cli.main", "serve", "--port", "0", "--log-level", "warning", *args]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self.port: int | None = None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+            found = re.search(r"listening on http://127\.0\.0\.1:(\d+)/v1", line)
+            if found:
+                self.port = int(found.group(1))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout_s: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert self.process.poll() is None, "progresslm serve exited:\n" + "".join(self.lines)
+            assert time.monotonic() < deadline, "progresslm serve did not start:\n" + "".join(self.lines)
+            if self.port is not None:
+                try:
+                    if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.1)
+
+    def stop(self) -> int:
+        """SIGINT, as Ctrl-C: the exit code of a graceful shutdown."""
+        self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout=30)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+
+
+def test_progresslm_serve_and_eval_give_the_in_process_metrics(bench, tmp_path, tiny_vlm_dir):
+    files, image_root = bench
+    # Greedy, same seed, 24 new tokens. One prompt per forward pass on both sides: padding a batch
+    # differently can flip a near-tie of a random model, which says nothing about the server.
+    model = ["--model", str(tiny_vlm_dir), "--device", "cpu", "--batch-size", "1", "--max-new-tokens", "24",
+             "--seed", "0", "--temperature", "0"]  # fmt: skip
+    common = ["eval", "--bench", *files, "--image-root", image_root, "--bootstrap", "0", "--no-floors", "--no-plots",
+              "--quiet"]  # fmt: skip
+    server = ServeProcess("--backend", "nano", *model, "--max-batch", "8", "--batch-wait-ms", "20")
+    try:
+        # the in-process run while the server loads its model
+        assert main([*common, "--backend", "nano", *model, "--out", str(tmp_path / "local")]) == 0
+        server.wait_ready()
+        client = ["--backend", "openai", "--base-url", f"{server.url}/v1", "--model", "any", "--concurrency", "8",
+                  "--max-new-tokens", "24", "--seed", "0", "--temperature", "0", "--max-retries", "0",
+                  "--timeout", "600"]  # fmt: skip  # room for a machine shared with other jobs
+        assert main([*common, *client, "--out", str(tmp_path / "served")]) == 0
+        health = httpx.get(f"{server.url}/health", timeout=10).json()
+    finally:
+        code = server.stop()
+    assert code == 0, "".join(server.lines)
+
+    local_metrics, local_replies = read_run(tmp_path / "local")
+    served_metrics, served_replies = read_run(tmp_path / "served")
+    assert served_replies == local_replies and len(local_replies) == N_SAMPLES
+    assert len({record[1] for record in local_replies.values()}) > 1  # varied replies: the test can tell inputs apart
     same_metrics(served_metrics, local_metrics)
-    assert health["batching"]["largest_batch"] > 1  # the server still gathered concurrent requests
+    assert health["batching"]["requests"] == N_SAMPLES
+    assert health["batching"]["largest_batch"] > 1  # the server gathered concurrent requests into batches

@@ -6,6 +6,9 @@ import pytest
 
 from tests.serve.payloads import b64, data_url, png_bytes
 
+pytest.importorskip("fastapi")  # the serve extra
+pytest.importorskip("uvicorn")
+
 
 def test_json_visual_demo_with_pixel_nn(pixel_client):
     body = {"goal": "fill the cup", "demo_images": [b64(0), data_url(120), b64(240)], "observation": b64(125)}

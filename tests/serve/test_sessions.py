@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import time
+import pytest
 
 from tests.serve.payloads import b64, make_client, png_bytes
+
+pytest.importorskip("fastapi")  # the serve extra
+pytest.importorskip("uvicorn")
 
 DEMO = {"goal": "fill the cup", "demo_images": [b64(0), b64(80), b64(160), b64(240)]}
 
@@ -51,10 +54,14 @@ def test_bad_monitor_settings_are_400(client):
 
 
 def test_sessions_are_capped_and_idle_ones_expire():
-    with make_client("constant", max_sessions=2, session_ttl_s=0.3) as client:
+    with make_client("constant", max_sessions=2, session_ttl_s=60) as client:
         ids = [client.post("/v1/sessions", json=DEMO).json()["id"] for _ in range(2)]
         full = client.post("/v1/sessions", json=DEMO)
         assert full.status_code == 429 and full.json()["error"]["code"] == "too_many_sessions"
-        time.sleep(0.4)
+        store = client.app.state.serve.sessions
+        store.get(ids[0]).last_used -= 59  # idle for 59 s: still open
+        assert client.post("/v1/sessions", json=DEMO).status_code == 429
+        for session_id in ids:  # idle for 61 s (aged by hand: a sleep would make the test depend on the load)
+            store.get(session_id).last_used -= 61
         assert client.post("/v1/sessions", json=DEMO).status_code == 200  # the idle two made room
         assert all(client.get(f"/v1/sessions/{i}").status_code == 404 for i in ids)

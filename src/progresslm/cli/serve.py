@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     except BackendError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    log.info("serving %s (%s backend) on http://%s:%d/v1", backend.model_name, config.backend, config.host, config.port)
+    log.info("serving %s (%s backend)", backend.model_name, config.backend)
     try:
         serve_forever(create_app(config, backend), config, args.log_level)
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after a clean shutdown

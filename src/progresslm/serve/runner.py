@@ -3,11 +3,14 @@ on a free loopback port (tests, `benchmarks/serve_load.py`)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
 
 from progresslm.serve.config import ServeConfig
+
+log = logging.getLogger("progresslm.serve")
 
 
 def uvicorn_config(app: Any, config: ServeConfig, log_level: str = "info"):
@@ -26,10 +29,20 @@ def uvicorn_config(app: Any, config: ServeConfig, log_level: str = "info"):
 
 
 def serve_forever(app: Any, config: ServeConfig, log_level: str = "info") -> None:
-    """Serve until SIGINT / SIGTERM (uvicorn installs the handlers)."""
+    """Serve until SIGINT / SIGTERM (uvicorn installs the handlers).
+
+    The socket is bound here, so the line saying where the server listens names the real port
+    also for `--port 0` (a free one), whatever uvicorn's log level."""
     import uvicorn
 
-    uvicorn.Server(uvicorn_config(app, config, log_level)).run()
+    settings = uvicorn_config(app, config, log_level)
+    sock = settings.bind_socket()  # exits with uvicorn's message when the port is taken
+    host, port = sock.getsockname()[:2]
+    log.info("listening on http://%s:%d/v1 (Ctrl-C stops)", f"[{host}]" if ":" in host else host, port)
+    try:
+        uvicorn.Server(settings).run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 class BackgroundServer:
