@@ -30,8 +30,9 @@ demo: setup
 	@echo "reports: $(RUNS)/nano/report.html (plots, demo swap) and $(RUNS)/compare.html"
 
 # ProgressLM-nano from scratch on the CPU (configs/nano_*.yaml; seed 0): the full simulator preset,
-# a random-init 3.7 M Qwen2.5-VL, the vision warm start, SFT on the sft pool, GRPO on the rl pool,
-# then the checkpoint copied into the package. Every stage resumes or is skipped when done.
+# a random-init 3.7 M Qwen2.5-VL, the vision warm start, SFT on the sft pool, the SFT checkpoint that does
+# best on the rl pool's tasks (which SFT never saw), GRPO on the rl pool, then the checkpoint copied into
+# the package. Every stage resumes or is skipped when done.
 SIM_FULL = $${PROGRESSLM_HOME:-$$HOME/.cache/progresslm}/sim-full-s0-v3
 NANO ?= runs/nano
 nano: setup
@@ -40,7 +41,9 @@ nano: setup
 	test -f $(NANO)/distilled/distill.json || $(PY) -m progresslm.cli.main train distill-vision --model $(NANO)/init \
 		--bench "$(SIM_FULL)/sft/*.jsonl" --image-root "$(SIM_FULL)/images" --out $(NANO)/distilled --steps 600
 	$(PY) -m progresslm.cli.main train sft --config configs/nano_sft.yaml model=$(NANO)/distilled output_dir=$(NANO)/sft
-	$(PY) -m progresslm.cli.main train grpo --config configs/nano_grpo.yaml model=$(NANO)/sft output_dir=$(NANO)/grpo
+	test -f $(NANO)/sft-best/select.json || $(PY) -m progresslm.cli.main train select --runs $(NANO)/sft \
+		--bench "$(SIM_FULL)/rl/*.jsonl" --image-root "$(SIM_FULL)/images" --per-file 50 --out $(NANO)/sft-best
+	$(PY) -m progresslm.cli.main train grpo --config configs/nano_grpo.yaml model=$(NANO)/sft-best output_dir=$(NANO)/grpo
 	$(PY) -m progresslm.cli.main train export --model $(NANO)/grpo --out src/progresslm/models/nano
 
 test: setup

@@ -160,7 +160,8 @@ def _pooled_uda(run: Run):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["small", "full"], choices=["small", "full"])
-    parser.add_argument("--sft", default=str(REPO / "runs/nano/sft"), help="nano after SFT (a model directory)")
+    parser.add_argument("--sft", default=str(REPO / "runs/nano/sft-best"),
+                        help="nano after SFT (a model directory; default: the checkpoint `make nano` selected)")
     parser.add_argument("--grpo", default=str(REPO / "src/progresslm/models/nano"),
                         help="nano after GRPO (default: the shipped checkpoint)")
     parser.add_argument("--runs", default=str(REPO / "runs/nano_results"))

@@ -97,6 +97,26 @@ def add_parser(subparsers) -> None:
     distill.add_argument("--learning-rate", type=float, default=1e-3)
     distill.add_argument("--seed", type=int, default=0)
     distill.set_defaults(handler=run_distill)
+
+    select = commands.add_parser(
+        "select",
+        help="evaluate every checkpoint of a training run on held-out tasks and keep the best",
+        description="Evaluate each checkpoint-N of the given training outputs (and the outputs themselves) greedily "
+        "on one fixed subset of a benchmark whose tasks training never saw; the selection score is the mean NSE "
+        "over the answerable splits plus --na-weight x the share of wrong N/A calls. The best is copied to --out "
+        "with its processor.",
+    )
+    select.add_argument("--runs", nargs="+", required=True, metavar="DIR", help="training output directories")
+    select.add_argument("--bench", nargs="+", required=True, metavar="FILE", help="held-out benchmark JSONL (globs allowed)")
+    select.add_argument("--image-root", help="images resolve as IMAGE_ROOT/<id>/<file name>")
+    select.add_argument("--per-file", type=int, default=60, help="rows taken from each benchmark file (seeded)")
+    select.add_argument("--work", metavar="DIR", help="where the evaluations go (default: OUT.select or RUN/select)")
+    select.add_argument("--out", metavar="DIR", help="copy the best model here")
+    select.add_argument("--na-weight", type=float, default=0.5)
+    select.add_argument("--batch-size", type=int, default=16)
+    select.add_argument("--device", default="cpu")
+    select.add_argument("--seed", type=int, default=0)
+    select.set_defaults(handler=run_select)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 
 
@@ -252,4 +272,33 @@ def run_distill(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(report, indent=2))
     print(f"warm-started model in {args.out}")
+    return 0
+
+
+def run_select(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from progresslm.evaluate import EvalError
+    from progresslm.official import BenchFormatError
+    from progresslm.train.config import expand_files, expand_path
+    from progresslm.train.select import select_checkpoint
+
+    try:
+        if args.per_file < 1:
+            raise ValueError(f"--per-file must be at least 1, got {args.per_file}")
+        files = expand_files(args.bench)
+        work = args.work or (f"{args.out}.select" if args.out else str(Path(args.runs[0]) / "select"))
+        report = select_checkpoint(
+            args.runs, files, expand_path(args.image_root) if args.image_root else None, work, out=args.out,
+            per_file=args.per_file, batch_size=args.batch_size, device=args.device, na_weight=args.na_weight,
+            seed=args.seed,
+        )  # fmt: skip
+    except (BenchFormatError, EvalError, FileNotFoundError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for row in report["candidates"]:
+        mark = "*" if row["model"] == report["best"] else " "
+        print(f"{mark} {row['score']:8.2f}  {row['model']}")
+    print(json.dumps({"best": report["best"], "out": report.get("out")}))
     return 0

@@ -1,0 +1,174 @@
+"""Pick the training checkpoint that does best on tasks it never trained on.
+
+A model trained from scratch on a few dozen simulated tasks can keep lowering its training loss while
+it learns those tasks by heart ("this picture of this task is 40 %") instead of comparing the
+observation with the demonstration. Held-out tasks tell the two apart: every `checkpoint-*` of a
+training output (and the output itself) is evaluated greedily on the same fixed subset of a
+benchmark whose tasks training never saw (for ProgressLM-nano, the simulator's `rl` pool before GRPO
+uses it), and the checkpoint with the best selection score is copied out with its processor.
+
+The selection score (lower is better) is the mean NSE over the answerable splits present, plus
+`na_weight` times the share of wrong answerability calls (answerable answered N/A, or unanswerable
+answered with a number), both in percent; every figure is printed and written to `select.json`.
+
+    progresslm train select --runs runs/nano/sft --bench 'rl/*.jsonl' --image-root images \\
+        --per-file 60 --out runs/nano/sft-best
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SELECT_FILE = "select.json"
+ANSWERABLE_SPLITS = ("visual_same_view", "visual_cross_view", "text")
+_SKIP_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin", "trainer_state.json")
+
+
+def candidates(runs: Sequence[str | Path]) -> list[Path]:
+    """Model directories to compare: each given directory that holds a model, and its `checkpoint-N`
+    subdirectories in step order."""
+    found: list[Path] = []
+    for run in runs:
+        run = Path(run)
+        if not run.is_dir():
+            raise FileNotFoundError(f"{run}: no such directory")
+        steps = sorted(run.glob("checkpoint-*"), key=lambda p: int(p.name.rpartition("-")[2] or 0))
+        found += [p for p in steps if (p / "config.json").is_file()]
+        if (run / "config.json").is_file():
+            found.append(run)
+    if not found:
+        raise FileNotFoundError(f"no model directories (config.json) in {', '.join(map(str, runs))}")
+    return found
+
+
+def subset_bench(files: Sequence[str | Path], per_file: int, out_dir: Path, seed: int = 0) -> list[Path]:
+    """The same `per_file` rows of each benchmark file, every time (seeded), written under `out_dir`
+    with the files' own names so splits and image paths stay as they are."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in files:
+        path = Path(path)
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        if not lines:
+            continue
+        rng = random.Random(f"{seed}:{path.name}")
+        chosen = sorted(rng.sample(range(len(lines)), k=min(per_file, len(lines))))
+        target = out_dir / path.name
+        target.write_text("".join(lines[i] + "\n" for i in chosen))
+        written.append(target)
+    if not written:
+        raise ValueError(f"the benchmark files hold no rows: {', '.join(map(str, files))}")
+    return written
+
+
+def selection_score(metrics: dict, na_weight: float = 0.5) -> float:
+    """Mean NSE over the answerable splits plus `na_weight` x the share of wrong N/A calls (percent).
+    A split with samples but no usable answer (every reply unparseable) counts as 100 on both.
+
+    >>> m = {"splits": {"visual_same_view": {"n": 10, "nse": 20.0, "afrr": 10.0},
+    ...                 "visual_unanswerable": {"n": 10, "uda": 60.0}}}
+    >>> selection_score(m)  # 20 + 0.5 * (10 + 40) / 2
+    32.5
+    """
+    splits = metrics["splits"]
+    present = {name: s for name, s in splits.items() if s.get("n")}
+    answerable = [present[name] for name in ANSWERABLE_SPLITS if name in present]
+    if not answerable:
+        raise ValueError("no answerable split with samples in these metrics")
+    nse = [100.0 if s.get("nse") is None else s["nse"] for s in answerable]
+    wrong = [100.0 if s.get("afrr") is None else s["afrr"] for s in answerable]
+    wrong += [
+        100.0 if s.get("uda") is None else 100.0 - s["uda"] for name, s in present.items() if name.endswith("_unanswerable")
+    ]
+    return round(sum(nse) / len(nse) + na_weight * sum(wrong) / len(wrong), 3)
+
+
+def copy_model(source: Path, out: Path, processor_from: Path | None = None) -> None:
+    """A clean model directory: weights, config and processor, no optimizer state."""
+    from progresslm.train.export import PROCESSOR_FILES
+
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(source, out, ignore=shutil.ignore_patterns(*_SKIP_FILES))
+    if processor_from is not None and not any((out / name).is_file() for name in PROCESSOR_FILES):
+        for item in processor_from.iterdir():
+            if item.is_file() and not (out / item.name).exists() and not item.name.endswith(".safetensors"):
+                if item.name in _SKIP_FILES or item.suffix in (".jsonl", ".yaml", ".md"):
+                    continue
+                shutil.copy2(item, out / item.name)
+
+
+def _with_processor(model_dir: Path, runs_root: Path, work: Path) -> Path:
+    """`model_dir` itself when it carries a processor, else a copy that gets the run's processor."""
+    from progresslm.train.export import PROCESSOR_FILES
+
+    if any((model_dir / name).is_file() for name in PROCESSOR_FILES):
+        return model_dir
+    if not any((runs_root / name).is_file() for name in PROCESSOR_FILES):
+        raise FileNotFoundError(f"{model_dir} has no processor files and neither has {runs_root}")
+    target = work / "models" / model_dir.name
+    copy_model(model_dir, target, processor_from=runs_root)
+    return target
+
+
+def select_checkpoint(
+    runs: Sequence[str | Path],
+    bench: Sequence[str | Path],
+    image_root: str | Path | None,
+    work_dir: str | Path,
+    out: str | Path | None = None,
+    per_file: int = 60,
+    mode: str = "two-stage",
+    batch_size: int = 16,
+    device: str = "cpu",
+    na_weight: float = 0.5,
+    seed: int = 0,
+) -> dict:
+    """Evaluate every candidate of `runs` on one fixed subset of `bench`; copy the best to `out`."""
+    from progresslm.backends.base import BackendOptions
+    from progresslm.evaluate import EvalConfig, evaluate
+
+    work = Path(work_dir)
+    files = subset_bench(bench, per_file, work / "bench", seed)
+    rows = []
+    for model_dir in candidates(runs):
+        usable = _with_processor(model_dir, model_dir.parent if model_dir.name.startswith("checkpoint-") else model_dir, work)
+        config = EvalConfig(
+            bench=[str(f) for f in files], out=str(work / "evals" / model_dir.name), backend="hf", mode=mode,
+            image_root=str(image_root) if image_root else None, bootstrap=0, floors=False, plots=False,
+            options=BackendOptions(model=str(usable), device=device, batch_size=batch_size, max_new_tokens=64, seed=seed),
+        )  # fmt: skip
+        metrics = evaluate(config, progress=False).metrics
+        splits = metrics["splits"]
+        row = {
+            "model": str(model_dir),
+            "score": selection_score(metrics, na_weight),
+            **{f"{name}_nse": splits.get(name, {}).get("nse") for name in ANSWERABLE_SPLITS},
+            **{f"{name}_prc": splits.get(name, {}).get("prc") for name in ANSWERABLE_SPLITS},
+            "afrr": splits.get("micro", {}).get("afrr"),
+            "uda": {name: s.get("uda") for name, s in splits.items() if name.endswith("_unanswerable")},
+        }
+        log.info("%s: selection score %.2f", model_dir, row["score"])
+        rows.append(row)
+    best = min(rows, key=lambda row: row["score"])
+    report = {
+        "bench": [str(f) for f in bench],
+        "rows_per_file": per_file,
+        "na_weight": na_weight,
+        "candidates": rows,
+        "best": best["model"],
+    }
+    if out is not None:
+        best_dir = Path(best["model"])
+        copy_model(best_dir, Path(out), processor_from=best_dir.parent if best_dir.name.startswith("checkpoint-") else None)
+        report["out"] = str(out)
+        (Path(out) / SELECT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    (work / SELECT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return report
