@@ -1,14 +1,18 @@
-"""Load test for `progresslm serve`: N concurrent clients for a fixed time, then throughput, latency,
-errors and memory growth.
+"""Load test for `progresslm serve`: N concurrent clients on loopback for a fixed time, then
+throughput, latency, errors and the server's memory growth.
 
     python benchmarks/serve_load.py --backend constant --clients 16 --seconds 20
     python benchmarks/serve_load.py --backend hf --model /path/to/model --clients 8 --seconds 30
-    python benchmarks/serve_load.py --url http://127.0.0.1:8000 --clients 8      # a server already running
+    python benchmarks/serve_load.py --url http://127.0.0.1:8000 --pid 1234 --clients 8    # a server already running
 
-Without --url the server runs in this process on a free loopback port (real uvicorn, real sockets),
-so the RSS figures are the server's memory plus the clients' (small and constant). Each request is
-a progresslm two-stage prompt with a visual demonstration (--keyframes images) and one observation,
-sent as the `openai` backend sends it; every client cycles through --distinct observations.
+Without --url, `progresslm serve --port 0` is started in its own process on a free loopback port
+(real uvicorn, real sockets, the clients' CPU and memory apart from the server's), stopped with
+SIGINT at the end (its exit code is printed: 0 is a graceful shutdown). Memory is the server
+process's resident set (/proc/PID/status) after the warm-up and after the load. Only loopback URLs
+are accepted. Each request is a progresslm two-stage prompt with a visual demonstration
+(--keyframes images) and one observation, sent as the `openai` backend sends it; every client cycles
+through --distinct observations. The run is bounded: no request starts after --seconds, and each
+has --timeout seconds to finish.
 """
 
 from __future__ import annotations
@@ -16,23 +20,110 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import ipaddress
+import os
+import re
+import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
+LOOPBACK_NAMES = ("localhost",)
 
-def rss_mb() -> float | None:
+
+def rss_mb(pid: int | None) -> float | None:
+    """The resident memory of process `pid` in MB (None where /proc cannot say)."""
+    if pid is None:
+        return None
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return None
+
+
+def cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user + system) process `pid` has used, every thread included (None where /proc cannot say).
+
+    On a machine shared with other work, CPU time per request says more than wall time."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
+
+
+def loopback_url(url: str) -> str:
+    """`url` without a trailing slash, if its host is a loopback address; else exit with why."""
+    host = urlsplit(url).hostname or ""
+    try:
+        local = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = host.lower() in LOOPBACK_NAMES
+    if not local:
+        sys.exit(f"error: --url {url!r}: this load test only drives servers on loopback (127.0.0.1, ::1, localhost)")
+    return url.rstrip("/")
+
+
+class ServerProcess:
+    """`progresslm serve --port 0 ...` in its own process; the port is read from the line it logs."""
+
+    def __init__(self, serve_args: list[str]):
+        command = [sys.executable, "-m", "progresslm.cli.main", "serve", "--host", "127.0.0.1", "--port", "0",
+                   "--log-level", "warning", *serve_args]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self.port: int | None = None
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+            found = re.search(r"listening on http://127\.0\.0\.1:(\d+)/v1", line)
+            if found:
+                self.port = int(found.group(1))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process.poll() is not None:
+                sys.exit("error: progresslm serve exited:\n" + "".join(self.lines))
+            if time.monotonic() > deadline:
+                self.stop()
+                sys.exit(f"error: progresslm serve did not answer /health within {timeout_s:g} s:\n" + "".join(self.lines))
+            if self.port is not None:
+                try:
+                    if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.1)
+
+    def stop(self, timeout_s: float = 60.0) -> int | None:
+        """SIGINT (Ctrl-C) and the exit code; None if it had to be killed."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                return None
+        return self.process.returncode
 
 
 def png_url(level: int, size: int) -> str:
@@ -60,8 +151,9 @@ def bodies(keyframes: int, distinct: int, size: int, max_tokens: int) -> list[di
     return out
 
 
-def client_loop(url: str, payloads: list[dict], stop_at: float, latencies: list, errors: list, lock) -> None:
-    with httpx.Client(timeout=120) as http:
+def client_loop(url: str, payloads: list[dict], stop_at: float, timeout_s: float, latencies: list, errors: list,
+                lock) -> None:  # fmt: skip
+    with httpx.Client(timeout=timeout_s) as http:
         k = 0
         while time.monotonic() < stop_at:
             began = time.perf_counter()
@@ -77,18 +169,18 @@ def client_loop(url: str, payloads: list[dict], stop_at: float, latencies: list,
             k += 1
 
 
-def drive(url: str, args: argparse.Namespace) -> dict:
+def drive(url: str, pid: int | None, args: argparse.Namespace) -> dict:
     payloads = bodies(args.keyframes, args.distinct, args.image_size, args.max_tokens)
     with httpx.Client(timeout=300) as http:  # warm-up: first calls load lazily initialised parts
         for payload in payloads[: min(3, len(payloads))]:
             http.post(f"{url}/v1/chat/completions", json=payload).raise_for_status()
-    rss_before = rss_mb()
+    rss_before, cpu_before, load_before = rss_mb(pid), cpu_s(pid), os.getloadavg()[0]
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + args.seconds
     began = time.perf_counter()
-    threads = [threading.Thread(target=client_loop, args=(url, payloads, stop_at, latencies, errors, lock))
+    threads = [threading.Thread(target=client_loop, args=(url, payloads, stop_at, args.timeout, latencies, errors, lock))
                for _ in range(args.clients)]  # fmt: skip
     for thread in threads:
         thread.start()
@@ -96,7 +188,7 @@ def drive(url: str, args: argparse.Namespace) -> dict:
         thread.join()
     wall = time.perf_counter() - began
     health = httpx.get(f"{url}/health", timeout=30).json()
-    rss_after = rss_mb()
+    rss_after, cpu_after = rss_mb(pid), cpu_s(pid)
     ordered = sorted(latencies)
     pick = lambda q: ordered[min(int(q * len(ordered)), len(ordered) - 1)] if ordered else float("nan")  # noqa: E731
     return {
@@ -110,44 +202,48 @@ def drive(url: str, args: argparse.Namespace) -> dict:
         "mean_ms": 1000 * statistics.fmean(ordered) if ordered else float("nan"),
         "rss_before_mb": rss_before,
         "rss_after_mb": rss_after,
+        "server_cpu_s": None if cpu_before is None or cpu_after is None else cpu_after - cpu_before,
+        "load_before": load_before,
         "health": health,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", help="a running server's root, e.g. http://127.0.0.1:8000 (default: start one here)")
+    parser.add_argument("--url", help="a running server's root on loopback, e.g. http://127.0.0.1:8000 "
+                        "(default: start `progresslm serve` here)")  # fmt: skip
+    parser.add_argument("--pid", type=int, help="with --url: the server's process id, for its memory figures")
     parser.add_argument("--backend", default="constant")
     parser.add_argument("--model", help="model directory (hf, nano)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="how long the clients send requests")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds a request may take")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--batch-wait-ms", type=float, default=5.0)
     parser.add_argument("--keyframes", type=int, default=3)
     parser.add_argument("--distinct", type=int, default=16, help="different observations the clients cycle through")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--start-timeout", type=float, default=300.0, help="seconds the server gets to load its model")
     args = parser.parse_args(argv)
 
     server = None
     if args.url:
-        url, where = args.url.rstrip("/"), args.url
+        url, pid, where = loopback_url(args.url), args.pid, args.url
     else:
-        from progresslm.backends.base import BackendOptions
-        from progresslm.serve import ServeConfig, create_app
-        from progresslm.serve.runner import BackgroundServer
-
-        options = BackendOptions(model=args.model, device=args.device, batch_size=args.max_batch)
-        config = ServeConfig(backend=args.backend, options=options, port=0, max_batch=args.max_batch,
-                             batch_wait_ms=args.batch_wait_ms)  # fmt: skip
-        server = BackgroundServer(create_app(config)).start()
-        url, where = server.url, f"in-process {server.url}"
+        serve_args = ["--backend", args.backend, "--device", args.device, "--max-batch", str(args.max_batch),
+                      "--batch-size", str(args.max_batch), "--batch-wait-ms", str(args.batch_wait_ms)]  # fmt: skip
+        if args.model:
+            serve_args += ["--model", args.model]
+        server = ServerProcess(serve_args)
+        server.wait_ready(args.start_timeout)
+        url, pid, where = server.url, server.process.pid, f"progresslm serve, pid {server.process.pid}, {server.url}"
     try:
-        result = drive(url, args)
+        result = drive(url, pid, args)
     finally:
-        if server is not None:
-            server.stop()
+        # a request the clients gave up on is still answered: give the drain as long as a request
+        exit_code = server.stop(timeout_s=max(args.timeout, 60.0)) if server is not None else None
     health = result["health"]
     batching = health.get("batching", {})
     print(f"server       {where}  model={health.get('model')}  backend={health.get('backend')}")
@@ -158,11 +254,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"errors       {result['errors']}" + (f"  first: {result['first_error']}" if result["errors"] else ""))
     print(f"batching     mean {batching.get('mean_batch')}  largest {batching.get('largest_batch')}  "
           f"batches {batching.get('batches')}")
-    if result["rss_before_mb"] is not None and server is not None:
+    if result["rss_before_mb"] is not None and result["rss_after_mb"] is not None:
         growth = result["rss_after_mb"] - result["rss_before_mb"]
-        print(f"memory       RSS {result['rss_before_mb']:.0f} MB -> {result['rss_after_mb']:.0f} MB "
-              f"(growth {growth:+.1f} MB, server and clients in this process)")
-    return 0 if result["errors"] == 0 else 1
+        print(f"memory       server RSS {result['rss_before_mb']:.0f} MB after warm-up -> {result['rss_after_mb']:.0f} MB "
+              f"after the load (growth {growth:+.1f} MB)")
+    else:
+        print("memory       not measured (give --pid with --url)")
+    if result["server_cpu_s"] is not None and result["requests"]:
+        print(f"server CPU   {result['server_cpu_s']:.1f} s during the load = "
+              f"{1000 * result['server_cpu_s'] / result['requests']:.1f} ms per request")
+    print(f"machine      {os.cpu_count()} CPUs, load average {result['load_before']:.1f} when the load began")
+    if server is not None:
+        print(f"shutdown     SIGINT -> exit code {exit_code}" + ("" if exit_code == 0 else " (not graceful)"))
+    graceful = server is None or exit_code == 0
+    return 0 if result["errors"] == 0 and graceful else 1
 
 
 if __name__ == "__main__":
