@@ -46,23 +46,19 @@ def test_the_shipped_checkpoint_is_small_and_documented():
 
 @pytest.mark.skipif(not SHIPPED, reason="the nano checkpoint is not in this checkout")
 def test_the_shipped_model_answers_in_the_two_stage_format(tmp_path):
-    """A real forward pass of the shipped weights on a simulator-like sample: a parseable answer."""
-    from helpers import BENCH_FILES, fixture, write_images
-
+    """A real forward pass of the shipped weights on six rows of the small simulated benchmark (copied
+    into tests/fixtures/sim_sample with their images): every reply parses in the two-stage format."""
     from progresslm.evaluate import EvalConfig, evaluate
 
-    files = [str(fixture(name)) for name in BENCH_FILES]
-    from progresslm.official import load_bench
-
-    samples = load_bench(files).samples
-    write_images(samples, tmp_path / "images")
-    config = EvalConfig(bench=files, out=str(tmp_path / "run"), backend="nano", image_root=str(tmp_path / "images"),
-                        limit=6, bootstrap=0, plots=False, options=BackendOptions(device="cpu"))  # fmt: skip
+    sim = Path(__file__).resolve().parents[1] / "fixtures" / "sim_sample"
+    files = sorted(str(path) for path in sim.glob("*.jsonl"))
+    config = EvalConfig(bench=files, out=str(tmp_path / "run"), backend="nano", image_root=str(sim / "images"),
+                        bootstrap=0, plots=False, options=BackendOptions(device="cpu"))  # fmt: skip
     outcome = evaluate(config, progress=False)
     rows = [json.loads(line) for line in (Path(outcome.out) / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all(row["model"] == "progresslm-nano" for row in rows)
     parsed = [parse_two_stage(row["reply"]) for row in rows]
-    assert all(p.status is not Status.PARSE_FAILURE for p in parsed)  # the shipped model writes the four tags
+    assert all(p.status is not Status.PARSE_FAILURE for p in parsed), [row["reply"] for row in rows]
 
 
 def test_export_copies_a_full_model_without_training_state(tiny_vlm_dir, tmp_path):
