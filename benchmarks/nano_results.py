@@ -205,7 +205,7 @@ def main(argv=None) -> int:
                      "| Run | " + " | ".join(KINDS) + " |", "|---|" + "---:|" * len(KINDS)]
         sections += [f"| {name} | " + " | ".join(fmt(kinds[name].get(k)) for k in KINDS) + " |" for name in loaded]
         sections += ["", "**Demonstration swap** (answerable observations asked with another task's demo)", "",
-                     "| Run | changed % | N/A % | mean shift (points) | evaluation time |", "|---|---:|---:|---:|---:|"]
+                     "| Run | changed % | N/A % | mean shift (points) | time of this call (saved replies are reused) |", "|---|---:|---:|---:|---:|"]
         for name, run in loaded.items():
             swap = (run.metrics.get("demo_swap") or {}).get("all", {})
             sections.append(f"| {name} | {fmt(swap.get('changed'))} | {fmt(swap.get('na'))} | "
