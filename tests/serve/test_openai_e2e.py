@@ -114,11 +114,11 @@ class ServeProcess:
                     pass
             time.sleep(0.1)
 
-    def stop(self) -> int:
-        """SIGINT, as Ctrl-C: the exit code of a graceful shutdown."""
+    def stop(self, timeout_s: float = 120.0) -> int:
+        """SIGINT, as Ctrl-C: the exit code of a graceful shutdown (slow on a machine busy with other work)."""
         self.process.send_signal(signal.SIGINT)
         try:
-            return self.process.wait(timeout=30)
+            return self.process.wait(timeout=timeout_s)
         finally:
             if self.process.poll() is None:
                 self.process.kill()
