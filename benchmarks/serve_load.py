@@ -104,7 +104,8 @@ class ServerProcess:
                 sys.exit("error: progresslm serve exited:\n" + "".join(self.lines))
             if time.monotonic() > deadline:
                 self.stop()
-                sys.exit(f"error: progresslm serve did not answer /health within {timeout_s:g} s:\n" + "".join(self.lines))
+                what = f"error: progresslm serve did not answer /health within {timeout_s:g} s:\n"
+                sys.exit(what + "".join(self.lines))
             if self.port is not None:
                 try:
                     if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
@@ -180,8 +181,8 @@ def drive(url: str, pid: int | None, args: argparse.Namespace) -> dict:
     lock = threading.Lock()
     stop_at = time.monotonic() + args.seconds
     began = time.perf_counter()
-    threads = [threading.Thread(target=client_loop, args=(url, payloads, stop_at, args.timeout, latencies, errors, lock))
-               for _ in range(args.clients)]  # fmt: skip
+    loop_args = (url, payloads, stop_at, args.timeout, latencies, errors, lock)
+    threads = [threading.Thread(target=client_loop, args=loop_args) for _ in range(args.clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -250,14 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load         {args.clients} clients x {args.seconds:g} s, {args.keyframes} keyframes + 1 observation "
           f"of {args.image_size}px per request, max_tokens {args.max_tokens}")
     print(f"requests     {result['requests']} in {result['wall_s']:.1f} s = {result['rps']:.1f} requests/s")
-    print(f"latency      p50 {result['p50_ms']:.1f} ms   p99 {result['p99_ms']:.1f} ms   mean {result['mean_ms']:.1f} ms")
+    print(f"latency      p50 {result['p50_ms']:.1f} ms   p99 {result['p99_ms']:.1f} ms   "
+          f"mean {result['mean_ms']:.1f} ms")
     print(f"errors       {result['errors']}" + (f"  first: {result['first_error']}" if result["errors"] else ""))
     print(f"batching     mean {batching.get('mean_batch')}  largest {batching.get('largest_batch')}  "
           f"batches {batching.get('batches')}")
     if result["rss_before_mb"] is not None and result["rss_after_mb"] is not None:
         growth = result["rss_after_mb"] - result["rss_before_mb"]
-        print(f"memory       server RSS {result['rss_before_mb']:.0f} MB after warm-up -> {result['rss_after_mb']:.0f} MB "
-              f"after the load (growth {growth:+.1f} MB)")
+        print(f"memory       server RSS {result['rss_before_mb']:.0f} MB after warm-up -> "
+              f"{result['rss_after_mb']:.0f} MB after the load (growth {growth:+.1f} MB)")
     else:
         print("memory       not measured (give --pid with --url)")
     if result["server_cpu_s"] is not None and result["requests"]:
