@@ -72,7 +72,7 @@ def test_nano_recipes_train_from_scratch_on_the_cpu(name, kind, data_overrides):
     split = "sft" if kind == "sft" else "rl"  # never the bench split
     assert all(f"sim-full-s0-v3/{split}/" in path for path in raw["data"]["files"])
     if kind == "grpo":
-        assert recipe.reward["weights"] == [0.1, 0.6, 0.3] and recipe.model == "runs/nano/sft"
+        assert recipe.reward["weights"] == [0.1, 0.6, 0.3] and recipe.model == "runs/nano/sft-best"  # the checkpoint `train select` kept
 
 
 def test_the_kind_comes_from_the_caller_the_file_or_the_keys(data_overrides):
