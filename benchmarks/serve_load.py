@@ -22,10 +22,7 @@ import base64
 import io
 import ipaddress
 import os
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -33,6 +30,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+
+from progresslm.serve.runner import ServerProcess
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -73,58 +72,6 @@ def loopback_url(url: str) -> str:
     if not local:
         sys.exit(f"error: --url {url!r}: this load test only drives servers on loopback (127.0.0.1, ::1, localhost)")
     return url.rstrip("/")
-
-
-class ServerProcess:
-    """`progresslm serve --port 0 ...` in its own process; the port is read from the line it logs."""
-
-    def __init__(self, serve_args: list[str]):
-        command = [sys.executable, "-m", "progresslm.cli.main", "serve", "--host", "127.0.0.1", "--port", "0",
-                   "--log-level", "warning", *serve_args]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self.port: int | None = None
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line)
-            found = re.search(r"listening on http://127\.0\.0\.1:(\d+)/v1", line)
-            if found:
-                self.port = int(found.group(1))
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.process.poll() is not None:
-                sys.exit("error: progresslm serve exited:\n" + "".join(self.lines))
-            if time.monotonic() > deadline:
-                self.stop()
-                what = f"error: progresslm serve did not answer /health within {timeout_s:g} s:\n"
-                sys.exit(what + "".join(self.lines))
-            if self.port is not None:
-                try:
-                    if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.1)
-
-    def stop(self, timeout_s: float = 60.0) -> int | None:
-        """SIGINT (Ctrl-C) and the exit code; None if it had to be killed."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                return None
-        return self.process.returncode
 
 
 def png_url(level: int, size: int) -> str:
@@ -238,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.model:
             serve_args += ["--model", args.model]
         server = ServerProcess(serve_args)
-        server.wait_ready(args.start_timeout)
+        try:
+            server.wait_ready(args.start_timeout)
+        except RuntimeError as err:
+            sys.exit(f"error: {err}")
         url, pid, where = server.url, server.process.pid, f"progresslm serve, pid {server.process.pid}, {server.url}"
     try:
         result = drive(url, pid, args)

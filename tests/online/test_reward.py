@@ -96,6 +96,18 @@ def make_wrapper(backend, steps: int = 6, script=SCRIPT, **kwargs) -> ProgressRe
     return ProgressReward(env, DEMO, backend, goal="press the handle", **kwargs)
 
 
+def start_held(steps: int, **kwargs):
+    """A wrapper whose backend holds its first call: reset, and wait until the reset frame is being
+    scored. Returns (backend, wrapper, expert, obs, info)."""
+    backend = ScriptedBackend()
+    wrapper = make_wrapper(backend, steps=steps, **kwargs)
+    expert = Expert()
+    backend.hold()
+    obs, info = wrapper.reset()
+    assert backend.entered.wait(10)  # the reset frame is being scored (and held)
+    return backend, wrapper, expert, obs, info
+
+
 class RecordReward(gymnasium.Wrapper):
     """Keeps the rewards of the env below the wrapper."""
 
@@ -193,12 +205,7 @@ def test_n_a_answers_give_no_shaping_and_are_counted():
 
 
 def test_step_does_not_wait_for_a_busy_backend_and_frames_queue_into_one_batch():
-    backend = ScriptedBackend()
-    wrapper = make_wrapper(backend, steps=7, max_batch=8)
-    expert = Expert()
-    backend.hold()
-    obs, info = wrapper.reset()
-    assert backend.entered.wait(10)  # the reset frame is being scored (and held)
+    backend, wrapper, expert, obs, info = start_held(7, max_batch=8)
     assert info["progress"] is None and info["progress_pending"] == 1
     for step in range(1, 6):
         obs, _, _, _, info = wrapper.step(expert(obs))
@@ -223,12 +230,7 @@ def test_step_does_not_wait_for_a_busy_backend_and_frames_queue_into_one_batch()
 
 
 def test_the_episode_return_is_final_minus_initial_progress_after_a_flush():
-    backend = ScriptedBackend()
-    wrapper = make_wrapper(backend, steps=7)
-    expert = Expert()
-    backend.hold()
-    obs, _ = wrapper.reset()
-    assert backend.entered.wait(10)
+    backend, wrapper, expert, obs, _ = start_held(7)
     total = 0.0
     for _ in range(6):
         obs, _, _, _, info = wrapper.step(expert(obs))
@@ -273,12 +275,7 @@ def test_two_envs_share_one_worker_and_batch():
 
 
 def test_reset_drops_the_previous_episode_s_pending_frames():
-    backend = ScriptedBackend()
-    wrapper = make_wrapper(backend, steps=7)
-    expert = Expert()
-    backend.hold()
-    obs, _ = wrapper.reset()
-    assert backend.entered.wait(10)
+    backend, wrapper, expert, obs, _ = start_held(7)
     for _ in range(3):
         obs, *_ = wrapper.step(expert(obs))
     backend.release()

@@ -4,12 +4,6 @@ replies and metrics as the backend run in-process (greedy, same seed)."""
 from __future__ import annotations
 
 import json
-import re
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -21,7 +15,7 @@ from progresslm.cli.main import main
 from progresslm.evaluate import EvalConfig, evaluate
 from progresslm.official import read_official
 from progresslm.serve import ServeConfig, create_app
-from progresslm.serve.runner import BackgroundServer
+from progresslm.serve.runner import BackgroundServer, ServerProcess
 
 pytest.importorskip("fastapi")  # the serve extra
 pytest.importorskip("uvicorn")
@@ -79,52 +73,6 @@ def test_pixel_nn_through_the_server_matches_in_process(bench, tmp_path):
 # --------------------------------------------------------------------------- the commands, a local model
 
 
-class ServeProcess:
-    """`progresslm serve ... --port 0` in its own process; the port is read from the line it logs."""
-
-    def __init__(self, *args: str):
-        command = [sys.executable, "-m", "progresslm.cli.main", "serve", "--port", "0", "--log-level", "warning", *args]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self.port: int | None = None
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line)
-            found = re.search(r"listening on http://127\.0\.0\.1:(\d+)/v1", line)
-            if found:
-                self.port = int(found.group(1))
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout_s: float = 300.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            assert self.process.poll() is None, "progresslm serve exited:\n" + "".join(self.lines)
-            assert time.monotonic() < deadline, "progresslm serve did not start:\n" + "".join(self.lines)
-            if self.port is not None:
-                try:
-                    if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.1)
-
-    def stop(self, timeout_s: float = 120.0) -> int:
-        """SIGINT, as Ctrl-C: the exit code of a graceful shutdown (slow on a machine busy with other work)."""
-        self.process.send_signal(signal.SIGINT)
-        try:
-            return self.process.wait(timeout=timeout_s)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-
-
 def test_progresslm_serve_and_eval_give_the_in_process_metrics(bench, tmp_path, tiny_vlm_dir):
     files, image_root = bench
     # Greedy, same seed, 24 new tokens. One prompt per forward pass on both sides: padding a batch
@@ -133,19 +81,19 @@ def test_progresslm_serve_and_eval_give_the_in_process_metrics(bench, tmp_path, 
              "--seed", "0", "--temperature", "0"]  # fmt: skip
     common = ["eval", "--bench", *files, "--image-root", image_root, "--bootstrap", "0", "--no-floors", "--no-plots",
               "--quiet"]  # fmt: skip
-    server = ServeProcess("--backend", "nano", *model, "--max-batch", "8", "--batch-wait-ms", "20")
+    server = ServerProcess(["--backend", "nano", *model, "--max-batch", "8", "--batch-wait-ms", "20"])
     try:
         # the in-process run while the server loads its model
         assert main([*common, "--backend", "nano", *model, "--out", str(tmp_path / "local")]) == 0
-        server.wait_ready()
+        server.wait_ready(300.0)
         client = ["--backend", "openai", "--base-url", f"{server.url}/v1", "--model", "any", "--concurrency", "8",
                   "--max-new-tokens", "24", "--seed", "0", "--temperature", "0", "--max-retries", "0",
                   "--timeout", "600"]  # fmt: skip  # room for a machine shared with other jobs
         assert main([*common, *client, "--out", str(tmp_path / "served")]) == 0
         health = httpx.get(f"{server.url}/health", timeout=10).json()
     finally:
-        code = server.stop()
-    assert code == 0, "".join(server.lines)
+        code = server.stop(120.0)  # a graceful shutdown is slow on a machine busy with other work
+    assert code == 0, server.output
 
     local_metrics, local_replies = read_run(tmp_path / "local")
     served_metrics, served_replies = read_run(tmp_path / "served")

@@ -39,30 +39,56 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    add_backend_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_backend_options(parser: argparse.ArgumentParser, **help_for: str) -> None:
+    """The backend options (the fields of BackendOptions), spelled and defaulted the same in every
+    command that runs a backend (`eval`, `watch`, `serve`); `help_for` rewords an option's help for a
+    command where it means something more (keys are destinations, e.g. temperature=...)."""
     group = parser.add_argument_group("backend options")
     defaults = BackendOptions()
-    group.add_argument("--model", help="model name (openai), path or hub id (hf, vllm), calibration JSON (retrieval)")
-    group.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    group.add_argument("--api-key-env", default=defaults.api_key_env, help="environment variable holding the API key")
+    helps = {
+        "model": "model name (openai), path or hub id (hf, vllm, nano), calibration JSON (retrieval)",
+        "base_url": "OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1",
+        "api_key_env": "environment variable holding the API key",
+        "timeout_s": "seconds per request",
+        "batch_size": "hf, vllm: prompts per generate call",
+        "temperature": "0 means greedy",
+        "max_pixels": "cap on image pixels handed to the processor (hf, vllm)",
+        "value": "constant: the percentage it answers",
+        "replies": 'replay: JSONL of {"uid": ..., "reply": ...}',
+        "token_param": "openai: the name of the reply-length field (GPT-5 and o-series models want "
+        "max_completion_tokens)",
+        "sampling_params": "openai: send no temperature, top_p or seed (models that refuse them)",
+        **help_for,
+    }
+    group.add_argument("--model", help=helps["model"])
+    group.add_argument("--base-url", help=helps["base_url"])
+    group.add_argument("--api-key-env", default=defaults.api_key_env, help=helps["api_key_env"])
     group.add_argument("--concurrency", type=int, default=defaults.concurrency)
-    group.add_argument("--timeout", type=float, default=defaults.timeout_s, dest="timeout_s", help="seconds per request")
+    group.add_argument("--timeout", type=float, default=defaults.timeout_s, dest="timeout_s", help=helps["timeout_s"])
     group.add_argument("--max-retries", type=int, default=defaults.max_retries)
     group.add_argument("--device", default=defaults.device)
     group.add_argument("--dtype", default=defaults.dtype)
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    group.add_argument("--temperature", type=float, default=defaults.temperature, help="0 means greedy")
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size, help=helps["batch_size"])
+    group.add_argument("--temperature", type=float, default=defaults.temperature, help=helps["temperature"])
     group.add_argument("--top-p", type=float, default=defaults.top_p)
-    group.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-    group.add_argument("--max-pixels", type=int, help="cap on image pixels handed to the processor (hf, vllm)")
+    group.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help=helps.get("max_new_tokens"))
+    group.add_argument("--max-pixels", type=int, help=helps["max_pixels"])
     group.add_argument("--seed", type=int, default=defaults.seed)
-    group.add_argument("--value", type=float, default=defaults.value, help="constant: the percentage it answers")
-    group.add_argument("--replies", help="replay: JSONL of {\"uid\": ..., \"reply\": ...}")
+    group.add_argument("--value", type=float, default=defaults.value, help=helps["value"])
+    group.add_argument("--replies", help=helps["replies"])
     group.add_argument("--token-param", default=defaults.token_param, choices=["max_tokens", "max_completion_tokens"],
-                       help="openai: the name of the reply-length field (GPT-5 and o-series models want "
-                       "max_completion_tokens)")
+                       help=helps["token_param"])  # fmt: skip
     group.add_argument("--no-sampling-params", dest="sampling_params", action="store_false",
-                       help="openai: send no temperature, top_p or seed (models that refuse them)")
-    parser.set_defaults(handler=run)
+                       help=helps["sampling_params"])  # fmt: skip
+
+
+def backend_options(args: argparse.Namespace) -> BackendOptions:
+    """BackendOptions from the options `add_backend_options` added."""
+    return BackendOptions(**{name: getattr(args, name) for name in BackendOptions.__dataclass_fields__})
 
 
 def _slug(text: str) -> str:
@@ -113,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         except (RuntimeError, ValueError) as err:  # RenderError, SimBuildError
             print(f"error: could not build the default simulated benchmark: {err}", file=sys.stderr)
             return 2
-    options = BackendOptions(**{name: getattr(args, name) for name in BackendOptions.__dataclass_fields__})
+    options = backend_options(args)
     out = args.out or default_out(bench, args.backend, args.model, args.mode, args.value)
     try:
         config = EvalConfig(

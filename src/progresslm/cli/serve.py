@@ -6,38 +6,11 @@ import argparse
 import logging
 import sys
 
-from progresslm.backends.base import BackendOptions
 from progresslm.backends.registry import BACKENDS
+from progresslm.cli.evaluate import DEFAULT_BACKEND, add_backend_options, backend_options
 from progresslm.prompts import MODES
 
 log = logging.getLogger("progresslm")
-DEFAULT_BACKEND = "nano"
-
-
-def add_backend_options(parser: argparse.ArgumentParser) -> None:
-    """The backend options of `progresslm eval`, spelled the same (the fields of BackendOptions)."""
-    group = parser.add_argument_group("backend options")
-    defaults = BackendOptions()
-    group.add_argument("--model", help="model path or hub id (hf, vllm), model name (openai), calibration JSON (retrieval)")
-    group.add_argument("--base-url", help="openai backend: the OpenAI-compatible server to forward to")
-    group.add_argument("--api-key-env", default=defaults.api_key_env, help="environment variable holding the API key")
-    group.add_argument("--concurrency", type=int, default=defaults.concurrency)
-    group.add_argument("--timeout", type=float, default=defaults.timeout_s, dest="timeout_s", help="seconds per request")
-    group.add_argument("--max-retries", type=int, default=defaults.max_retries)
-    group.add_argument("--device", default=defaults.device)
-    group.add_argument("--dtype", default=defaults.dtype)
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="hf, vllm: prompts per forward pass")
-    group.add_argument("--temperature", type=float, default=defaults.temperature,
-                       help="default when a request sends none; 0 means greedy")
-    group.add_argument("--top-p", type=float, default=defaults.top_p)
-    group.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens,
-                       help="default when a request sends no max_tokens")
-    group.add_argument("--max-pixels", type=int, help="cap on image pixels handed to the processor (hf, vllm)")
-    group.add_argument("--seed", type=int, default=defaults.seed)
-    group.add_argument("--value", type=float, default=defaults.value, help="constant: the percentage it answers")
-    group.add_argument("--replies", help="replay: JSONL of {\"uid\": ..., \"reply\": ...}")
-    group.add_argument("--token-param", default=defaults.token_param, choices=["max_tokens", "max_completion_tokens"])
-    group.add_argument("--no-sampling-params", dest="sampling_params", action="store_false")
 
 
 def add_parser(subparsers) -> None:
@@ -73,14 +46,21 @@ def add_parser(subparsers) -> None:
     limits.add_argument("--drain-timeout", type=float, default=d.drain_timeout_s, dest="drain_timeout_s",
                         help="seconds queued requests get to finish on shutdown")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    add_backend_options(parser)
+    add_backend_options(
+        parser,
+        model="model path or hub id (hf, vllm, nano), model name (openai), calibration JSON (retrieval)",
+        base_url="openai backend: the OpenAI-compatible server to forward to",
+        batch_size="hf, vllm: prompts per forward pass",
+        temperature="default when a request sends none; 0 means greedy",
+        max_new_tokens="default when a request sends no max_tokens",
+    )
     parser.set_defaults(handler=run)
 
 
 def config_from_args(args: argparse.Namespace):
     from progresslm.serve.config import ServeConfig
 
-    options = BackendOptions(**{name: getattr(args, name) for name in BackendOptions.__dataclass_fields__})
+    options = backend_options(args)
     fields = ("host", "port", "backend", "mode", "max_batch", "batch_wait_ms", "max_queue", "max_body_mb", "max_images",
               "max_image_pixels", "max_new_tokens_cap", "max_sessions", "session_ttl_s", "max_frames_per_call",
               "drain_timeout_s")  # fmt: skip

@@ -19,9 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from progresslm.backends.base import BackendOptions
 from progresslm.backends.registry import BACKENDS
-from progresslm.cli.evaluate import DEFAULT_BACKEND, _slug
+from progresslm.cli.evaluate import DEFAULT_BACKEND, _slug, add_backend_options, backend_options
 from progresslm.prompts import MODES
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -72,35 +71,8 @@ def add_parser(subparsers) -> None:
     monitor.add_argument("--off-task-frames", type=int, default=3, help="N/A frames in a row counted as off task")
     monitor.add_argument("--milestones", default="tenths", choices=["tenths", "steps"],
                          help="progress events every 10%% or at the demonstration's step boundaries")
-    _add_backend_options(parser)
+    add_backend_options(parser)
     parser.set_defaults(handler=run)
-
-
-def _add_backend_options(parser: argparse.ArgumentParser) -> None:
-    """The backend options of `progresslm eval`, with the same names and defaults."""
-    group = parser.add_argument_group("backend options")
-    defaults = BackendOptions()
-    group.add_argument("--model", help="model name (openai), path or hub id (hf, vllm, nano)")
-    group.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    group.add_argument("--api-key-env", default=defaults.api_key_env, help="environment variable holding the API key")
-    group.add_argument("--concurrency", type=int, default=defaults.concurrency)
-    group.add_argument("--timeout", type=float, default=defaults.timeout_s, dest="timeout_s", 
-                       help="seconds per request")
-    group.add_argument("--max-retries", type=int, default=defaults.max_retries)
-    group.add_argument("--device", default=defaults.device)
-    group.add_argument("--dtype", default=defaults.dtype)
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size, 
-                       help="hf, vllm: prompts per generate call")
-    group.add_argument("--temperature", type=float, default=defaults.temperature, help="0 means greedy")
-    group.add_argument("--top-p", type=float, default=defaults.top_p)
-    group.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-    group.add_argument("--max-pixels", type=int, help="cap on image pixels handed to the processor (hf, vllm)")
-    group.add_argument("--seed", type=int, default=defaults.seed)
-    group.add_argument("--value", type=float, default=defaults.value, help="constant: the percentage it answers")
-    group.add_argument("--replies", help="replay: JSONL of {\"uid\": ..., \"reply\": ...}")
-    group.add_argument("--token-param", default=defaults.token_param, choices=["max_tokens", "max_completion_tokens"])
-    group.add_argument("--no-sampling-params", dest="sampling_params", action="store_false",
-                       help="openai: send no temperature, top_p or seed (models that refuse them)")
 
 
 # ---- inputs -------------------------------------------------------------------------------
@@ -412,7 +384,7 @@ def _watch(args: argparse.Namespace, source: Source, demo: list, demo_kind: str,
     from progresslm.online.monitor import ProgressMonitor
     from progresslm.online.scorer import ProgressScorer
 
-    options = BackendOptions(**{name: getattr(args, name) for name in BackendOptions.__dataclass_fields__})
+    options = backend_options(args)
     out.mkdir(parents=True, exist_ok=True)
     with ProgressScorer(args.goal, demo, backend=args.backend, options=options, mode=args.mode,
                         demo_kind=demo_kind) as scorer:  # fmt: skip

@@ -1,9 +1,14 @@
-"""Running the app under uvicorn: in the foreground (`progresslm serve`) or on a background thread
-on a free loopback port (tests, `benchmarks/serve_load.py`)."""
+"""Running the app under uvicorn: in the foreground (`progresslm serve`), on a background thread on a
+free loopback port (tests), or as a `progresslm serve --port 0` child process (`ServerProcess`: the
+end-to-end test and `benchmarks/serve_load.py`)."""
 
 from __future__ import annotations
 
 import logging
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -82,3 +87,71 @@ class BackgroundServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class ServerProcess:
+    """`progresslm serve --host 127.0.0.1 --port 0 ...` in its own process; the port is read from the
+    line it logs (`serve_forever`), readiness from GET /health.
+
+        server = ServerProcess(["--backend", "constant"])
+        server.wait_ready(60)
+        ... httpx.get(server.url + "/health") ...
+        code = server.stop()  # SIGINT, as Ctrl-C: 0 after a graceful shutdown
+    """
+
+    LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)/v1")
+
+    def __init__(self, serve_args: list[str]):
+        command = [sys.executable, "-m", "progresslm.cli.main", "serve", "--host", "127.0.0.1", "--port", "0",
+                   "--log-level", "warning", *serve_args]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self.port: int | None = None
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+            found = self.LISTENING.search(line)
+            if found:
+                self.port = int(found.group(1))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Return once /health answers 200; RuntimeError (with the server's output) if the process
+        exits first or `timeout_s` passes (the process is then stopped)."""
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError("progresslm serve exited:\n" + self.output)
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"progresslm serve did not answer /health within {timeout_s:g} s:\n" + self.output)
+            if self.port is not None:
+                try:
+                    if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.1)
+
+    def stop(self, timeout_s: float = 60.0) -> int | None:
+        """SIGINT (Ctrl-C) and the exit code; None if it had to be killed after `timeout_s`."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                return None
+        return self.process.returncode

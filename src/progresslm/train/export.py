@@ -180,10 +180,13 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "auto"
     return out
 
 
-def export_model(model_dir: str | Path, out_dir: str | Path, dtype: str = "auto") -> Path:
+def export_model(
+    model_dir: str | Path, out_dir: str | Path, dtype: str = "auto", processor_dir: str | Path | None = None
+) -> Path:
     """Save a full-fine-tuning output as a clean model directory: weights (safetensors), processor,
     generation config and the training recipe, without optimizer state or checkpoints. A LoRA output
-    is merged (`merge_lora`)."""
+    is merged (`merge_lora`). `processor_dir` gives the processor where `model_dir` has none (an
+    intermediate `checkpoint-N` takes its run's)."""
     import torch
 
     source = Path(model_dir).expanduser()
@@ -197,7 +200,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, dtype: str = "auto"
     if dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise RecipeError(f"--dtype: unknown {dtype!r}; valid: auto, float32, bfloat16, float16")
     model = load_model(str(source), "auto" if dtype == "auto" else getattr(torch, dtype), merge_adapter=False)
-    processor = load_processor(str(source))
+    processor = load_processor(str(processor_dir or source))
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)

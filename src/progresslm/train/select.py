@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +27,6 @@ log = logging.getLogger(__name__)
 
 SELECT_FILE = "select.json"
 ANSWERABLE_SPLITS = ("visual_same_view", "visual_cross_view", "text")
-_SKIP_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin", "trainer_state.json")
 
 
 def candidates(runs: Sequence[str | Path]) -> list[Path]:
@@ -90,32 +88,16 @@ def selection_score(metrics: dict, na_weight: float = 0.5) -> float:
     return round(sum(nse) / len(nse) + na_weight * sum(wrong) / len(wrong), 3)
 
 
-def copy_model(source: Path, out: Path, processor_from: Path | None = None) -> None:
-    """A clean model directory: weights, config and processor, no optimizer state."""
+def _processor_dir(model_dir: Path) -> Path:
+    """Where `model_dir`'s processor is: the directory itself, or for a `checkpoint-N` saved without
+    one, its run's directory."""
     from progresslm.train.export import PROCESSOR_FILES
 
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(source, out, ignore=shutil.ignore_patterns(*_SKIP_FILES))
-    if processor_from is not None and not any((out / name).is_file() for name in PROCESSOR_FILES):
-        for item in processor_from.iterdir():
-            if item.is_file() and not (out / item.name).exists() and not item.name.endswith(".safetensors"):
-                if item.name in _SKIP_FILES or item.suffix in (".jsonl", ".yaml", ".md"):
-                    continue
-                shutil.copy2(item, out / item.name)
-
-
-def _with_processor(model_dir: Path, runs_root: Path, work: Path) -> Path:
-    """`model_dir` itself when it carries a processor, else a copy that gets the run's processor."""
-    from progresslm.train.export import PROCESSOR_FILES
-
-    if any((model_dir / name).is_file() for name in PROCESSOR_FILES):
-        return model_dir
-    if not any((runs_root / name).is_file() for name in PROCESSOR_FILES):
-        raise FileNotFoundError(f"{model_dir} has no processor files and neither has {runs_root}")
-    target = work / "models" / model_dir.name
-    copy_model(model_dir, target, processor_from=runs_root)
-    return target
+    run = model_dir.parent if model_dir.name.startswith("checkpoint-") else model_dir
+    for place in (model_dir, run):
+        if any((place / name).is_file() for name in PROCESSOR_FILES):
+            return place
+    raise FileNotFoundError(f"{model_dir} has no processor files and neither has {run}")
 
 
 def select_checkpoint(
@@ -134,12 +116,16 @@ def select_checkpoint(
     """Evaluate every candidate of `runs` on one fixed subset of `bench`; copy the best to `out`."""
     from progresslm.backends.base import BackendOptions
     from progresslm.evaluate import EvalConfig, evaluate
+    from progresslm.train.export import export_model
 
     work = Path(work_dir)
     files = subset_bench(bench, per_file, work / "bench", seed)
     rows = []
     for model_dir in candidates(runs):
-        usable = _with_processor(model_dir, model_dir.parent if model_dir.name.startswith("checkpoint-") else model_dir, work)
+        processor_dir = _processor_dir(model_dir)
+        usable = model_dir  # the backend loads the processor from the model directory: give it one
+        if processor_dir != model_dir:
+            usable = export_model(model_dir, work / "models" / model_dir.name, processor_dir=processor_dir)
         config = EvalConfig(
             bench=[str(f) for f in files], out=str(work / "evals" / model_dir.name), backend="hf", mode=mode,
             image_root=str(image_root) if image_root else None, bootstrap=0, floors=False, plots=False,
@@ -167,7 +153,7 @@ def select_checkpoint(
     }
     if out is not None:
         best_dir = Path(best["model"])
-        copy_model(best_dir, Path(out), processor_from=best_dir.parent if best_dir.name.startswith("checkpoint-") else None)
+        export_model(best_dir, out, processor_dir=_processor_dir(best_dir))
         report["out"] = str(out)
         (Path(out) / SELECT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     (work / SELECT_FILE).write_text(json.dumps(report, indent=2) + "\n")
