@@ -1,4 +1,4 @@
-"""Demo cuts and swapped-demo negatives: exact labels, valid anchors, deterministic, usable for training."""
+"""Demo cuts, swapped-demo negatives and self demos: exact labels, valid anchors, deterministic, usable for training."""
 
 import pytest
 from helpers import BENCH_FILES, fixture, write_images
@@ -6,10 +6,10 @@ from helpers import BENCH_FILES, fixture, write_images
 from progresslm.official import load_bench
 from progresslm.parsing import parse_two_stage
 from progresslm.sim.samples import anchors
-from progresslm.train.augment import augment, cut_demo, demo_cuts, swap_negatives
+from progresslm.train.augment import augment, cut_demo, demo_cuts, self_demos, swap_negatives
 from progresslm.train.data import label_problem, sft_records
 from progresslm.train.traces import template_trace
-from progresslm.types import Demo, Modality, Sample
+from progresslm.types import Demo, Modality, Sample, View
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +106,55 @@ def test_short_traces_parse_back_to_the_labels(progress):
     assert parse_two_stage(na).ref is None and "n/a" in na
     with pytest.raises(ValueError, match="unknown trace style"):
         template_trace(sample, style="long")
+
+
+def episode(traj="sim/t/sft_000", camera="corner2", steps=3, per_interval=2, view=View.SAME):
+    """Rows of one simulated trajectory: key frames at k/T and `per_interval` frames between them."""
+    demo = Demo(Modality.VISUAL, tuple(f"demo/{camera}_k{k}.jpg" for k in range(steps + 1)), total_steps=steps)
+    points = sorted({(k + i / (per_interval + 1)) / steps for k in range(steps) for i in range(per_interval + 1)} | {1.0})
+    rows = []
+    for n, p in enumerate(points):
+        closest, _, delta = anchors(p, steps)
+        rows.append(Sample(
+            f"{view.value}:{traj}:{n}", traj, "open the drawer", demo, f"{camera}_{n:04d}.jpg", progress=round(p, 4),
+            closest_idx=closest, delta=delta, view=view, demo_camera=camera, observation_camera=camera,
+        ))  # fmt: skip
+    return rows
+
+
+def test_a_self_demo_is_the_observation_episodes_own_key_frames():
+    rows = episode()
+    selfs = self_demos(rows, rate=1.0)
+    assert len(selfs) == len(rows)
+    key_names = [r.observation for r in rows if r.closest_idx is not None and abs(r.delta) < 1e-9]
+    for copy, source in zip(selfs, rows):
+        assert copy.uid == source.uid + "#self" and copy.extra["self_demo_of"] == source.uid
+        assert copy.demo.items == tuple(key_names) and copy.demo.total_steps == 3
+        # the labels do not change: the key frames sit at the same progress as the demo's
+        assert (copy.progress, copy.closest_idx, copy.delta) == (source.progress, source.closest_idx, source.delta)
+        assert label_problem(copy, "two-stage") is None
+    # an observation at a key frame is one of the demo's images; one in between is not
+    assert sum(copy.observation in copy.demo.items for copy in selfs) == 4
+
+
+def test_self_demos_need_every_key_frame_and_a_same_view_visual_sample():
+    rows = episode()
+    missing = [r for r in rows if r.progress != 1.0]  # the last key frame was never rendered
+    assert self_demos(missing, rate=1.0) == []
+    cross = episode(view=View.CROSS)
+    assert self_demos(cross, rate=1.0) == []  # same-view rows make them (a cross-view copy would repeat it)
+    text = [Sample("x", "t", "g", Demo(Modality.TEXT, ("a", "b"), 2), "o.jpg", progress=0.5, closest_idx=1)]
+    assert self_demos(text, rate=1.0) == []
+    two = episode() + episode(traj="sim/t/sft_001", camera="corner3")
+    picked = self_demos(two, rate=0.5, seed=3)
+    assert 0 < len(picked) < len(two) and picked == self_demos(two[::-1], rate=0.5, seed=3)[::-1]
+    assert all(s.demo.items[0].startswith(s.observation_camera) for s in picked)  # each from its own camera
+    assert self_demos(two, rate=0.0) == []
+
+
+def test_augment_cuts_self_demos_too_and_checks_the_rate():
+    rows = episode()
+    out = augment(rows, None, cuts=1.0, selfs=1.0)
+    assert any("#self#cut" in s.uid for s in out)
+    with pytest.raises(ValueError, match="self_demos=-1"):
+        augment(rows, None, selfs=-1)

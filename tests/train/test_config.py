@@ -138,6 +138,7 @@ def test_wrong_types_say_what_was_expected(data_overrides):
         (["data.trace_style=long"], "sft", r"data\.trace_style: unknown style 'long'.*full, short"),
         (["data.demo_cuts=-0.5"], "sft", r"data\.demo_cuts: -0.5 is negative"),
         (["data.swap_negatives=-1"], "grpo", r"data\.swap_negatives: -1.0 is negative"),
+        (["data.self_demos=-2"], "sft", r"data\.self_demos: -2.0 is negative"),
     ],
 )
 def test_impossible_combinations_say_what_why_and_how(overrides, kind, pattern, data_overrides):

@@ -8,7 +8,11 @@ give the same observation another answer when the demonstration changes:
   inside the first m steps gets a new anchor and a rescaled score (progress p of T steps becomes
   p * T / m of m steps; key steps end at evenly spaced progress, so the labels stay exact);
 - **swapped demos**: the goal and demonstration of another task, labelled N/A (the same pairing
-  `progresslm eval --swap-demos` uses to check a model).
+  `progresslm eval --swap-demos` uses to check a model);
+- **self demos**: a visual sample whose demonstration is the observation's own episode (its key
+  frames, same camera, taken from the other samples of that trajectory), so the observation matches
+  a keyframe almost exactly. It is the easy case of "find the keyframe that looks like this", which
+  a small model trained from scratch learns before it can match keyframes of another episode.
 
 Both are drawn from a seed and a sample's uid, so a dataset does not depend on sample order.
 """
@@ -20,9 +24,11 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from progresslm.types import Demo, Modality, Sample
+from progresslm.types import Demo, Modality, Sample, View
 
 CUT_SUFFIX = "#cut"
+SELF_SUFFIX = "#self"
+KEYFRAME_TOLERANCE = 0.002  # labels are written with a few decimals ("33.3%")
 
 
 def cut_demo(sample: Sample, steps: int) -> Sample:
@@ -88,10 +94,71 @@ def swap_negatives(
     return swapped_samples(keep, image_root, seed=seed)
 
 
+def own_keyframes(samples: Sequence[Sample]) -> dict[tuple[str, str], dict[float, str]]:
+    """(trajectory, observation camera) -> {progress: observation image} over answerable visual samples."""
+    frames: dict[tuple[str, str], dict[float, str]] = {}
+    for s in samples:
+        if s.answerable and s.modality is Modality.VISUAL and s.observation_camera:
+            frames.setdefault((s.trajectory_id, s.observation_camera), {})[s.progress] = s.observation
+    return frames
+
+
+def self_demo(sample: Sample, frames: dict[float, str]) -> Sample | None:
+    """`sample` with its demonstration replaced by the key frames of its own observation episode
+    (progress k/T for k = 0..T, found in `frames`); None when one of them is missing.
+
+    >>> demo = Demo(Modality.VISUAL, ("d0", "d1", "d2"), total_steps=2)
+    >>> s = Sample("u", "t", "g", demo, "o3", progress=0.6, closest_idx=2, observation_camera="c")
+    >>> self_demo(s, {0.0: "o0", 0.25: "o1", 0.5: "o2", 0.6: "o3", 1.0: "o4"}).demo.items
+    ('o0', 'o2', 'o4')
+    >>> self_demo(s, {0.0: "o0", 0.6: "o3", 1.0: "o4"}) is None
+    True
+    """
+    total = sample.demo.total_steps
+    items = []
+    for k in range(total + 1):
+        near = [(abs(p - k / total), name) for p, name in frames.items() if abs(p - k / total) <= KEYFRAME_TOLERANCE]
+        if not near:
+            return None
+        items.append(min(near)[1])
+    return dataclasses.replace(
+        sample,
+        uid=f"{sample.uid}{SELF_SUFFIX}",
+        demo=Demo(modality=Modality.VISUAL, items=tuple(items), total_steps=total),
+        demo_camera=sample.observation_camera,
+        extra={**sample.extra, "self_demo_of": sample.uid},
+    )
+
+
+def self_demos(samples: Sequence[Sample], rate: float, seed: int = 0) -> list[Sample]:
+    """About `rate` self-demo copies (0 or 1 each) of the answerable same-view visual samples."""
+    if rate <= 0:
+        return []
+    frames = own_keyframes(samples)
+    out = []
+    for s in samples:
+        if not s.answerable or s.modality is not Modality.VISUAL or s.view is not View.SAME:
+            continue
+        if random.Random(f"{seed}:self:{s.uid}").random() >= rate:
+            continue
+        copy = self_demo(s, frames.get((s.trajectory_id, s.observation_camera or ""), {}))
+        if copy is not None:
+            out.append(copy)
+    return out
+
+
 def augment(
-    samples: Sequence[Sample], image_root: str | Path | None, cuts: float = 0.0, swaps: float = 0.0, seed: int = 0
+    samples: Sequence[Sample],
+    image_root: str | Path | None,
+    cuts: float = 0.0,
+    swaps: float = 0.0,
+    seed: int = 0,
+    selfs: float = 0.0,
 ) -> list[Sample]:
-    """`samples` followed by their demo cuts and swapped-demo negatives."""
-    if cuts < 0 or swaps < 0:
-        raise ValueError(f"augmentation rates must be >= 0, got demo_cuts={cuts}, swap_negatives={swaps}")
-    return [*samples, *demo_cuts(samples, cuts, seed), *swap_negatives(samples, swaps, image_root, seed)]
+    """`samples`, their self-demo copies, demo cuts of both, and swapped-demo negatives of `samples`."""
+    if cuts < 0 or swaps < 0 or selfs < 0:
+        raise ValueError(
+            f"augmentation rates must be >= 0, got demo_cuts={cuts}, swap_negatives={swaps}, self_demos={selfs}"
+        )
+    base = [*samples, *self_demos(samples, selfs, seed)]
+    return [*base, *demo_cuts(base, cuts, seed), *swap_negatives(samples, swaps, image_root, seed)]

@@ -54,6 +54,7 @@ class DataSettings:
     # Extra samples that make the model use the demonstration (progresslm.train.augment), per answerable sample:
     demo_cuts: float = 0.0  # the demo cut after an earlier step (new anchor and rescaled score)
     swap_negatives: float = 0.0  # another task's goal and demo, labelled N/A
+    self_demos: float = 0.0  # same-view visual samples whose demo is their own episode's key frames
 
 
 @dataclass
@@ -431,7 +432,7 @@ def _check_data(recipe: _Recipe, fail) -> None:
         fail("data.max_samples", f"{data.max_samples} keeps no sample", "use a positive number or null")
     if data.trace_style not in TRACE_STYLES:
         fail("data.trace_style", f"unknown style {data.trace_style!r}", f"use one of {', '.join(TRACE_STYLES)}")
-    for key in ("demo_cuts", "swap_negatives"):
+    for key in ("demo_cuts", "swap_negatives", "self_demos"):
         if getattr(data, key) < 0:
             fail(f"data.{key}", f"{getattr(data, key)} is negative", "use a rate >= 0 (extra samples per sample)")
 

@@ -319,14 +319,16 @@ def as_prompt_completion(dataset):
 
 
 def augmented(samples: list, recipe: _Recipe, image_root) -> list:
-    """`samples` plus the recipe's demo cuts and swapped-demo negatives (`progresslm.train.augment`)."""
+    """`samples` plus the recipe's self demos, demo cuts and swapped-demo negatives (`progresslm.train.augment`)."""
     from progresslm.train.augment import augment
 
     data = recipe.data
-    if not data.demo_cuts and not data.swap_negatives:
+    if not data.demo_cuts and not data.swap_negatives and not data.self_demos:
         return samples
-    out = augment(samples, image_root, cuts=data.demo_cuts, swaps=data.swap_negatives, seed=recipe.seed)
-    log.info("%d samples + %d demo cuts / swapped-demo negatives", len(samples), len(out) - len(samples))
+    out = augment(
+        samples, image_root, cuts=data.demo_cuts, swaps=data.swap_negatives, seed=recipe.seed, selfs=data.self_demos
+    )
+    log.info("%d samples + %d self demos / demo cuts / swapped-demo negatives", len(samples), len(out) - len(samples))
     return out
 
 
