@@ -37,6 +37,61 @@ def test_distillation_moves_the_tower_toward_the_teacher_and_only_the_tower(benc
     changed = {key for key in before if not torch.equal(before[key], after[key])}
     assert changed and all(key.startswith("visual.") or ".visual." in key for key in changed)
     assert (out / "preprocessor_config.json").is_file() or (out / "processor_config.json").is_file()
+    centered = report["centered"]  # on by default
+    assert centered["scale"] > 0 and centered["target_norm"] > 0
+
+
+def tower_tokens(model_dir, root, files):
+    """The merged image tokens of the model in `model_dir` for the images of `files`."""
+    import torch
+    from PIL import Image
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from progresslm.train.distill import bench_images
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir).eval()
+    images = [Image.open(path).convert("RGB").resize((56, 56)) for path in bench_images(files, root)]
+    inputs = processor.image_processor(images=images, return_tensors="pt")
+    with torch.no_grad():
+        features = model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output
+    return torch.cat(features), model
+
+
+def test_centring_folds_the_mean_token_out_and_scales_to_the_word_embeddings(bench, tiny_vlm_dir, tmp_path):
+    import torch
+
+    from progresslm.train.distill import center_tower
+
+    files, root = bench
+    tokens, model = tower_tokens(tiny_vlm_dir, root, files)
+    report = center_tower(model, [tokens[:7], tokens[7:]])
+    model.save_pretrained(tmp_path / "c")
+    import shutil
+
+    for name in ("preprocessor_config.json", "processor_config.json", "tokenizer.json", "tokenizer_config.json"):
+        if (tiny_vlm_dir / name).is_file():
+            shutil.copy(tiny_vlm_dir / name, tmp_path / "c" / name)
+    after, model = tower_tokens(tmp_path / "c", root, files)
+    # every token became s (x - m): mean 0, RMS norm of the rest = the word embeddings' mean norm
+    mean = tokens.mean(dim=0)
+    assert torch.allclose(after, report["scale"] * (tokens - mean), atol=1e-4)
+    assert after.mean(dim=0).norm() < 1e-3 * after.norm(dim=-1).mean()
+    words = model.get_input_embeddings().weight.norm(dim=-1).mean()
+    assert after.norm(dim=-1).pow(2).mean().sqrt() == pytest.approx(float(words), rel=1e-3)
+    assert report["token_norm_before"] == pytest.approx(float(tokens.norm(dim=-1).mean()), rel=1e-3)
+    with pytest.raises(ValueError, match="nothing to centre"):
+        center_tower(model, [torch.ones(4, tokens.shape[-1])])
+
+
+def test_steps_0_only_centres_the_tower(bench, tiny_vlm_dir, tmp_path):
+    files, root = bench
+    out = tmp_path / "centred"
+    assert main(["train", "distill-vision", "--model", str(tiny_vlm_dir), "--bench", *files,
+                 "--image-root", str(root), "--out", str(out), "--steps", "0"]) == 0  # fmt: skip
+    report = json.loads((out / "distill.json").read_text())
+    assert report["steps"] == 0 and report["held_out_cosine_after"] == report["held_out_cosine_before"]
+    assert report["centered"]["scale"] > 0
 
 
 def test_distillation_errors_name_the_problem(bench, tiny_vlm_dir, tmp_path, capsys):
@@ -44,5 +99,5 @@ def test_distillation_errors_name_the_problem(bench, tiny_vlm_dir, tmp_path, cap
     args = ["train", "distill-vision", "--model", str(tiny_vlm_dir), "--bench", *files, "--out", str(tmp_path / "o")]
     assert main([*args, "--image-root", str(tmp_path / "nowhere")]) == 2
     assert "image files missing" in capsys.readouterr().err
-    assert main([*args, "--steps", "0"]) == 2
-    assert "--steps and --batch-size must be positive" in capsys.readouterr().err
+    assert main([*args, "--steps", "-1"]) == 2
+    assert "--steps must be >= 0 and --batch-size positive" in capsys.readouterr().err

@@ -92,7 +92,10 @@ def add_parser(subparsers) -> None:
     distill.add_argument("--bench", nargs="+", required=True, metavar="FILE", help="benchmark JSONL (globs allowed)")
     distill.add_argument("--image-root", help="images resolve as IMAGE_ROOT/<id>/<file name>")
     distill.add_argument("--out", required=True, metavar="DIR")
-    distill.add_argument("--steps", type=int, default=1500)
+    distill.add_argument("--steps", type=int, default=1500, help="distillation steps (0: only centre the tower)")
+    distill.add_argument("--no-center", action="store_true",
+                         help="leave the tower's output as distilled (by default its mean token is folded out "
+                         "and the rest scaled to the word embeddings' norm)")
     distill.add_argument("--batch-size", type=int, default=32)
     distill.add_argument("--learning-rate", type=float, default=1e-3)
     distill.add_argument("--seed", type=int, default=0)
@@ -261,12 +264,12 @@ def run_distill(args: argparse.Namespace) -> int:
     from progresslm.train.distill import bench_images, distill_vision
 
     try:
-        if args.steps < 1 or args.batch_size < 1:
-            raise ValueError(f"--steps and --batch-size must be positive, got {args.steps} and {args.batch_size}")
+        if args.steps < 0 or args.batch_size < 1:
+            raise ValueError(f"--steps must be >= 0 and --batch-size positive, got {args.steps} and {args.batch_size}")
         image_root = expand_path(args.image_root) if args.image_root else None
         images = bench_images(args.bench, image_root)
         report = distill_vision(args.model, args.out, images, steps=args.steps, batch_size=args.batch_size,
-                                learning_rate=args.learning_rate, seed=args.seed)
+                                learning_rate=args.learning_rate, seed=args.seed, center=not args.no_center)
     except (BenchFormatError, RecipeError, FileNotFoundError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

