@@ -1,7 +1,7 @@
 """Can a model learn to read the observation image at all? Fit it to the rows of a few trajectories.
 
     python benchmarks/nano_overfit.py --model runs/nano/distilled [--trajectories 2] [--steps 150] \
-        [--lr 1e-3] [--mode two-stage] [--set KEY=VALUE ...] [--out runs/overfit]
+        [--lr 1e-3] [--mode two-stage] [--colour-control] [--set KEY=VALUE ...] [--out runs/overfit]
 
 Takes the same-view rows of the first `--trajectories` trajectories of the full simulator build's sft
 split (`progresslm sim build --preset full`): inside one trajectory the goal, demonstration and prompt
@@ -11,6 +11,10 @@ answer is to read the image. It trains `--model` on those rows alone with `progr
 and prints the training loss, how many distinct answers came back, anchor accuracy and NSE, beside
 what the best constant answer per trajectory would get (the prior). A model that reads the image
 ends far below the prior; one that cannot stays at it. Extra `--set` overrides go to the SFT recipe.
+
+`--colour-control` replaces each observation by a plain image whose colour codes its progress (the
+demonstration stays): it tells a language model that cannot read image tokens from a vision tower
+whose tokens do not tell the real frames apart.
 """
 
 from __future__ import annotations
@@ -36,6 +40,27 @@ def rows_of(files: list[Path], trajectories: int) -> list[str]:
     return lines
 
 
+def colour_rows(lines: list[str], image_root: Path, folder: Path) -> list[str]:
+    """`lines` with every observation a plain 112 px image whose hue codes its progress label, and
+    demonstration images as resolved paths (the rows then need no image root)."""
+    import colorsys
+
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for n, line in enumerate(lines):
+        row = json.loads(line)
+        progress = float(str(row["progress_score"]).rstrip("%")) / 100
+        rgb = tuple(int(255 * c) for c in colorsys.hsv_to_rgb(0.8 * progress, 0.9, 0.9))
+        path = folder / f"{n:03d}.png"
+        Image.new("RGB", (112, 112), rgb).save(path)
+        row["visual_demo"] = [str(image_root / row["id"] / name) for name in row["visual_demo"]]
+        row["stage_to_estimate"] = [str(path.resolve())]
+        out.append(json.dumps(row))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="the model to fit (a directory)")
@@ -44,6 +69,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--mode", default="two-stage", choices=("two-stage", "direct"))
+    parser.add_argument("--colour-control", action="store_true", help="plain observations coding progress")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more SFT recipe overrides")
     parser.add_argument("--out", default="runs/overfit")
     args = parser.parse_args()
@@ -57,12 +83,16 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     bench = out / "rows.jsonl"
     lines = rows_of([source], args.trajectories)
+    image_root = build / "images"
+    if args.colour_control:
+        lines = colour_rows(lines, image_root, out / "colours")
     bench.write_text("\n".join(lines) + "\n")
+    root_line = "null" if args.colour_control else str(image_root)
     recipe = out / "recipe.yaml"
     recipe.write_text(
         "kind: sft\n"
         f"model: {args.model}\n"
-        f"data: {{files: [{bench}], image_root: {build / 'images'}, mode: {args.mode}, trace_style: short}}\n"
+        f"data: {{files: [{bench}], image_root: {root_line}, mode: {args.mode}, trace_style: short}}\n"
         f"output_dir: {out / 'model'}\nlora: false\nmax_pixels: 12544\nlearning_rate: {args.lr}\n"
         f"lr_scheduler: constant\nwarmup_ratio: 0.0\nbatch_size: {args.batch}\nper_device_batch_size: {args.batch}\n"
         f"epochs: 10000\nmax_steps: {args.steps}\nbf16: false\nuse_cpu: true\nsave_steps: 100000\n"
@@ -70,7 +100,8 @@ def main() -> None:
     )
     cli = [sys.executable, "-m", "progresslm.cli.main"]
     subprocess.run([*cli, "train", "sft", "--config", str(recipe), *args.set], check=True)
-    subprocess.run([*cli, "eval", "--bench", str(bench), "--image-root", str(build / "images"), "--backend", "nano",
+    root_args = [] if args.colour_control else ["--image-root", str(image_root)]
+    subprocess.run([*cli, "eval", "--bench", str(bench), *root_args, "--backend", "nano",
                     "--model", str(out / "model"), "--mode", args.mode, "--out", str(out / "eval"), "--no-plots",
                     "--quiet", "--batch-size", "8"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
 
@@ -94,7 +125,8 @@ def main() -> None:
         mine = [s for s in truth if s.trajectory_id == tid]
         prior_nse += min(sum(nse(c.progress, s.progress) for s in mine) for c in mine)
         prior_ref += max(sum(s.closest_idx == k for s in mine) for k in {s.closest_idx for s in mine})
-    print(f"rows: {len(truth)} ({args.trajectories} trajectories, only the observation image differs inside one)")
+    what = "plain colour images coding progress" if args.colour_control else "the rendered frames"
+    print(f"rows: {len(truth)} ({args.trajectories} trajectories, only the observation image differs inside one; {what})")
     print(f"model: {args.model}; {args.steps} steps, batch {args.batch}, lr {args.lr}, mode {args.mode} {' '.join(args.set)}")
     print("training loss: " + ", ".join(f"{step}: {loss:.3f}" for step, loss in losses))
     print(f"distinct answers (score, anchor): {len(set(answers))} of {len(set((s.progress, s.closest_idx) for s in truth))}")
