@@ -39,7 +39,7 @@ nano: setup
 	$(PY) -m progresslm.cli.main sim build --preset full --quiet
 	test -f $(NANO)/init/config.json || $(PY) -m progresslm.cli.main train tiny-model --config configs/nano_model.yaml --out $(NANO)/init
 	test -f $(NANO)/distilled/distill.json || $(PY) -m progresslm.cli.main train distill-vision --model $(NANO)/init \
-		--bench "$(SIM_FULL)/sft/*.jsonl" --image-root "$(SIM_FULL)/images" --out $(NANO)/distilled --steps 600 --no-center
+		--bench "$(SIM_FULL)/sft/*.jsonl" --image-root "$(SIM_FULL)/images" --out $(NANO)/distilled --steps 600
 	$(PY) -m progresslm.cli.main train sft --config configs/nano_sft.yaml model=$(NANO)/distilled output_dir=$(NANO)/sft
 	test -f $(NANO)/sft-best/select.json || $(PY) -m progresslm.cli.main train select --runs $(NANO)/sft \
 		--bench "$(SIM_FULL)/rl/*.jsonl" --image-root "$(SIM_FULL)/images" --per-file 50 --out $(NANO)/sft-best

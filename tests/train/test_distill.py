@@ -37,8 +37,7 @@ def test_distillation_moves_the_tower_toward_the_teacher_and_only_the_tower(benc
     changed = {key for key in before if not torch.equal(before[key], after[key])}
     assert changed and all(key.startswith("visual.") or ".visual." in key for key in changed)
     assert (out / "preprocessor_config.json").is_file() or (out / "processor_config.json").is_file()
-    centered = report["centered"]  # on by default
-    assert centered["scale"] > 0 and centered["target_norm"] > 0
+    assert report["centered"] is None  # off unless asked
 
 
 def tower_tokens(model_dir, root, files):
@@ -88,7 +87,7 @@ def test_steps_0_only_centres_the_tower(bench, tiny_vlm_dir, tmp_path):
     files, root = bench
     out = tmp_path / "centred"
     assert main(["train", "distill-vision", "--model", str(tiny_vlm_dir), "--bench", *files,
-                 "--image-root", str(root), "--out", str(out), "--steps", "0"]) == 0  # fmt: skip
+                 "--image-root", str(root), "--out", str(out), "--steps", "0", "--center"]) == 0  # fmt: skip
     report = json.loads((out / "distill.json").read_text())
     assert report["steps"] == 0 and report["held_out_cosine_after"] == report["held_out_cosine_before"]
     assert report["centered"]["scale"] > 0

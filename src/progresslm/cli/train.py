@@ -92,10 +92,10 @@ def add_parser(subparsers) -> None:
     distill.add_argument("--bench", nargs="+", required=True, metavar="FILE", help="benchmark JSONL (globs allowed)")
     distill.add_argument("--image-root", help="images resolve as IMAGE_ROOT/<id>/<file name>")
     distill.add_argument("--out", required=True, metavar="DIR")
-    distill.add_argument("--steps", type=int, default=1500, help="distillation steps (0: only centre the tower)")
-    distill.add_argument("--no-center", action="store_true",
-                         help="leave the tower's output as distilled (by default its mean token is folded out "
-                         "and the rest scaled to the word embeddings' norm)")
+    distill.add_argument("--steps", type=int, default=1500, help="distillation steps (0 with --center: only centre the tower)")
+    distill.add_argument("--center", action="store_true",
+                         help="then fold the tower's mean image token out of its last layer and scale the rest "
+                         "to the word embeddings' norm")
     distill.add_argument("--batch-size", type=int, default=32)
     distill.add_argument("--learning-rate", type=float, default=1e-3)
     distill.add_argument("--seed", type=int, default=0)
@@ -269,7 +269,7 @@ def run_distill(args: argparse.Namespace) -> int:
         image_root = expand_path(args.image_root) if args.image_root else None
         images = bench_images(args.bench, image_root)
         report = distill_vision(args.model, args.out, images, steps=args.steps, batch_size=args.batch_size,
-                                learning_rate=args.learning_rate, seed=args.seed, center=not args.no_center)
+                                learning_rate=args.learning_rate, seed=args.seed, center=args.center)
     except (BenchFormatError, RecipeError, FileNotFoundError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

