@@ -126,11 +126,19 @@ def main() -> None:
         prior_nse += min(sum(nse(c.progress, s.progress) for s in mine) for c in mine)
         prior_ref += max(sum(s.closest_idx == k for s in mine) for k in {s.closest_idx for s in mine})
     what = "plain colour images coding progress" if args.colour_control else "the rendered frames"
-    print(f"rows: {len(truth)} ({args.trajectories} trajectories, only the observation image differs inside one; {what})")
-    print(f"model: {args.model}; {args.steps} steps, batch {args.batch}, lr {args.lr}, mode {args.mode} {' '.join(args.set)}")
+    print(
+        f"rows: {len(truth)} ({args.trajectories} trajectories, only the observation image differs inside one; {what})"
+    )
+    print(
+        f"model: {args.model}; {args.steps} steps, batch {args.batch}, lr {args.lr}, mode {args.mode} {' '.join(args.set)}"
+    )
     print("training loss: " + ", ".join(f"{step}: {loss:.3f}" for step, loss in losses))
-    print(f"distinct answers (score, anchor): {len(set(answers))} of {len(set((s.progress, s.closest_idx) for s in truth))}")
-    print(f"anchor accuracy: {100 * ref_acc:.1f} % (best constant per trajectory: {100 * prior_ref / len(truth):.1f} %)")
+    print(
+        f"distinct answers (score, anchor): {len(set(answers))} of {len({(s.progress, s.closest_idx) for s in truth})}"
+    )
+    print(
+        f"anchor accuracy: {100 * ref_acc:.1f} % (best constant per trajectory: {100 * prior_ref / len(truth):.1f} %)"
+    )
     print(f"NSE: {100 * model_nse:.1f} (best constant per trajectory: {100 * prior_nse / len(truth):.1f})")
 
 

@@ -26,6 +26,34 @@ from pathlib import Path
 LEFT_OUT = "assembly-v3"
 
 
+def state_frames(trajectories: int, rng: random.Random) -> tuple[list[Path], list]:
+    """Frames of `trajectories` sft-split episodes of the full build (not LEFT_OUT) and, for each, the
+    hand position, object position and gripper opening (7 numbers) from re-running the expert."""
+    import numpy as np
+
+    from progresslm.sim.rollout import rollout
+
+    build = Path(os.environ.get("PROGRESSLM_HOME", "~/.cache/progresslm")).expanduser() / "sim-full-s0-v3"
+    rows = [json.loads(line) for line in (build / "sft" / "visual_same_view.jsonl").read_text().splitlines()]
+    episodes = collections.defaultdict(list)
+    for row in rows:
+        if row["sim"]["task"] != LEFT_OUT:
+            episodes[(row["id"], row["sim"]["task"], row["sim"]["obs_seed"])].append(row)
+    keys = sorted(episodes)
+    rng.shuffle(keys)
+    paths, targets = [], []
+    for trajectory, task, seed in keys[:trajectories]:
+        episode = rollout(task, seed)
+        if episode is None:
+            continue
+        trace = episode.trace
+        for row in episodes[(trajectory, task, seed)]:
+            frame = row["sim"]["obs_frame"]
+            paths.append(build / "images" / trajectory / row["stage_to_estimate"][0])
+            targets.append(np.concatenate([trace.hand[frame], trace.obj[frame], [trace.gripper[frame]]]))
+    return paths, targets
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
@@ -35,6 +63,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--center", action="store_true")
+    parser.add_argument(
+        "--pooled",
+        action="store_true",
+        help="the head reads the mean of the image's tokens, so the state must be in every token's "
+        "content, not in which token holds what (what attention-averaging reads easily)",
+    )
     args = parser.parse_args()
 
     import numpy as np
@@ -42,31 +76,15 @@ def main() -> None:
     from PIL import Image
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    from progresslm.sim.rollout import rollout
     from progresslm.train.distill import center_tower
 
     torch.manual_seed(0)
     rng = random.Random(0)
-    build = Path(os.environ.get("PROGRESSLM_HOME", "~/.cache/progresslm")).expanduser() / "sim-full-s0-v3"
-    rows = [json.loads(line) for line in (build / "sft" / "visual_same_view.jsonl").read_text().splitlines()]
-    episodes = collections.defaultdict(list)
-    for row in rows:
-        if row["sim"]["task"] != LEFT_OUT:
-            episodes[(row["id"], row["sim"]["task"], row["sim"]["obs_seed"])].append(row)
-    keys = sorted(episodes)
-    rng.shuffle(keys)
     started = time.perf_counter()
-    paths, targets = [], []
-    for trajectory, task, seed in keys[: args.trajectories]:
-        episode = rollout(task, seed)
-        if episode is None:
-            continue
-        trace = episode.trace
-        for row in episodes[(trajectory, task, seed)]:
-            frame = row["sim"]["obs_frame"]
-            paths.append(build / "images" / trajectory / row["stage_to_estimate"][0])
-            targets.append(np.concatenate([trace.hand[frame], trace.obj[frame], [trace.gripper[frame]]]))
-    print(f"{len(paths)} frames of {args.trajectories} trajectories re-simulated in {time.perf_counter() - started:.0f} s")
+    paths, targets = state_frames(args.trajectories, rng)
+    print(
+        f"{len(paths)} frames of {args.trajectories} trajectories re-simulated in {time.perf_counter() - started:.0f} s"
+    )
     y = torch.tensor(np.array(targets), dtype=torch.float32)
     y = (y - y.mean(0)) / (y.std(0) + 1e-6)
 
@@ -80,7 +98,13 @@ def main() -> None:
         return torch.cat(inner.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output)
 
     per_image = tokens([0]).shape[0]
-    head = torch.nn.Linear(per_image * model.config.text_config.hidden_size, y.shape[1])
+    hidden = model.config.text_config.hidden_size
+    head = torch.nn.Linear(hidden if args.pooled else per_image * hidden, y.shape[1])
+
+    def features(indices):
+        out = tokens(indices).reshape(len(indices), per_image, hidden)
+        return out.mean(dim=1) if args.pooled else out.reshape(len(indices), -1)
+
     parameters = [*inner.visual.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.01)
     order = list(range(len(images)))
@@ -89,7 +113,7 @@ def main() -> None:
 
     def r2(indices) -> float:
         with torch.no_grad():
-            predicted = head(tokens(indices).reshape(len(indices), -1))
+            predicted = head(features(indices))
         truth = y[indices]
         return float(1 - ((predicted - truth) ** 2).sum() / ((truth - truth.mean(0)) ** 2).sum())
 
@@ -97,7 +121,7 @@ def main() -> None:
     inner.visual.train()
     for step in range(1, args.steps + 1):
         batch = rng.sample(train, min(args.batch, len(train)))
-        loss = torch.nn.functional.mse_loss(head(tokens(batch).reshape(len(batch), -1)), y[batch])
+        loss = torch.nn.functional.mse_loss(head(features(batch)), y[batch])
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
