@@ -14,11 +14,10 @@ model with its processor.
 
 from __future__ import annotations
 
-import argparse
 import random
 import time
 
-from nano_state_tower import state_frames
+from nano_state_tower import state_frames, state_parser
 
 QUESTION = "Where are the hand and the object, and how open is the gripper?"
 
@@ -28,14 +27,7 @@ def caption(bins) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--trajectories", type=int, default=80)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    args = parser.parse_args()
+    args = state_parser(__doc__.splitlines()[0], steps=300, batch=16).parse_args()
 
     import numpy as np
     import torch

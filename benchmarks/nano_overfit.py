@@ -27,10 +27,10 @@ import sys
 from pathlib import Path
 
 
-def rows_of(files: list[Path], trajectories: int) -> list[str]:
-    """The JSONL lines of the first `trajectories` trajectory ids, in file order."""
+def rows_of(path: Path, trajectories: int) -> list[str]:
+    """The JSONL lines of the first `trajectories` trajectory ids of `path`, in file order."""
     keep, lines = [], []
-    for line in files[0].read_text().splitlines():
+    for line in path.read_text().splitlines():
         tid = json.loads(line)["id"]
         if tid not in keep:
             if len(keep) == trajectories:
@@ -82,7 +82,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bench = out / "rows.jsonl"
-    lines = rows_of([source], args.trajectories)
+    lines = rows_of(source, args.trajectories)
     image_root = build / "images"
     if args.colour_control:
         lines = colour_rows(lines, image_root, out / "colours")

@@ -54,14 +54,20 @@ def state_frames(trajectories: int, rng: random.Random) -> tuple[list[Path], lis
     return paths, targets
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def state_parser(description: str, steps: int, batch: int) -> argparse.ArgumentParser:
+    """The options this script and `nano_align.py` share: model in, model out, data size, optimiser."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--trajectories", type=int, default=80)
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch", type=int, default=batch)
     parser.add_argument("--lr", type=float, default=1e-3)
+    return parser
+
+
+def main() -> None:
+    parser = state_parser(__doc__.splitlines()[0], steps=400, batch=32)
     parser.add_argument("--center", action="store_true")
     parser.add_argument(
         "--pooled",

