@@ -5,7 +5,7 @@
     python benchmarks/nano_overfit.py --model runs/aligned
 
 Larger VLMs learn to describe images before they learn a task. Here each frame of sft-split episodes
-(re-simulated as in `nano_state_tower.py`; assembly-v3 left out) gets a caption of its state, every
+(re-simulated as `progresslm train state-warmup` does; assembly-v3 left out) gets a caption of its state, every
 number in one of 10 bins (deciles over the frames): "hand 3 7 1, object 2 2 0, gripper 9". The whole
 model (tower and language model) trains on image -> caption with the processor's chat template, loss
 on the caption. Prints the caption digits' accuracy on held-out frames (chance ~10 %) and saves the
@@ -14,10 +14,12 @@ model with its processor.
 
 from __future__ import annotations
 
+import argparse
+import os
 import random
 import time
 
-from nano_state_tower import state_frames, state_parser
+LEFT_OUT = "assembly-v3"  # the task benchmarks/nano_overfit.py fits
 
 QUESTION = "Where are the hand and the object, and how open is the gripper?"
 
@@ -27,17 +29,27 @@ def caption(bins) -> str:
 
 
 def main() -> None:
-    args = state_parser(__doc__.splitlines()[0], steps=300, batch=16).parse_args()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--trajectories", type=int, default=80)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    args = parser.parse_args()
 
     import numpy as np
     import torch
     from PIL import Image
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
+    from progresslm.train.state_warmup import state_frames
+
     torch.manual_seed(0)
     rng = random.Random(0)
     started = time.perf_counter()
-    paths, targets = state_frames(args.trajectories, rng)
+    build = os.path.join(os.environ.get("PROGRESSLM_HOME", "~/.cache/progresslm"), "sim-full-s0-v3")
+    paths, targets, _ = state_frames(build, args.trajectories, rng, leave_out=[LEFT_OUT])
     values = np.array(targets)
     edges = [np.quantile(values[:, j], np.linspace(0.1, 0.9, 9)) for j in range(values.shape[1])]
     bins = np.stack([np.digitize(values[:, j], edges[j]) for j in range(values.shape[1])], axis=1)

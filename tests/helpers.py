@@ -23,3 +23,15 @@ def write_images(samples, image_root: Path, size: int = 56) -> None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 shade = (hash(str(path)) % 200) + 20
                 Image.new("RGB", (size, size), (shade, 255 - shade, (k * 40) % 255)).save(path)
+
+
+TINY_SIM_TASKS = ["pick-place-v3", "drawer-open-v3"]
+TINY_SIM_CAMERAS = ["corner", "corner3"]
+
+
+def tiny_sim_config(out, level="default", **kwargs):
+    """A tiny simulator build: 2 tasks (1 bench, 1 sft), 1 camera pair, 64 px, one bench and one sft episode."""
+    from progresslm.sim.build import SimBuildConfig
+
+    return SimBuildConfig(preset="tiny", out=str(out), tasks=TINY_SIM_TASKS, cameras=TINY_SIM_CAMERAS, size=64,
+                          level=level, workers=1, **kwargs)  # fmt: skip

@@ -13,24 +13,13 @@ pytest.importorskip("metaworld")
 from progresslm.official import load_bench  # noqa: E402
 from progresslm.sim.build import SimBuildConfig, SimBuildError, assign_splits, build  # noqa: E402
 
-TASKS = ["pick-place-v3", "drawer-open-v3"]
-CAMERAS = ["corner", "corner3"]
-
-
-def tiny(out, level="default", **kwargs) -> SimBuildConfig:
-    return SimBuildConfig(preset="tiny", out=str(out), tasks=TASKS, cameras=CAMERAS, size=64, level=level,
-                          workers=1, **kwargs)
+from helpers import TINY_SIM_CAMERAS as CAMERAS  # noqa: E402
+from helpers import tiny_sim_config as tiny  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    from progresslm.sim.render import RenderError, check_gl
-
-    try:
-        check_gl()
-    except RenderError as err:
-        pytest.skip(f"no GL backend: {err}")
-    return build(tiny(tmp_path_factory.mktemp("sim") / "default"), progress=False)
+def built(tiny_sim_build):
+    return tiny_sim_build
 
 
 @pytest.fixture(scope="module")

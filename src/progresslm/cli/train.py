@@ -92,14 +92,50 @@ def add_parser(subparsers) -> None:
     distill.add_argument("--bench", nargs="+", required=True, metavar="FILE", help="benchmark JSONL (globs allowed)")
     distill.add_argument("--image-root", help="images resolve as IMAGE_ROOT/<id>/<file name>")
     distill.add_argument("--out", required=True, metavar="DIR")
-    distill.add_argument("--steps", type=int, default=1500, help="distillation steps (0 with --center: only centre the tower)")
-    distill.add_argument("--center", action="store_true",
-                         help="then fold the tower's mean image token out of its last layer and scale the rest "
-                         "to the word embeddings' norm")
+    distill.add_argument(
+        "--steps", type=int, default=1500, help="distillation steps (0 with --center: only centre the tower)"
+    )
+    distill.add_argument(
+        "--center",
+        action="store_true",
+        help="then fold the tower's mean image token out of its last layer and scale the rest "
+        "to the word embeddings' norm",
+    )
     distill.add_argument("--batch-size", type=int, default=32)
     distill.add_argument("--learning-rate", type=float, default=1e-3)
     distill.add_argument("--seed", type=int, default=0)
     distill.set_defaults(handler=run_distill)
+
+    state = commands.add_parser(
+        "state-warmup",
+        help="warm-start a vision tower on the simulator's state (hand, object, gripper) before SFT",
+        description="Train the vision tower of a (tiny) Qwen2.5-VL, through a linear head on the mean of its image "
+        "tokens, to regress the hand position, object position and gripper opening of the frames of a simulator "
+        "build's sft split (re-simulated from the seeds in its rows). The model keeps its architecture.",
+    )
+    state.add_argument("--model", required=True, metavar="DIR", help="the model to warm-start (a directory)")
+    state.add_argument("--build", required=True, metavar="DIR", help="a simulator build (progresslm sim build --out)")
+    state.add_argument("--out", required=True, metavar="DIR")
+    state.add_argument("--trajectories", type=int, default=80, help="sft trajectories to re-simulate (~1.5 s each)")
+    state.add_argument(
+        "--leave-out",
+        nargs="*",
+        default=[],
+        metavar="TASK",
+        help="sft tasks to skip (to check on them later, e.g. with benchmarks/nano_overfit.py)",
+    )
+    state.add_argument("--steps", type=int, default=800)
+    state.add_argument("--batch-size", type=int, default=32)
+    state.add_argument("--learning-rate", type=float, default=1e-3)
+    state.add_argument("--held-out", type=int, default=60, help="frames kept out of training to report R^2 on")
+    state.add_argument(
+        "--per-token",
+        action="store_true",
+        help="the head reads every image token flattened instead of their mean (regresses as well; "
+        "nano's language model did not read that tower)",
+    )
+    state.add_argument("--seed", type=int, default=0)
+    state.set_defaults(handler=run_state_warmup)
 
     select = commands.add_parser(
         "select",
@@ -110,7 +146,9 @@ def add_parser(subparsers) -> None:
         "with its processor.",
     )
     select.add_argument("--runs", nargs="+", required=True, metavar="DIR", help="training output directories")
-    select.add_argument("--bench", nargs="+", required=True, metavar="FILE", help="held-out benchmark JSONL (globs allowed)")
+    select.add_argument(
+        "--bench", nargs="+", required=True, metavar="FILE", help="held-out benchmark JSONL (globs allowed)"
+    )
     select.add_argument("--image-root", help="images resolve as IMAGE_ROOT/<id>/<file name>")
     select.add_argument("--per-file", type=int, default=60, help="rows taken from each benchmark file (seeded)")
     select.add_argument("--work", metavar="DIR", help="where the evaluations go (default: OUT.select or RUN/select)")
@@ -268,9 +306,41 @@ def run_distill(args: argparse.Namespace) -> int:
             raise ValueError(f"--steps must be >= 0 and --batch-size positive, got {args.steps} and {args.batch_size}")
         image_root = expand_path(args.image_root) if args.image_root else None
         images = bench_images(args.bench, image_root)
-        report = distill_vision(args.model, args.out, images, steps=args.steps, batch_size=args.batch_size,
-                                learning_rate=args.learning_rate, seed=args.seed, center=args.center)
+        report = distill_vision(
+            args.model,
+            args.out,
+            images,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            center=args.center,
+        )
     except (BenchFormatError, RecipeError, FileNotFoundError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    print(f"warm-started model in {args.out}")
+    return 0
+
+
+def run_state_warmup(args: argparse.Namespace) -> int:
+    import json
+
+    from progresslm.train.config import expand_path
+    from progresslm.train.state_warmup import state_warmup
+
+    try:
+        if args.steps < 0 or args.batch_size < 1 or args.trajectories < 1 or args.held_out < 1:
+            raise ValueError(
+                "--steps must be >= 0 and --batch-size, --trajectories, --held-out positive, got "
+                f"{args.steps}, {args.batch_size}, {args.trajectories}, {args.held_out}"
+            )
+        report = state_warmup(args.model, args.out, expand_path(args.build), trajectories=args.trajectories,
+                              steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                              held_out=args.held_out, leave_out=args.leave_out, pooled=not args.per_token,
+                              seed=args.seed)  # fmt: skip
+    except (FileNotFoundError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))
