@@ -10,11 +10,11 @@ import pytest
 
 pytest.importorskip("metaworld")
 
-from progresslm.official import load_bench  # noqa: E402
-from progresslm.sim.build import SimBuildConfig, SimBuildError, assign_splits, build  # noqa: E402
+from helpers import TINY_SIM_CAMERAS as CAMERAS
+from helpers import tiny_sim_config as tiny
 
-from helpers import TINY_SIM_CAMERAS as CAMERAS  # noqa: E402
-from helpers import tiny_sim_config as tiny  # noqa: E402
+from progresslm.official import load_bench
+from progresslm.sim.build import SimBuildConfig, SimBuildError, assign_splits, build
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ pytest.importorskip("metaworld")
 pytest.importorskip("transformers")
 # Load torch's compiler stack (it loads triton) before any test renders with EGL: loading triton after
 # an EGL context exists in the process crashed it (segfault in triton's C extension) on this machine.
-import torch._dynamo  # noqa: E402, F401
+import torch._dynamo  # noqa: F401
 
 
 @pytest.fixture(scope="module")
