@@ -18,16 +18,18 @@ $(STAMP): pyproject.toml
 
 # The main job: build the small simulated benchmark (cached), evaluate ProgressLM-nano (shipped in the
 # package) and the shortcut baselines, each also with swapped demonstrations, print the comparison
-# table and write an HTML report with the plots. Saved replies are reused on a second run.
+# table and write an HTML report with the plots. Saved replies are reused on a second run; nano's go to a
+# folder named by its weights' digest, so a new release is evaluated afresh.
+NANO_RUN = $(RUNS)/nano-$$($(PY) -c "from progresslm.backends.nano import NANO_DIR, weights_id; print(weights_id(NANO_DIR))")
 demo: setup
-	$(PY) -m progresslm.cli.main eval --backend nano --swap-demos --out $(RUNS)/nano --quiet > /dev/null
+	$(PY) -m progresslm.cli.main eval --backend nano --swap-demos --out $(NANO_RUN) --quiet > /dev/null
 	$(PY) -m progresslm.cli.main eval --backend pixel-nn --swap-demos --out $(RUNS)/pixel-nn --quiet > /dev/null
 	$(PY) -m progresslm.cli.main eval --backend retrieval --swap-demos --out $(RUNS)/retrieval --quiet > /dev/null
 	$(PY) -m progresslm.cli.main eval --backend constant --out $(RUNS)/constant --quiet > /dev/null
 	$(PY) -m progresslm.cli.main eval --backend random --out $(RUNS)/random --quiet > /dev/null
-	$(PY) -m progresslm.cli.main report $(RUNS)/nano $(RUNS)/pixel-nn $(RUNS)/retrieval $(RUNS)/constant $(RUNS)/random \
+	$(PY) -m progresslm.cli.main report $(NANO_RUN) $(RUNS)/pixel-nn $(RUNS)/retrieval $(RUNS)/constant $(RUNS)/random \
 		--html $(RUNS)/compare.html
-	@echo "reports: $(RUNS)/nano/report.html (plots, demo swap) and $(RUNS)/compare.html"
+	@echo "reports: $(NANO_RUN)/report.html (plots, demo swap) and $(RUNS)/compare.html"
 
 # ProgressLM-nano from scratch on the CPU (configs/nano_*.yaml; seed 0): the full simulator preset,
 # a random-init 3.7 M Qwen2.5-VL, two vision warm starts (EfficientNet features, then the simulator's state),

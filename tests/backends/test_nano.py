@@ -35,6 +35,14 @@ def test_nano_takes_another_checkpoint_and_caps_generation(tiny_vlm_dir):
 
 
 @pytest.mark.skipif(not SHIPPED, reason="the nano checkpoint is not in this checkout")
+def test_the_weights_id_follows_the_weights(tmp_path):
+    for name, content in (("a", b"weights of one release"), ("b", b"weights of the next")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(content)
+    first, second = nano.weights_id(tmp_path / "a"), nano.weights_id(tmp_path / "b")
+    assert first != second and len(first) == 8 and int(first, 16) >= 0
+
+
 def test_the_shipped_checkpoint_is_small_and_documented():
     files = {path.name: path.stat().st_size for path in nano.NANO_DIR.iterdir()}
     assert sum(files.values()) <= 40 * 2**20
@@ -56,7 +64,8 @@ def test_the_shipped_model_answers_in_the_two_stage_format(tmp_path):
                         bootstrap=0, plots=False, options=BackendOptions(device="cpu"))  # fmt: skip
     outcome = evaluate(config, progress=False)
     rows = [json.loads(line) for line in (Path(outcome.out) / "results.jsonl").read_text().splitlines()]
-    assert len(rows) == 6 and all(row["model"] == "progresslm-nano" for row in rows)
+    name = f"progresslm-nano@{nano.weights_id(nano.NANO_DIR)}"  # a new release's weights: a new run identity
+    assert len(rows) == 6 and all(row["model"] == name for row in rows)
     parsed = [parse_two_stage(row["reply"]) for row in rows]
     assert all(p.status is not Status.PARSE_FAILURE for p in parsed), [row["reply"] for row in rows]
 

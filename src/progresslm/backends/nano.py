@@ -4,12 +4,15 @@ It is the `hf` backend with the model directory `progresslm/models/nano` (weight
 processor, model card `README.md`), so `progresslm eval` runs a trained model on a CPU with nothing
 downloaded. `--model DIR` points it at another nano-style checkpoint (for example a new `make nano`
 run). Its replies are short two-stage answers, so generation stops at `NANO_MAX_NEW_TOKENS` unless
-`--max-new-tokens` says otherwise.
+`--max-new-tokens` says otherwise. Its model name carries a digest of the weights
+(`progresslm-nano@1a2b3c4d`), so replies saved by an earlier release are never reused for a newer one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 from pathlib import Path
 
 from progresslm.backends.base import BackendError, BackendOptions
@@ -30,6 +33,16 @@ def nano_dir() -> Path:
     return NANO_DIR
 
 
+@functools.cache
+def weights_id(model_dir: Path) -> str:
+    """The first 8 hex digits of the sha256 of `model_dir/model.safetensors` (~30 ms for nano's 15 MB)."""
+    digest = hashlib.sha256()
+    with open(Path(model_dir) / "model.safetensors", "rb") as weights:
+        for block in iter(lambda: weights.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:8]
+
+
 class NanoBackend(HFBackend):
     """The `hf` backend preset to the shipped ProgressLM-nano checkpoint."""
 
@@ -44,4 +57,4 @@ class NanoBackend(HFBackend):
     @property
     def model_name(self) -> str:
         model = Path(self.options.model)
-        return "progresslm-nano" if model.resolve() == NANO_DIR else str(model)
+        return f"progresslm-nano@{weights_id(NANO_DIR)}" if model.resolve() == NANO_DIR else str(model)
