@@ -35,3 +35,14 @@ def tiny_sim_config(out, level="default", **kwargs):
 
     return SimBuildConfig(preset="tiny", out=str(out), tasks=TINY_SIM_TASKS, cameras=TINY_SIM_CAMERAS, size=64,
                           level=level, workers=1, **kwargs)  # fmt: skip
+
+
+def changed_tensors(before_dir: Path, after_dir: Path) -> set[str]:
+    """Names of the tensors whose values differ between two saved models with the same tensor names."""
+    import torch
+    from safetensors.torch import load_file
+
+    before = load_file(before_dir / "model.safetensors")
+    after = load_file(after_dir / "model.safetensors")
+    assert before.keys() == after.keys()
+    return {key for key in before if not torch.equal(before[key], after[key])}

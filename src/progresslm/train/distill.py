@@ -117,6 +117,36 @@ def center_tower(model, token_batches, target_norm: float | None = None) -> dict
     }
 
 
+def load_rgb(paths: Sequence[Path]) -> list:
+    """The images at `paths` as RGB PIL images, each file closed after reading."""
+    from PIL import Image
+
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            images.append(image.convert("RGB"))
+    return images
+
+
+def tower_tokens(model, processor, images: Sequence):
+    """The merged image tokens of a Qwen2.5-VL `model`'s vision tower for PIL `images`, concatenated
+    (tokens x hidden), with gradients."""
+    import torch
+
+    inputs = processor.image_processor(images=list(images), return_tensors="pt")
+    features = model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output
+    return torch.cat(features)
+
+
+def save_warm_start(model, processor, out_dir: str | Path, report_file: str, report: dict) -> None:
+    """Save a warm-started model with its processor and the report of the warm start to `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / report_file).write_text(json.dumps(report, indent=2) + "\n")
+
+
 def distill_vision(
     model_dir: str | Path,
     out_dir: str | Path,
@@ -149,10 +179,7 @@ def distill_vision(
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
     side = int(processor.image_processor.size["longest_edge"] ** 0.5) // 28 * 28  # longest_edge holds max pixels
     grid = side // 28  # merged tokens per side
-    images = []
-    for path in image_files:
-        with Image.open(path) as image:
-            images.append(image.convert("RGB"))
+    images = load_rgb(image_files)
     started = time.perf_counter()
     targets = teacher_targets(images, grid)
     small = [image.resize((side, side), Image.BICUBIC) for image in images]
@@ -165,11 +192,12 @@ def distill_vision(
     head = torch.nn.Linear(model.config.text_config.hidden_size, targets.shape[-1])
     parameters = [*inner.visual.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=max(steps, 1), pct_start=0.05)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=learning_rate, total_steps=max(steps, 1), pct_start=0.05
+    )
 
     def tower(indices):
-        inputs = processor.image_processor(images=[small[i] for i in indices], return_tensors="pt")
-        return torch.cat(inner.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output)
+        return tower_tokens(model, processor, [small[i] for i in indices])
 
     def predict(indices):
         return head(tower(indices)).view(len(indices), grid * grid, -1)
@@ -177,7 +205,9 @@ def distill_vision(
     def evaluate() -> float:
         with torch.no_grad():
             scores = [
-                torch.nn.functional.cosine_similarity(predict(test[i : i + 64]), targets[test[i : i + 64]], dim=-1).mean()
+                torch.nn.functional.cosine_similarity(
+                    predict(test[i : i + 64]), targets[test[i : i + 64]], dim=-1
+                ).mean()
                 for i in range(0, len(test), 64)
             ]
         return float(torch.stack(scores).mean())
@@ -219,9 +249,5 @@ def distill_vision(
         "seconds": round(time.perf_counter() - started, 1),
         "centered": centered,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    (out / DISTILL_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    save_warm_start(model, processor, out_dir, DISTILL_FILE, report)
     return report

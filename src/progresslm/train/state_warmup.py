@@ -113,8 +113,9 @@ def state_warmup(
     """
     import numpy as np
     import torch
-    from PIL import Image
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from progresslm.train.distill import load_rgb, save_warm_start, tower_tokens
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -131,15 +132,10 @@ def state_warmup(
 
     processor = AutoProcessor.from_pretrained(model_dir)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
-    images = []
-    for path in paths:
-        with Image.open(path) as image:
-            images.append(image.convert("RGB"))
-    inner = model.model
+    images = load_rgb(paths)
 
     def tokens(indices):
-        inputs = processor.image_processor(images=[images[i] for i in indices], return_tensors="pt")
-        return torch.cat(inner.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output)
+        return tower_tokens(model, processor, [images[i] for i in indices])
 
     per_image = tokens([0]).shape[0]
     hidden = model.config.text_config.hidden_size
@@ -149,7 +145,7 @@ def state_warmup(
         out = tokens(indices).reshape(len(indices), per_image, hidden)
         return out.mean(dim=1) if pooled else out.reshape(len(indices), -1)
 
-    parameters = [*inner.visual.parameters(), *head.parameters()]
+    parameters = [*model.model.visual.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.01)
     order = list(range(len(images)))
     rng.shuffle(order)
@@ -163,7 +159,7 @@ def state_warmup(
 
     fit = train[:256]  # training frames to report the fit on
     before, fit_before = r2(test), r2(fit)
-    inner.visual.train()
+    model.model.visual.train()
     for step in range(1, steps + 1):
         batch = rng.sample(train, min(batch_size, len(train)))
         loss = torch.nn.functional.mse_loss(head(features(batch)), y[batch])
@@ -173,7 +169,7 @@ def state_warmup(
         optimizer.step()
         if step % log_every == 0 or step == steps:
             log.info("state warm-up step %d/%d: loss %.4f, held-out R^2 %.3f", step, steps, loss.item(), r2(test))
-    inner.visual.eval()
+    model.model.visual.eval()
     report = {
         "target": "standardised " + ", ".join(STATE_NAMES) + " of each frame (scripted expert re-run)",
         "head": "linear on the mean of the image's tokens" if pooled else "linear on the image's tokens, flattened",
@@ -192,9 +188,5 @@ def state_warmup(
         "simulation_seconds": round(simulated, 1),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    (out / STATE_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    save_warm_start(model, processor, out_dir, STATE_FILE, report)
     return report
