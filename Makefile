@@ -45,9 +45,11 @@ nano: setup
 		--bench "$(SIM_FULL)/sft/*.jsonl" --image-root "$(SIM_FULL)/images" --out $(NANO)/distilled --steps 600
 	test -f $(NANO)/state/state_warmup.json || $(PY) -m progresslm.cli.main train state-warmup --model $(NANO)/distilled \
 		--build "$(SIM_FULL)" --leave-out assembly-v3 --out $(NANO)/state
-	$(PY) -m progresslm.cli.main train sft --config configs/nano_sft.yaml model=$(NANO)/state output_dir=$(NANO)/sft
-	$(PY) -m progresslm.cli.main train sft --config configs/nano_sft_more.yaml model=$(NANO)/sft output_dir=$(NANO)/sft2
-	test -f $(NANO)/sft-best/select.json || $(PY) -m progresslm.cli.main train select --runs $(NANO)/sft2 \
+	test -f $(NANO)/anchor/anchor_warmup.json || $(PY) -m progresslm.cli.main train anchor-warmup --model $(NANO)/state \
+		--bench "$(SIM_FULL)/sft/visual_*_view.jsonl" --image-root "$(SIM_FULL)/images" --leave-out assembly-v3 \
+		--steps 300 --out $(NANO)/anchor
+	$(PY) -m progresslm.cli.main train sft --config configs/nano_sft.yaml model=$(NANO)/anchor output_dir=$(NANO)/sft
+	test -f $(NANO)/sft-best/select.json || $(PY) -m progresslm.cli.main train select --runs $(NANO)/sft \
 		--bench "$(SIM_FULL)/rl/*.jsonl" --image-root "$(SIM_FULL)/images" --per-file 50 --out $(NANO)/sft-best
 	$(PY) -m progresslm.cli.main train grpo --config configs/nano_grpo.yaml model=$(NANO)/sft-best output_dir=$(NANO)/grpo
 	$(PY) -m progresslm.cli.main train export --model $(NANO)/grpo --out src/progresslm/models/nano

@@ -37,6 +37,18 @@ def test_candidates_in_step_order_then_the_run(tmp_path):
         candidates([tmp_path / "missing"])
 
 
+def test_candidates_skip_a_run_root_that_repeats_its_last_checkpoint(tmp_path):
+    for name in ("checkpoint-1", "checkpoint-2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+        (tmp_path / name / "model.safetensors").write_bytes(name.encode())
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"checkpoint-1")  # an older step's weights: kept
+    assert [p.name for p in candidates([tmp_path])][-1] == tmp_path.name
+    (tmp_path / "model.safetensors").write_bytes(b"checkpoint-2")  # the last step saved twice: skipped
+    assert [p.name for p in candidates([tmp_path])] == ["checkpoint-1", "checkpoint-2"]
+
+
 def test_selection_score_penalises_wrong_na_calls():
     def metrics(nse, afrr, uda):
         return {"splits": {"visual_same_view": {"n": 5, "nse": nse, "afrr": afrr},
@@ -51,8 +63,9 @@ def test_selection_score_penalises_wrong_na_calls():
 
 
 def test_select_evaluates_every_checkpoint_and_copies_the_best(tiny_vlm_dir, tmp_path, capsys):
-    """Two checkpoints of one run (the second without processor files, as Trainer may save them) and
-    the run itself: all three evaluated on the same rows; the copy loads as a model directory."""
+    """Two checkpoints of one run (the second without processor files, as Trainer may save them): both
+    evaluated on the same rows; the run's root, whose weights are the last checkpoint's, is not; the
+    copy loads as a model directory."""
     from helpers import BENCH_FILES, fixture, write_images
 
     from progresslm.cli.main import main
@@ -71,14 +84,13 @@ def test_select_evaluates_every_checkpoint_and_copies_the_best(tiny_vlm_dir, tmp
                  "--per-file", "2", "--out", str(tmp_path / "best")])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "best" / "select.json").read_text())
-    assert [row["model"] for row in report["candidates"]] == [
-        str(run / "checkpoint-1"), str(run / "checkpoint-2"), str(run)
-    ]  # fmt: skip
+    assert [row["model"] for row in report["candidates"]] == [str(run / "checkpoint-1"), str(run / "checkpoint-2")]
     assert report["best"] in {row["model"] for row in report["candidates"]}
     best = min(report["candidates"], key=lambda row: row["score"])
     assert report["best"] == best["model"]
     # every candidate answered the same 4 rows
-    for name in ("checkpoint-1", "checkpoint-2", "run"):
+    assert not (tmp_path / "best.select" / "evals" / "run").exists()
+    for name in ("checkpoint-1", "checkpoint-2"):
         lines = (tmp_path / "best.select" / "evals" / name / "results.jsonl").read_text().splitlines()
         assert len(lines) == 4
     assert (tmp_path / "best" / "model.safetensors").is_file()

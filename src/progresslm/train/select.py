@@ -31,7 +31,8 @@ ANSWERABLE_SPLITS = ("visual_same_view", "visual_cross_view", "text")
 
 def candidates(runs: Sequence[str | Path]) -> list[Path]:
     """Model directories to compare: each given directory that holds a model, and its `checkpoint-N`
-    subdirectories in step order."""
+    subdirectories in step order. A run's root is left out when its weights are those of its last
+    checkpoint (a run saves its final step twice): evaluating them again would only cost time."""
     found: list[Path] = []
     for run in runs:
         run = Path(run)
@@ -39,11 +40,21 @@ def candidates(runs: Sequence[str | Path]) -> list[Path]:
             raise FileNotFoundError(f"{run}: no such directory")
         steps = sorted(run.glob("checkpoint-*"), key=lambda p: int(p.name.rpartition("-")[2] or 0))
         found += [p for p in steps if (p / "config.json").is_file()]
-        if (run / "config.json").is_file():
+        if (run / "config.json").is_file() and not (steps and _same_weights(run, steps[-1])):
             found.append(run)
     if not found:
         raise FileNotFoundError(f"no model directories (config.json) in {', '.join(map(str, runs))}")
     return found
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    """Whether model directories `a` and `b` hold byte-identical safetensors weight files."""
+    import filecmp
+
+    names = sorted(p.name for p in a.glob("*.safetensors"))
+    if not names or names != sorted(p.name for p in b.glob("*.safetensors")):
+        return False
+    return all(filecmp.cmp(a / name, b / name, shallow=False) for name in names)
 
 
 def subset_bench(files: Sequence[str | Path], per_file: int, out_dir: Path, seed: int = 0) -> list[Path]:
