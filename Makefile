@@ -33,7 +33,7 @@ demo: setup
 
 # ProgressLM-nano from scratch on the CPU (configs/nano_*.yaml; seed 0): the full simulator preset,
 # a random-init 3.7 M Qwen2.5-VL, two vision warm starts (EfficientNet features, then the simulator's state),
-# SFT on the sft pool (850 + 700 steps), the SFT checkpoint that does
+# SFT on the sft pool (850 + 350 steps), the SFT checkpoint that does
 # best on the rl pool's tasks (which SFT never saw), GRPO on the rl pool, then the checkpoint copied into
 # the package. Every stage resumes or is skipped when done.
 SIM_FULL = $${PROGRESSLM_HOME:-$$HOME/.cache/progresslm}/sim-full-s0-v3
@@ -45,11 +45,9 @@ nano: setup
 		--bench "$(SIM_FULL)/sft/*.jsonl" --image-root "$(SIM_FULL)/images" --out $(NANO)/distilled --steps 600
 	test -f $(NANO)/state/state_warmup.json || $(PY) -m progresslm.cli.main train state-warmup --model $(NANO)/distilled \
 		--build "$(SIM_FULL)" --leave-out assembly-v3 --out $(NANO)/state
-	test -f $(NANO)/anchor/anchor_warmup.json || $(PY) -m progresslm.cli.main train anchor-warmup --model $(NANO)/state \
-		--bench "$(SIM_FULL)/sft/visual_*_view.jsonl" --image-root "$(SIM_FULL)/images" --leave-out assembly-v3 \
-		--steps 300 --out $(NANO)/anchor
-	$(PY) -m progresslm.cli.main train sft --config configs/nano_sft.yaml model=$(NANO)/anchor output_dir=$(NANO)/sft
-	test -f $(NANO)/sft-best/select.json || $(PY) -m progresslm.cli.main train select --runs $(NANO)/sft \
+	$(PY) -m progresslm.cli.main train sft --config configs/nano_sft.yaml model=$(NANO)/state output_dir=$(NANO)/sft
+	$(PY) -m progresslm.cli.main train sft --config configs/nano_sft_more.yaml model=$(NANO)/sft output_dir=$(NANO)/sft2
+	test -f $(NANO)/sft-best/select.json || $(PY) -m progresslm.cli.main train select --runs $(NANO)/sft2 \
 		--bench "$(SIM_FULL)/rl/*.jsonl" --image-root "$(SIM_FULL)/images" --per-file 50 --out $(NANO)/sft-best
 	$(PY) -m progresslm.cli.main train grpo --config configs/nano_grpo.yaml model=$(NANO)/sft-best output_dir=$(NANO)/grpo
 	$(PY) -m progresslm.cli.main train export --model $(NANO)/grpo --out src/progresslm/models/nano

@@ -58,6 +58,13 @@ def test_selection_score_penalises_wrong_na_calls():
     assert selection_score(metrics(20.0, 80.0, 100.0)) == 40.0
     assert selection_score(metrics(20.0, 0.0, 0.0)) == 45.0
     assert selection_score(metrics(None, None, None)) == 150.0  # nothing parseable: the worst score
+    # frame order: a trajectory-constant model (PRC-strict 0) loses to one that orders frames
+    hedging, reading = metrics(33.5, 0.0, 100.0), metrics(34.8, 0.0, 100.0)
+    hedging["splits"]["visual_same_view"]["prc_strict"] = 0.0
+    reading["splits"]["visual_same_view"]["prc_strict"] = 86.6
+    assert selection_score(hedging) < selection_score(reading)
+    assert selection_score(hedging, order_weight=0.25) > selection_score(reading, order_weight=0.25)
+    assert selection_score(reading, order_weight=0.25) == pytest.approx(34.8 + 0.25 * (100 - 86.6))
     with pytest.raises(ValueError, match="no answerable split"):
         selection_score({"splits": {"visual_unanswerable": {"n": 5, "uda": 50.0}}})
 
@@ -104,3 +111,5 @@ def test_select_reports_a_missing_run(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "x.jsonl" in err
+    code = main(["train", "select", "--runs", str(tmp_path), "--bench", str(tmp_path / "x.jsonl"), "--order-weight", "-1"])
+    assert code == 2 and "--order-weight must be >= 0" in capsys.readouterr().err

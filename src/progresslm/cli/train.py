@@ -158,6 +158,13 @@ def add_parser(subparsers) -> None:
     select.add_argument("--work", metavar="DIR", help="where the evaluations go (default: OUT.select or RUN/select)")
     select.add_argument("--out", metavar="DIR", help="copy the best model here")
     select.add_argument("--na-weight", type=float, default=0.5)
+    select.add_argument(
+        "--order-weight",
+        type=float,
+        default=0.0,
+        help="add this x (100 - mean PRC-strict): NSE alone can prefer a checkpoint that answers one value per "
+        "trajectory (try 0.25)",
+    )
     select.add_argument("--batch-size", type=int, default=16)
     select.add_argument("--device", default="cpu")
     select.add_argument("--seed", type=int, default=0)
@@ -406,11 +413,14 @@ def run_select(args: argparse.Namespace) -> int:
     try:
         if args.per_file < 1:
             raise ValueError(f"--per-file must be at least 1, got {args.per_file}")
+        if args.na_weight < 0 or args.order_weight < 0:
+            raise ValueError(f"--na-weight and --order-weight must be >= 0, got {args.na_weight}, {args.order_weight}")
         files = expand_files(args.bench)
         work = args.work or (f"{args.out}.select" if args.out else str(Path(args.runs[0]) / "select"))
         report = select_checkpoint(
             args.runs, files, expand_path(args.image_root) if args.image_root else None, work, out=args.out,
             per_file=args.per_file, batch_size=args.batch_size, device=args.device, na_weight=args.na_weight,
+            order_weight=args.order_weight,
             seed=args.seed,
         )  # fmt: skip
     except (BenchFormatError, EvalError, FileNotFoundError, ValueError, OSError) as error:

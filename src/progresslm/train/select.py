@@ -77,14 +77,23 @@ def subset_bench(files: Sequence[str | Path], per_file: int, out_dir: Path, seed
     return written
 
 
-def selection_score(metrics: dict, na_weight: float = 0.5) -> float:
-    """Mean NSE over the answerable splits plus `na_weight` x the share of wrong N/A calls (percent).
-    A split with samples but no usable answer (every reply unparseable) counts as 100 on both.
+def selection_score(metrics: dict, na_weight: float = 0.5, order_weight: float = 0.0) -> float:
+    """Mean NSE over the answerable splits plus `na_weight` x the share of wrong N/A calls (percent),
+    plus `order_weight` x (100 - mean PRC-strict over the answerable splits). A split with samples but
+    no usable answer (every reply unparseable) counts as 100 on NSE and wrong calls, 0 on PRC-strict.
+
+    NSE alone rewards hedging: a checkpoint that gives every observation of a trajectory the same
+    answer near its mean can score best while reading nothing from the frames (it happened to nano:
+    step 330 of a run, constant per trajectory, NSE 33.5, beat step 660, same-view PRC 86.6, NSE 34.8).
+    `order_weight` > 0 makes frame order count (PRC-strict counts a constant trajectory as 0).
 
     >>> m = {"splits": {"visual_same_view": {"n": 10, "nse": 20.0, "afrr": 10.0},
     ...                 "visual_unanswerable": {"n": 10, "uda": 60.0}}}
     >>> selection_score(m)  # 20 + 0.5 * (10 + 40) / 2
     32.5
+    >>> m["splits"]["visual_same_view"]["prc_strict"] = 80.0
+    >>> selection_score(m, order_weight=0.25)  # 32.5 + 0.25 * (100 - 80)
+    37.5
     """
     splits = metrics["splits"]
     present = {name: s for name, s in splits.items() if s.get("n")}
@@ -96,7 +105,9 @@ def selection_score(metrics: dict, na_weight: float = 0.5) -> float:
     wrong += [
         100.0 if s.get("uda") is None else 100.0 - s["uda"] for name, s in present.items() if name.endswith("_unanswerable")
     ]
-    return round(sum(nse) / len(nse) + na_weight * sum(wrong) / len(wrong), 3)
+    order = [s.get("prc_strict") or 0.0 for s in answerable]
+    disorder = 100.0 - sum(order) / len(order)
+    return round(sum(nse) / len(nse) + na_weight * sum(wrong) / len(wrong) + order_weight * disorder, 3)
 
 
 def _processor_dir(model_dir: Path) -> Path:
@@ -122,6 +133,7 @@ def select_checkpoint(
     batch_size: int = 16,
     device: str = "cpu",
     na_weight: float = 0.5,
+    order_weight: float = 0.0,
     seed: int = 0,
 ) -> dict:
     """Evaluate every candidate of `runs` on one fixed subset of `bench`; copy the best to `out`."""
@@ -146,9 +158,10 @@ def select_checkpoint(
         splits = metrics["splits"]
         row = {
             "model": str(model_dir),
-            "score": selection_score(metrics, na_weight),
+            "score": selection_score(metrics, na_weight, order_weight),
             **{f"{name}_nse": splits.get(name, {}).get("nse") for name in ANSWERABLE_SPLITS},
             **{f"{name}_prc": splits.get(name, {}).get("prc") for name in ANSWERABLE_SPLITS},
+            **{f"{name}_prc_strict": splits.get(name, {}).get("prc_strict") for name in ANSWERABLE_SPLITS},
             "afrr": splits.get("micro", {}).get("afrr"),
             "uda": {name: s.get("uda") for name, s in splits.items() if name.endswith("_unanswerable")},
         }
@@ -159,6 +172,7 @@ def select_checkpoint(
         "bench": [str(f) for f in bench],
         "rows_per_file": per_file,
         "na_weight": na_weight,
+        "order_weight": order_weight,
         "candidates": rows,
         "best": best["model"],
     }
