@@ -33,7 +33,8 @@ def write_rows(root, tasks=4, per_task=12, seed=0):
                 Image.new("RGB", (56, 56), KEY_COLOURS[colour]).save(folder / f"key{k}.jpg")
             anchor = rng.randrange(3)
             noisy = tuple(min(255, max(0, c + rng.randint(-30, 30))) for c in OBS_COLOURS[order[anchor]])
-            Image.new("RGB", (56, 56), noisy).save(folder / "obs.jpg")
+            # odd tasks' observations are wider: images of different sizes have different token counts
+            Image.new("RGB", (84 if t % 2 else 56, 56), noisy).save(folder / "obs.jpg")
             rows.append({"id": uid, "task_goal": "do it", "visual_demo": ["key0.jpg", "key1.jpg", "key2.jpg"],
                          "total_steps": 2, "stage_to_estimate": ["obs.jpg"], "closest_idx": anchor + 1,
                          "progress_score": f"{anchor * 50}%", "data_source": "test", "sim": {"task": f"task{t}"}})  # fmt: skip

@@ -133,7 +133,7 @@ def add_parser(subparsers) -> None:
         "keyframe is the highest among the keyframes (softmax cross-entropy). Whole tasks are held out to report "
         "the nearest-keyframe accuracy on. The model keeps its architecture.",
     )
-    _warm_start_options(anchor, steps=400, batch_size=16, learning_rate=5e-4)
+    _warm_start_options(anchor, steps=300, batch_size=16, learning_rate=5e-4)
     anchor.add_argument("--bench", nargs="+", required=True, metavar="FILE", help="benchmark JSONL (globs allowed)")
     anchor.add_argument("--image-root", help="images resolve as IMAGE_ROOT/<id>/<file name>")
     anchor.add_argument("--temperature", type=float, default=0.1, help="of the softmax over cosines")

@@ -67,7 +67,7 @@ def anchor_warmup(
     out_dir: str | Path,
     files: Sequence[str | Path],
     image_root: str | Path | None,
-    steps: int = 400,
+    steps: int = 300,
     batch_size: int = 16,
     learning_rate: float = 5e-4,
     temperature: float = 0.1,
@@ -119,7 +119,8 @@ def anchor_warmup(
     def logits(indices) -> tuple[torch.Tensor, torch.Tensor]:
         """Cosines over the temperature, padded with -inf to the longest demo, and the anchors."""
         paths = [p for i in indices for p in groups[i]]
-        per_image = tower_tokens(model, processor, images(paths)).reshape(len(paths), -1, hidden).mean(dim=1)
+        tokens = tower_tokens(model, processor, images(paths), per_image=True)
+        per_image = torch.stack([t.mean(dim=0) for t in tokens])
         vectors = torch.nn.functional.normalize(per_image - centre, dim=-1)
         width = max(len(groups[i]) - 1 for i in indices)
         out = torch.full((len(indices), width), float("-inf"))

@@ -128,14 +128,15 @@ def load_rgb(paths: Sequence[Path]) -> list:
     return images
 
 
-def tower_tokens(model, processor, images: Sequence):
+def tower_tokens(model, processor, images: Sequence, per_image: bool = False):
     """The merged image tokens of a Qwen2.5-VL `model`'s vision tower for PIL `images`, concatenated
-    (tokens x hidden), with gradients."""
+    (tokens x hidden), with gradients; with `per_image`, a list of one (tokens x hidden) tensor per image
+    (images of different sizes have different token counts)."""
     import torch
 
     inputs = processor.image_processor(images=list(images), return_tensors="pt")
     features = model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output
-    return torch.cat(features)
+    return list(features) if per_image else torch.cat(features)
 
 
 def save_warm_start(model, processor, out_dir: str | Path, report_file: str, report: dict) -> None:
