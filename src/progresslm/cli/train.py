@@ -321,84 +321,68 @@ def _warm_start_options(
     parser.add_argument("--seed", type=int, default=0)
 
 
-def run_distill(args: argparse.Namespace) -> int:
+def _warm_start(args: argparse.Namespace, bad_options: str | None, run) -> int:
+    """Run one vision warm start: `bad_options` says what is wrong with the options (None: nothing);
+    `run()` trains and returns the report, printed as JSON. Bad input is exit status 2 with the reason."""
     import json
 
     from progresslm.official import BenchFormatError
-    from progresslm.train.config import RecipeError, expand_path
-    from progresslm.train.distill import bench_images, distill_vision
+    from progresslm.train.config import RecipeError
 
     try:
-        if args.steps < 0 or args.batch_size < 1:
-            raise ValueError(f"--steps must be >= 0 and --batch-size positive, got {args.steps} and {args.batch_size}")
-        image_root = expand_path(args.image_root) if args.image_root else None
-        images = bench_images(args.bench, image_root)
-        report = distill_vision(
-            args.model,
-            args.out,
-            images,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            seed=args.seed,
-            center=args.center,
-        )
+        if bad_options:
+            raise ValueError(bad_options)
+        report = run()
     except (BenchFormatError, RecipeError, FileNotFoundError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))
     print(f"warm-started model in {args.out}")
     return 0
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    from progresslm.train.config import expand_path
+    from progresslm.train.distill import bench_images, distill_vision
+
+    bad = None
+    if args.steps < 0 or args.batch_size < 1:
+        bad = f"--steps must be >= 0 and --batch-size positive, got {args.steps} and {args.batch_size}"
+
+    def run():
+        images = bench_images(args.bench, expand_path(args.image_root) if args.image_root else None)
+        return distill_vision(args.model, args.out, images, steps=args.steps, batch_size=args.batch_size,
+                              learning_rate=args.learning_rate, seed=args.seed, center=args.center)  # fmt: skip
+
+    return _warm_start(args, bad, run)
 
 
 def run_state_warmup(args: argparse.Namespace) -> int:
-    import json
-
     from progresslm.train.config import expand_path
     from progresslm.train.state_warmup import state_warmup
 
-    try:
-        if args.steps < 0 or args.batch_size < 1 or args.trajectories < 1 or args.held_out < 1:
-            raise ValueError(
-                "--steps must be >= 0 and --batch-size, --trajectories, --held-out positive, got "
-                f"{args.steps}, {args.batch_size}, {args.trajectories}, {args.held_out}"
-            )
-        report = state_warmup(args.model, args.out, expand_path(args.build), trajectories=args.trajectories,
-                              steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                              held_out=args.held_out, leave_out=args.leave_out, pooled=not args.per_token,
-                              seed=args.seed)  # fmt: skip
-    except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(report, indent=2))
-    print(f"warm-started model in {args.out}")
-    return 0
+    bad = None
+    if args.steps < 0 or args.batch_size < 1 or args.trajectories < 1 or args.held_out < 1:
+        bad = ("--steps must be >= 0 and --batch-size, --trajectories, --held-out positive, got "
+               f"{args.steps}, {args.batch_size}, {args.trajectories}, {args.held_out}")  # fmt: skip
+    return _warm_start(args, bad, lambda: state_warmup(
+        args.model, args.out, expand_path(args.build), trajectories=args.trajectories, steps=args.steps,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, held_out=args.held_out,
+        leave_out=args.leave_out, pooled=not args.per_token, seed=args.seed))  # fmt: skip
 
 
 def run_anchor_warmup(args: argparse.Namespace) -> int:
-    import json
-
-    from progresslm.official import BenchFormatError
     from progresslm.train.anchor_warmup import anchor_warmup
-    from progresslm.train.config import RecipeError, expand_files, expand_path
+    from progresslm.train.config import expand_files, expand_path
 
-    try:
-        if args.steps < 0 or args.batch_size < 1 or args.held_out < 1 or not args.temperature > 0:
-            raise ValueError(
-                "--steps must be >= 0 and --batch-size, --held-out, --temperature positive, got "
-                f"{args.steps}, {args.batch_size}, {args.held_out}, {args.temperature}"
-            )
-        report = anchor_warmup(args.model, args.out, expand_files(args.bench),
-                               expand_path(args.image_root) if args.image_root else None, steps=args.steps,
-                               batch_size=args.batch_size, learning_rate=args.learning_rate,
-                               temperature=args.temperature, held_out=args.held_out, leave_out=args.leave_out,
-                               seed=args.seed)  # fmt: skip
-    except (BenchFormatError, RecipeError, FileNotFoundError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(report, indent=2))
-    print(f"warm-started model in {args.out}")
-    return 0
+    bad = None
+    if args.steps < 0 or args.batch_size < 1 or args.held_out < 1 or not args.temperature > 0:
+        bad = ("--steps must be >= 0 and --batch-size, --held-out, --temperature positive, got "
+               f"{args.steps}, {args.batch_size}, {args.held_out}, {args.temperature}")  # fmt: skip
+    return _warm_start(args, bad, lambda: anchor_warmup(
+        args.model, args.out, expand_files(args.bench), expand_path(args.image_root) if args.image_root else None,
+        steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        temperature=args.temperature, held_out=args.held_out, leave_out=args.leave_out, seed=args.seed))  # fmt: skip
 
 
 def run_select(args: argparse.Namespace) -> int:

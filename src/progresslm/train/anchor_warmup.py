@@ -85,9 +85,8 @@ def anchor_warmup(
     before and after, and the time taken.
     """
     import torch
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    from progresslm.train.distill import load_rgb, save_warm_start, tower_tokens
+    from progresslm.train.distill import load_rgb, load_warm_start, save_warm_start, tower_tokens, train_tower
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -105,8 +104,7 @@ def anchor_warmup(
     if len(train) < batch_size:
         raise ValueError(f"{len(train)} training samples: fewer than the batch size {batch_size}")
 
-    processor = AutoProcessor.from_pretrained(model_dir)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    processor, model = load_warm_start(model_dir)
     hidden = model.config.text_config.hidden_size
     centre = torch.nn.Parameter(torch.zeros(hidden))
     cache: dict[Path, object] = {}
@@ -144,20 +142,13 @@ def anchor_warmup(
     fit = train[:256]
     before, fit_before = accuracy(test), accuracy(fit)
     log.info("nearest-keyframe accuracy before: held-out tasks %.3f, training %.3f", before, fit_before)
-    parameters = [*model.model.visual.parameters(), centre]
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.01)
-    model.model.visual.train()
-    for step in range(1, steps + 1):
-        out, target = logits(rng.sample(train, batch_size))
-        loss = torch.nn.functional.cross_entropy(out, target)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        if step % log_every == 0 or step == steps:
-            log.info("anchor warm-up step %d/%d: loss %.4f, held-out accuracy %.3f", step, steps, loss.item(),
-                     accuracy(test))  # fmt: skip
-    model.model.visual.eval()
+
+    def batch_loss():
+        return torch.nn.functional.cross_entropy(*logits(rng.sample(train, batch_size)))
+
+    train_tower(model, [*model.model.visual.parameters(), centre], steps, learning_rate, batch_loss,
+                lambda step, loss: f"anchor warm-up step {step}/{steps}: loss {loss:.4f}, held-out accuracy "
+                f"{accuracy(test):.3f}", log_every)  # fmt: skip
     report = {
         "target": "the labelled keyframe is the nearest (cosine of centred mean image tokens) to the observation",
         "samples": len(groups),

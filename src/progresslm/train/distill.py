@@ -27,7 +27,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,51 @@ def tower_tokens(model, processor, images: Sequence, per_image: bool = False):
     return list(features) if per_image else torch.cat(features)
 
 
+def load_warm_start(model_dir: str | Path):
+    """The processor and the float32 Qwen2.5-VL of `model_dir`, for a vision warm start."""
+    import torch
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    return processor, Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+
+
+def train_tower(
+    model,
+    parameters: list,
+    steps: int,
+    learning_rate: float,
+    batch_loss: Callable[[], object],
+    describe: Callable[[int, float], str],
+    log_every: int,
+    one_cycle: bool = False,
+) -> None:
+    """`steps` AdamW steps (weight decay 0.01, gradients clipped to norm 1; with `one_cycle`, a one-cycle
+    rate peaking at `learning_rate` after 5 %) on `parameters` (the vision tower's and a head's), each on
+    the loss `batch_loss()` returns, with the tower in train mode meanwhile. Every `log_every` steps and
+    at the last one it logs `describe(step, loss)`."""
+    import torch
+
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.01)
+    schedule = (
+        torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=max(steps, 1), pct_start=0.05)
+        if one_cycle
+        else None
+    )
+    model.model.visual.train()
+    for step in range(1, steps + 1):
+        loss = batch_loss()
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        if step % log_every == 0 or step == steps:
+            log.info(describe(step, loss.item()))
+    model.model.visual.eval()
+
+
 def save_warm_start(model, processor, out_dir: str | Path, report_file: str, report: dict) -> None:
     """Save a warm-started model with its processor and the report of the warm start to `out_dir`."""
     out = Path(out_dir)
@@ -170,14 +215,12 @@ def distill_vision(
     """
     import torch
     from PIL import Image
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     if len(image_files) < 10:
         raise ValueError(f"distillation needs at least 10 images, got {len(image_files)}")
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    processor = AutoProcessor.from_pretrained(model_dir)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    processor, model = load_warm_start(model_dir)
     side = int(processor.image_processor.size["longest_edge"] ** 0.5) // 28 * 28  # longest_edge holds max pixels
     grid = side // 28  # merged tokens per side
     images = load_rgb(image_files)
@@ -192,10 +235,6 @@ def distill_vision(
     inner = model.model
     head = torch.nn.Linear(model.config.text_config.hidden_size, targets.shape[-1])
     parameters = [*inner.visual.parameters(), *head.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=learning_rate, total_steps=max(steps, 1), pct_start=0.05
-    )
 
     def tower(indices):
         return tower_tokens(model, processor, [small[i] for i in indices])
@@ -217,19 +256,13 @@ def distill_vision(
     # The floor to beat: every cell predicted as the mean training target (features share a common part).
     mean = torch.nn.functional.normalize(targets[train].mean(dim=(0, 1)), dim=0)
     floor = float(torch.nn.functional.cosine_similarity(targets[test], mean.expand_as(targets[test]), dim=-1).mean())
-    inner.visual.train()
-    for step in range(1, steps + 1):
+
+    def batch_loss():
         batch = rng.sample(train, k=min(batch_size, len(train)))
-        similarity = torch.nn.functional.cosine_similarity(predict(batch), targets[batch], dim=-1)
-        loss = 1.0 - similarity.mean()
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        schedule.step()
-        if step % log_every == 0 or step == steps:
-            log.info("distill step %d/%d: cosine %.3f", step, steps, 1.0 - float(loss))
-    inner.visual.eval()
+        return 1.0 - torch.nn.functional.cosine_similarity(predict(batch), targets[batch], dim=-1).mean()
+
+    train_tower(model, parameters, steps, learning_rate, batch_loss,
+                lambda step, loss: f"distill step {step}/{steps}: cosine {1.0 - loss:.3f}", log_every, one_cycle=True)  # fmt: skip
     after = evaluate()
     centered = None
     if center:

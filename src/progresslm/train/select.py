@@ -159,9 +159,11 @@ def select_checkpoint(
         row = {
             "model": str(model_dir),
             "score": selection_score(metrics, na_weight, order_weight),
-            **{f"{name}_nse": splits.get(name, {}).get("nse") for name in ANSWERABLE_SPLITS},
-            **{f"{name}_prc": splits.get(name, {}).get("prc") for name in ANSWERABLE_SPLITS},
-            **{f"{name}_prc_strict": splits.get(name, {}).get("prc_strict") for name in ANSWERABLE_SPLITS},
+            **{
+                f"{name}_{key}": splits.get(name, {}).get(key)
+                for key in ("nse", "prc", "prc_strict")
+                for name in ANSWERABLE_SPLITS
+            },
             "afrr": splits.get("micro", {}).get("afrr"),
             "uda": {name: s.get("uda") for name, s in splits.items() if name.endswith("_unanswerable")},
         }

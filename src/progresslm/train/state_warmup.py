@@ -113,9 +113,8 @@ def state_warmup(
     """
     import numpy as np
     import torch
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    from progresslm.train.distill import load_rgb, save_warm_start, tower_tokens
+    from progresslm.train.distill import load_rgb, load_warm_start, save_warm_start, tower_tokens, train_tower
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -130,8 +129,7 @@ def state_warmup(
     y = torch.tensor(np.array(states), dtype=torch.float32)
     y = (y - y.mean(0)) / (y.std(0) + 1e-6)
 
-    processor = AutoProcessor.from_pretrained(model_dir)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    processor, model = load_warm_start(model_dir)
     images = load_rgb(paths)
 
     def tokens(indices):
@@ -146,7 +144,6 @@ def state_warmup(
         return out.mean(dim=1) if pooled else out.reshape(len(indices), -1)
 
     parameters = [*model.model.visual.parameters(), *head.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.01)
     order = list(range(len(images)))
     rng.shuffle(order)
     test, train = order[:held_out], order[held_out:]
@@ -159,17 +156,14 @@ def state_warmup(
 
     fit = train[:256]  # training frames to report the fit on
     before, fit_before = r2(test), r2(fit)
-    model.model.visual.train()
-    for step in range(1, steps + 1):
+
+    def batch_loss():
         batch = rng.sample(train, min(batch_size, len(train)))
-        loss = torch.nn.functional.mse_loss(head(features(batch)), y[batch])
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        if step % log_every == 0 or step == steps:
-            log.info("state warm-up step %d/%d: loss %.4f, held-out R^2 %.3f", step, steps, loss.item(), r2(test))
-    model.model.visual.eval()
+        return torch.nn.functional.mse_loss(head(features(batch)), y[batch])
+
+    train_tower(model, parameters, steps, learning_rate, batch_loss,
+                lambda step, loss: f"state warm-up step {step}/{steps}: loss {loss:.4f}, held-out R^2 {r2(test):.3f}",
+                log_every)  # fmt: skip
     report = {
         "target": "standardised " + ", ".join(STATE_NAMES) + " of each frame (scripted expert re-run)",
         "head": "linear on the mean of the image's tokens" if pooled else "linear on the image's tokens, flattened",
