@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("bench", "sft", "rl")
 FILE_STEMS = ("visual_same_view", "visual_cross_view", "visual-unanswerable", "text-normal", "text-unanswerable")
-FORMAT_VERSION = "3"  # bump when a build would write different data: default folders carry it
+FORMAT_VERSION = "4"  # bump when a build would write different data: default folders carry it
+# v4: cameras framed on each unit's task region; edited observations must show their edit (samples.py)
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ class BuildOutcome:
     files: dict[str, list[Path]]  # split -> JSONL files
     samples: dict[str, dict[str, int]]  # split -> file stem -> rows
     success: dict[str, dict[str, int]] = field(default_factory=dict)  # task -> attempts, successes
+    invisible_edits: dict[str, int] = field(default_factory=dict)  # edit kind -> edits not made (no frame showed them)
     seconds: float = 0.0
     frames: int = 0
     built: int = 0  # units built in this call (the rest were resumed)
@@ -250,6 +252,7 @@ def assemble(out: Path, units: list[Unit], splits: dict[str, list[str]], config:
 
     rows: dict[str, dict[str, list[dict]]] = {s: {stem: [] for stem in FILE_STEMS} for s in SPLITS}
     success: dict[str, dict[str, int]] = {}
+    invisible: dict[str, int] = {}
     frames = 0
     for unit in units:
         data = json.loads((out / "units" / f"{unit.key}.json").read_text())
@@ -260,6 +263,8 @@ def assemble(out: Path, units: list[Unit], splits: dict[str, list[str]], config:
             entry["attempts"] += n
             entry["successes"] += data["successes"].get(task, 0)
         frames += data["frames_rendered"]
+        for kind, n in data.get("invisible_edits", {}).items():
+            invisible[kind] = invisible.get(kind, 0) + n
     files: dict[str, list[Path]] = {}
     counts: dict[str, dict[str, int]] = {}
     for split in SPLITS:
@@ -274,7 +279,9 @@ def assemble(out: Path, units: list[Unit], splits: dict[str, list[str]], config:
             tmp.replace(path)
             files[split].append(path)
             counts[split][stem] = len(rows[split][stem])
-    outcome = BuildOutcome(out=out, files=files, samples=counts, success=success, frames=frames)
+    outcome = BuildOutcome(
+        out=out, files=files, samples=counts, success=success, invisible_edits=invisible, frames=frames
+    )
     write_card(outcome, splits, config)
     (out / "DONE").write_text(FORMAT_VERSION + "\n")
     return outcome

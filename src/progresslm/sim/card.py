@@ -29,6 +29,10 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:.1f}"
 
 
+def _fmt2(value) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
 def _axis_counts(files: list[Path]) -> dict[str, int]:
     from progresslm.official import load_bench
 
@@ -45,13 +49,17 @@ def write_card(outcome, splits: dict[str, list[str]], config) -> None:
     baselines = {}
     if outcome.files.get("bench"):
         baselines = baseline_metrics(outcome.files["bench"], out / "images", out / "baselines")
-    made = {}
+    made: dict[str, int] = {}
+    changed: dict[str, list[float]] = {}
     for split, files in outcome.files.items():
         for path in files:
             for line in path.read_text().splitlines():
-                kind = json.loads(line).get("sim", {}).get("unanswerable")
+                sim = json.loads(line).get("sim", {})
+                kind = sim.get("unanswerable")
                 if kind:
                     made[kind] = made.get(kind, 0) + 1
+                if kind and "changed_pct" in sim.get("edit", {}):
+                    changed.setdefault(kind, []).append(sim["edit"]["changed_pct"])
     card = {
         "preset": config.preset,
         "seed": config.seed,
@@ -63,6 +71,7 @@ def write_card(outcome, splits: dict[str, list[str]], config) -> None:
         "tasks": splits,
         "samples": axis_counts,
         "unanswerable_kinds": made,
+        "edit_visibility": edit_visibility(changed, getattr(outcome, "invisible_edits", {})),
         "success": outcome.success,
         "frames_rendered": outcome.frames,
         "baselines": baselines,
@@ -73,6 +82,28 @@ def write_card(outcome, splits: dict[str, list[str]], config) -> None:
         contact_sheet(outcome, out / "contact_sheet.png")
     except (OSError, ValueError, KeyError) as err:  # a card without a picture beats no card
         (out / "contact_sheet.error.txt").write_text(str(err))
+
+
+def edit_visibility(changed: dict[str, list[float]], invisible: dict[str, int]) -> dict[str, dict]:
+    """Per edit kind: how many pixels the edit changes (percent of the image, edited against unedited
+    render of the same frame), as min / 10th percentile / median / max, and how many edits were not made
+    because no frame showed them.
+
+    >>> edit_visibility({"edit_hide": [0.5, 1.0, 2.0]}, {"hide": 1})["edit_hide"]
+    {'n': 3, 'min': 0.5, 'p10': 0.6, 'median': 1.0, 'max': 2.0, 'not_made': 1}
+    """
+    import numpy as np
+
+    out = {}
+    for kind in sorted(set(changed) | {f"edit_{k}" for k in invisible}):
+        values = np.asarray(changed.get(kind, []), dtype=float)
+        stats = {"n": int(values.size)}
+        if values.size:
+            stats.update({name: round(float(f(values)), 3) for name, f in (
+                ("min", np.min), ("p10", lambda v: np.percentile(v, 10)), ("median", np.median), ("max", np.max))})
+        stats["not_made"] = int(invisible.get(kind.removeprefix("edit_"), 0))
+        out[kind] = stats
+    return out
 
 
 def render_card(card: dict) -> str:
@@ -87,6 +118,17 @@ def render_card(card: dict) -> str:
         lines.append(f"| {split} | " + " | ".join(str(counts[a]) for a in AXES) + f" | {sum(counts.values())} |")
     lines += ["", "Unanswerable samples by how they were made: "
               + ", ".join(f"{k} {v}" for k, v in sorted(card["unanswerable_kinds"].items())), ""]
+    if card.get("edit_visibility"):
+        lines += ["## Can the edits be seen?", "",
+                  "Pixels an edit changes (percent of the image: edited against unedited render of the same "
+                  "frame, any channel by more than 40 of 255). Cameras are framed on each episode's task region, "
+                  "and an edit is made only on a frame where it changes at least 0.5 % of the pixels; "
+                  "`not made` counts edits no frame of the episode showed.", "",
+                  "| kind | n | min | 10th pct | median | max | not made |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for kind, v in card["edit_visibility"].items():
+            lines.append(f"| {kind} | {v['n']} | {_fmt2(v.get('min'))} | {_fmt2(v.get('p10'))} | "
+                         f"{_fmt2(v.get('median'))} | {_fmt2(v.get('max'))} | {v['not_made']} |")
+        lines.append("")
     lines += ["## Tasks (disjoint between splits)", ""]
     for split, tasks in card["tasks"].items():
         lines.append(f"- **{split}** ({len(tasks)}): {', '.join(tasks)}")

@@ -55,6 +55,7 @@ class UnitResult:
     attempts: dict[str, int] = field(default_factory=dict)  # task -> rollouts tried (for success rates)
     successes: dict[str, int] = field(default_factory=dict)
     frames_rendered: int = 0
+    invisible_edits: dict[str, int] = field(default_factory=dict)  # edit kind -> edits no frame showed
     error: str | None = None
 
 
@@ -121,7 +122,7 @@ def _rollout(task: str, unit: Unit, role: str, counts: UnitResult):
 
 
 class _Scene:
-    """An env restored to an episode's frames, with its renderer, style and image writer."""
+    """An env restored to an episode's frames, with its renderer, style, framing and image writer."""
 
     def __init__(self, episode, style, unit: Unit, folder: Path, result: UnitResult):
         from progresslm.sim.render import FrameRenderer
@@ -135,19 +136,25 @@ class _Scene:
         self.renderer = FrameRenderer(self.model, size=unit.size)
         self.object_geoms = object_geom_ids(self.model, get_task(episode.task))
         self.goal_sites = goal_sites(self.model)  # found once per episode, hidden in every frame
+        self.framing = None
 
-    def save(self, frame: int, camera: str, name: str, edit: tuple[str, np.random.Generator] | None = None) -> dict:
-        """Render `frame` from `camera` into `folder/name`; returns the edit record when editing."""
+    def frame(self, episodes) -> None:
+        """Aim and zoom every camera of the unit at the region where `episodes` happen."""
+        from progresslm.sim.scene import frame_cameras
+
+        self.framing = frame_cameras(self.model, self.unit.cameras, region_points(episodes))
+
+    def render(self, frame: int, camera: str, edit: tuple[str, np.random.Generator] | None = None):
+        """The pixels of `frame` from `camera` (uint8 array), and the edit record when editing."""
         from contextlib import ExitStack
 
-        from PIL import Image
-
         from progresslm.sim.rollout import restore
-        from progresslm.sim.scene import Randomizer, edit_object, hide_sites
+        from progresslm.sim.scene import Randomizer, apply_framing, edit_object, hide_sites
 
         restore(self.env, self.episode.states[frame])
         record: dict = {}
         with ExitStack() as stack:
+            stack.enter_context(apply_framing(self.model, self.framing))
             stack.enter_context(hide_sites(self.model, self.goal_sites))  # no goal markers in a real scene
             stack.enter_context(Randomizer.apply(self.model, self.style, keep=self.object_geoms, renderer=self.renderer))
             if edit is not None:
@@ -156,15 +163,55 @@ class _Scene:
                     edit_object(self.model, self.object_geoms, kind, rng, renderer=self.renderer)
                 )
             pixels = self.renderer.render(self.env.data, camera)
+        self.result.frames_rendered += 1
+        return pixels, dict(record)
+
+    def write(self, pixels: np.ndarray, name: str) -> None:
+        from PIL import Image
+
         path = self.folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(path, quality=self.unit.quality)
-        self.result.frames_rendered += 1
-        return dict(record)
+
+    def save(self, frame: int, camera: str, name: str) -> np.ndarray:
+        """Render `frame` from `camera` into `folder/name`; returns the pixels."""
+        pixels, _ = self.render(frame, camera)
+        self.write(pixels, name)
+        return pixels
 
     def close(self) -> None:
         self.renderer.close()
         self.env.close()
+
+
+def region_points(episodes) -> np.ndarray:
+    """The world points a task happens at in `episodes`: object(s), goal and fingertip paths."""
+    points = []
+    for episode in episodes:
+        trace = episode.trace
+        points += [trace.obj, trace.tcp, trace.goal[:1]]
+        if np.abs(trace.obj2).sum() > 0:  # zeros when the task tracks one object
+            points.append(trace.obj2)
+    return np.concatenate(points)
+
+
+# An edited observation must show its edit: at least this share of the pixels changes by more than
+# CHANGE_LEVEL (of 255) in some channel against the same frame unedited. Frames are tried in random
+# order (so edits do not cluster at one stage of the task) until one passes; an edit that shows on
+# none is not made, and the dataset card counts it.
+MIN_EDIT_CHANGE_PCT = 0.5
+CHANGE_LEVEL = 40
+
+
+def changed_pct(a: np.ndarray, b: np.ndarray) -> float:
+    """Percent of pixels where `a` and `b` differ by more than CHANGE_LEVEL in some channel.
+
+    >>> a = np.zeros((10, 10, 3), np.uint8); b = a.copy(); b[0, :5] = 200
+    >>> changed_pct(a, b)
+    5.0
+    """
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=-1)
+    return round(100.0 * float(np.mean(diff > CHANGE_LEVEL)), 3)
 
 
 def _style(randomizer, scene: _Scene, rng):
@@ -214,13 +261,19 @@ def build_unit(unit: Unit, images_root: Path) -> UnitResult:
         obs_scene.style = demo_scene.style if unit.same_episode else _style(randomizer, obs_scene, rng)
         made["demo_style"], made["obs_style"] = demo_scene.style.to_dict(), obs_scene.style.to_dict()
 
+        # One framing for demo and observation (a same-view pair shares its camera); the other
+        # task's demonstration is framed on its own episode, as a demonstration of that task would be.
+        demo_scene.frame([demo_ep, obs_ep])
+        obs_scene.framing = demo_scene.framing
+        other_scene.frame([other_ep])
+        made["framing"] = demo_scene.framing.to_dict()
+
         demo_names = {}
         for camera in (obs_camera, demo_camera_cross):
             demo_names[camera] = [f"demo/{camera}_{f:04d}.jpg" for f in demo_ep.key_frames]
             for f, name in zip(demo_ep.key_frames, demo_names[camera]):
                 demo_scene.save(f, camera, name)
-        for f in frames:
-            obs_scene.save(f, obs_camera, f"{obs_camera}_{f:04d}.jpg")
+        obs_pixels = {f: obs_scene.save(f, obs_camera, f"{obs_camera}_{f:04d}.jpg") for f in frames}
         other_names = [f"demo_other/{obs_camera}_{f:04d}.jpg" for f in other_ep.key_frames]
         for f, name in zip(other_ep.key_frames, other_names):
             other_scene.save(f, obs_camera, name)
@@ -259,10 +312,22 @@ def build_unit(unit: Unit, images_root: Path) -> UnitResult:
 
         # (a) the observation re-rendered with the object edited; the demonstration as it was
         inner = [f for f in frames if 0 < f < obs_ep.key_frames[-1]]
-        picks = sorted(rng.choice(inner, size=min(len(EDIT_ORDER), len(inner)), replace=False).tolist())
-        for kind, f in zip(EDIT_ORDER, picks):
+        order = [int(f) for f in rng.permutation(inner)]
+        for kind in EDIT_ORDER:
+            found = None
+            for f in order:
+                pixels, record = obs_scene.render(f, obs_camera, edit=(kind, rng))
+                record["changed_pct"] = changed_pct(pixels, obs_pixels[f])
+                if record["changed_pct"] >= MIN_EDIT_CHANGE_PCT:
+                    found = f, pixels, record
+                    break
+            if found is None:
+                result.invisible_edits[kind] = result.invisible_edits.get(kind, 0) + 1
+                continue
+            f, pixels, record = found
+            order.remove(f)
             name = f"{obs_camera}_{f:04d}_edit.jpg"
-            record = obs_scene.save(f, obs_camera, name, edit=(kind, rng))
+            obs_scene.write(pixels, name)
             rows["visual-unanswerable"].append(row(
                 spec.goal, "visual_demo", demo_names[obs_camera], name, "n/a", "n/a", "n/a",
                 {"sim": dict(made, obs_frame=f, obs_camera=obs_camera, demo_camera=obs_camera,
@@ -294,4 +359,5 @@ def build_unit(unit: Unit, images_root: Path) -> UnitResult:
 
 def unit_to_json(result: UnitResult) -> dict:
     return {"unit": asdict(result.unit), "rows": result.rows, "attempts": result.attempts,
-            "successes": result.successes, "frames_rendered": result.frames_rendered}
+            "successes": result.successes, "frames_rendered": result.frames_rendered,
+            "invisible_edits": result.invisible_edits}
