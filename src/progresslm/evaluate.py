@@ -46,6 +46,8 @@ class EvalConfig:
     floors: bool = True  # score constant-50% and random beside the model in the report
     swap_demos: bool = False  # also ask with another task's demonstration: does the answer depend on it?
     plots: bool = True
+    hints: str | None = None  # "matcher": retrieval hints in every prompt; "none": off; None: the backend's default
+    hints_model: str | None = None  # the matcher that writes the hints (default: the shipped one)
     options: BackendOptions = field(default_factory=BackendOptions)
 
     def __post_init__(self) -> None:
@@ -55,6 +57,8 @@ class EvalConfig:
             raise EvalError(f"--num-samples must be at least 1, got {self.num_samples}")
         if self.limit is not None and self.limit < 1:
             raise EvalError(f"--limit must be at least 1, got {self.limit}")
+        if self.hints not in (None, "none", "matcher"):
+            raise EvalError(f"unknown hints source {self.hints!r}; valid: none, matcher")
 
     def identity(self, model_name: str) -> dict:
         options = asdict(self.options)
@@ -131,6 +135,19 @@ def _check_out_dir(out: Path, identity: dict) -> None:
         )
 
 
+def resolve_hints(config: EvalConfig, backend: Backend):
+    """The `HintProvider` the prompts need (the option, else the backend's default), or None."""
+    source = config.hints if config.hints is not None else getattr(backend, "default_hints", None)
+    if source in (None, "none"):
+        return None
+    from progresslm.nano.hints import HintError, HintProvider
+
+    try:
+        return HintProvider(config.hints_model, device=config.options.device)
+    except HintError as err:
+        raise EvalError(str(err)) from None
+
+
 def make_record(request: Request, reply, backend: Backend, config: EvalConfig) -> ResultRecord:
     prediction = parse_reply(reply.text, config.mode)  # an empty reply (refused request) is a parse failure
     return ResultRecord(
@@ -194,16 +211,23 @@ def evaluate(config: EvalConfig, backend: Backend | None = None, progress: bool 
     if backend is None:
         backend = create_backend(config.backend, config.options, config.mode)
     try:
+        hints = resolve_hints(config, backend)
         identity = config.identity(backend.model_name)
+        if hints is not None:
+            identity["hints"] = hints.name
         _check_out_dir(out, identity)
-        needs_images = backend.image_format != "none" or backend.reads_images or config.image_root is not None
+        needs_images = (
+            backend.image_format != "none" or backend.reads_images or config.image_root is not None or hints is not None
+        )
         n_before = len(samples)
         if needs_images:
             samples = check_images(samples, prompts, out, config.skip_missing)
         write_config(out, config, identity, bench)
         swapped = swapped_samples(samples, config.image_root, config.options.seed) if config.swap_demos else []
-        for sample in swapped:
-            prompts[sample.uid] = build_prompt(sample, config.mode, config.image_root)
+        asked = list(samples) + list(swapped)
+        lines = hints.hints(asked, config.image_root) if hints is not None else {}
+        for sample in asked:
+            prompts[sample.uid] = build_prompt(sample, config.mode, config.image_root, hints=lines.get(sample.uid))
 
         store = ResultStore(out / "results.jsonl")
         hashes = {uid: prompt.hash for uid, prompt in prompts.items()}

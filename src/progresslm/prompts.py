@@ -75,8 +75,11 @@ class _Content:
         self.parts.append({"type": "image"})
 
 
-def build_prompt(sample: Sample, mode: str, image_root: str | Path | None = None) -> Prompt:
-    """The chat prompt for one sample in `direct` or `two-stage` mode."""
+def build_prompt(sample: Sample, mode: str, image_root: str | Path | None = None, hints: str | None = None) -> Prompt:
+    """The chat prompt for one sample in `direct` or `two-stage` mode.
+
+    `hints`: one line of retrieval hints (`progresslm.nano.hints`) put between the observation and
+    the question; None (the paper's protocol) leaves the prompt exactly as without the option."""
     if mode not in SYSTEM:
         raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
     demo = sample.demo
@@ -97,6 +100,8 @@ def build_prompt(sample: Sample, mode: str, image_root: str | Path | None = None
             content.text(f"Step {index + 1}: {step.strip()} (ends at {percent(demo.progress_at(index))})\n")
     content.text("Current observation: ")
     content.image()
+    if hints:
+        content.text(f"\n{hints.strip()}")
     content.text(f"\n{QUESTION[mode]}")
     messages = [
         {"role": "system", "content": [{"type": "text", "text": SYSTEM[mode]}]},

@@ -67,6 +67,7 @@ class Backend(ABC):
     image_format: ClassVar[str] = "none"  # none | data_url | pil | array
     reads_images: ClassVar[bool] = False  # reads the image files itself (so the harness checks they exist)
     chunk_size: ClassVar[int] = 64  # requests the harness hands over per `generate` call
+    default_hints: ClassVar[str | None] = None  # prompt hints the backend's model was trained with ("matcher")
 
     def __init__(self, options: BackendOptions, mode: str):
         self.options = options

@@ -15,6 +15,7 @@ BACKENDS: dict[str, str] = {
     "random": "progresslm.backends.floors:RandomBackend",
     "pixel-nn": "progresslm.backends.pixel_nn:PixelNNBackend",
     "retrieval": "progresslm.backends.retrieval:RetrievalBackend",
+    "matcher": "progresslm.backends.matcher:MatcherBackend",
     "nano": "progresslm.backends.nano:NanoBackend",
 }
 

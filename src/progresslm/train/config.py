@@ -55,6 +55,9 @@ class DataSettings:
     demo_cuts: float = 0.0  # the demo cut after an earlier step (new anchor and rescaled score)
     swap_negatives: float = 0.0  # another task's goal and demo, labelled N/A
     self_demos: float = 0.0  # same-view visual samples whose demo is their own episode's key frames
+    # Retrieval hints in every prompt (progresslm.nano.hints), as evaluation's --hints gives them:
+    hints: str | None = None  # null: none (the paper's prompts); "matcher"
+    hints_model: str | None = None  # matcher folder (cross-fitted when it has folds); null: the shipped matcher
 
 
 @dataclass
@@ -92,6 +95,9 @@ class _Recipe:
     max_pixels: int | None = None  # cap on pixels per image (the processor's longest_edge); saved with the model
     resume: bool = True  # continue from the newest checkpoint-* in output_dir
     report_to: str | list[str] = "none"
+    # Modules kept as they are (no gradient, BatchNorm and dropout in eval mode), by name prefix, e.g.
+    # model.vision_tower (nano's pretrained EfficientNet-Lite0) or model.visual (Qwen2.5-VL's ViT).
+    freeze: list[str] = field(default_factory=list)
     trl_overrides: dict[str, Any] = field(default_factory=dict)  # passed to TRL's config as they are
 
     kind: typing.ClassVar[str] = ""
@@ -435,6 +441,11 @@ def _check_data(recipe: _Recipe, fail) -> None:
     for key in ("demo_cuts", "swap_negatives", "self_demos"):
         if getattr(data, key) < 0:
             fail(f"data.{key}", f"{getattr(data, key)} is negative", "use a rate >= 0 (extra samples per sample)")
+    if data.hints not in (None, "none", "matcher"):
+        fail("data.hints", f"unknown hints source {data.hints!r}", "use null (no hints) or matcher")
+    if data.hints_model is not None and not (Path(expand_path(data.hints_model)) / "config.json").is_file():
+        fail("data.hints_model", f"{_shown(data.hints_model)} holds no matcher (config.json)",
+             "train one first (progresslm train matcher) or leave it null for the shipped matcher")
 
 
 def _check_lora(lora: LoraSettings | None, fail) -> None:

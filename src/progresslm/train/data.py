@@ -82,13 +82,17 @@ def _finish(rows: list[dict], bad: list[tuple[str, str]], total: int, skip_bad: 
     )
 
 
-def _rows(samples, image_root, mode: str, skip_bad: bool, make_row, extra_problem=lambda sample: None) -> list[dict]:
-    """One row per trainable sample (same prompt as evaluation); bad ones reported by uid (see `_finish`)."""
+def _rows(
+    samples, image_root, mode: str, skip_bad: bool, make_row, extra_problem=lambda sample: None, hints=None
+) -> list[dict]:
+    """One row per trainable sample (same prompt as evaluation, with `hints[uid]` when given); bad ones
+    reported by uid (see `_finish`)."""
     _check_mode(mode)
+    hints = hints or {}
     rows, bad, total = [], [], 0
     for sample in samples:
         total += 1
-        prompt = build_prompt(sample, mode, image_root)
+        prompt = build_prompt(sample, mode, image_root, hints=hints.get(sample.uid))
         problem = _image_problem(prompt) or label_problem(sample, mode) or extra_problem(sample)
         if problem is not None:
             bad.append((sample.uid, problem))
@@ -105,6 +109,7 @@ def sft_records(
     seed: int = 0,
     skip_bad: bool = False,
     trace_style: str = "full",
+    hints: dict[str, str] | None = None,
 ) -> list[dict]:
     """SFT rows: `messages` (prompt + assistant reply), `images` (paths, in image-part order), `uid`.
 
@@ -126,11 +131,15 @@ def sft_records(
     def no_trace(sample: Sample) -> str | None:
         return "no trace for this uid" if traces is not None and sample.uid not in traces else None
 
-    return _rows(samples, image_root, mode, skip_bad, row, no_trace)
+    return _rows(samples, image_root, mode, skip_bad, row, no_trace, hints=hints)
 
 
 def grpo_records(
-    samples: Iterable[Sample], image_root: str | Path | None, mode: str = "two-stage", skip_bad: bool = False
+    samples: Iterable[Sample],
+    image_root: str | Path | None,
+    mode: str = "two-stage",
+    skip_bad: bool = False,
+    hints: dict[str, str] | None = None,
 ) -> list[dict]:
     """GRPO rows: `prompt` (conversational), `images` (paths), `uid` and the reward columns `gt_ref`
     (1-based anchor or None), `gt_progress` (fraction or None), `n_items` (demo items N), `split`."""
@@ -146,7 +155,7 @@ def grpo_records(
             "split": sample.split,
         }
 
-    return _rows(samples, image_root, mode, skip_bad, row)
+    return _rows(samples, image_root, mode, skip_bad, row, hints=hints)
 
 
 def to_dataset(records: Sequence[dict], load_images: bool = True):

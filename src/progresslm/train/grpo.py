@@ -29,10 +29,12 @@ from progresslm.train.sft import (
     check_trl_overrides,
     common_trl_args,
     fit,
+    freeze_modules,
     jsonl_log,
     lora_config,
     model_dtype,
     prepare_output_dir,
+    prompt_hints,
 )
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,8 @@ def grpo_dataset(recipe: GRPORecipe):
     samples = load_bench(expand_files(data.files)).samples[: data.max_samples]
     image_root = image_root_path(data.image_root)
     samples = augmented(samples, recipe, image_root)
-    return to_dataset(grpo_records(samples, image_root, mode=data.mode, skip_bad=data.skip_bad))
+    hints = prompt_hints(recipe, samples, image_root)
+    return to_dataset(grpo_records(samples, image_root, mode=data.mode, skip_bad=data.skip_bad, hints=hints))
 
 
 def grpo_trl_args(recipe: GRPORecipe, out: Path) -> dict:
@@ -109,6 +112,7 @@ def build_grpo_trainer(recipe: GRPORecipe) -> TrainerRun:
     else:
         model = load_model(model_path, dtype, merge_adapter=True)
         peft_config = lora_config(recipe.lora)
+    freeze_modules(model, recipe.freeze)
     reward_funcs, _ = make_reward_funcs(reward_config(recipe))
     trainer = build_trainer(
         lambda: GRPOTrainer(

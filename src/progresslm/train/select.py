@@ -133,8 +133,10 @@ def select_checkpoint(
     batch_size: int = 16,
     device: str = "cpu",
     na_weight: float = 0.5,
-    order_weight: float = 0.0,
+    order_weight: float = 0.25,
     seed: int = 0,
+    hints: str | None = None,
+    hints_model: str | None = None,
 ) -> dict:
     """Evaluate every candidate of `runs` on one fixed subset of `bench`; copy the best to `out`."""
     from progresslm.backends.base import BackendOptions
@@ -152,6 +154,7 @@ def select_checkpoint(
         config = EvalConfig(
             bench=[str(f) for f in files], out=str(work / "evals" / model_dir.name), backend="hf", mode=mode,
             image_root=str(image_root) if image_root else None, bootstrap=0, floors=False, plots=False,
+            hints=hints or "none", hints_model=hints_model,
             options=BackendOptions(model=str(usable), device=device, batch_size=batch_size, max_new_tokens=64, seed=seed),
         )  # fmt: skip
         metrics = evaluate(config, progress=False).metrics
@@ -175,6 +178,7 @@ def select_checkpoint(
         "rows_per_file": per_file,
         "na_weight": na_weight,
         "order_weight": order_weight,
+        "hints": hints,
         "candidates": rows,
         "best": best["model"],
     }

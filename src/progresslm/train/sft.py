@@ -31,6 +31,7 @@ from progresslm.train.config import (
     SFTRecipe,
     _Recipe,
     expand_files,
+    expand_path,
     image_root_path,
     save_recipe,
 )
@@ -226,6 +227,48 @@ def lora_config(lora: LoraSettings | None):
     )
 
 
+def freeze_modules(model, prefixes: list[str]) -> list[str]:
+    """Keep the modules named by `prefixes` as they are: no gradients, and eval mode (BatchNorm running
+    statistics and dropout) at every forward, although the Trainer puts the whole model in train mode
+    before each step. Returns the names frozen; a prefix that names no module is a RecipeError."""
+    frozen = []
+    for prefix in prefixes:
+        matches = [(name, module) for name, module in model.named_modules() if name == prefix]
+        if not matches:
+            names = sorted({name.split(".")[0] + "." + name.split(".")[1] for name, _ in model.named_modules() if name.count(".") >= 1})
+            raise RecipeError(f"freeze: the model has no module {prefix!r}; top-level modules: {', '.join(names[:12])}")
+        for name, module in matches:
+            module.requires_grad_(False)
+            module.eval()
+            module.register_forward_pre_hook(_stay_in_eval)
+            frozen.append(name)
+    if frozen:
+        log.info("frozen (no gradient, eval mode): %s", ", ".join(frozen))
+    return frozen
+
+
+def _stay_in_eval(module, args) -> None:
+    """Forward pre-hook of a frozen module: back to eval mode if the Trainer switched it to train mode."""
+    if module.training:
+        module.eval()
+
+
+def prompt_hints(recipe: _Recipe, samples: list, image_root) -> dict[str, str] | None:
+    """uid -> hints line for the recipe's `data.hints` (None when the recipe has none)."""
+    data = recipe.data
+    if data.hints in (None, "none"):
+        return None
+    from progresslm.nano.hints import HintError, HintProvider
+
+    try:
+        provider = HintProvider(expand_path(data.hints_model) if data.hints_model else None)
+    except HintError as error:
+        raise RecipeError(f"data.hints_model: {error}") from error
+    hints = provider.hints(samples, image_root)
+    log.info("matcher hints for %d of %d samples (%s)", len(hints), len(samples), provider.name)
+    return hints
+
+
 def model_dtype(recipe: _Recipe):
     """bf16 weights only for a frozen LoRA base: fully trained weights stay fp32 under bf16 autocast,
     since updates at lr 1e-6 are below bf16's resolution and would be lost."""
@@ -364,6 +407,7 @@ def sft_dataset(recipe: SFTRecipe):
         seed=recipe.seed,
         skip_bad=data.skip_bad,
         trace_style=data.trace_style,
+        hints=prompt_hints(recipe, samples, image_root),
     )
     return as_prompt_completion(to_dataset(records))
 
@@ -391,6 +435,7 @@ def build_sft_trainer(recipe: SFTRecipe) -> TrainerRun:
     args = build_trl_config(SFTConfig, sft_trl_args(recipe, out))
     processor = load_processor(model_path, recipe.max_pixels)
     model = load_model(model_path, model_dtype(recipe), merge_adapter=True)  # an adapter only for full FT
+    freeze_modules(model, recipe.freeze)
     peft_config = lora_config(recipe.lora)
     trainer = build_trainer(
         lambda: SFTTrainer(

@@ -1,0 +1,295 @@
+"""The matcher: episodic retrieval as a small learned model over frozen encoders.
+
+For a visual demonstration of K keyframes and one observation (features from `encoders.ImageEncoder`):
+
+    z = normalize(Linear(LayerNorm(features)))            one embedding per image (shared weights)
+    s_k = cos(z_obs, z_key_k)                              the similarity profile
+    w = softmax(scale * s)                                 the anchor distribution
+    position = sum_k w_k * k                               expected position on the keyframe timeline
+    progress = demo progress interpolated at position      refined between neighbouring keyframes
+
+so every answer is a comparison with the demonstration: with the demonstration taken away there is
+nothing to answer from, which is why it carries over to tasks it never saw (a free-attention model
+over the same features memorised its training tasks instead). A text demonstration of T steps gets
+the same comparison in a second space: the observation projected toward sentence vectors of the
+steps (`encoders.TextEncoder`), with a learned "start" slot standing for progress 0, so the T+1
+points 0, 1/T, ..., 1 play the part of keyframes.
+
+N/A: a head on the similarity profile (best, second best, spread, entropy) and, for images, on how
+well the observation's cells agree with the keyframes' cells (a recoloured, hidden or replaced object
+leaves a few cells without a partner), trained on the simulator's unanswerable samples and swapped
+demonstrations. It gives a probability; above `na_threshold` (chosen on held-out tasks) the answer is N/A.
+
+A checkpoint is a folder: `config.json` (this `MatcherConfig`), `model.safetensors`, `README.md`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from progresslm.nano.encoders import TEXT_DIM, ImageSpec, Tap
+
+if TYPE_CHECKING:
+    import torch
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+PROFILE_FEATURES = 6  # best, second best, mean, spread, max - min, normalised entropy
+
+
+class MatcherError(RuntimeError):
+    """A matcher checkpoint that cannot be used; the message names the folder and what to do."""
+
+
+@dataclass
+class MatcherConfig:
+    image: ImageSpec = field(default_factory=ImageSpec)
+    embed_dim: int = 256
+    cell_dim: int = 48  # per-cell projection the N/A head compares cells in
+    na_hidden: int = 64
+    text: bool = True  # a text branch (needs the sentence encoder)
+    na_threshold: float = 0.5  # N/A when the head's probability is above this (set by training)
+    text_na_threshold: float = 0.5
+    version: str = "1"
+    made_from: dict = field(default_factory=dict)  # what training wrote: data, steps, selection figures
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["image"] = self.image.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MatcherConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["image"] = ImageSpec.from_dict(data["image"])
+        return cls(**known)
+
+    @property
+    def cell_tap(self) -> Tap | None:
+        """The first tap with a grid of cells (the N/A head compares those), None if all are global."""
+        return next((tap for tap in self.image.taps if tap.cells > 1), None)
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """One observation placed on one demonstration."""
+
+    similarities: tuple[float, ...]  # per demo item (keyframes; for text: start slot, then each step)
+    weights: tuple[float, ...]  # softmax of the scaled similarities
+    position: float  # expected position, in item units (0 .. len - 1)
+    progress: float  # in [0, 1]
+    p_na: float  # probability that the demonstration does not match the observation
+    na: bool  # p_na above the checkpoint's threshold
+    text: bool = False
+
+    @property
+    def anchor(self) -> int:
+        """1-based anchor as the protocol counts it: keyframe index, or step index for text (>= 1)."""
+        nearest = int(round(self.position))
+        return max(nearest, 1) if self.text else nearest + 1
+
+
+def _build(config: MatcherConfig):
+    import torch
+    from torch import nn
+
+    class Matcher(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            dim = config.image.dim
+            self.image_proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, config.embed_dim))
+            self.log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
+            tap = config.cell_tap
+            cell_channels = 0
+            if tap is not None:
+                from progresslm.nano.encoders import STAGE_CHANNELS
+
+                cell_channels = STAGE_CHANNELS[tap.stage]
+                self.cell_proj = nn.Sequential(nn.LayerNorm(cell_channels), nn.Linear(cell_channels, config.cell_dim))
+            cells = tap.cells**2 if tap is not None else 0
+            self.na_visual = _mlp(PROFILE_FEATURES + 3 * cells, config.na_hidden)
+            if config.text:
+                self.text_image_proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, config.embed_dim))
+                self.text_proj = nn.Sequential(nn.LayerNorm(TEXT_DIM), nn.Linear(TEXT_DIM, config.embed_dim))
+                self.start = nn.Parameter(torch.randn(config.embed_dim) * 0.02)
+                self.text_log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
+                self.na_text = _mlp(PROFILE_FEATURES + 2, config.na_hidden)
+
+        # -- visual ----------------------------------------------------------------------------
+
+        def visual(self, obs, keys, mask, points):
+            """obs (B, D), keys (B, K, D), mask (B, K) bool, points (B, K) progress of each keyframe.
+            Returns logits (B, K), similarities, position (B,), progress (B,), N/A logit (B,)."""
+            z_obs = nn.functional.normalize(self.image_proj(obs), dim=-1)
+            z_keys = nn.functional.normalize(self.image_proj(keys), dim=-1)
+            sims = torch.einsum("bd,bkd->bk", z_obs, z_keys)
+            logits, position, progress = _place(sims, mask, points, self.log_scale.exp())
+            parts = [_profile(sims, logits, mask)]
+            if config.cell_tap is not None:
+                parts.append(self._cells(obs, keys, mask, logits))
+            return logits, sims, position, progress, self.na_visual(torch.cat(parts, -1)).squeeze(-1)
+
+        def _cells(self, obs, keys, mask, logits):
+            """How well the observation's cells find partners in the keyframes' cells: sorted cosines of
+            cell with same cell of the best keyframe, each observation cell's best partner anywhere in
+            the demonstration, and each best-keyframe cell's best partner in the observation."""
+            tap = config.cell_tap
+            offset = sum(t.dim for t in config.image.taps[: config.image.taps.index(tap)])
+            channels, cells = tap.dim // tap.cells**2, tap.cells**2
+            b, k = keys.shape[:2]
+            o = obs[:, offset : offset + tap.dim].reshape(b, cells, channels)
+            d = keys[:, :, offset : offset + tap.dim].reshape(b, k, cells, channels)
+            o = nn.functional.normalize(self.cell_proj(o), dim=-1)  # (B, C, E)
+            d = nn.functional.normalize(self.cell_proj(d), dim=-1)  # (B, K, C, E)
+            best = logits.argmax(-1)
+            d_best = d[torch.arange(b), best]  # (B, C, E)
+            same = (o * d_best).sum(-1)  # (B, C)
+            pair = torch.einsum("bce,bkfe->bckf", o, d)  # obs cell c against keyframe k's cell f
+            pair = pair.masked_fill(~mask[:, None, :, None], -1.0)
+            obs_to_demo = pair.flatten(2).max(-1).values  # (B, C)
+            demo_to_obs = torch.einsum("bce,bfe->bfc", o, d_best).max(-1).values  # (B, C)
+            return torch.cat([same.sort(-1).values, obs_to_demo.sort(-1).values, demo_to_obs.sort(-1).values], -1)
+
+        # -- text ------------------------------------------------------------------------------
+
+        def text(self, obs, steps, mask, points, goal):
+            """obs (B, D); steps (B, T, 384) sentence vectors, mask (B, T); points (B, T + 1) progress of
+            the start slot and each step's end; goal (B, 384). Returns as `visual`."""
+            z_obs = nn.functional.normalize(self.text_image_proj(obs), dim=-1)
+            z_steps = self.text_proj(steps)
+            start = self.start.expand(z_steps.shape[0], 1, -1)
+            z_items = nn.functional.normalize(torch.cat([start, z_steps], 1), dim=-1)
+            full_mask = torch.cat([torch.ones_like(mask[:, :1]), mask], 1)
+            sims = torch.einsum("bd,bkd->bk", z_obs, z_items)
+            logits, position, progress = _place(sims, full_mask, points, self.text_log_scale.exp())
+            z_goal = nn.functional.normalize(self.text_proj(goal), dim=-1)
+            goal_sim = (z_obs * z_goal).sum(-1, keepdim=True)
+            step_sims = sims[:, 1:].masked_fill(~mask, -1.0).max(-1, keepdim=True).values
+            features = torch.cat([_profile(sims, logits, full_mask), goal_sim, step_sims], -1)
+            return logits, sims, position, progress, self.na_text(features).squeeze(-1)
+
+    return Matcher()
+
+
+def _mlp(inputs: int, hidden: int):
+    from torch import nn
+
+    return nn.Sequential(nn.LayerNorm(inputs), nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+
+def _place(sims, mask, points, scale):
+    """Masked softmax of scale * sims, the expected position and the progress interpolated there."""
+    import torch
+
+    logits = (sims * scale).masked_fill(~mask, -1e4)
+    weights = logits.softmax(-1)
+    index = torch.arange(sims.shape[1], device=sims.device, dtype=sims.dtype)
+    position = (weights * index).sum(-1)
+    low = position.floor().long().clamp(max=sims.shape[1] - 1)
+    high = (low + 1).clamp(max=sims.shape[1] - 1)
+    last = mask.sum(-1) - 1
+    high = torch.minimum(high, last)
+    frac = position - low.to(position.dtype)
+    progress = torch.lerp(points.gather(1, low[:, None]), points.gather(1, high[:, None]), frac[:, None]).squeeze(1)
+    return logits, position, progress.clamp(0.0, 1.0)
+
+
+def _profile(sims, logits, mask):
+    """Shape of the similarity profile: best, second best, mean, spread, range, normalised entropy."""
+    import torch
+
+    count = mask.sum(-1).clamp(min=1).to(sims.dtype)
+    top = sims.masked_fill(~mask, -2.0).topk(2, dim=-1).values
+    mean = (sims * mask).sum(-1) / count
+    spread = (((sims - mean[:, None]) ** 2) * mask).sum(-1).div(count).sqrt()
+    low = sims.masked_fill(~mask, 2.0).min(-1).values
+    weights = logits.softmax(-1)
+    entropy = -(weights * weights.clamp(min=1e-9).log()).sum(-1) / count.log().clamp(min=1e-6)
+    return torch.stack([top[:, 0], top[:, 1], mean, spread, top[:, 0] - low, entropy], -1)
+
+
+class Matcher:
+    """A matcher checkpoint ready to answer: `MatcherConfig` + the torch module (CPU, eval mode)."""
+
+    def __init__(self, config: MatcherConfig, module=None):
+        self.config = config
+        self.module = module if module is not None else _build(config)
+        self.module.eval()
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Matcher:
+        folder = Path(folder)
+        try:
+            config = MatcherConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
+        except FileNotFoundError:
+            raise MatcherError(f"{folder}: no {CONFIG_FILE}; is it a matcher checkpoint (progresslm train matcher)?") from None
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise MatcherError(f"{folder / CONFIG_FILE}: not a matcher config ({type(err).__name__}: {err})") from None
+        from safetensors.torch import load_file
+
+        module = _build(config)
+        try:
+            state = load_file(str(folder / WEIGHTS_FILE))
+            module.load_state_dict(state)
+        except (OSError, RuntimeError) as err:
+            raise MatcherError(f"{folder / WEIGHTS_FILE}: cannot load the matcher's weights ({err})") from None
+        return cls(config, module)
+
+    def save(self, folder: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.module.state_dict().items()}
+        tmp = folder / (WEIGHTS_FILE + ".tmp")
+        save_file(state, str(tmp))
+        tmp.replace(folder / WEIGHTS_FILE)
+        (folder / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        return folder
+
+    # -- answering ---------------------------------------------------------------------------
+
+    def match_visual(self, obs: np.ndarray, keys: np.ndarray, points: list[float]) -> MatchResult:
+        """One observation (D,) against keyframe features (K, D) at progress `points`."""
+        import torch
+
+        with torch.inference_mode():
+            out = self.module.visual(
+                torch.from_numpy(obs[None]).float(), torch.from_numpy(keys[None]).float(),
+                torch.ones(1, len(keys), dtype=torch.bool), torch.tensor([points], dtype=torch.float32),
+            )  # fmt: skip
+        return self._result(out, self.config.na_threshold, text=False)
+
+    def match_text(self, obs: np.ndarray, steps: np.ndarray, goal: np.ndarray, total_steps: int) -> MatchResult:
+        """One observation (D,) against step sentence vectors (T, 384) and the goal's (384,)."""
+        import torch
+
+        if not self.config.text:
+            raise MatcherError("this matcher has no text branch; it answers visual demonstrations only")
+        points = [i / max(total_steps, 1) for i in range(len(steps) + 1)]
+        with torch.inference_mode():
+            out = self.module.text(
+                torch.from_numpy(obs[None]).float(), torch.from_numpy(steps[None]).float(),
+                torch.ones(1, len(steps), dtype=torch.bool), torch.tensor([points], dtype=torch.float32),
+                torch.from_numpy(goal[None]).float(),
+            )  # fmt: skip
+        return self._result(out, self.config.text_na_threshold, text=True)
+
+    @staticmethod
+    def _result(out, threshold: float, text: bool) -> MatchResult:
+        logits, sims, position, progress, na_logit = out
+        p_na = float(na_logit.sigmoid()[0])
+        return MatchResult(
+            similarities=tuple(round(float(x), 4) for x in sims[0]),
+            weights=tuple(round(float(x), 4) for x in logits[0].softmax(-1)),
+            position=float(position[0]),
+            progress=float(progress[0]),
+            p_na=p_na,
+            na=p_na > threshold,
+            text=text,
+        )

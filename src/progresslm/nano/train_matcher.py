@@ -1,0 +1,452 @@
+"""`progresslm train matcher`: train the matcher on cached features, select on held-out tasks.
+
+    progresslm train matcher --train 'sft/*.jsonl' --val 'rl/*.jsonl' --image-root images --out runs/nano/matcher
+
+1. Features: every image of both pools through the frozen `ImageEncoder`, every goal and step
+   through the `TextEncoder`, cached under `--features` (default `OUT/../features`): a rerun, or the
+   next stage, computes nothing again.
+2. Training on the `--train` pool (the simulator's sft tasks): anchor cross-entropy plus the L1
+   error of the progress read at the expected position, for visual and text demonstrations; the N/A
+   heads by binary cross-entropy on the pool's unanswerable samples plus, made on the fly, the
+   observation against another task's demonstration (visual and text) and demonstrations cut after
+   an earlier step (a shorter task: the same observation gets another anchor and score).
+3. Every `eval_every` steps the model answers the `--val` pool (tasks training never saw, never the
+   benchmark's); the N/A thresholds are chosen there (best balanced accuracy with at most `max_afrr`
+   of answerable samples refused), and the step with the best selection score
+   (`progresslm.train.select.selection_score`: NSE, wrong N/A calls, and PRC-strict so that a model
+   answering one value per trajectory never wins) is kept.
+
+The output folder holds the checkpoint (`config.json`, `model.safetensors`), `train_log.jsonl` and
+`select.json` with every evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from progresslm.nano.encoders import TEXT_DIM, FeatureStore, ImageEncoder, ImageSpec, TextEncoder
+from progresslm.nano.matcher import Matcher, MatcherConfig
+from progresslm.types import Modality, Prediction, Sample, Status
+
+log = logging.getLogger(__name__)
+
+
+class MatcherTrainError(ValueError):
+    """Training data or settings that cannot work; the message says which and what to do."""
+
+
+@dataclass
+class MatcherTrainConfig:
+    train: list[str]
+    val: list[str]
+    out: str
+    image_root: str | None = None
+    features: str | None = None  # feature cache folder; default OUT/../features
+    image: ImageSpec = field(default_factory=ImageSpec)
+    embed_dim: int = 256
+    text: bool = True
+    steps: int = 3000
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    progress_weight: float = 2.0  # L1 progress loss against the anchor cross-entropy
+    na_weight: float = 1.0
+    swap_rate: float = 0.25  # share of each visual / text batch made of swapped-demo negatives
+    cut_rate: float = 0.2  # share of answerable rows whose demo is cut after an earlier step
+    eval_every: int = 250
+    max_afrr: float = 0.08  # N/A thresholds refuse at most this share of held-out answerable samples
+    na_weight_select: float = 0.5
+    order_weight: float = 0.25
+    seed: int = 0
+    device: str = "cpu"
+    exclude_tasks: list[str] = field(default_factory=list)  # training tasks left out (cross-fitting folds)
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pool:
+    """A benchmark pool as index arrays into one image-feature and one text-feature matrix."""
+
+    samples: list[Sample]
+    images: np.ndarray  # (n_images, D)
+    texts: np.ndarray  # (n_texts, 384)
+    visual: list[dict]  # per visual sample: obs, keys, points, anchor (0-based), progress, na, task, i
+    textual: list[dict]  # per text sample: obs, steps, goal, total, anchor (0..T), progress, na, task, i
+
+
+def task_of(sample: Sample) -> str:
+    sim = sample.extra.get("sim") or {}
+    return str(sim.get("task") or sample.trajectory_id.split("/")[1 if "/" in sample.trajectory_id else 0])
+
+
+def image_key(path: Path) -> str:
+    return str(Path(path).resolve())
+
+
+def build_pool(
+    samples: Sequence[Sample], image_root, image_store: FeatureStore, text_store: FeatureStore | None,
+    image_encoder, text_encoder,
+) -> Pool:  # fmt: skip
+    """Features for every image and text of `samples` (cached in the stores), and the index rows."""
+    image_keys: dict[str, int] = {}
+    text_keys: dict[str, int] = {}
+
+    def image_index(sample: Sample, name: str) -> int:
+        return image_keys.setdefault(image_key(sample.image_path(name, image_root)), len(image_keys))
+
+    def text_index(text: str) -> int:
+        return text_keys.setdefault(text.strip(), len(text_keys))
+
+    visual, textual = [], []
+    for i, sample in enumerate(samples):
+        labelled = sample.labelled
+        if not labelled:
+            continue
+        task = task_of(sample)
+        obs = image_index(sample, sample.observation)
+        na = not sample.answerable
+        demo = sample.demo
+        if demo.modality is Modality.VISUAL:
+            visual.append({
+                "obs": obs, "keys": [image_index(sample, n) for n in demo.items],
+                "points": demo.progress_points(), "na": na, "task": task, "i": i,
+                "anchor": None if na else sample.closest_idx - 1, "progress": sample.progress,
+            })  # fmt: skip
+        elif text_store is not None:
+            total = demo.total_steps
+            textual.append({
+                "obs": obs, "steps": [text_index(t) for t in demo.items], "goal": text_index(sample.goal),
+                "total": total, "na": na, "task": task, "i": i, "progress": sample.progress,
+                "anchor": None if na else int(round(sample.progress * total)),
+            })  # fmt: skip
+    keys = list(image_keys)
+    images = image_store.get(keys, lambda missing: image_encoder().encode_files(missing))
+    image_store.save()
+    texts = np.zeros((0, TEXT_DIM), np.float32)
+    if text_store is not None and text_keys:
+        texts = text_store.get(list(text_keys), lambda missing: text_encoder().encode(missing))
+        text_store.save()
+    return Pool(list(samples), images, texts, visual, textual)
+
+
+# -- batches ------------------------------------------------------------------------------------
+
+
+def _pad(rows: list[list[int]], fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    width = max(len(r) for r in rows)
+    out = np.full((len(rows), width), fill, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=bool)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+        mask[i, : len(r)] = True
+    return out, mask
+
+
+def _cut(row: dict, rng: random.Random, text: bool) -> dict | None:
+    """The row against its demonstration cut after an earlier step that still contains it."""
+    total = row["total"] if text else len(row["keys"]) - 1
+    p = row["progress"]
+    options = [m for m in range(1, total) if p <= m / total + 1e-6]
+    if not options:
+        return None
+    m = rng.choice(options)
+    q = min(p * total / m, 1.0)
+    if text:
+        return dict(row, steps=row["steps"][:m], total=m, progress=q, anchor=int(round(q * m)))
+    return dict(row, keys=row["keys"][: m + 1], points=[i / m for i in range(m + 1)], progress=q, anchor=int(round(q * m)))
+
+
+def _swap(row: dict, rows: list[dict], rng: random.Random) -> dict | None:
+    """The row's observation with the demonstration of another task: N/A."""
+    for _ in range(20):
+        other = rows[rng.randrange(len(rows))]
+        if other["task"] != row["task"]:
+            return dict(other, obs=row["obs"], na=True, anchor=None, progress=None, task=row["task"])
+    return None
+
+
+def sample_batch(rows: list[dict], size: int, rng: random.Random, config: MatcherTrainConfig, text: bool) -> list[dict]:
+    answerable = [r for r in rows if not r["na"]]
+    batch = []
+    n_swap = int(size * config.swap_rate) if answerable else 0
+    for _ in range(n_swap):
+        made = _swap(rng.choice(answerable), answerable, rng)
+        if made:
+            batch.append(made)
+    while len(batch) < size:
+        row = rng.choice(rows)
+        if not row["na"] and rng.random() < config.cut_rate:
+            row = _cut(row, rng, text) or row
+        batch.append(row)
+    return batch
+
+
+def visual_tensors(batch: list[dict], pool: Pool):
+    import torch
+
+    keys, mask = _pad([r["keys"] for r in batch])
+    points = np.zeros(mask.shape, np.float32)
+    for i, r in enumerate(batch):
+        points[i, : len(r["points"])] = r["points"]
+        points[i, len(r["points"]) :] = r["points"][-1]
+    return (
+        torch.from_numpy(pool.images[[r["obs"] for r in batch]]),
+        torch.from_numpy(pool.images[keys]),
+        torch.from_numpy(mask),
+        torch.from_numpy(points),
+    )
+
+
+def text_tensors(batch: list[dict], pool: Pool):
+    import torch
+
+    steps, mask = _pad([r["steps"] for r in batch])
+    points = np.zeros((len(batch), mask.shape[1] + 1), np.float32)
+    for i, r in enumerate(batch):
+        pts = [j / r["total"] for j in range(len(r["steps"]) + 1)]
+        points[i, : len(pts)] = pts
+        points[i, len(pts) :] = pts[-1]
+    return (
+        torch.from_numpy(pool.images[[r["obs"] for r in batch]]),
+        torch.from_numpy(pool.texts[steps]),
+        torch.from_numpy(mask),
+        torch.from_numpy(points),
+        torch.from_numpy(pool.texts[[r["goal"] for r in batch]]),
+    )
+
+
+def batch_loss(module, batch: list[dict], pool: Pool, config: MatcherTrainConfig, text: bool):
+    import torch
+    import torch.nn.functional as F
+
+    tensors = text_tensors(batch, pool) if text else visual_tensors(batch, pool)
+    logits, _, _, progress, na_logit = (module.text if text else module.visual)(*tensors)
+    na = torch.tensor([r["na"] for r in batch], dtype=torch.float32)
+    answerable = na == 0
+    losses = {}
+    if answerable.any():
+        anchors = torch.tensor([r["anchor"] if r["anchor"] is not None else 0 for r in batch])
+        target = torch.tensor([r["progress"] if r["progress"] is not None else 0.0 for r in batch])
+        losses["anchor"] = F.cross_entropy(logits[answerable], anchors[answerable])
+        losses["progress"] = config.progress_weight * (progress[answerable] - target[answerable]).abs().mean()
+    positive = na.mean().clamp(0.05, 0.95)  # balance the two classes whatever the batch holds
+    weights = torch.where(na == 1, 0.5 / positive, 0.5 / (1 - positive))
+    losses["na"] = config.na_weight * F.binary_cross_entropy_with_logits(na_logit, na, weight=weights)
+    return losses
+
+
+# -- evaluation on held-out tasks ---------------------------------------------------------------
+
+
+def answer_pool(matcher: Matcher, pool: Pool) -> dict[int, tuple[float, float, int, bool]]:
+    """sample index -> (progress, p_na, anchor 1-based, text) for every labelled sample of the pool."""
+    import torch
+
+    out = {}
+    module = matcher.module
+    with torch.inference_mode():
+        for rows, text in ((pool.visual, False), (pool.textual, True)):
+            for start in range(0, len(rows), 1024):
+                batch = rows[start : start + 1024]
+                tensors = text_tensors(batch, pool) if text else visual_tensors(batch, pool)
+                _, _, position, progress, na_logit = (module.text if text else module.visual)(*tensors)
+                for r, pos, prog, p_na in zip(batch, position.tolist(), progress.tolist(), na_logit.sigmoid().tolist()):
+                    nearest = int(round(pos))
+                    out[r["i"]] = (prog, p_na, max(nearest, 1) if text else nearest + 1, text)
+    return out
+
+
+def thresholds(pool: Pool, answers: dict, max_afrr: float) -> tuple[float, float]:
+    """N/A thresholds (visual, text) with the best balanced accuracy refusing at most `max_afrr`."""
+    from progresslm.calibrate import best_threshold
+
+    chosen = []
+    for text in (False, True):
+        pos = [1 - answers[i][1] for i, s in enumerate(pool.samples) if i in answers and answers[i][3] == text and s.answerable]
+        neg = [1 - answers[i][1] for i, s in enumerate(pool.samples) if i in answers and answers[i][3] == text and not s.answerable]
+        if pos and neg:
+            threshold, _ = best_threshold(pos, neg, max_afrr=max_afrr)
+            chosen.append(float(np.clip(1 - threshold, 0.0, 1.0)))
+        else:
+            chosen.append(0.5)
+    return chosen[0], chosen[1]
+
+
+def predictions(pool: Pool, answers: dict, na_thresholds: tuple[float, float]) -> tuple[list[Sample], list[Prediction]]:
+    samples, preds = [], []
+    for i, sample in enumerate(pool.samples):
+        if i not in answers:
+            continue
+        progress, p_na, anchor, text = answers[i]
+        if p_na > na_thresholds[1 if text else 0]:
+            preds.append(Prediction(Status.NA, ref_status=Status.NA))
+        else:
+            preds.append(Prediction(Status.VALUE, score=progress, ref_status=Status.VALUE, ref=anchor))
+        samples.append(sample)
+    return samples, preds
+
+
+def evaluate_pool(matcher: Matcher, pool: Pool, config: MatcherTrainConfig) -> tuple[dict, float, tuple[float, float]]:
+    from progresslm.metrics import compute_metrics
+    from progresslm.train.select import selection_score
+
+    answers = answer_pool(matcher, pool)
+    chosen = thresholds(pool, answers, config.max_afrr)
+    samples, preds = predictions(pool, answers, chosen)
+    metrics = compute_metrics(samples, preds, bootstrap=0)
+    score = selection_score(metrics, config.na_weight_select, config.order_weight)
+    return metrics, score, chosen
+
+
+def summary(metrics: dict) -> dict:
+    s = metrics["splits"]
+    keep = {"visual_same_view": ("nse", "prc_strict", "ref_acc"), "visual_cross_view": ("nse", "prc_strict", "ref_acc"),
+            "text": ("nse", "prc_strict"), "visual_unanswerable": ("uda",), "text_unanswerable": ("uda",),
+            "micro": ("afrr",)}  # fmt: skip
+    return {f"{name}_{key}": s.get(name, {}).get(key) for name, keys in keep.items() for key in keys}
+
+
+# -- the stage ----------------------------------------------------------------------------------
+
+
+def load_pool_samples(patterns: Sequence[str]) -> list[Sample]:
+    from progresslm.official import load_bench
+    from progresslm.train.config import expand_files
+
+    files = expand_files(list(patterns))
+    missing = [str(f) for f in files if not f.is_file()]
+    if not files or missing:
+        raise MatcherTrainError(f"no benchmark files at {', '.join(missing or patterns)}; build them (progresslm sim build)")
+    return [s for s in load_bench(files).samples if s.labelled]
+
+
+def train_matcher(config: MatcherTrainConfig, progress: bool = True) -> dict:
+    """Train, select and save the matcher into `config.out`; returns the selection report."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from progresslm.train.config import image_root_path
+
+    out = Path(config.out)
+    if config.steps < 1 or config.eval_every < 1 or config.batch_size < 8:
+        raise MatcherTrainError("steps and eval_every must be positive and batch_size at least 8")
+    image_root = image_root_path(config.image_root)
+    train_samples, val_samples = load_pool_samples(config.train), load_pool_samples(config.val)
+    left_out = set(config.exclude_tasks)
+    train_samples = [s for s in train_samples if task_of(s) not in left_out]
+    overlap = {task_of(s) for s in train_samples} & {task_of(s) for s in val_samples}
+    if overlap:
+        raise MatcherTrainError(
+            f"--train and --val share tasks ({', '.join(sorted(overlap)[:5])}): selection must be on tasks training "
+            "never saw; use the sft and rl pools of one simulator build"
+        )
+    features = Path(config.features) if config.features else out.parent / "features"
+    image_store = FeatureStore(features / config.image.name, config.image.dim, config.image.name)
+    text_store = FeatureStore(features / "minilm-l6", TEXT_DIM, "minilm-l6") if config.text else None
+    encoders: dict = {}
+
+    def image_encoder():
+        return encoders.setdefault("image", ImageEncoder(config.image, device=config.device))
+
+    def text_encoder():
+        return encoders.setdefault("text", TextEncoder(device=config.device))
+
+    started = time.perf_counter()
+    train = build_pool(train_samples, image_root, image_store, text_store, image_encoder, text_encoder)
+    val = build_pool(val_samples, image_root, image_store, text_store, image_encoder, text_encoder)
+    feature_seconds = time.perf_counter() - started
+    if not [r for r in train.visual if not r["na"]]:
+        raise MatcherTrainError("the training pool has no answerable visual sample")
+    log.info("features: %d train, %d val images in %.0f s", len(train.images), len(val.images), feature_seconds)
+
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    matcher_config = MatcherConfig(image=config.image, embed_dim=config.embed_dim, text=config.text and bool(train.textual))
+    matcher = Matcher(matcher_config)
+    module = matcher.module
+    optimizer = torch.optim.AdamW(module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(step / config.steps, 1.0)))
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "train_log.jsonl"
+    log_path.write_text("")
+    evaluations, best = [], None
+    best_state = None
+    bar = tqdm(range(1, config.steps + 1), desc="train matcher", unit="step", disable=not progress)
+    for step in bar:
+        module.train()
+        losses = batch_loss(module, sample_batch(train.visual, config.batch_size, rng, config, False), train, config, False)
+        if matcher_config.text:
+            text_losses = batch_loss(module, sample_batch(train.textual, config.batch_size // 2, rng, config, True), train, config, True)
+            losses.update({f"text_{k}": v for k, v in text_losses.items()})
+        loss = sum(losses.values())
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % config.eval_every == 0 or step == config.steps:
+            module.eval()
+            metrics, score, chosen = evaluate_pool(matcher, val, config)
+            row = {"step": step, "loss": round(float(loss), 4), **{k: round(float(v), 4) for k, v in losses.items()},
+                   "score": score, "na_threshold": round(chosen[0], 4), "text_na_threshold": round(chosen[1], 4),
+                   **summary(metrics)}  # fmt: skip
+            evaluations.append(row)
+            with log_path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            bar.set_postfix(score=score)
+            if best is None or score < best["score"]:
+                best = row
+                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    module.load_state_dict(best_state)
+    matcher.config.na_threshold, matcher.config.text_na_threshold = best["na_threshold"], best["text_na_threshold"]
+    matcher.config.made_from = {
+        "train": list(config.train), "val": list(config.val), "steps": config.steps, "selected_step": best["step"],
+        "selection_score": best["score"], "seed": config.seed, "train_samples": len(train.samples),
+        "val_samples": len(val.samples), "val_tasks": sorted({task_of(s) for s in val_samples}),
+    }  # fmt: skip
+    matcher.save(out)
+    report = {"config": _plain(config), "best": best, "evaluations": evaluations,
+              "feature_seconds": round(feature_seconds, 1), "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    (out / "select.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _plain(config: MatcherTrainConfig) -> dict:
+    data = asdict(config)
+    data["image"] = config.image.to_dict()
+    return data
+
+
+def train_folds(config: MatcherTrainConfig, folds: int, progress: bool = True) -> list[dict]:
+    """K matchers, each trained without 1/K of the training tasks (seeded split), saved as
+    OUT/folds/<k>; OUT/folds.json says which tasks each held out (`progresslm.nano.hints.HintProvider`)."""
+    from progresslm.nano.hints import FOLDS_FILE
+
+    tasks = sorted({task_of(s) for s in load_pool_samples(config.train)})
+    if len(tasks) < folds:
+        raise MatcherTrainError(f"--folds {folds} needs at least {folds} training tasks, found {len(tasks)}")
+    random.Random(f"folds:{config.seed}").shuffle(tasks)
+    out = Path(config.out)
+    features = config.features or str(out.parent / "features")
+    made = []
+    for k in range(folds):
+        held = sorted(tasks[k::folds])
+        fold_config = MatcherTrainConfig(**{**asdict(config), "image": config.image})
+        fold_config.out, fold_config.features, fold_config.exclude_tasks = str(out / "folds" / str(k)), features, held
+        report = train_matcher(fold_config, progress=progress)
+        made.append({"dir": f"folds/{k}", "tasks": held, "best": report["best"]})
+    (out / FOLDS_FILE).write_text(json.dumps({"folds": made}, indent=2) + "\n")
+    return made
