@@ -127,6 +127,9 @@ def _check_out_dir(out: Path, identity: dict) -> None:
         previous = json.loads(config_path.read_text()).get("identity", {})
     except (json.JSONDecodeError, AttributeError):
         raise EvalError(f"{config_path} is not valid JSON; delete it or choose another --out") from None
+    # Older runs lack the later keys: a missing "hints" means none, anything else missing is not compared.
+    previous = {"hints": None, **previous}
+    identity = {"hints": None, **identity}
     changed = {k: (previous.get(k), v) for k, v in identity.items() if previous.get(k, v) != v}
     if changed:
         what = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())

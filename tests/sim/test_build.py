@@ -15,6 +15,7 @@ from helpers import tiny_sim_config as tiny
 
 from progresslm.official import load_bench
 from progresslm.sim.build import SimBuildConfig, SimBuildError, assign_splits, build
+from progresslm.sim.samples import MIN_EDIT_CHANGE_PCT
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +111,20 @@ def test_every_edit_changes_the_object_locally(built):
         changed = (diff > 40).mean()
         assert 0 < changed < 0.3, (r["sim"]["unanswerable"], changed)
         assert r["closest_idx"] == r["progress_score"] == "n/a"
+        # Each edit shows: measured on the exact renders at build time, recorded in the row.
+        assert r["sim"]["edit"]["changed_pct"] >= MIN_EDIT_CHANGE_PCT
+        assert abs(r["sim"]["edit"]["changed_pct"] - 100 * changed) < 2.0  # JPEG moves a few pixels only
+
+
+def test_the_card_reports_how_visible_the_edits_are(built):
+    card = json.loads((built.out / "card.json").read_text())
+    visibility = card["edit_visibility"]
+    assert set(visibility) <= {"edit_recolor", "edit_hide", "edit_replace"} and visibility
+    for kind, stats in visibility.items():
+        assert stats["n"] + stats["not_made"] >= 1
+        if stats["n"]:
+            assert MIN_EDIT_CHANGE_PCT <= stats["min"] <= stats["median"] <= stats["max"]
+    assert "Can the edits be seen?" in (built.out / "card.md").read_text()
 
 
 def test_unanswerable_text_names_something_else(built):

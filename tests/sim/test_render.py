@@ -22,7 +22,9 @@ from progresslm.sim.scene import (
     LEVEL_RANGES,
     Randomizer,
     SceneStyle,
+    apply_framing,
     edit_object,
+    frame_cameras,
     goal_sites,
     hide_sites,
     task_object_geoms,
@@ -30,7 +32,7 @@ from progresslm.sim.scene import (
 
 # Every model field a style or an edit may write; after leaving the context they must be bit-identical.
 WRITTEN = ("geom_rgba", "geom_matid", "mat_rgba", "light_diffuse", "light_dir", "light_pos", "cam_pos", "cam_quat")
-WRITTEN += ("site_rgba", "tex_data")
+WRITTEN += ("site_rgba", "tex_data", "cam_fovy")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -234,3 +236,52 @@ def test_missing_gl_backend_says_what_to_install():
     assert result.returncode != 0
     assert "RenderError" in result.stderr
     assert "MUJOCO_GL=egl" in result.stderr and "libosmesa6" in result.stderr
+
+
+def _axes(quat) -> np.ndarray:
+    import mujoco
+
+    rotation = np.zeros(9)
+    mujoco.mju_quat2Mat(rotation, np.asarray(quat, dtype=np.float64))
+    return rotation.reshape(3, 3)
+
+
+def _project(model, camera_id: int, points: np.ndarray) -> np.ndarray:
+    """Image-plane coordinates in units of tan(fovy / 2): inside the frame when both lie in [-1, 1]."""
+    import mujoco
+
+    rotation = np.zeros(9)
+    mujoco.mju_quat2Mat(rotation, model.cam_quat[camera_id])
+    local = (points - model.cam_pos[camera_id]) @ rotation.reshape(3, 3)
+    depth = -local[:, 2]
+    assert (depth > 0).all(), "a point lies behind the camera"
+    return local[:, :2] / depth[:, None] / np.tan(np.radians(model.cam_fovy[camera_id]) / 2)
+
+
+def test_framing_zooms_on_the_task_and_keeps_it_in_view(big, model, data, obj):
+    """The task region (here: the puck, the goal and a hand path) fills more of the frame, every point of it
+    stays inside, the corner camera stays upright, and the model is restored exactly afterwards."""
+    puck = data.geom_xpos[obj].mean(axis=0)
+    points = np.array([puck, puck + [0.0, 0.0, 0.15], puck + [0.1, -0.05, 0.2], [0.0, 0.6, 0.2]])
+    before = snapshot(model)
+    plain = object_mask(big, data, obj).sum()
+    framing = frame_cameras(model, ["corner4", "corner2"], points)
+    assert_same(before, snapshot(model))  # computing a framing changes nothing
+    with apply_framing(model, framing):
+        for camera in ("corner4", "corner2"):
+            c = big.camera_id(camera)
+            assert model.cam_fovy[c] < before["cam_fovy"][c]
+            uv = _project(model, c, points)
+            assert np.abs(uv).max() <= 1.0, f"{camera}: a task point left the frame ({np.abs(uv).max():.2f})"
+        framed = object_mask(big, data, obj).sum()
+        ups = [_axes(model.cam_quat[big.camera_id(c)])[:, 1] for c in ("corner4", "corner2")]
+    assert framed > 3 * plain, (plain, framed)
+    for up, c in zip(ups, ("corner4", "corner2")):  # the smallest turn keeps the roll: the flip still applies
+        assert up @ _axes(before["cam_quat"][big.camera_id(c)])[:, 1] > 0.9
+    assert_same(before, snapshot(model))
+    assert set(framing.to_dict()) == {"corner4", "corner2"}
+
+
+def test_framing_names_an_unknown_camera(model):
+    with pytest.raises(ValueError, match="unknown camera 'side'"):
+        frame_cameras(model, ["side"], np.zeros((2, 3)))

@@ -51,7 +51,9 @@ class MatcherConfig:
     image: ImageSpec = field(default_factory=ImageSpec)
     embed_dim: int = 256
     cell_dim: int = 48  # per-cell projection the N/A head compares cells in
+    task_dim: int = 64  # "same task?" embedding (view-invariant), trained contrastively, read by the N/A head
     na_hidden: int = 64
+    dropout: float = 0.1  # on the input features while training
     text: bool = True  # a text branch (needs the sentence encoder)
     na_threshold: float = 0.5  # N/A when the head's probability is above this (set by training)
     text_na_threshold: float = 0.5
@@ -102,7 +104,9 @@ def _build(config: MatcherConfig):
         def __init__(self) -> None:
             super().__init__()
             dim = config.image.dim
-            self.image_proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, config.embed_dim))
+            self.image_proj = _projection(dim, config.embed_dim, config.dropout)
+            self.task_proj = _projection(dim, config.task_dim, config.dropout)
+            self.task_log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
             self.log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
             tap = config.cell_tap
             cell_channels = 0
@@ -112,10 +116,10 @@ def _build(config: MatcherConfig):
                 cell_channels = STAGE_CHANNELS[tap.stage]
                 self.cell_proj = nn.Sequential(nn.LayerNorm(cell_channels), nn.Linear(cell_channels, config.cell_dim))
             cells = tap.cells**2 if tap is not None else 0
-            self.na_visual = _mlp(PROFILE_FEATURES + 3 * cells, config.na_hidden)
+            self.na_visual = _mlp(PROFILE_FEATURES + 2 + 3 * cells, config.na_hidden)
             if config.text:
-                self.text_image_proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, config.embed_dim))
-                self.text_proj = nn.Sequential(nn.LayerNorm(TEXT_DIM), nn.Linear(TEXT_DIM, config.embed_dim))
+                self.text_image_proj = _projection(dim, config.embed_dim, config.dropout)
+                self.text_proj = _projection(TEXT_DIM, config.embed_dim, config.dropout)
                 self.start = nn.Parameter(torch.randn(config.embed_dim) * 0.02)
                 self.text_log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
                 self.na_text = _mlp(PROFILE_FEATURES + 2, config.na_hidden)
@@ -129,10 +133,22 @@ def _build(config: MatcherConfig):
             z_keys = nn.functional.normalize(self.image_proj(keys), dim=-1)
             sims = torch.einsum("bd,bkd->bk", z_obs, z_keys)
             logits, position, progress = _place(sims, mask, points, self.log_scale.exp())
-            parts = [_profile(sims, logits, mask)]
+            task = self.task_similarity(obs, keys, mask)
+            parts = [_profile(sims, logits, mask), task[:, None], task[:, None] * self.task_log_scale.exp()]
             if config.cell_tap is not None:
                 parts.append(self._cells(obs, keys, mask, logits))
             return logits, sims, position, progress, self.na_visual(torch.cat(parts, -1)).squeeze(-1)
+
+        def task_embeddings(self, obs, keys, mask):
+            """The observation's "which task" embedding and its demonstration's (mean over keyframes)."""
+            t_obs = nn.functional.normalize(self.task_proj(obs), dim=-1)
+            t_keys = nn.functional.normalize(self.task_proj(keys), dim=-1) * mask[..., None]
+            t_demo = nn.functional.normalize(t_keys.sum(1), dim=-1)
+            return t_obs, t_demo
+
+        def task_similarity(self, obs, keys, mask):
+            t_obs, t_demo = self.task_embeddings(obs, keys, mask)
+            return (t_obs * t_demo).sum(-1)
 
         def _cells(self, obs, keys, mask, logits):
             """How well the observation's cells find partners in the keyframes' cells: sorted cosines of
@@ -174,6 +190,12 @@ def _build(config: MatcherConfig):
             return logits, sims, position, progress, self.na_text(features).squeeze(-1)
 
     return Matcher()
+
+
+def _projection(inputs: int, outputs: int, dropout: float):
+    from torch import nn
+
+    return nn.Sequential(nn.LayerNorm(inputs), nn.Dropout(dropout), nn.Linear(inputs, outputs))
 
 
 def _mlp(inputs: int, hidden: int):

@@ -60,6 +60,8 @@ class MatcherTrainConfig:
     weight_decay: float = 1e-4
     progress_weight: float = 2.0  # L1 progress loss against the anchor cross-entropy
     na_weight: float = 1.0
+    task_weight: float = 1.0  # contrastive "same task?" loss (visual)
+    dropout: float = 0.1
     swap_rate: float = 0.25  # share of each visual / text batch made of swapped-demo negatives
     cut_rate: float = 0.2  # share of answerable rows whose demo is cut after an earlier step
     eval_every: int = 250
@@ -114,13 +116,17 @@ def build_pool(
         if not labelled:
             continue
         task = task_of(sample)
+        sim = sample.extra.get("sim") or {}
+        # Whose demonstration it is: the observation's task unless the row says another (a swapped demo);
+        # unknown ("?") for an unanswerable row from elsewhere, which then counts as another task.
+        demo_task = sim.get("demo_task") or (task if sample.answerable or sim.get("unanswerable") else "?")
         obs = image_index(sample, sample.observation)
         na = not sample.answerable
         demo = sample.demo
         if demo.modality is Modality.VISUAL:
             visual.append({
                 "obs": obs, "keys": [image_index(sample, n) for n in demo.items],
-                "points": demo.progress_points(), "na": na, "task": task, "i": i,
+                "points": demo.progress_points(), "na": na, "task": task, "demo_task": demo_task, "i": i,
                 "anchor": None if na else sample.closest_idx - 1, "progress": sample.progress,
             })  # fmt: skip
         elif text_store is not None:
@@ -172,7 +178,8 @@ def _swap(row: dict, rows: list[dict], rng: random.Random) -> dict | None:
     for _ in range(20):
         other = rows[rng.randrange(len(rows))]
         if other["task"] != row["task"]:
-            return dict(other, obs=row["obs"], na=True, anchor=None, progress=None, task=row["task"])
+            return dict(other, obs=row["obs"], na=True, anchor=None, progress=None, task=row["task"],
+                        demo_task=other["task"])
     return None
 
 
@@ -240,10 +247,33 @@ def batch_loss(module, batch: list[dict], pool: Pool, config: MatcherTrainConfig
         target = torch.tensor([r["progress"] if r["progress"] is not None else 0.0 for r in batch])
         losses["anchor"] = F.cross_entropy(logits[answerable], anchors[answerable])
         losses["progress"] = config.progress_weight * (progress[answerable] - target[answerable]).abs().mean()
-    positive = na.mean().clamp(0.05, 0.95)  # balance the two classes whatever the batch holds
-    weights = torch.where(na == 1, 0.5 / positive, 0.5 / (1 - positive))
-    losses["na"] = config.na_weight * F.binary_cross_entropy_with_logits(na_logit, na, weight=weights)
+    losses["na"] = config.na_weight * _balanced_bce(na_logit, na)
+    if not text and config.task_weight > 0:
+        losses["task"] = config.task_weight * task_loss(module, tensors, batch)
     return losses
+
+
+def _balanced_bce(logits, targets):
+    """Binary cross-entropy with both classes weighted equally, whatever share of the batch each has."""
+    import torch
+    import torch.nn.functional as F
+
+    positive = targets.float().mean().clamp(0.02, 0.98)
+    weights = torch.where(targets > 0.5, 0.5 / positive, 0.5 / (1 - positive))
+    return F.binary_cross_entropy_with_logits(logits, targets.float(), weight=weights)
+
+
+def task_loss(module, tensors, batch: list[dict]):
+    """Every observation of the batch against every demonstration of the batch: "same task?" (any camera,
+    any episode), so the task embedding learns what stays when the view changes and what differs between tasks."""
+    import torch
+
+    obs, keys, mask, _ = tensors
+    t_obs, t_demo = module.task_embeddings(obs, keys, mask)
+    demo_task = [r.get("demo_task", r["task"]) for r in batch]
+    same = torch.tensor([[r["task"] == d for d in demo_task] for r in batch], dtype=torch.float32)
+    logits = (t_obs @ t_demo.T) * module.task_log_scale.exp()
+    return _balanced_bce(logits.flatten(), same.flatten())
 
 
 # -- evaluation on held-out tasks ---------------------------------------------------------------
@@ -297,7 +327,12 @@ def predictions(pool: Pool, answers: dict, na_thresholds: tuple[float, float]) -
     return samples, preds
 
 
-def evaluate_pool(matcher: Matcher, pool: Pool, config: MatcherTrainConfig) -> tuple[dict, float, tuple[float, float]]:
+VISUAL_SPLITS = ("visual_same_view", "visual_cross_view", "visual_unanswerable")
+TEXT_SPLITS = ("text", "text_unanswerable")
+
+
+def evaluate_pool(matcher: Matcher, pool: Pool, config: MatcherTrainConfig) -> tuple[dict, dict, tuple[float, float]]:
+    """Metrics on the pool, the selection score of each branch (visual, text), and the N/A thresholds."""
     from progresslm.metrics import compute_metrics
     from progresslm.train.select import selection_score
 
@@ -305,8 +340,17 @@ def evaluate_pool(matcher: Matcher, pool: Pool, config: MatcherTrainConfig) -> t
     chosen = thresholds(pool, answers, config.max_afrr)
     samples, preds = predictions(pool, answers, chosen)
     metrics = compute_metrics(samples, preds, bootstrap=0)
-    score = selection_score(metrics, config.na_weight_select, config.order_weight)
-    return metrics, score, chosen
+    scores = {}
+    for branch, names in (("visual", VISUAL_SPLITS), ("text", TEXT_SPLITS)):
+        part = {"splits": {n: metrics["splits"][n] for n in names if metrics["splits"].get(n, {}).get("n")}}
+        if any(n in part["splits"] for n in ("visual_same_view", "visual_cross_view", "text")):
+            scores[branch] = selection_score(part, config.na_weight_select, config.order_weight)
+    return metrics, scores, chosen
+
+
+def is_text_parameter(name: str) -> bool:
+    """Whether a matcher parameter belongs to the text branch (selected apart from the visual one)."""
+    return name.startswith(("text_", "na_text")) or name == "start"
 
 
 def summary(metrics: dict) -> dict:
@@ -372,9 +416,12 @@ def train_matcher(config: MatcherTrainConfig, progress: bool = True) -> dict:
 
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    matcher_config = MatcherConfig(image=config.image, embed_dim=config.embed_dim, text=config.text and bool(train.textual))
+    matcher_config = MatcherConfig(
+        image=config.image, embed_dim=config.embed_dim, text=config.text and bool(train.textual), dropout=config.dropout
+    )
     matcher = Matcher(matcher_config)
     module = matcher.module
+    log.info("matcher: %d parameters", sum(p.numel() for p in module.parameters()))
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(step / config.steps, 1.0)))
@@ -382,8 +429,9 @@ def train_matcher(config: MatcherTrainConfig, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "train_log.jsonl"
     log_path.write_text("")
-    evaluations, best = [], None
-    best_state = None
+    evaluations: list[dict] = []
+    best: dict[str, dict] = {}
+    kept: dict[str, dict] = {}  # branch -> parameters of its best step
     bar = tqdm(range(1, config.steps + 1), desc="train matcher", unit="step", disable=not progress)
     for step in bar:
         module.train()
@@ -399,25 +447,40 @@ def train_matcher(config: MatcherTrainConfig, progress: bool = True) -> dict:
         schedule.step()
         if step % config.eval_every == 0 or step == config.steps:
             module.eval()
-            metrics, score, chosen = evaluate_pool(matcher, val, config)
-            row = {"step": step, "loss": round(float(loss), 4), **{k: round(float(v), 4) for k, v in losses.items()},
-                   "score": score, "na_threshold": round(chosen[0], 4), "text_na_threshold": round(chosen[1], 4),
-                   **summary(metrics)}  # fmt: skip
+            metrics, scores, chosen = evaluate_pool(matcher, val, config)
+            row = {"step": step, "loss": round(float(loss.detach()), 4),
+                   **{k: round(float(v.detach()), 4) for k, v in losses.items()},
+                   **{f"score_{b}": v for b, v in scores.items()}, "na_threshold": round(chosen[0], 4),
+                   "text_na_threshold": round(chosen[1], 4), **summary(metrics)}  # fmt: skip
             evaluations.append(row)
             with log_path.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
-            bar.set_postfix(score=score)
-            if best is None or score < best["score"]:
-                best = row
-                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    module.load_state_dict(best_state)
-    matcher.config.na_threshold, matcher.config.text_na_threshold = best["na_threshold"], best["text_na_threshold"]
+            bar.set_postfix(scores)
+            for branch, score in scores.items():
+                if branch not in best or score < best[branch][f"score_{branch}"]:
+                    best[branch] = row
+                    kept[branch] = {k: v.detach().clone() for k, v in module.state_dict().items()
+                                    if is_text_parameter(k) == (branch == "text")}  # fmt: skip
+    # Each branch from the step that did best on it (they share no parameters).
+    state = module.state_dict()
+    for params in kept.values():
+        state.update(params)
+    module.load_state_dict(state)
+    matcher.config.na_threshold = best["visual"]["na_threshold"] if "visual" in best else 0.5
+    matcher.config.text_na_threshold = best["text"]["text_na_threshold"] if "text" in best else 0.5
     matcher.config.made_from = {
-        "train": list(config.train), "val": list(config.val), "steps": config.steps, "selected_step": best["step"],
-        "selection_score": best["score"], "seed": config.seed, "train_samples": len(train.samples),
-        "val_samples": len(val.samples), "val_tasks": sorted({task_of(s) for s in val_samples}),
+        "train": list(config.train), "val": list(config.val), "steps": config.steps,
+        "selected_step": {b: r["step"] for b, r in best.items()},
+        "selection_score": {b: r[f"score_{b}"] for b, r in best.items()}, "seed": config.seed,
+        "train_samples": len(train.samples), "val_samples": len(val.samples),
+        "val_tasks": sorted({task_of(s) for s in val_samples}),
     }  # fmt: skip
+    final, scores, chosen = evaluate_pool(matcher, val, config)  # the branches are independent: same thresholds
+    matcher.config.na_threshold, matcher.config.text_na_threshold = chosen
     matcher.save(out)
+    best = {"step": matcher.config.made_from["selected_step"], **{f"score_{b}": v for b, v in scores.items()},
+            "na_threshold": matcher.config.na_threshold, "text_na_threshold": matcher.config.text_na_threshold,
+            **summary(final)}  # fmt: skip
     report = {"config": _plain(config), "best": best, "evaluations": evaluations,
               "feature_seconds": round(feature_seconds, 1), "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     (out / "select.json").write_text(json.dumps(report, indent=2) + "\n")
