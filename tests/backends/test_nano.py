@@ -1,8 +1,9 @@
-"""`nano`: the shipped ProgressLM-nano checkpoint through the hf backend, and `train export --model`."""
+"""`nano`: the shipped ProgressLM-nano v1 through the hf backend with matcher hints, and `train export --model`."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,27 +11,31 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from progresslm import nano as nano_package  # noqa: E402
 from progresslm.backends import nano  # noqa: E402
 from progresslm.backends.base import BackendError, BackendOptions  # noqa: E402
 from progresslm.backends.registry import create_backend  # noqa: E402
 from progresslm.cli.main import main  # noqa: E402
+from progresslm.nano.checkpoints import weights_id  # noqa: E402
 from progresslm.parsing import parse_two_stage  # noqa: E402
 from progresslm.types import Status  # noqa: E402
 
-SHIPPED = (nano.NANO_DIR / "model.safetensors").is_file()
+SHIPPED = (nano_package.VLM_DIR / "model.safetensors").is_file() and (nano_package.MATCHER_DIR / "model.safetensors").is_file()
+SIM = Path(__file__).resolve().parents[1] / "fixtures" / "sim_sample"
 
 
 def test_a_missing_checkpoint_says_how_to_get_one(monkeypatch, tmp_path):
-    monkeypatch.setattr(nano, "NANO_DIR", tmp_path / "nano")
+    monkeypatch.setattr("progresslm.nano.checkpoints.VLM_DIR", tmp_path / "nano")
     with pytest.raises(BackendError, match="ProgressLM-nano is not in this install.*make nano"):
         create_backend("nano", BackendOptions(), "two-stage")
 
 
-def test_nano_takes_another_checkpoint_and_caps_generation(tiny_vlm_dir):
-    backend = create_backend("nano", BackendOptions(model=str(tiny_vlm_dir), device="cpu"), "two-stage")
+def test_nano_takes_another_checkpoint_caps_generation_and_asks_for_hints(tiny_nano_dir):
+    backend = create_backend("nano", BackendOptions(model=str(tiny_nano_dir), device="cpu"), "two-stage")
     assert backend.options.max_new_tokens == nano.NANO_MAX_NEW_TOKENS
-    assert backend.model_name == str(tiny_vlm_dir)
-    backend = create_backend("nano", BackendOptions(model=str(tiny_vlm_dir), max_new_tokens=9), "two-stage")
+    assert backend.model_name == str(tiny_nano_dir) and backend.default_hints == "matcher"
+    assert type(backend.model).__name__ == "FastVlmForConditionalGeneration"
+    backend = create_backend("nano", BackendOptions(model=str(tiny_nano_dir), max_new_tokens=9), "two-stage")
     assert backend.options.max_new_tokens == 9  # an explicit --max-new-tokens wins
 
 
@@ -38,42 +43,46 @@ def test_the_weights_id_follows_the_weights(tmp_path):
     for name, content in (("a", b"weights of one release"), ("b", b"weights of the next")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "model.safetensors").write_bytes(content)
-    first, second = nano.weights_id(tmp_path / "a"), nano.weights_id(tmp_path / "b")
+    first, second = weights_id(tmp_path / "a"), weights_id(tmp_path / "b")
     assert first != second and len(first) == 8 and int(first, 16) >= 0
 
 
-@pytest.mark.skipif(not SHIPPED, reason="the nano checkpoint is not in this checkout")
-def test_the_shipped_checkpoint_is_small_and_documented():
-    files = {path.name: path.stat().st_size for path in nano.NANO_DIR.iterdir()}
-    assert sum(files.values()) <= 40 * 2**20
-    assert "model.safetensors" in files and "README.md" in files
-    card = (nano.NANO_DIR / "README.md").read_text()
-    for section in ("## Data", "## Recipe", "## Results", "## Limits"):
-        assert section in card
+@pytest.mark.skipif(not SHIPPED, reason="the default models are not in this checkout")
+def test_the_shipped_models_are_small_and_documented():
+    total = 0
+    for folder in (nano_package.VLM_DIR, nano_package.MATCHER_DIR):
+        files = {path.name: path.stat().st_size for path in folder.iterdir()}
+        total += sum(files.values())
+        assert "model.safetensors" in files and "README.md" in files
+        card = (folder / "README.md").read_text()
+        for section in ("## Data", "## Recipe", "## Results", "## Limits"):
+            assert section in card, (folder, section)
+    assert total <= 40 * 2**20
 
 
-@pytest.mark.skipif(not SHIPPED, reason="the nano checkpoint is not in this checkout")
-def test_the_shipped_model_answers_in_the_two_stage_format(tmp_path):
-    """A real forward pass of the shipped weights on six rows of the small simulated benchmark (copied
-    into tests/fixtures/sim_sample with their images): every reply parses in the two-stage format."""
+@pytest.mark.skipif(not SHIPPED, reason="the default models are not in this checkout")
+@pytest.mark.parametrize("backend", ["nano", "matcher"])
+def test_the_shipped_models_answer_in_the_two_stage_format(backend, tmp_path):
+    """A real forward pass of the shipped weights on six rows of the small simulated benchmark (copied into
+    tests/fixtures/sim_sample with their images): every reply parses, and the run is named by the weights."""
     from progresslm.evaluate import EvalConfig, evaluate
 
-    sim = Path(__file__).resolve().parents[1] / "fixtures" / "sim_sample"
-    files = sorted(str(path) for path in sim.glob("*.jsonl"))
-    config = EvalConfig(bench=files, out=str(tmp_path / "run"), backend="nano", image_root=str(sim / "images"),
+    files = sorted(str(path) for path in SIM.glob("*.jsonl"))
+    config = EvalConfig(bench=files, out=str(tmp_path / "run"), backend=backend, image_root=str(SIM / "images"),
                         bootstrap=0, plots=False, options=BackendOptions(device="cpu"))  # fmt: skip
     outcome = evaluate(config, progress=False)
     rows = [json.loads(line) for line in (Path(outcome.out) / "results.jsonl").read_text().splitlines()]
-    name = f"progresslm-nano@{nano.weights_id(nano.NANO_DIR)}"  # a new release's weights: a new run identity
+    folder = nano_package.VLM_DIR if backend == "nano" else nano_package.MATCHER_DIR
+    name = f"progresslm-{backend}@{weights_id(folder)}"
     assert len(rows) == 6 and all(row["model"] == name for row in rows)
     parsed = [parse_two_stage(row["reply"]) for row in rows]
     assert all(p.status is not Status.PARSE_FAILURE for p in parsed), [row["reply"] for row in rows]
+    identity = json.loads((Path(outcome.out) / "config.json").read_text())["identity"]
+    assert ("hints" in identity) == (backend == "nano")
 
 
 def test_export_copies_a_full_model_without_training_state(tiny_vlm_dir, tmp_path):
     source = tmp_path / "trained"
-    import shutil
-
     shutil.copytree(tiny_vlm_dir, source)
     (source / "checkpoint-5").mkdir()
     (source / "optimizer.pt").write_bytes(b"x")

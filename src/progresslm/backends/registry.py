@@ -20,6 +20,11 @@ BACKENDS: dict[str, str] = {
 }
 
 
+# The default model of `eval`, `watch`, `serve`, `ProgressScorer` and `ProgressReward`: the better of the two
+# shipped models on the full simulated benchmark (README: "The default model").
+DEFAULT_BACKEND = "matcher"
+
+
 class UnknownBackendError(ValueError):
     pass
 

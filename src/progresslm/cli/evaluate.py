@@ -9,11 +9,10 @@ import sys
 from pathlib import Path
 
 from progresslm.backends.base import BackendOptions
-from progresslm.backends.registry import BACKENDS
+from progresslm.backends.registry import BACKENDS, DEFAULT_BACKEND
 from progresslm.prompts import MODES
 
 log = logging.getLogger("progresslm")
-DEFAULT_BACKEND = "matcher"  # the better of the two shipped models on the full preset (README: Default model)
 
 
 def add_parser(subparsers) -> None:

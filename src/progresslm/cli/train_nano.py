@@ -37,6 +37,9 @@ def add_parsers(commands) -> None:
     matcher.add_argument("--image-size", type=int, default=224, help="side the encoder reads images at (default: %(default)s)")
     matcher.add_argument("--taps", default="4:4", help="encoder depths and cell grids, STAGE:CELLS[,...]; stage 7 is "
                          "conv_head (default: %(default)s = blocks[4] pooled to 4 x 4)")
+    matcher.add_argument("--similarity", choices=["global", "late", "both"], default="global",
+                         help="compare whole cell grids, or each cell with its best partner, or both (default: %(default)s)")
+    matcher.add_argument("--dropout", type=float, default=0.1, help="on the input features (default: %(default)s)")
     matcher.add_argument("--no-text", action="store_true", help="no text branch (text demonstrations get N/A)")
     matcher.add_argument("--folds", type=int, default=0, help="also train K cross-fitting matchers for nano's hints")
     matcher.add_argument("--seed", type=int, default=0)
@@ -83,7 +86,8 @@ def run_matcher(args: argparse.Namespace) -> int:
             train=args.train, val=args.val, out=args.out, image_root=args.image_root, features=args.features,
             image=ImageSpec(size=args.image_size, taps=parse_taps(args.taps)), text=not args.no_text,
             steps=args.steps, eval_every=args.eval_every, batch_size=args.batch_size,
-            learning_rate=args.learning_rate, seed=args.seed, device=args.device,
+            learning_rate=args.learning_rate, seed=args.seed, device=args.device, similarity=args.similarity,
+            dropout=args.dropout,
         )  # fmt: skip
         report = train_matcher(config, progress=not args.quiet)
         if args.folds:

@@ -54,6 +54,11 @@ class MatcherConfig:
     task_dim: int = 64  # "same task?" embedding (view-invariant), trained contrastively, read by the N/A head
     na_hidden: int = 64
     dropout: float = 0.1  # on the input features while training
+    # How an observation is compared with a keyframe: "global" (one embedding of the whole cell grid),
+    # "late" (each cell finds its best partner among the other image's cells, averaged both ways: robust
+    # to objects and cameras that moved), or "both" (the mean of the two cosines).
+    similarity: str = "global"
+    match_cell_dim: int = 64
     text: bool = True  # a text branch (needs the sentence encoder)
     na_threshold: float = 0.5  # N/A when the head's probability is above this (set by training)
     text_na_threshold: float = 0.5
@@ -73,8 +78,22 @@ class MatcherConfig:
 
     @property
     def cell_tap(self) -> Tap | None:
-        """The first tap with a grid of cells (the N/A head compares those), None if all are global."""
+        """The first tap with a grid of cells (late-interaction matching reads it), None if all are global."""
         return next((tap for tap in self.image.taps if tap.cells > 1), None)
+
+    @property
+    def na_tap(self) -> Tap | None:
+        """The last tap with a grid of cells (the N/A head compares those cells), None if all are global."""
+        return next((tap for tap in reversed(self.image.taps) if tap.cells > 1), None)
+
+    def tap_slice(self, tap: Tap) -> slice:
+        start = sum(t.dim for t in self.image.taps[: self.image.taps.index(tap)])
+        return slice(start, start + tap.dim)
+
+    @property
+    def global_dim(self) -> int:
+        """Size of the global (1 x 1) taps, which the task embedding reads; 0 when there are none."""
+        return sum(t.dim for t in self.image.taps if t.cells == 1)
 
 
 @dataclass(frozen=True)
@@ -105,17 +124,22 @@ def _build(config: MatcherConfig):
             super().__init__()
             dim = config.image.dim
             self.image_proj = _projection(dim, config.embed_dim, config.dropout)
-            self.task_proj = _projection(dim, config.task_dim, config.dropout)
+            # "Which task" must not change with the camera: read the global taps when there are some.
+            self.task_proj = _projection(config.global_dim or dim, config.task_dim, config.dropout)
             self.task_log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
             self.log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
-            tap = config.cell_tap
-            cell_channels = 0
-            if tap is not None:
-                from progresslm.nano.encoders import STAGE_CHANNELS
+            from progresslm.nano.encoders import STAGE_CHANNELS
 
-                cell_channels = STAGE_CHANNELS[tap.stage]
-                self.cell_proj = nn.Sequential(nn.LayerNorm(cell_channels), nn.Linear(cell_channels, config.cell_dim))
+            tap = config.na_tap
+            if tap is not None:
+                channels = STAGE_CHANNELS[tap.stage]
+                self.cell_proj = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, config.cell_dim))
             cells = tap.cells**2 if tap is not None else 0
+            if config.similarity != "global":
+                if config.cell_tap is None:
+                    raise MatcherError(f"similarity {config.similarity!r} needs a tap with cells (e.g. 4:4)")
+                channels = STAGE_CHANNELS[config.cell_tap.stage]
+                self.match_cell_proj = _projection(channels, config.match_cell_dim, config.dropout)
             self.na_visual = _mlp(PROFILE_FEATURES + 2 + 3 * cells, config.na_hidden)
             if config.text:
                 self.text_image_proj = _projection(dim, config.embed_dim, config.dropout)
@@ -129,20 +153,45 @@ def _build(config: MatcherConfig):
         def visual(self, obs, keys, mask, points):
             """obs (B, D), keys (B, K, D), mask (B, K) bool, points (B, K) progress of each keyframe.
             Returns logits (B, K), similarities, position (B,), progress (B,), N/A logit (B,)."""
-            z_obs = nn.functional.normalize(self.image_proj(obs), dim=-1)
-            z_keys = nn.functional.normalize(self.image_proj(keys), dim=-1)
-            sims = torch.einsum("bd,bkd->bk", z_obs, z_keys)
+            sims = self.similarities(obs, keys)
             logits, position, progress = _place(sims, mask, points, self.log_scale.exp())
             task = self.task_similarity(obs, keys, mask)
             parts = [_profile(sims, logits, mask), task[:, None], task[:, None] * self.task_log_scale.exp()]
-            if config.cell_tap is not None:
+            if config.na_tap is not None:
                 parts.append(self._cells(obs, keys, mask, logits))
             return logits, sims, position, progress, self.na_visual(torch.cat(parts, -1)).squeeze(-1)
 
+        def similarities(self, obs, keys):
+            """(B, K) similarity of each observation with each of its keyframes (`config.similarity`)."""
+            parts = []
+            if config.similarity in ("global", "both"):
+                z_obs = nn.functional.normalize(self.image_proj(obs), dim=-1)
+                z_keys = nn.functional.normalize(self.image_proj(keys), dim=-1)
+                parts.append(torch.einsum("bd,bkd->bk", z_obs, z_keys))
+            if config.similarity in ("late", "both"):
+                o, d = self._cell_grids(obs, keys, config.cell_tap)
+                o = nn.functional.normalize(self.match_cell_proj(o), dim=-1)
+                d = nn.functional.normalize(self.match_cell_proj(d), dim=-1)
+                pair = torch.einsum("bce,bkfe->bkcf", o, d)
+                parts.append((pair.max(-1).values.mean(-1) + pair.max(-2).values.mean(-1)) / 2)
+            return sum(parts) / len(parts)
+
+        def _cell_grids(self, obs, keys, tap):
+            """One tap's features as (B, cells, channels) and (B, K, cells, channels)."""
+            part = config.tap_slice(tap)
+            channels, cells = tap.dim // tap.cells**2, tap.cells**2
+            b, k = keys.shape[:2]
+            return obs[:, part].reshape(b, cells, channels), keys[:, :, part].reshape(b, k, cells, channels)
+
+        def _global(self, x):
+            if not config.global_dim:
+                return x
+            return torch.cat([x[..., config.tap_slice(t)] for t in config.image.taps if t.cells == 1], -1)
+
         def task_embeddings(self, obs, keys, mask):
             """The observation's "which task" embedding and its demonstration's (mean over keyframes)."""
-            t_obs = nn.functional.normalize(self.task_proj(obs), dim=-1)
-            t_keys = nn.functional.normalize(self.task_proj(keys), dim=-1) * mask[..., None]
+            t_obs = nn.functional.normalize(self.task_proj(self._global(obs)), dim=-1)
+            t_keys = nn.functional.normalize(self.task_proj(self._global(keys)), dim=-1) * mask[..., None]
             t_demo = nn.functional.normalize(t_keys.sum(1), dim=-1)
             return t_obs, t_demo
 
@@ -154,12 +203,8 @@ def _build(config: MatcherConfig):
             """How well the observation's cells find partners in the keyframes' cells: sorted cosines of
             cell with same cell of the best keyframe, each observation cell's best partner anywhere in
             the demonstration, and each best-keyframe cell's best partner in the observation."""
-            tap = config.cell_tap
-            offset = sum(t.dim for t in config.image.taps[: config.image.taps.index(tap)])
-            channels, cells = tap.dim // tap.cells**2, tap.cells**2
-            b, k = keys.shape[:2]
-            o = obs[:, offset : offset + tap.dim].reshape(b, cells, channels)
-            d = keys[:, :, offset : offset + tap.dim].reshape(b, k, cells, channels)
+            b = keys.shape[0]
+            o, d = self._cell_grids(obs, keys, config.na_tap)
             o = nn.functional.normalize(self.cell_proj(o), dim=-1)  # (B, C, E)
             d = nn.functional.normalize(self.cell_proj(d), dim=-1)  # (B, K, C, E)
             best = logits.argmax(-1)
@@ -172,6 +217,11 @@ def _build(config: MatcherConfig):
             return torch.cat([same.sort(-1).values, obs_to_demo.sort(-1).values, demo_to_obs.sort(-1).values], -1)
 
         # -- text ------------------------------------------------------------------------------
+
+        def text_embeddings(self, obs, goal):
+            """The observation and the goal in the text branch's space (for the "same task?" loss)."""
+            z_obs = nn.functional.normalize(self.text_image_proj(obs), dim=-1)
+            return z_obs, nn.functional.normalize(self.text_proj(goal), dim=-1)
 
         def text(self, obs, steps, mask, points, goal):
             """obs (B, D); steps (B, T, 384) sentence vectors, mask (B, T); points (B, T + 1) progress of

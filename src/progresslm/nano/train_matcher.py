@@ -62,6 +62,7 @@ class MatcherTrainConfig:
     na_weight: float = 1.0
     task_weight: float = 1.0  # contrastive "same task?" loss (visual)
     dropout: float = 0.1
+    similarity: str = "global"  # MatcherConfig.similarity
     swap_rate: float = 0.25  # share of each visual / text batch made of swapped-demo negatives
     cut_rate: float = 0.2  # share of answerable rows whose demo is cut after an earlier step
     eval_every: int = 250
@@ -117,9 +118,10 @@ def build_pool(
             continue
         task = task_of(sample)
         sim = sample.extra.get("sim") or {}
-        # Whose demonstration it is: the observation's task unless the row says another (a swapped demo);
-        # unknown ("?") for an unanswerable row from elsewhere, which then counts as another task.
-        demo_task = sim.get("demo_task") or (task if sample.answerable or sim.get("unanswerable") else "?")
+        # Whose demonstration (or goal) it is, for the "same task?" losses: the observation's task when the
+        # row is answerable, the other task for a swapped demonstration, and "?" (matching nothing) for an
+        # edited object or a goal naming an absent object: the scene is not the one the demo shows.
+        demo_task = sim.get("demo_task") or (task if sample.answerable else "?")
         obs = image_index(sample, sample.observation)
         na = not sample.answerable
         demo = sample.demo
@@ -133,7 +135,7 @@ def build_pool(
             total = demo.total_steps
             textual.append({
                 "obs": obs, "steps": [text_index(t) for t in demo.items], "goal": text_index(sample.goal),
-                "total": total, "na": na, "task": task, "i": i, "progress": sample.progress,
+                "total": total, "na": na, "task": task, "demo_task": demo_task, "i": i, "progress": sample.progress,
                 "anchor": None if na else int(round(sample.progress * total)),
             })  # fmt: skip
     keys = list(image_keys)
@@ -248,8 +250,8 @@ def batch_loss(module, batch: list[dict], pool: Pool, config: MatcherTrainConfig
         losses["anchor"] = F.cross_entropy(logits[answerable], anchors[answerable])
         losses["progress"] = config.progress_weight * (progress[answerable] - target[answerable]).abs().mean()
     losses["na"] = config.na_weight * _balanced_bce(na_logit, na)
-    if not text and config.task_weight > 0:
-        losses["task"] = config.task_weight * task_loss(module, tensors, batch)
+    if config.task_weight > 0:
+        losses["task"] = config.task_weight * task_loss(module, tensors, batch, text)
     return losses
 
 
@@ -263,17 +265,22 @@ def _balanced_bce(logits, targets):
     return F.binary_cross_entropy_with_logits(logits, targets.float(), weight=weights)
 
 
-def task_loss(module, tensors, batch: list[dict]):
-    """Every observation of the batch against every demonstration of the batch: "same task?" (any camera,
-    any episode), so the task embedding learns what stays when the view changes and what differs between tasks."""
+def task_loss(module, tensors, batch: list[dict], text: bool):
+    """Every observation of the batch against every demonstration (visual) or goal (text) of the batch:
+    "same task?" (any camera, any episode; an edited object or an absent object named counts as not the
+    same), so the embedding learns what stays when the view changes and what differs between tasks."""
     import torch
 
-    obs, keys, mask, _ = tensors
-    t_obs, t_demo = module.task_embeddings(obs, keys, mask)
-    demo_task = [r.get("demo_task", r["task"]) for r in batch]
-    same = torch.tensor([[r["task"] == d for d in demo_task] for r in batch], dtype=torch.float32)
-    logits = (t_obs @ t_demo.T) * module.task_log_scale.exp()
-    return _balanced_bce(logits.flatten(), same.flatten())
+    if text:
+        obs, _, _, _, goal = tensors
+        z_obs, z_demo = module.text_embeddings(obs, goal)
+        scale = module.text_log_scale.exp()
+    else:
+        obs, keys, mask, _ = tensors
+        z_obs, z_demo = module.task_embeddings(obs, keys, mask)
+        scale = module.task_log_scale.exp()
+    same = torch.tensor([[r["task"] == other["demo_task"] for other in batch] for r in batch], dtype=torch.float32)
+    return _balanced_bce(((z_obs @ z_demo.T) * scale).flatten(), same.flatten())
 
 
 # -- evaluation on held-out tasks ---------------------------------------------------------------
@@ -417,7 +424,8 @@ def train_matcher(config: MatcherTrainConfig, progress: bool = True) -> dict:
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     matcher_config = MatcherConfig(
-        image=config.image, embed_dim=config.embed_dim, text=config.text and bool(train.textual), dropout=config.dropout
+        image=config.image, embed_dim=config.embed_dim, text=config.text and bool(train.textual), dropout=config.dropout,
+        similarity=config.similarity,
     )
     matcher = Matcher(matcher_config)
     module = matcher.module
@@ -509,6 +517,7 @@ def train_folds(config: MatcherTrainConfig, folds: int, progress: bool = True) -
         held = sorted(tasks[k::folds])
         fold_config = MatcherTrainConfig(**{**asdict(config), "image": config.image})
         fold_config.out, fold_config.features, fold_config.exclude_tasks = str(out / "folds" / str(k)), features, held
+        fold_config.eval_every = max(config.eval_every, config.steps // 3)  # fewer held-out checks: they cost most
         report = train_matcher(fold_config, progress=progress)
         made.append({"dir": f"folds/{k}", "tasks": held, "best": report["best"]})
     (out / FOLDS_FILE).write_text(json.dumps({"folds": made}, indent=2) + "\n")

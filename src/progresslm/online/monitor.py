@@ -3,7 +3,7 @@
 `ProgressMonitor` sends each frame to a `ProgressScorer` and keeps, per frame, a `MonitorStep`:
 the raw answer, a smoothed estimate with its band, and the `Event`s the frame raised.
 
-    monitor = ProgressMonitor(ProgressScorer("open the drawer", keyframes, backend="nano"))
+    monitor = ProgressMonitor(ProgressScorer("open the drawer", keyframes))
     for frame, t in camera:
         step = monitor.update(frame, t)  # step.smoothed, step.low, step.high, step.events
 

@@ -21,7 +21,7 @@ scores each frame in `step()` itself, for when the shaping must not be delayed.
 
     demo = demo_from_expert("drawer-open-v3", seed=0, camera="corner2", size=224)
     env = make_env("drawer-open-v3", seed=1)
-    env = ProgressReward(env, demo, backend="nano", every=5, render=MetaWorldCamera(env, "corner2", 224))
+    env = ProgressReward(env, demo, every=5, render=MetaWorldCamera(env, "corner2", 224))
 
 An estimate that is N/A (or a reply that cannot be read) adds no shaping and leaves the progress as
 it was; `info["progress_na"]` counts them. The wrapper keeps the env's own reward: the reward is
@@ -235,7 +235,7 @@ class ProgressReward(gymnasium.Wrapper):
         self,
         env: gymnasium.Env,
         demo: Any,
-        backend: str | Backend | ProgressScorer | ScoringWorker = "nano",
+        backend: str | Backend | ProgressScorer | ScoringWorker | None = None,
         *,
         goal: str | None = None,
         every: int = 1,
@@ -431,6 +431,10 @@ def _make_worker(env, demo, backend, goal, options, max_batch) -> ScoringWorker:
                 raise ProgressRewardError("backend: the shared ScoringWorker is closed")
             return backend
         return ScoringWorker(backend, max_batch, close_when_unused=True)
+    if backend is None:
+        from progresslm.backends.registry import DEFAULT_BACKEND
+
+        backend = DEFAULT_BACKEND
     if not isinstance(backend, (str, Backend)):
         raise ProgressRewardError(
             "backend: expected a backend name, a Backend, a ProgressScorer or a ScoringWorker, "

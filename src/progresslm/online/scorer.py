@@ -7,7 +7,7 @@ steps) and turns observation images (PIL images, arrays or files) into `Estimate
 Images given in memory are written once to a private folder (every backend can read a file: the
 `hf` / `nano` backends take PIL images, `openai` data URLs, `pixel-nn` and `retrieval` paths).
 
-    scorer = ProgressScorer(goal="open the drawer", demo=["k0.jpg", "k1.jpg", "k2.jpg"], backend="nano")
+    scorer = ProgressScorer(goal="open the drawer", demo=["k0.jpg", "k1.jpg", "k2.jpg"])  # the default model
     estimates = scorer.score([frame])  # one Estimate per observation, in order
 """
 
@@ -101,12 +101,14 @@ class ProgressScorer:
         self,
         goal: str,
         demo: Sequence[Any],
-        backend: str | Backend = "nano",
+        backend: str | Backend | None = None,
         options: BackendOptions | None = None,
         mode: str = "two-stage",
         demo_kind: str | None = None,
+        hints: str | None = None,
+        hints_model: str | None = None,
     ):
-        from progresslm.backends.registry import create_backend
+        from progresslm.backends.registry import DEFAULT_BACKEND, create_backend
 
         if not isinstance(goal, str) or not goal.strip():
             raise ScorerError("goal: give the task goal as a non-empty string")
@@ -118,8 +120,10 @@ class ProgressScorer:
         if kind not in ("visual", "text"):
             raise ScorerError(f"demo_kind: {kind!r} is not 'visual' or 'text'")
         # The backend first: when it cannot be built, no folder is left behind.
+        backend = DEFAULT_BACKEND if backend is None else backend
         self.backend = backend if isinstance(backend, Backend) else create_backend(backend, options or BackendOptions(), mode)
         self._owns_backend = not isinstance(backend, Backend)
+        self.hints = self._hint_provider(hints, hints_model)
         self._folder = Path(tempfile.mkdtemp(prefix="progresslm-scorer-"))
         self._counter = itertools.count()
         self._lock = threading.Lock()
@@ -141,6 +145,20 @@ class ProgressScorer:
                 raise ScorerError("demo: a visual demonstration needs at least 2 keyframes (start and end)")
             paths = [self._save(as_pil(image, f"demo[{i}]"), "demo") for i, image in enumerate(demo)]
             self.demo = Demo(Modality.VISUAL, tuple(str(p) for p in paths), total_steps=len(paths) - 1)
+
+    def _hint_provider(self, hints: str | None, hints_model: str | None):
+        """The matcher that writes the prompts' hints (the option, else the backend's default), or None."""
+        source = hints if hints is not None else getattr(self.backend, "default_hints", None)
+        if source in (None, "none"):
+            return None
+        from progresslm.nano.hints import HintError, HintProvider, check_source
+
+        try:
+            check_source(source)
+            return HintProvider(hints_model, device=getattr(self.backend.options, "device", "cpu"))
+        except HintError as error:
+            self.close()
+            raise ScorerError(f"hints: {error}") from None
 
     @staticmethod
     def _demo_kind(demo: Sequence[Any]) -> str:
@@ -175,9 +193,10 @@ class ProgressScorer:
         with self._lock:
             paths = [self._save(image, "obs") for image in pils]
             requests = []
-            for path, draw in zip(paths, draws):
-                sample = self.sample(path, uid=path.stem)
-                prompt = build_prompt(sample, self.mode, None)
+            samples = [self.sample(path, uid=path.stem) for path in paths]
+            lines = self.hints.hints(samples, None) if self.hints is not None else {}
+            for sample, draw in zip(samples, draws):
+                prompt = build_prompt(sample, self.mode, None, hints=lines.get(sample.uid))
                 images = self.store.encode_all(prompt.images, self.backend.image_format)
                 requests.append(Request(sample.uid, draw, prompt, sample, images))
             started = time.perf_counter()

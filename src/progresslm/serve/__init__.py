@@ -1,7 +1,7 @@
 """`progresslm serve`: a progress model behind HTTP (OpenAI chat completions, progress, sessions).
 
     from progresslm.serve import ServeConfig, create_app
-    app = create_app(ServeConfig(backend="nano"))  # serve it with uvicorn, or `progresslm serve`
+    app = create_app(ServeConfig())  # serve it with uvicorn, or `progresslm serve`
 
 FastAPI and uvicorn (`pip install 'progresslm[serve]'`) are imported only by `create_app` and the
 runner, so this package imports without them.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from progresslm.backends.base import BackendOptions
+from progresslm.backends.registry import DEFAULT_BACKEND
 from progresslm.prompts import MODES
 
 
@@ -16,7 +17,7 @@ class ServeConfigError(ValueError):
 class ServeConfig:
     """What the server runs (backend, mode, options) and the limits it enforces on every request."""
 
-    backend: str = "nano"
+    backend: str = DEFAULT_BACKEND
     mode: str = "two-stage"  # the prompt mode of /v1/progress and sessions; chat requests bring their own prompt
     options: BackendOptions = field(default_factory=BackendOptions)
     host: str = "127.0.0.1"  # loopback only unless asked: the server has no authentication
