@@ -10,6 +10,7 @@ that writing the samples back gives the same records.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -70,15 +71,21 @@ def parse_percent(value: object) -> float | None:
 
     >>> parse_percent("20%"), parse_percent("1.41%"), parse_percent("+7%"), parse_percent("n/a")
     (0.2, 0.0141, 0.07, None)
+    >>> parse_percent("nan%")
+    Traceback (most recent call last):
+    ValueError: not a finite number: 'nan%'
     """
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value) / 100.0
-    text = str(value).strip().strip("\"'")
-    if text.lower() in NA_MARKERS:
-        return None
-    number = float(text.rstrip("%").strip())
+        number = float(value)
+    else:
+        text = str(value).strip().strip("\"'")
+        if text.lower() in NA_MARKERS:
+            return None
+        number = float(text.rstrip("%").strip())
+    if not math.isfinite(number):  # NaN and infinities (also 1e400, "inf%") would poison every metric
+        raise ValueError(f"not a finite number: {value!r}")
     return round(number / 100.0, 10)
 
 
@@ -234,14 +241,28 @@ def read_official(path: str | Path) -> Bench:
     if not path.is_file():
         raise BenchFormatError(f"{path}: no such benchmark file")
     samples, defects = [], []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, text in enumerate(handle, start=1):
+    try:
+        handle = path.open("rb")
+    except OSError as err:
+        raise BenchFormatError(f"{path}: cannot read the benchmark file ({err.strerror or err})") from None
+    with handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                hint = " (UTF-16? save the file as UTF-8)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in raw else ""
+                raise BenchFormatError(
+                    f"{path}:{line_number}: not UTF-8 text at byte {err.start}{hint}; JSONL files are UTF-8"
+                ) from None
             if not text.strip():
                 continue
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as err:
                 raise BenchFormatError(f"{path}:{line_number}: not valid JSON ({err.msg} at column {err.colno})") from None
+            except (ValueError, RecursionError) as err:  # an integer of over 4,300 digits, nesting too deep
+                what = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0]
+                raise BenchFormatError(f"{path}:{line_number}: unreadable JSON ({what})") from None
             sample, found = record_to_sample(record, f"{path.stem}:{line_number}", path, line_number)
             samples.append(sample)
             defects.extend(found)

@@ -1,7 +1,9 @@
 """Model reply -> Prediction, exactly as SPEC section 3.
 
 Three outcomes are kept apart: a value, an explicit N/A, a parse failure. The parser never
-raises, whatever the text (property-tested).
+raises, whatever the text (property-tested), and runs in time linear in the reply's length: replies come
+from models and servers nobody controls, and are parsed again on every resume (the only regular
+expressions left match at one position each, without nested repetition).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import re
 
 from progresslm.types import Prediction, Status
 
-_NA = re.compile(r"^n\s*/?\s*a$", re.IGNORECASE)
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 _QUOTES_AND_SPACE = " \t\r\n\"'`“”‘’"
 _TRAILING = ".,;:!"
@@ -33,10 +34,16 @@ def _clean(text: str) -> str:
 def is_na(text: str) -> bool:
     """`n/a` or `na` in any case, quotes and a trailing full stop allowed.
 
-    >>> is_na(" 'N/A' "), is_na("na."), is_na("not applicable")
-    (True, True, False)
+    >>> is_na(" 'N/A' "), is_na("na."), is_na("not applicable"), is_na("n / a"), is_na("n//a")
+    (True, True, False, True, False)
     """
-    return bool(_NA.match(_clean(text)))
+    # "n", optional whitespace, at most one "/", optional whitespace, "a": checked by scanning, not by a
+    # regular expression (`n\s*/?\s*a` backtracks quadratically on "n" + many spaces + "x").
+    cleaned = _clean(text)
+    if len(cleaned) < 2 or cleaned[0] not in "nN" or cleaned[-1] not in "aA":
+        return False
+    middle = cleaned[1:-1]
+    return middle.count("/") <= 1 and all(char == "/" or char.isspace() for char in middle)
 
 
 def _to_fraction(number: str, percent: bool) -> float | None:

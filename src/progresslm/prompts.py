@@ -60,19 +60,28 @@ def percent(fraction: float) -> str:
 
 
 class _Content:
-    """Builds a content list, merging neighbouring text so images sit between text parts."""
+    """Builds a content list, merging neighbouring text so images sit between text parts. Text pieces are
+    joined once per part (not appended string to string), so a demonstration of many steps builds in linear time."""
 
     def __init__(self) -> None:
         self.parts: list[dict] = []
+        self._pending: list[str] = []
 
     def text(self, text: str) -> None:
-        if self.parts and self.parts[-1]["type"] == "text":
-            self.parts[-1]["text"] += text
-        else:
-            self.parts.append({"type": "text", "text": text})
+        self._pending.append(text)
 
     def image(self) -> None:
+        self._flush()
         self.parts.append({"type": "image"})
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.parts.append({"type": "text", "text": "".join(self._pending)})
+            self._pending = []
+
+    def done(self) -> list[dict]:
+        self._flush()
+        return self.parts
 
 
 def build_prompt(sample: Sample, mode: str, image_root: str | Path | None = None, hints: str | None = None) -> Prompt:
@@ -105,7 +114,7 @@ def build_prompt(sample: Sample, mode: str, image_root: str | Path | None = None
     content.text(f"\n{QUESTION[mode]}")
     messages = [
         {"role": "system", "content": [{"type": "text", "text": SYSTEM[mode]}]},
-        {"role": "user", "content": content.parts},
+        {"role": "user", "content": content.done()},
     ]
     names = sample.image_names()
     images = [sample.image_path(name, image_root) for name in names]

@@ -280,3 +280,10 @@ def test_bad_scorer_and_bad_frames():
     # nothing was scored or recorded by the failed calls
     assert len(monitor.history) == 1 and monitor.scorer.backend.script == [20, 30]
     assert monitor.update_many([]) == []
+
+
+def test_voc_reads_how_well_the_answers_follow_time():
+    assert run([10, 20, "na", 40, 60], **EXACT).summary()["voc"] == 1.0
+    assert run([60, 40, 20, 10], **EXACT).summary()["voc"] == -1.0
+    assert run([10, 30, 20, 40], **EXACT).summary()["voc"] == 0.8  # one swap in four
+    assert run([50, 50, "na"], **EXACT).summary()["voc"] is None  # constant answers order nothing

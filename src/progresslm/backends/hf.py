@@ -104,6 +104,11 @@ class HFBackend(Backend):
             tokenizer.pad_token = tokenizer.eos_token
         if options.max_pixels is not None:
             image_processor = self.processor.image_processor
+            if "longest_edge" not in (image_processor.size or {}):
+                raise BackendError(
+                    f"--max-pixels: this model's {type(image_processor).__name__} resizes every image to "
+                    f"{dict(image_processor.size)}, not by pixel count; leave --max-pixels out"
+                )
             shortest = min(image_processor.size.get("shortest_edge") or options.max_pixels, options.max_pixels)
             image_processor.size = {"shortest_edge": shortest, "longest_edge": options.max_pixels}
         self._stop_ids = self._stop_token_ids()

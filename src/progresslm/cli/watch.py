@@ -430,14 +430,16 @@ def _watch(args: argparse.Namespace, source: Source, demo: list, demo_kind: str,
     if not monitor.history:
         raise WatchError(f"source: {source.path} gave no frames to score")
     _write_json(out / "events.json", events_record(settings, monitor, sources, complete=True))
-    title = f"{args.goal}  ({settings['model']}, {len(monitor.history)} frames)"
+    voc = monitor.summary()["voc"]
+    title = f"{args.goal}  ({settings['model']}, {len(monitor.history)} frames, VOC {'n/a' if voc is None else f'{voc:.2f}'})"
     plot_curve(monitor.history, monitor.events, out / "curve.png", title)
     summary = monitor.summary()
     for event in monitor.events:
         print(f"{event.t:8.1f}s  {event.kind:<10} {event.detail}")
     progress = "n/a" if summary["progress"] is None else f"{summary['progress']:.0f}%"
+    voc = "n/a" if summary["voc"] is None else f"{summary['voc']:.3f}"
     print(f"{summary['frames']} frames ({summary['na']} N/A, {summary['parse_failures']} unreadable), "
-          f"final progress {progress}, done: {'yes' if summary['done'] else 'no'}; outputs in {out}")  # fmt: skip
+          f"final progress {progress}, VOC {voc}, done: {'yes' if summary['done'] else 'no'}; outputs in {out}")  # fmt: skip
     return 0
 
 

@@ -54,6 +54,25 @@ class MonitorError(ValueError):
     """A bad argument to a monitor: says which one, what was wrong and what to give instead."""
 
 
+def value_order_correlation(steps) -> float | None:
+    """VOC: Spearman's rho of the raw answers against time over the answered frames (as OpenGVL reads a
+    progress curve: 1 when the answers only ever rise); None with fewer than 2 answers or all equal.
+
+    >>> from types import SimpleNamespace as S
+    >>> value_order_correlation([S(t=0, raw=0.1), S(t=1, raw=0.3), S(t=2, raw=None), S(t=3, raw=0.2)])
+    0.5
+    """
+    import math
+
+    from progresslm.metrics import spearman
+
+    answered = [(s.t, s.raw) for s in steps if s.raw is not None]
+    if len(answered) < 2 or len({raw for _, raw in answered}) < 2:
+        return None
+    rho = spearman([t for t, _ in answered], [raw for _, raw in answered])
+    return None if math.isnan(rho) else round(float(rho), 4)
+
+
 def _pct(fraction: float | None) -> float | None:
     return None if fraction is None else round(fraction * 100.0, 2)
 
@@ -454,6 +473,7 @@ class ProgressMonitor:
                 "mean_latency_s": round(sum(s.latency_s for s in self.history) / len(self.history), 4)
                 if self.history else None,  # fmt: skip
                 "samples": self.samples,
+                "voc": value_order_correlation(self.history),
             }
 
     def settings(self) -> dict:

@@ -101,6 +101,11 @@ def load_processor(model: str, max_pixels: int | None = None):
         )
     if max_pixels is not None:
         image_processor = processor.image_processor
+        if "longest_edge" not in (image_processor.size or {}):
+            raise RecipeError(
+                f"max_pixels: {type(image_processor).__name__} resizes every image to {dict(image_processor.size)}, "
+                "not by pixel count (as Qwen2-VL-style processors do); remove max_pixels from the recipe"
+            )
         shortest = min(image_processor.size.get("shortest_edge") or max_pixels, max_pixels)
         image_processor.size = {"shortest_edge": shortest, "longest_edge": max_pixels}
     return processor
