@@ -48,6 +48,9 @@ class EvalConfig:
     plots: bool = True
     hints: str | None = None  # "matcher": retrieval hints in every prompt; "none": off; None: the backend's default
     hints_model: str | None = None  # the matcher that writes the hints (default: the shipped one)
+    # Image paths that resolve outside --image-root (absolute names, "..", symlinks) are refused unless this is set:
+    # a benchmark file must not make eval read, and send to a model server, files elsewhere on the machine.
+    allow_outside_image_root: bool = False
     options: BackendOptions = field(default_factory=BackendOptions)
 
     def __post_init__(self) -> None:
@@ -93,6 +96,28 @@ def load_samples(config: EvalConfig) -> Bench:
     if not bench.samples:
         raise EvalError(f"the benchmark is empty: no sample in {', '.join(map(str, config.bench))}")
     return bench
+
+
+def check_image_root(samples: list[Sample], prompts: dict[str, Prompt], image_root: str | None, allow: bool) -> None:
+    """Every image path resolves (following symlinks) inside `image_root`, unless `allow`; else an EvalError
+    listing the offenders, before anything is read or sent."""
+    if image_root is None or allow:
+        return
+    root = Path(image_root).resolve()
+    outside: list[tuple[str, Path]] = []
+    for sample in samples:
+        for path in prompts[sample.uid].images:
+            resolved = Path(path).resolve()
+            if not resolved.is_relative_to(root):
+                outside.append((sample.uid, path))
+    if outside:
+        shown = "\n  ".join(f"{uid}: {path}" for uid, path in outside[:10])
+        more = f"\n  ... {len(outside) - 10} more" if len(outside) > 10 else ""
+        raise EvalError(
+            f"{len(outside)} image paths lead outside --image-root {root} (absolute names, '..' or symlinks):\n"
+            f"  {shown}{more}\nNothing was read or sent. Fix the benchmark file, or pass --allow-outside-image-root "
+            "if these files are meant to be used"
+        )
 
 
 def check_images(samples: list[Sample], prompts: dict[str, Prompt], out: Path, skip: bool) -> list[Sample]:
@@ -223,6 +248,7 @@ def evaluate(config: EvalConfig, backend: Backend | None = None, progress: bool 
             backend.image_format != "none" or backend.reads_images or config.image_root is not None or hints is not None
         )
         n_before = len(samples)
+        check_image_root(samples, prompts, config.image_root, config.allow_outside_image_root)
         if needs_images:
             samples = check_images(samples, prompts, out, config.skip_missing)
         write_config(out, config, identity, bench)

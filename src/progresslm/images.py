@@ -32,6 +32,21 @@ def missing_images(paths: Iterable[Path]) -> list[Path]:
     return missing
 
 
+def _image_mime(data: bytes, path: Path) -> str:
+    """The MIME type of image bytes, after decoding them fully; ValueError when they are not an image."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()  # a truncated file passes `verify()` but fails here
+            kind = image.format
+    except (OSError, Image.DecompressionBombError, SyntaxError) as err:
+        raise ValueError(f"not a decodable image ({type(err).__name__}: {err})") from None
+    return Image.MIME.get(kind or "", None) or mimetypes.guess_type(path.name)[0] or "image/jpeg"
+
+
 class ImageStore:
     """Encodes image files on first use and keeps the result (LRU, `max_bytes` in all)."""
 
@@ -69,15 +84,17 @@ class ImageStore:
 
     def _encode(self, path: Path, image_format: str) -> tuple[Any, int]:
         self.reads += 1
+        from PIL import Image
+
         try:
             return self._decode(path, image_format)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             raise ImageReadError(f"{path}: cannot read image ({type(err).__name__}: {err})") from err
 
     def _decode(self, path: Path, image_format: str) -> tuple[Any, int]:
         if image_format == "data_url":
             data = path.read_bytes()
-            mime = mimetypes.guess_type(path.name)[0] or "image/jpeg"
+            mime = _image_mime(data, path)  # the bytes must decode as an image: never send a text file as one
             url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
             return url, len(url)
         from PIL import Image

@@ -29,6 +29,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", help="run folder (default: runs/<bench>/<backend>-<model>-<mode>)")
     parser.add_argument("--num-samples", type=int, default=1, help="replies per sample (use with --temperature)")
     parser.add_argument("--skip-missing", action="store_true", help="evaluate samples whose images exist")
+    parser.add_argument("--allow-outside-image-root", action="store_true",
+                        help="read image paths that resolve outside --image-root (absolute names, '..', symlinks); "
+                        "refused by default so that a benchmark file cannot send other files to a model server")
     parser.add_argument("--limit", type=int, help="only the first N samples")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap rounds for 95%% intervals (0: none)")
     parser.add_argument("--swap-demos", action="store_true",
@@ -155,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
             image_root=image_root,
             num_samples=args.num_samples,
             skip_missing=args.skip_missing,
+            allow_outside_image_root=args.allow_outside_image_root,
             limit=args.limit,
             bootstrap=args.bootstrap,
             floors=not args.no_floors,

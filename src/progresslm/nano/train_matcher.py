@@ -72,6 +72,9 @@ class MatcherTrainConfig:
     seed: int = 0
     device: str = "cpu"
     exclude_tasks: list[str] = field(default_factory=list)  # training tasks left out (cross-fitting folds)
+    # Cross-fitting folds train without held-out checks: each branch is taken at the step the main matcher
+    # selected ({"visual": 200, "text": 200}) and training stops after the last of them.
+    fixed_steps: dict[str, int] = field(default_factory=dict)
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -382,10 +385,26 @@ def load_pool_samples(patterns: Sequence[str]) -> list[Sample]:
     return [s for s in load_bench(files).samples if s.labelled]
 
 
+def finished(config: MatcherTrainConfig) -> dict | None:
+    """The report of a finished run of exactly this configuration in `config.out`, or None: a rerun reuses it."""
+    out = Path(config.out)
+    try:
+        report = json.loads((out / "select.json").read_text())
+    except (OSError, ValueError):
+        return None
+    done = report.get("config") == json.loads(json.dumps(_plain(config))) and (out / "model.safetensors").is_file()
+    return report if done else None
+
+
 def train_matcher(config: MatcherTrainConfig, progress: bool = True) -> dict:
-    """Train, select and save the matcher into `config.out`; returns the selection report."""
+    """Train, select and save the matcher into `config.out` (or reuse a finished run of the same settings);
+    returns the selection report."""
     import torch
     from tqdm.auto import tqdm
+
+    if (report := finished(config)) is not None:
+        log.info("%s: already trained with these settings; reusing it", config.out)
+        return report
 
     from progresslm.train.config import image_root_path
 
@@ -440,7 +459,8 @@ def train_matcher(config: MatcherTrainConfig, progress: bool = True) -> dict:
     evaluations: list[dict] = []
     best: dict[str, dict] = {}
     kept: dict[str, dict] = {}  # branch -> parameters of its best step
-    bar = tqdm(range(1, config.steps + 1), desc="train matcher", unit="step", disable=not progress)
+    last = max(config.fixed_steps.values()) if config.fixed_steps else config.steps
+    bar = tqdm(range(1, last + 1), desc="train matcher", unit="step", disable=not progress)
     for step in bar:
         module.train()
         losses = batch_loss(module, sample_batch(train.visual, config.batch_size, rng, config, False), train, config, False)
@@ -453,7 +473,12 @@ def train_matcher(config: MatcherTrainConfig, progress: bool = True) -> dict:
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        if step % config.eval_every == 0 or step == config.steps:
+        for branch, at in config.fixed_steps.items():
+            if step == at:
+                best[branch] = {"step": step, f"score_{branch}": None}
+                kept[branch] = {k: v.detach().clone() for k, v in module.state_dict().items()
+                                if is_text_parameter(k) == (branch == "text")}  # fmt: skip
+        if not config.fixed_steps and (step % config.eval_every == 0 or step == config.steps):
             module.eval()
             metrics, scores, chosen = evaluate_pool(matcher, val, config)
             row = {"step": step, "loss": round(float(loss.detach()), 4),
@@ -474,8 +499,6 @@ def train_matcher(config: MatcherTrainConfig, progress: bool = True) -> dict:
     for params in kept.values():
         state.update(params)
     module.load_state_dict(state)
-    matcher.config.na_threshold = best["visual"]["na_threshold"] if "visual" in best else 0.5
-    matcher.config.text_na_threshold = best["text"]["text_na_threshold"] if "text" in best else 0.5
     matcher.config.made_from = {
         "train": list(config.train), "val": list(config.val), "steps": config.steps,
         "selected_step": {b: r["step"] for b, r in best.items()},
@@ -483,6 +506,12 @@ def train_matcher(config: MatcherTrainConfig, progress: bool = True) -> dict:
         "train_samples": len(train.samples), "val_samples": len(val.samples),
         "val_tasks": sorted({task_of(s) for s in val_samples}),
     }  # fmt: skip
+    if config.fixed_steps:  # a cross-fitting fold: no held-out check, no thresholds of its own
+        matcher.save(out)
+        report = {"config": _plain(config), "best": best, "evaluations": [],
+                  "feature_seconds": round(feature_seconds, 1), "seconds": round(time.perf_counter() - started, 1)}
+        (out / "select.json").write_text(json.dumps(report, indent=2) + "\n")
+        return report
     final, scores, chosen = evaluate_pool(matcher, val, config)  # the branches are independent: same thresholds
     matcher.config.na_threshold, matcher.config.text_na_threshold = chosen
     matcher.save(out)
@@ -503,7 +532,11 @@ def _plain(config: MatcherTrainConfig) -> dict:
 
 def train_folds(config: MatcherTrainConfig, folds: int, progress: bool = True) -> list[dict]:
     """K matchers, each trained without 1/K of the training tasks (seeded split), saved as
-    OUT/folds/<k>; OUT/folds.json says which tasks each held out (`progresslm.nano.hints.HintProvider`)."""
+    OUT/folds/<k>; OUT/folds.json says which tasks each held out (`progresslm.nano.hints.HintProvider`).
+
+    Each fold repeats the main matcher's training (same settings and schedule) and takes each branch at the
+    step the main matcher selected, without held-out checks of its own: they would cost most of the time, and
+    a fold's only use is to write hints for the tasks it never saw."""
     from progresslm.nano.hints import FOLDS_FILE
 
     tasks = sorted({task_of(s) for s in load_pool_samples(config.train)})
@@ -512,12 +545,13 @@ def train_folds(config: MatcherTrainConfig, folds: int, progress: bool = True) -
     random.Random(f"folds:{config.seed}").shuffle(tasks)
     out = Path(config.out)
     features = config.features or str(out.parent / "features")
+    selected = json.loads((out / "config.json").read_text())["made_from"]["selected_step"]
     made = []
     for k in range(folds):
         held = sorted(tasks[k::folds])
         fold_config = MatcherTrainConfig(**{**asdict(config), "image": config.image})
         fold_config.out, fold_config.features, fold_config.exclude_tasks = str(out / "folds" / str(k)), features, held
-        fold_config.eval_every = max(config.eval_every, config.steps // 3)  # fewer held-out checks: they cost most
+        fold_config.fixed_steps = selected
         report = train_matcher(fold_config, progress=progress)
         made.append({"dir": f"folds/{k}", "tasks": held, "best": report["best"]})
     (out / FOLDS_FILE).write_text(json.dumps({"folds": made}, indent=2) + "\n")
