@@ -144,14 +144,23 @@ def check_images(samples: list[Sample], prompts: dict[str, Prompt], out: Path, s
     return kept
 
 
+def check_out_folder(out: Path) -> None:
+    """--out must be a folder (or not exist yet) whose run files, where present, are files."""
+    if out.exists() and not out.is_dir():
+        raise EvalError(f"--out {out} is a file, not a folder; choose another --out")
+    for name in ("config.json", "results.jsonl", "metrics.json"):
+        if (out / name).exists() and not (out / name).is_file():
+            raise EvalError(f"{out / name} is not a file (a folder?); remove it or choose another --out")
+
+
 def _check_out_dir(out: Path, identity: dict) -> None:
     config_path = out / "config.json"
     if not config_path.exists():
         return
     try:
-        previous = json.loads(config_path.read_text()).get("identity", {})
-    except (json.JSONDecodeError, AttributeError):
-        raise EvalError(f"{config_path} is not valid JSON; delete it or choose another --out") from None
+        previous = json.loads(config_path.read_text(encoding="utf-8")).get("identity", {})
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        raise EvalError(f"{config_path} is not valid UTF-8 JSON; delete it or choose another --out") from None
     # Older runs lack the later keys: a missing "hints" means none, anything else missing is not compared.
     previous = {"hints": None, **previous}
     identity = {"hints": None, **identity}
@@ -229,7 +238,31 @@ def run_requests(
 
 
 def evaluate(config: EvalConfig, backend: Backend | None = None, progress: bool = True) -> EvalOutcome:
-    """Run (or resume) one evaluation and write metrics, report and plots into `config.out`."""
+    """Run (or resume) one evaluation and write metrics, report and plots into `config.out`, holding the
+    folder's lock: a second run into the same folder is refused instead of duplicating every reply."""
+    import errno
+
+    from progresslm.results import RunLock, RunLockedError
+
+    check_out_folder(Path(config.out))
+    try:
+        with RunLock(config.out):
+            return _evaluate(config, backend, progress)
+    except RunLockedError as err:
+        if backend is not None:
+            backend.close()
+        raise EvalError(str(err)) from None
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        saved = Path(config.out) / "results.jsonl"
+        raise EvalError(
+            f"the disk is full ({err.filename or config.out}): every reply written before is kept in {saved}; "
+            "free some space and run the same command again to resume"
+        ) from None
+
+
+def _evaluate(config: EvalConfig, backend: Backend | None, progress: bool) -> EvalOutcome:
     from progresslm.backends.registry import create_backend
 
     out = Path(config.out)
@@ -259,6 +292,15 @@ def evaluate(config: EvalConfig, backend: Backend | None = None, progress: bool 
             prompts[sample.uid] = build_prompt(sample, config.mode, config.image_root, hints=lines.get(sample.uid))
 
         store = ResultStore(out / "results.jsonl")
+        foreign = store.foreign(identity)
+        if foreign:
+            first = foreign[0]
+            raise EvalError(
+                f"{store.path} holds {len(foreign)} replies of another run (e.g. uid {first.uid}: backend "
+                f"{first.backend!r}, model {first.model!r}, mode {first.mode!r}; this run: backend "
+                f"{identity['backend']!r}, model {identity['model']!r}, mode {identity['mode']!r}); "
+                "choose another --out, or delete the folder to start over"
+            )
         hashes = {uid: prompt.hash for uid, prompt in prompts.items()}
         done, bad, stale = store.latest(hashes)
         for line in bad[:10]:

@@ -150,6 +150,8 @@ def record_to_sample(record: dict, uid: str, path: Path, line: int) -> tuple[Sam
     modality = Modality.VISUAL if "visual_demo" in record else Modality.TEXT
     demo_key = f"{modality.value}_demo"
     items = record[demo_key]
+    if isinstance(items, list) and not items:
+        raise row.fail(f"{demo_key!r} is empty: a demonstration needs {'keyframes' if demo_key == 'visual_demo' else 'steps'}")
     if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
         raise row.fail(f"field {demo_key!r} must be a list of strings")
     total_steps = row.convert("total_steps", parse_index)

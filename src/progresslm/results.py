@@ -73,6 +73,8 @@ class ResultStore:
         records, bad = [], []
         if not self.path.exists():
             return records, bad
+        if not self.path.is_file():
+            raise ValueError(f"{self.path} is not a file")
         with self.path.open(encoding="utf-8", errors="replace") as handle:
             for number, text in enumerate(handle, start=1):
                 if not text.strip():
@@ -86,6 +88,13 @@ class ResultStore:
                 except (ValueError, TypeError) as err:
                     bad.append(BadLine(number, str(err)[:120]))
         return records, bad
+
+    def foreign(self, identity: dict) -> list[ResultRecord]:
+        """Records made by another run than `identity` (its `backend`, `model` and `mode`): a folder that holds
+        them mixes two runs, whatever its config.json says (or when it has none)."""
+        records, _ = self.read()
+        keys = ("backend", "model", "mode")
+        return [r for r in records if any(getattr(r, k) != identity[k] for k in keys if k in identity)]
 
     def latest(
         self, prompt_hashes: dict[str, str] | None = None
@@ -157,3 +166,46 @@ def _ends_with_newline(path: Path) -> bool:
 def iter_records(path: str | Path) -> Iterator[ResultRecord]:
     records, _ = ResultStore(path).read()
     yield from records
+
+
+class RunLockedError(RuntimeError):
+    """Another process is writing into the same run folder."""
+
+
+class RunLock:
+    """An exclusive lock on a run folder (`fcntl.flock` on OUT/.lock) for as long as a run writes into it.
+
+    A second run into the same folder is refused with the holder's pid. The operating system drops the lock
+    when the holder dies, so a run killed with `kill -9` never blocks its own resume.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder) / ".lock"
+        self._handle = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunLockedError(
+                f"{self.path.parent} is being written by another run (pid {holder}); wait for it to finish, or "
+                "choose another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing releases the flock
+            self._handle = None

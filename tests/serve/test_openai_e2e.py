@@ -81,10 +81,10 @@ def test_progresslm_serve_and_eval_give_the_in_process_metrics(bench, tmp_path, 
              "--seed", "0", "--temperature", "0"]  # fmt: skip
     common = ["eval", "--bench", *files, "--image-root", image_root, "--bootstrap", "0", "--no-floors", "--no-plots",
               "--quiet"]  # fmt: skip
-    server = ServerProcess(["--backend", "nano", *model, "--max-batch", "8", "--batch-wait-ms", "20"])
+    server = ServerProcess(["--backend", "hf", *model, "--max-batch", "8", "--batch-wait-ms", "20"])
     try:
         # the in-process run while the server loads its model
-        assert main([*common, "--backend", "nano", *model, "--out", str(tmp_path / "local")]) == 0
+        assert main([*common, "--backend", "hf", *model, "--out", str(tmp_path / "local")]) == 0
         server.wait_ready(300.0)
         client = ["--backend", "openai", "--base-url", f"{server.url}/v1", "--model", "any", "--concurrency", "8",
                   "--max-new-tokens", "24", "--seed", "0", "--temperature", "0", "--max-retries", "0",

@@ -26,13 +26,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """The package's own logger only: INFO (DEBUG with -v, ERROR with --quiet) to stderr. Third-party loggers
+    (httpx writes a line per HTTP request at INFO, PyOpenGL, uvicorn's access log) stay at WARNING."""
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
+    package = logging.getLogger("progresslm")
+    package.setLevel(level)
+    if not any(getattr(h, "_progresslm", False) for h in package.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler._progresslm = True
+        package.addHandler(handler)
+        package.propagate = False
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "OpenGL", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s: %(message)s",
-    )
+    configure_logging(verbose=args.verbose, quiet=getattr(args, "quiet", False))
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

@@ -23,12 +23,18 @@ def add_parser(subparsers) -> None:
         description="Serve a backend over HTTP: POST /v1/chat/completions (OpenAI-compatible: use it with "
         "`progresslm eval --backend openai --base-url http://HOST:PORT/v1 --model any`), POST /v1/progress, "
         "monitoring sessions under /v1/sessions, GET /health. Concurrent requests are answered in batches. "
-        "There is no authentication: keep the default loopback --host unless the network is trusted.",
+        "Without --api-key there is no authentication: keep the default loopback --host unless the network is "
+        "trusted. Limits and what a client sees at each: docs/serve.md.",
     )
     parser.add_argument("--host", default=d.host, help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=d.port)
     parser.add_argument("--backend", default=DEFAULT_BACKEND, help=f"one of: {', '.join(sorted(BACKENDS))}")
     parser.add_argument("--mode", default=d.mode, help=f"prompt mode of /v1/progress and sessions: {', '.join(MODES)}")
+    auth = parser.add_mutually_exclusive_group()
+    auth.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every route but /health (as vLLM's "
+                      "server does); visible in the process list, prefer --api-key-env")
+    auth.add_argument("--server-api-key-env", dest="server_api_key_env", metavar="NAME",
+                      help="read the server's API key from this environment variable")
     limits = parser.add_argument_group("batching and limits")
     limits.add_argument("--max-batch", type=int, default=d.max_batch, help="requests per backend call")
     limits.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms,
@@ -45,6 +51,20 @@ def add_parser(subparsers) -> None:
     limits.add_argument("--max-frames-per-call", type=int, default=d.max_frames_per_call)
     limits.add_argument("--drain-timeout", type=float, default=d.drain_timeout_s, dest="drain_timeout_s",
                         help="seconds queued requests get to finish on shutdown")
+    limits.add_argument("--max-prompt-chars", type=int, default=d.max_prompt_chars,
+                        help="text of one chat request, in characters (413 above; default %(default)s)")
+    limits.add_argument("--max-demo-steps", type=int, default=d.max_demo_steps,
+                        help="steps of a text demonstration (400 above; default %(default)s)")
+    limits.add_argument("--max-request-pixels", type=int, default=d.max_request_pixels,
+                        help="decoded pixels of one request's images (413 above; default %(default)s)")
+    limits.add_argument("--max-inflight-pixels", type=int, default=d.max_inflight_pixels,
+                        help="decoded pixels of all requests in flight (429 above; default %(default)s)")
+    limits.add_argument("--work-side", type=int, default=d.work_side,
+                        help="longest side images are decoded down to (default %(default)s)")
+    limits.add_argument("--body-timeout", type=float, default=d.body_timeout_s, dest="body_timeout_s",
+                        help="seconds a request body may take to arrive (408 after; default %(default)s)")
+    limits.add_argument("--max-connections", type=int, default=d.max_connections,
+                        help="open connections before new ones get 503 (default %(default)s)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_backend_options(
         parser,
@@ -60,11 +80,21 @@ def add_parser(subparsers) -> None:
 def config_from_args(args: argparse.Namespace):
     from progresslm.serve.config import ServeConfig
 
+    import os
+
+    from progresslm.serve.config import ServeConfigError
+
     options = backend_options(args)
     fields = ("host", "port", "backend", "mode", "max_batch", "batch_wait_ms", "max_queue", "max_body_mb", "max_images",
               "max_image_pixels", "max_new_tokens_cap", "max_sessions", "session_ttl_s", "max_frames_per_call",
-              "drain_timeout_s")  # fmt: skip
-    return ServeConfig(options=options, **{name: getattr(args, name) for name in fields})
+              "drain_timeout_s", "max_prompt_chars", "max_demo_steps", "max_request_pixels", "max_inflight_pixels",
+              "work_side", "body_timeout_s", "max_connections")  # fmt: skip
+    key = getattr(args, "api_key", None)
+    if getattr(args, "server_api_key_env", None):
+        key = os.environ.get(args.server_api_key_env)
+        if not key:
+            raise ServeConfigError(f"--server-api-key-env: the environment variable {args.server_api_key_env} is not set")
+    return ServeConfig(options=options, api_key=key, **{name: getattr(args, name) for name in fields})
 
 
 def run(args: argparse.Namespace) -> int:

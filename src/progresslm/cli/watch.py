@@ -58,6 +58,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch", type=int, default=8, help="frames per scoring call")
     parser.add_argument("--out", help="output folder (default: runs/watch/<source name>)")
     parser.add_argument("--video", action="store_true", help="also write OUT/overlay.mp4")
+    parser.add_argument("--on-bad-frame", choices=["skip", "fail"], default="skip",
+                        help="a frame file that cannot be read or is smaller than 8 x 8: skip it with a warning "
+                        "naming it (default), or stop the run there")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
     monitor = parser.add_argument_group("monitor options (percentages are of the task)")
@@ -98,15 +101,52 @@ def image_files(folder: Path, what: str) -> list[Path]:
     return files
 
 
+MIN_SIDE = 8  # a frame smaller than this on either side shows nothing to score
+
+
 def _read_image(path: Path):
     import numpy as np
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except OSError as err:
-        raise WatchError(f"{path}: not a readable image ({err})") from None
+            pixels = np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise WatchError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+    if min(pixels.shape[:2]) < MIN_SIDE:
+        raise WatchError(f"{path}: the frame is {pixels.shape[1]} x {pixels.shape[0]} pixels, too small to score")
+    return pixels
+
+
+def _folder_frames(files: list[Path], chosen: list[int], rate: float, on_bad: str, skipped: list[str]):
+    """The chosen files as Frames; an unreadable or degenerate one is skipped with a warning naming it (or,
+    with on_bad="fail", stops the run with that message)."""
+    import logging
+
+    for i in chosen:
+        try:
+            image = _read_image(files[i])
+        except WatchError as err:
+            if on_bad == "fail":
+                raise
+            logging.getLogger("progresslm").warning("skipping %s", err)
+            skipped.append(str(err))
+            continue
+        yield Frame(files[i].name, i / rate, image)
+
+
+_BANNER = ("ffmpeg version", "built with", "configuration:", "libav", "libsw", "libpostproc", "copyright")
+
+
+def ffmpeg_reason(text: str) -> str:
+    """What ffmpeg said went wrong, without its version banner (which fills the first 200 characters).
+
+    >>> ffmpeg_reason("ffmpeg version 7.0 Copyright (c) 2000\\n  built with gcc 8\\n  configuration: --x\\nclip.mp4: Invalid data found")
+    'clip.mp4: Invalid data found'
+    """
+    lines = [line.strip() for line in str(text).replace("\\n", "\n").splitlines()]
+    meaningful = [line for line in lines if line and not line.lower().startswith(_BANNER)]
+    return (meaningful[-1] if meaningful else lines[-1] if lines else "")[:200]
 
 
 @dataclass(frozen=True)
@@ -125,9 +165,10 @@ class Source:
     rate: float  # frames scored per second of the source
     duration_s: float | None
     native_fps: float | None = None
+    skipped: list[str] = dataclasses.field(default_factory=list)  # frames left out, each with why
 
 
-def open_source(path: Path, fps: float | None, every: int) -> Source:
+def open_source(path: Path, fps: float | None, every: int, on_bad: str = "skip") -> Source:
     """The frames to score from a folder of images or a video, with their timestamps."""
     if not path.exists():
         raise WatchError(f"source: {path} does not exist; give a video file or a folder of frames")
@@ -135,8 +176,11 @@ def open_source(path: Path, fps: float | None, every: int) -> Source:
         files = image_files(path, "source")
         rate = fps or DIR_FPS
         chosen = list(range(0, len(files), every))
-        frames = (Frame(files[i].name, i / rate, _read_image(files[i])) for i in chosen)
-        return Source("frames", path, frames, len(chosen), rate / every, (len(files) - 1) / rate)
+        skipped: list[str] = []
+        frames = _folder_frames(files, chosen, rate, on_bad, skipped)
+        source = Source("frames", path, frames, len(chosen), rate / every, (len(files) - 1) / rate)
+        source.skipped = skipped
+        return source
     return _open_video(path, fps or VIDEO_FPS, every)
 
 
@@ -148,7 +192,7 @@ def _open_video(path: Path, fps: float, every: int) -> Source:
     try:
         meta = iio.immeta(path)
     except Exception as err:  # imageio raises OSError, ValueError or its own types for unreadable files
-        raise WatchError(f"source: cannot read {path} as a video ({type(err).__name__}: {str(err)[:200]})") from None
+        raise WatchError(f"source: cannot read {path} as a video ({type(err).__name__}: {ffmpeg_reason(err)})") from None
     native = float(meta.get("fps") or 0.0)
     if not math.isfinite(native) or native <= 0:
         raise WatchError(f"source: {path} states no frame rate; extract its frames to a folder and pass --fps")
@@ -168,7 +212,8 @@ def _open_video(path: Path, fps: float, every: int) -> Source:
                 if slot % every == 0:
                     yield Frame(f"frame {number}", number / native, image)
         except OSError as err:
-            raise WatchError(f"source: {path} could not be decoded past frame {max(sampled, 0)} ({err})") from None
+            raise WatchError(f"source: {path} could not be decoded past frame {max(sampled, 0)} "
+                             f"({ffmpeg_reason(err)})") from None
 
     return Source("video", path, frames(), count, rate / every, duration, native)
 
@@ -227,10 +272,11 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(partial, path)
 
 
-def events_record(settings: dict, monitor, sources: list[str], complete: bool) -> dict:
+def events_record(settings: dict, monitor, sources: list[str], complete: bool, skipped=()) -> dict:
     steps = [dict(step.to_dict(), source=source) for step, source in zip(monitor.history, sources)]
     return {"complete": complete, "settings": settings, "summary": monitor.summary(),
-            "events": [event.to_dict() for event in monitor.events], "steps": steps}  # fmt: skip
+            "events": [event.to_dict() for event in monitor.events], "steps": steps,
+            "skipped": list(skipped)}  # fmt: skip
 
 
 def _event_label(event) -> str:
@@ -357,7 +403,7 @@ def run(args: argparse.Namespace) -> int:
         backend_class(args.backend)
         _check_args(args)
         demo, demo_kind = demo_items(args)
-        source = open_source(Path(args.source), args.fps, args.every)
+        source = open_source(Path(args.source), args.fps, args.every, args.on_bad_frame)
     except (UnknownBackendError, WatchError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -419,7 +465,7 @@ def _watch(args: argparse.Namespace, source: Source, demo: list, demo_kind: str,
                     for frame, step in zip(batch, steps):
                         overlay.add(frame.image, monitor.history[: step.index + 1],
                                     [e for e in monitor.events if e.index <= step.index])  # fmt: skip
-                _write_json(out / "events.json", events_record(settings, monitor, sources, complete=False))
+                _write_json(out / "events.json", events_record(settings, monitor, sources, False, source.skipped))
                 bar.update(len(batch))
                 if steps[-1].smoothed is not None:
                     bar.set_postfix(progress=f"{steps[-1].smoothed:.0%}")
@@ -429,7 +475,7 @@ def _watch(args: argparse.Namespace, source: Source, demo: list, demo_kind: str,
                 overlay.close()
     if not monitor.history:
         raise WatchError(f"source: {source.path} gave no frames to score")
-    _write_json(out / "events.json", events_record(settings, monitor, sources, complete=True))
+    _write_json(out / "events.json", events_record(settings, monitor, sources, True, source.skipped))
     voc = monitor.summary()["voc"]
     title = f"{args.goal}  ({settings['model']}, {len(monitor.history)} frames, VOC {'n/a' if voc is None else f'{voc:.2f}'})"
     plot_curve(monitor.history, monitor.events, out / "curve.png", title)

@@ -191,20 +191,23 @@ class ProgressScorer:
             raise ScorerError(f"draws: {len(draws)} draw indices for {len(observations)} observations")
         pils = [as_pil(image, f"observation[{i}]") for i, image in enumerate(observations)]
         with self._lock:
-            paths = [self._save(image, "obs") for image in pils]
-            requests = []
-            samples = [self.sample(path, uid=path.stem) for path in paths]
-            lines = self.hints.hints(samples, None) if self.hints is not None else {}
-            for sample, draw in zip(samples, draws):
-                prompt = build_prompt(sample, self.mode, None, hints=lines.get(sample.uid))
-                images = self.store.encode_all(prompt.images, self.backend.image_format)
-                requests.append(Request(sample.uid, draw, prompt, sample, images))
-            started = time.perf_counter()
-            replies: dict[int, Any] = dict(self.backend.generate(requests))
-            elapsed = time.perf_counter() - started
-            for path in paths:
-                path.unlink(missing_ok=True)
-                self.store.forget(path)
+            paths = []
+            try:  # the frames' files go whatever happens (a full queue, a failed backend): none piles up
+                paths = [self._save(image, "obs") for image in pils]
+                requests = []
+                samples = [self.sample(path, uid=path.stem) for path in paths]
+                lines = self.hints.hints(samples, None) if self.hints is not None else {}
+                for sample, draw in zip(samples, draws):
+                    prompt = build_prompt(sample, self.mode, None, hints=lines.get(sample.uid))
+                    images = self.store.encode_all(prompt.images, self.backend.image_format)
+                    requests.append(Request(sample.uid, draw, prompt, sample, images))
+                started = time.perf_counter()
+                replies: dict[int, Any] = dict(self.backend.generate(requests))
+                elapsed = time.perf_counter() - started
+            finally:
+                for path in paths:
+                    path.unlink(missing_ok=True)
+                    self.store.forget(path)
         out = []
         for index in range(len(requests)):
             reply = replies.get(index)

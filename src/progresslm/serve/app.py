@@ -27,7 +27,7 @@ from progresslm.serve.chat import completion
 from progresslm.serve.config import ServeConfig
 from progresslm.serve.errors import ApiError, error_body
 from progresslm.serve.handlers import ServerState, chat_requests, progress_estimate, session_frames, start_session
-from progresslm.serve.limits import BodyLimit, read_form
+from progresslm.serve.limits import ApiKeyAuth, BodyLimit, read_form
 from progresslm.serve.schemas import ChatCompletionBody, FramesBody, ProgressBody, SessionBody
 
 log = logging.getLogger("progresslm.serve")
@@ -51,7 +51,9 @@ def create_app(config: ServeConfig, backend: Backend | None = None) -> FastAPI:
 
     app = FastAPI(title="progresslm serve", version="1", lifespan=lifespan)
     app.state.serve = state
-    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, timeout_s=config.body_timeout_s)
+    if config.api_key:
+        app.add_middleware(ApiKeyAuth, key=config.api_key)  # added last: runs first, before any body is read
     _add_error_handlers(app)
     _add_routes(app, state)
     return app
@@ -76,11 +78,15 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one s
     async def chat_completions(body: ChatCompletionBody) -> dict:
         if body.stream:
             raise ApiError(400, "streaming is not supported by this server; send stream: false", "stream")
-        requests, settings, files = await run_in_threadpool(chat_requests, state, body)
+        pixels = state.pixels.request()
         try:
-            replies = await _answer(state, requests, settings)
+            requests, settings, files = await run_in_threadpool(chat_requests, state, body, pixels)
+            try:
+                replies = await _answer(state, requests, settings)
+            finally:
+                state.files.release(files)
         finally:
-            state.files.release(files)
+            pixels.release()
         for reply in replies:
             if reply.error:
                 raise ApiError(400, f"the backend refused this request: {reply.error}", code="backend_refused")

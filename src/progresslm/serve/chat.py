@@ -18,7 +18,7 @@ from typing import Any
 
 from progresslm.prompts import SYSTEM, build_prompt
 from progresslm.serve.errors import ApiError
-from progresslm.serve.images import Upload, decode_data_url
+from progresslm.serve.images import RequestPixels, Upload, decode_data_url
 from progresslm.types import Demo, Modality, Sample
 
 ROLES = ("system", "developer", "user", "assistant")
@@ -43,10 +43,19 @@ class ChatInput:
         return digest.hexdigest()[:24]
 
 
-def read_messages(raw: Any, max_images: int, max_pixels: int) -> ChatInput:
-    """The messages of a chat-completions body, checked; every problem is a 400 naming its place."""
+def read_messages(
+    raw: Any,
+    max_images: int,
+    max_pixels: int,
+    max_prompt_chars: int = 262_144,
+    pixels: RequestPixels | None = None,
+    work_side: int = 1024,
+) -> ChatInput:
+    """The messages of a chat-completions body, checked; every problem is a 400 naming its place, text over
+    `max_prompt_chars` a 413 (checked before any image is decoded)."""
     if not isinstance(raw, list) or not raw:
         raise ApiError(400, "expected a non-empty list of chat messages", "messages")
+    _check_text_size(raw, max_prompt_chars)
     messages: list[dict] = []
     uploads: list[Upload] = []
     for i, message in enumerate(raw):
@@ -60,8 +69,8 @@ def read_messages(raw: Any, max_images: int, max_pixels: int) -> ChatInput:
         if isinstance(content, str):
             parts = [{"type": "text", "text": content}]
         elif isinstance(content, list) and content:
-            parts = [_read_part(part, f"{where}.content[{j}]", uploads, max_images, max_pixels)
-                     for j, part in enumerate(content)]
+            parts = [_read_part(part, f"{where}.content[{j}]", uploads, max_images, max_pixels, pixels, work_side)
+                     for j, part in enumerate(content)]  # fmt: skip
         else:
             what = "content must be a string or a non-empty list of text and image_url parts"
             raise ApiError(400, what, f"{where}.content")
@@ -72,7 +81,21 @@ def read_messages(raw: Any, max_images: int, max_pixels: int) -> ChatInput:
     return ChatInput(messages, uploads)
 
 
-def _read_part(part: Any, where: str, uploads: list[Upload], max_images: int, max_pixels: int) -> dict:
+def _check_text_size(raw: list, limit: int) -> None:
+    total = 0
+    for message in raw:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        if total > limit:
+            raise ApiError(413, f"the messages hold more than {limit} characters of text (--max-prompt-chars); a "
+                           "progresslm prompt has about 2,000", "messages", "prompt_too_long")  # fmt: skip
+
+
+def _read_part(part: Any, where: str, uploads: list[Upload], max_images: int, max_pixels: int,
+               pixels: RequestPixels | None = None, work_side: int = 1024) -> dict:  # fmt: skip
     if not isinstance(part, dict):
         raise ApiError(400, f"expected a content part object, got {type(part).__name__}", where)
     kind = part.get("type")
@@ -86,7 +109,7 @@ def _read_part(part: Any, where: str, uploads: list[Upload], max_images: int, ma
         if len(uploads) >= max_images:
             what = f"more than {max_images} images in one request (--max-images)"
             raise ApiError(400, what, where, "too_many_images")
-        uploads.append(decode_data_url(url, f"{where}.image_url.url", max_pixels))
+        uploads.append(decode_data_url(url, f"{where}.image_url.url", max_pixels, pixels, work_side))
         return {"type": "image"}
     raise ApiError(400, f"part type must be 'text' or 'image_url', got {kind!r}", f"{where}.type")
 

@@ -33,6 +33,14 @@ class ServeConfig:
     session_ttl_s: float = 600.0  # a session unused this long is closed
     max_frames_per_call: int = 64  # frames in one POST /v1/sessions/{id}/frames
     drain_timeout_s: float = 30.0  # on shutdown, queued requests get this long to finish before they are cancelled
+    max_prompt_chars: int = 262_144  # text of one chat request (a progresslm prompt is ~2 kB); 413 above
+    max_demo_steps: int = 256  # steps of a text demonstration (the release's longest have ~12)
+    max_request_pixels: int = 33_554_432  # decoded pixels of one request's images (8 of 2048 x 2048); 413 above
+    max_inflight_pixels: int = 134_217_728  # decoded pixels of all requests being served; 429 above
+    work_side: int = 1024  # images are decoded down to this longest side (JPEG at decode time): no model reads more
+    body_timeout_s: float = 15.0  # a request body that does not arrive within this is answered 408
+    max_connections: int = 128  # open connections beyond this get a 503 before anything is read
+    api_key: str | None = None  # when set, every route but /health needs "Authorization: Bearer <key>"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -47,6 +55,13 @@ class ServeConfig:
             "--max-sessions": self.max_sessions,
             "--session-ttl": self.session_ttl_s,
             "--max-frames-per-call": self.max_frames_per_call,
+            "--max-prompt-chars": self.max_prompt_chars,
+            "--max-demo-steps": self.max_demo_steps,
+            "--max-request-pixels": self.max_request_pixels,
+            "--max-inflight-pixels": self.max_inflight_pixels,
+            "--work-side": self.work_side,
+            "--body-timeout": self.body_timeout_s,
+            "--max-connections": self.max_connections,
         }
         for flag, value in positive.items():
             if value <= 0:
@@ -55,6 +70,10 @@ class ServeConfig:
             raise ServeConfigError(f"--batch-wait-ms must be 0 or more, got {self.batch_wait_ms}")
         if not 0 <= self.port <= 65535:
             raise ServeConfigError(f"--port must be between 0 and 65535 (0 picks a free one), got {self.port}")
+        if self.api_key is not None and len(self.api_key) < 8:
+            raise ServeConfigError("--api-key must be at least 8 characters (a guessable key protects nothing)")
+        if self.max_request_pixels > self.max_inflight_pixels:
+            raise ServeConfigError("--max-request-pixels must not exceed --max-inflight-pixels: such a request could never run")
         if self.max_images < 2:
             raise ServeConfigError(f"--max-images must be at least 2 (a demonstration needs 2 keyframes), got {self.max_images}")
 

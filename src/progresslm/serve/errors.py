@@ -8,7 +8,9 @@ from __future__ import annotations
 
 ERROR_TYPES = {
     400: "invalid_request_error",
+    401: "authentication_error",
     404: "not_found_error",
+    408: "timeout_error",
     405: "invalid_request_error",
     413: "request_too_large",
     415: "invalid_request_error",

@@ -17,7 +17,15 @@ from progresslm.serve.batcher import Batcher, BatchedBackend, QueueFull, Setting
 from progresslm.serve.chat import generic_sample, read_messages, recognise_sample
 from progresslm.serve.config import ServeConfig
 from progresslm.serve.errors import ApiError
-from progresslm.serve.images import SUFFIXES, ImageFiles, Upload, decode_image_string, encode_for
+from progresslm.serve.images import (
+    SUFFIXES,
+    ImageFiles,
+    PixelBudget,
+    RequestPixels,
+    Upload,
+    decode_image_string,
+    encode_for,
+)
 from progresslm.serve.schemas import ChatCompletionBody, DemoFields, FramesBody, ProgressBody, SessionBody
 from progresslm.serve.sessions import SessionStore
 
@@ -32,6 +40,7 @@ class ServerState:
         self.batcher = Batcher(backend, config.max_batch, config.batch_wait_ms / 1000.0, config.max_queue)
         self.sessions = SessionStore(config.max_sessions, config.session_ttl_s)
         self.files = ImageFiles()
+        self.pixels = PixelBudget(config.max_request_pixels, config.max_inflight_pixels)
         self.started = time.monotonic()
         self.started_wall = time.time()
         self.closing = False
@@ -47,6 +56,7 @@ class ServerState:
             "queue_depth": self.batcher.depth,
             "max_batch": self.config.max_batch,
             "sessions": len(self.sessions),
+            "pixels_in_flight": self.pixels.inflight,
             "batching": self.batcher.stats.to_dict(),
         }
 
@@ -68,11 +78,14 @@ class ServerState:
 # -- /v1/chat/completions -------------------------------------------------------------------------
 
 
-def chat_requests(state: ServerState, body: ChatCompletionBody) -> tuple[list[Request], Settings, list[Path]]:
+def chat_requests(
+    state: ServerState, body: ChatCompletionBody, pixels: RequestPixels
+) -> tuple[list[Request], Settings, list[Path]]:
     """The backend requests for one chat body (n of them), their settings, and the image files
-    written for them (released by the caller when the replies are in)."""
+    written for them (released by the caller when the replies are in, with `pixels`)."""
     config, backend = state.config, state.backend
-    chat = read_messages(body.messages, config.max_images, config.max_image_pixels)
+    chat = read_messages(body.messages, config.max_images, config.max_image_pixels, config.max_prompt_chars, pixels,
+                         config.work_side)  # fmt: skip
     uid = chat.key()
     files = [state.files.acquire(upload) for upload in chat.uploads] if backend.reads_images else []
     try:
@@ -124,8 +137,8 @@ def _encode_all(uploads: list[Upload], image_format: str, where: str) -> tuple[A
 # -- /v1/progress and sessions --------------------------------------------------------------------
 
 
-def _pil(text: str, where: str, config: ServeConfig):
-    upload = decode_image_string(text, where, config.max_image_pixels)
+def _pil(text: str, where: str, config: ServeConfig, pixels: RequestPixels | None = None):
+    upload = decode_image_string(text, where, config.max_image_pixels, pixels, config.work_side)
     try:
         return upload.pil()
     except (OSError, ValueError) as error:
@@ -133,7 +146,7 @@ def _pil(text: str, where: str, config: ServeConfig):
         raise ApiError(400, what, where, "bad_image") from None
 
 
-def _scorer(state: ServerState, body: DemoFields) -> ProgressScorer:
+def _scorer(state: ServerState, body: DemoFields, pixels: RequestPixels | None = None) -> ProgressScorer:
     """A scorer for the body's goal and demonstration whose model calls join the shared queue."""
     config = state.config
     if (body.demo_images is None) == (body.demo_steps is None):
@@ -142,8 +155,11 @@ def _scorer(state: ServerState, body: DemoFields) -> ProgressScorer:
         if not 2 <= len(body.demo_images) <= config.max_images - 1:
             what = f"give 2 to {config.max_images - 1} keyframes (--max-images), got {len(body.demo_images)}"
             raise ApiError(400, what, "demo_images")
-        demo, kind = [_pil(image, f"demo_images[{i}]", config) for i, image in enumerate(body.demo_images)], "visual"
+        demo, kind = [_pil(image, f"demo_images[{i}]", config, pixels) for i, image in enumerate(body.demo_images)], "visual"
     else:
+        if not 1 <= len(body.demo_steps) <= config.max_demo_steps:
+            what = f"give 1 to {config.max_demo_steps} steps (--max-demo-steps), got {len(body.demo_steps)}"
+            raise ApiError(400, what, "demo_steps")
         demo, kind = list(body.demo_steps), "text"
     settings = state.settings(body.mode, body.temperature)
     try:
@@ -165,16 +181,25 @@ def _score(call, *args):
 
 
 def progress_estimate(state: ServerState, body: ProgressBody) -> dict:
-    observation = _pil(body.observation, "observation", state.config)
-    with _scorer(state, body) as scorer:
-        (estimate,) = _score(scorer.score, [observation])
+    with state.pixels.request() as pixels:
+        observation = _pil(body.observation, "observation", state.config, pixels)
+        with _scorer(state, body, pixels) as scorer:
+            (estimate,) = _score(scorer.score, [observation])
     return {**estimate.to_dict(), "na": estimate.is_na, "model": state.model_name}
 
 
 def start_session(state: ServerState, body: SessionBody) -> dict:
     from progresslm.online.monitor import MonitorError, ProgressMonitor
 
-    scorer = _scorer(state, body)
+    config = state.config
+    samples = body.monitor.samples
+    if not 1 <= samples * config.max_frames_per_call <= config.max_queue:
+        # Every frame is asked `samples` times: more than the queue holds could never be served.
+        most = max(config.max_queue // config.max_frames_per_call, 1)
+        raise ApiError(400, f"samples must be 1 to {most} (--max-queue {config.max_queue} / --max-frames-per-call "
+                       f"{config.max_frames_per_call}), got {samples}", "monitor.samples", "invalid_monitor")  # fmt: skip
+    with state.pixels.request() as pixels:
+        scorer = _scorer(state, body, pixels)
     try:
         monitor = ProgressMonitor(scorer, **body.monitor.model_dump())
         session = state.sessions.add(body.goal, monitor)
@@ -194,14 +219,15 @@ def session_frames(state: ServerState, session_id: str, body: FramesBody) -> dic
     if len(body.frames) > config.max_frames_per_call:
         raise ApiError(400, f"{len(body.frames)} frames; send at most {config.max_frames_per_call} per call "
                        "(--max-frames-per-call)", "frames")  # fmt: skip
-    frames = [_pil(frame, f"frames[{i}]", config) for i, frame in enumerate(body.frames)]
-    session = state.sessions.get(session_id)
-    with session.lock:
-        try:
-            steps = _score(session.monitor.update_many, frames, body.timestamps)
-        except MonitorError as error:
-            raise ApiError(400, str(error), "timestamps" if "timestamps" in str(error) else "frames") from None
-        session.last_used = time.monotonic()
+    with state.pixels.request() as pixels:
+        frames = [_pil(frame, f"frames[{i}]", config, pixels) for i, frame in enumerate(body.frames)]
+        session = state.sessions.get(session_id)
+        with session.lock:
+            try:
+                steps = _score(session.monitor.update_many, frames, body.timestamps)
+            except MonitorError as error:
+                raise ApiError(400, str(error), "timestamps" if "timestamps" in str(error) else "frames") from None
+            session.last_used = time.monotonic()
     return {
         "id": session.id,
         "steps": [step.to_dict() for step in steps],

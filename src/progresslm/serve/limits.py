@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hmac
 import json
 from typing import Any
 
@@ -27,13 +29,23 @@ class BodyTooLarge(HTTPException):
                          "(--max-body-mb); send fewer or smaller images per request")  # fmt: skip
 
 
+class BodyTimeout(HTTPException):
+    """Raised from `receive` when a body stops arriving: a client that sends a few bytes a minute must not
+    hold a connection (and a worker) for ever."""
+
+    def __init__(self, seconds: float):
+        super().__init__(408, f"the request body did not arrive within {seconds:g} s (--body-timeout)")
+
+
 class BodyLimit:
     """Refuses bodies over `max_bytes` with 413: at once when Content-Length says so, else as the
-    bytes arrive (chunked uploads), before any handler parses them."""
+    bytes arrive (chunked uploads), before any handler parses them; and bodies that do not arrive within
+    `timeout_s` with 408."""
 
-    def __init__(self, app: Any, max_bytes: int):
+    def __init__(self, app: Any, max_bytes: int, timeout_s: float = 15.0):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -51,14 +63,23 @@ class BodyLimit:
             return
         received = 0
         started = False
+        complete = False
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
 
         async def limited_receive() -> dict:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # after the body, receive() waits for a disconnect: no deadline there
+                return await receive()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(left, 0.001))
+            except asyncio.TimeoutError:
+                raise BodyTimeout(self.timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise BodyTooLarge(self.max_bytes)
+                complete = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: dict) -> None:
@@ -71,6 +92,9 @@ class BodyLimit:
         except BodyTooLarge:
             if not started:
                 await self._refuse(send, f"the body passed {self.max_bytes} bytes")
+        except BodyTimeout as error:
+            if not started:
+                await _send_error(send, 408, error.detail, "body", "body_timeout")
 
     @staticmethod
     async def _drain(receive: Any) -> None:
@@ -88,6 +112,39 @@ class BodyLimit:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
                                 (b"connection", b"close")]})  # fmt: skip
         await send({"type": "http.response.body", "body": payload})
+
+
+async def _send_error(send: Any, status: int, message: str, where: str | None, code: str, headers=()) -> None:
+    payload = json.dumps(error_body(status, message, where, code)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                            (b"connection", b"close"), *headers]})  # fmt: skip
+    await send({"type": "http.response.body", "body": payload})
+
+
+class ApiKeyAuth:
+    """`Authorization: Bearer <key>` on every route but `/health` (which load balancers poll), compared in
+    constant time; anything else is a 401 before the body is read."""
+
+    OPEN = ("/health",)
+
+    def __init__(self, app: Any, key: str):
+        self.app = app
+        self.key = key.encode()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.OPEN:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key):
+            await self.app(scope, receive, send)
+            return
+        what = "wrong API key" if header else "missing API key"
+        await _send_error(send, 401, f"{what}: send 'Authorization: Bearer <key>' (progresslm eval --backend openai "
+                          "reads it from --api-key-env)", "authorization", "invalid_api_key",
+                          [(b"www-authenticate", b"Bearer")])  # fmt: skip
 
 
 async def read_form(request: Any, file_fields: tuple[str, ...], config: ServeConfig) -> dict:

@@ -29,7 +29,9 @@ def uvicorn_config(app: Any, config: ServeConfig, log_level: str = "info"):
         # On SIGINT / SIGTERM uvicorn stops accepting, waits this long for requests in flight, then
         # runs the app's shutdown, which drains the queue and cancels what is left.
         timeout_graceful_shutdown=config.drain_timeout_s,
-        limit_concurrency=config.max_queue + 64,  # beyond this uvicorn answers 503 before parsing anything
+        limit_concurrency=config.max_connections,  # beyond this uvicorn answers 503 before parsing anything
+        timeout_keep_alive=5,  # an idle keep-alive connection is closed after this
+        access_log=log_level == "debug",  # one line per request only when asked for
     )
 
 
