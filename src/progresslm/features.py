@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from progresslm.images import ImageReadError
+from progresslm.images import read_image
 
 if TYPE_CHECKING:
     import torch
@@ -174,10 +174,4 @@ class ImageFeatures:
 
 
 def _read_rgb(path: Path) -> Image.Image:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError) as err:
-        raise ImageReadError(f"{path}: cannot read image ({type(err).__name__}: {err})") from err
+    return read_image(path)

@@ -20,6 +20,20 @@ class ImageReadError(ValueError):
     """An image file that cannot be read or decoded; the message names the file."""
 
 
+def read_image(path: str | Path, mode: str = "RGB"):
+    """An image file decoded completely, as a PIL image in `mode`: the one reader every part of the toolkit uses.
+
+    Any file that is not a whole, decodable image (unreadable, truncated, not an image, a decompression bomb
+    over PIL's pixel limit) is an `ImageReadError` naming the file and the reason."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert(mode)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ImageReadError(f"{path}: cannot read image ({type(err).__name__}: {err})") from err
+
+
 def missing_images(paths: Iterable[Path]) -> list[Path]:
     """The paths that are not files, each listed once, in first-seen order."""
     seen: set[Path] = set()

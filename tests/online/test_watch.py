@@ -161,7 +161,7 @@ def test_unreadable_video(tmp_path, demo_dir, capsys):
          "--min-gain: expected a percentage > 0 and < 100, got 150"),
         (lambda p: [str(p / "frames"), "--demo-dir", str(p / "demo"), "--goal", "g", "--samples", "3"],
          "samples=3 asks the backend 3 times per frame, but its temperature is 0.0"),
-        (lambda p: [str(p / "broken"), "--demo-dir", str(p / "demo"), "--goal", "g"],
+        (lambda p: [str(p / "broken"), "--demo-dir", str(p / "demo"), "--goal", "g", "--on-bad-frame", "fail"],
          "broken.*f1.png: not a readable image"),
     ],
 )

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from progresslm.backends.base import Backend, BackendOptions, Reply, Request
-from progresslm.images import ImageReadError
+from progresslm.images import read_image
 from progresslm.prompts import percent
 from progresslm.types import Modality
 
@@ -39,11 +39,7 @@ class PixelNNBackend(Backend):
         if thumb is None:
             from PIL import Image
 
-            try:
-                with Image.open(path) as image:
-                    small = image.convert("L").resize((THUMB, THUMB), Image.BILINEAR)
-            except (OSError, ValueError) as err:
-                raise ImageReadError(f"{path}: cannot read image ({err})") from err
+            small = read_image(path, "L").resize((THUMB, THUMB), Image.BILINEAR)
             thumb = np.asarray(small, dtype=np.float32) / 255.0
             self._thumbs[path] = thumb
         return thumb

@@ -106,13 +106,13 @@ MIN_SIDE = 8  # a frame smaller than this on either side shows nothing to score
 
 def _read_image(path: Path):
     import numpy as np
-    from PIL import Image
+
+    from progresslm.images import ImageReadError, read_image
 
     try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise WatchError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+        pixels = np.asarray(read_image(path))
+    except ImageReadError as err:
+        raise WatchError(str(err).replace("cannot read image", "not a readable image")) from None
     if min(pixels.shape[:2]) < MIN_SIDE:
         raise WatchError(f"{path}: the frame is {pixels.shape[1]} x {pixels.shape[0]} pixels, too small to score")
     return pixels

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from progresslm.images import ImageReadError
+from progresslm.images import read_image as read_rgb
 
 if TYPE_CHECKING:
     import torch
@@ -88,15 +88,6 @@ class ImageSpec:
         return cls(size=int(data["size"]), taps=tuple(Tap(int(s), int(c)) for s, c in data["taps"]))
 
 
-def read_rgb(path: str | Path) -> Image.Image:
-    """An image file as an RGB PIL image; an `ImageReadError` naming the file when it cannot be read."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageReadError(f"{path}: cannot read image ({type(err).__name__}: {err})") from err
 
 
 class ImageEncoder:

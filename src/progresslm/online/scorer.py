@@ -73,11 +73,13 @@ def as_pil(image: Any, where: str):
         path = Path(image)
         if not path.is_file():
             raise ScorerError(f"{where}: image file {path} does not exist")
+        from progresslm.images import ImageReadError, read_image
+
         try:
-            with Image.open(path) as opened:
-                return opened.convert("RGB")
-        except OSError as error:
-            raise ScorerError(f"{where}: {path} is not a readable image ({error})") from None
+            return read_image(path)
+        except ImageReadError as error:
+            reason = str(error).partition("cannot read image ")[2] or str(error)
+            raise ScorerError(f"{where}: {path} is not a readable image {reason}") from None
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[2] not in (3, 4) or array.shape[0] < 2 or array.shape[1] < 2:
         raise ScorerError(f"{where}: expected an H x W x 3 image array, got shape {array.shape}")
