@@ -47,6 +47,9 @@ class Run:
         return self.metrics.get("splits", {}).get(name) or {}
 
 
+NUMERIC_FIELDS = ("n", "nse", "prc", "prc_strict", "afrr", "uda", "uda_lenient", "ref_acc", "ref_error")
+
+
 def load_run(directory: str | Path, name: str | None = None) -> Run:
     """Read a run directory written by `progresslm eval --out DIR`.
 
@@ -68,11 +71,23 @@ def load_run(directory: str | Path, name: str | None = None) -> Run:
             raise ValueError(
                 f"{path}:{error.lineno}: malformed JSON ({error.msg}); rerun `progresslm eval --out DIR` to rewrite it"
             ) from error
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}: not UTF-8 text (byte {error.start}); rerun `progresslm eval --out DIR`") from None
+        except RecursionError:
+            raise ValueError(f"{path}: JSON nested too deeply; rerun `progresslm eval --out DIR`") from None
         if not isinstance(loaded[file_name], dict):
             raise ValueError(f"{path}: expected a JSON object; rerun `progresslm eval --out DIR` to rewrite it")
     metrics, config = loaded["metrics.json"], loaded["config.json"]
     if not isinstance(metrics.get("splits"), dict):
         raise ValueError(f"{directory / 'metrics.json'}: no \"splits\" object; was it written by `progresslm eval`?")
+    for split, row in metrics["splits"].items():
+        bad = None if isinstance(row, dict) else "is not an object"
+        if bad is None:
+            bad = next((f"{key} is {value!r}, not a number" for key, value in row.items()
+                        if key in NUMERIC_FIELDS and value is not None
+                        and (isinstance(value, bool) or not isinstance(value, (int, float)))), None)  # fmt: skip
+        if bad:
+            raise ValueError(f"{directory / 'metrics.json'}: splits.{split} {bad}; rerun `progresslm eval --out DIR`")
     if name is None:
         model = config.get("model")
         name = f"{model} ({config['mode']})" if model and config.get("mode") else (model or directory.name)

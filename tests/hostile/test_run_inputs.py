@@ -58,12 +58,19 @@ def test_a_full_disk_keeps_what_was_written_and_says_how_to_resume(tmp_path, cap
     assert len((out / "results.jsonl").read_text().splitlines()) == len(load_bench(BENCH).samples)
 
 
-def test_report_on_a_corrupt_metrics_file(tmp_path, capsys):
+@pytest.mark.parametrize("content, message", [
+    (b"{bad", "metrics.json:1: malformed JSON"),
+    (b"\xff\xfe{", "metrics.json: not UTF-8 text (byte 0)"),
+    (b'{"splits": {"micro": []}}', "metrics.json: splits.micro is not an object"),
+    (b'{"splits": {"micro": {"nse": "12%"}}}', "metrics.json: splits.micro nse is '12%', not a number"),
+])  # fmt: skip
+def test_report_on_a_corrupt_metrics_file(tmp_path, capsys, content, message):
     out = tmp_path / "run"
     assert evaluate(out) == 0
-    (out / "metrics.json").write_text("{bad")
+    (out / "metrics.json").write_bytes(content)
     assert main(["report", str(out)]) == 2
-    assert "metrics.json:1: malformed JSON" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
 
 
 def test_decompression_bombs_are_refused_in_eval(tmp_path, capsys, monkeypatch):

@@ -41,12 +41,23 @@ def test_a_huge_prompt_of_step_fragments_is_refused_fast_and_health_keeps_answer
 
 
 def test_truncated_images_are_a_400_bad_image_on_every_endpoint():
-    cut = base64.b64encode(png_bytes(7, size=64)[:-40]).decode("ascii")
+    """Half a JPEG passes PIL's `verify()`; decoded inside pixel-nn it was a 500 from the chat endpoint."""
+    import numpy as np
+    from PIL import Image
+
+    from progresslm.prompts import build_prompt
+    from progresslm.types import Demo, Modality, Sample
+
+    buffer = io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype("uint8")).save(buffer, format="JPEG")
+    cut = base64.b64encode(buffer.getvalue()[: len(buffer.getvalue()) // 2]).decode("ascii")
+    sample = Sample("u", "t", "g", Demo(Modality.VISUAL, ("a.png", "b.png"), 1), "o.png", None, None)
+    url = {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{cut}"}}
+    messages = [{"role": m["role"], "content": [p if p["type"] == "text" else url for p in m["content"]]}
+                for m in build_prompt(sample, "two-stage").messages]  # fmt: skip
     with make_client("pixel-nn") as client:
-        chat = {"messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{cut}"}}]}]}  # fmt: skip
-        reply = client.post("/v1/chat/completions", json=chat)
-        assert reply.status_code == 400 and reply.json()["error"]["code"] == "bad_image"
+        reply = client.post("/v1/chat/completions", json={"messages": messages})
+        assert reply.status_code == 400 and reply.json()["error"]["code"] == "bad_image", reply.text
         progress = {"goal": "g", "demo_images": [b64(0), b64(9)], "observation": cut}
         reply = client.post("/v1/progress", json=progress)
         assert reply.status_code == 400 and reply.json()["error"]["code"] == "bad_image"
