@@ -298,7 +298,7 @@ def test_pixel_nn_on_rendered_frames_of_an_expert_episode():
     assert demo.goal == get_task(TASK).goal and len(demo.keyframes) == len(demo.steps) + 1
     assert demo.keyframes[0].shape == (64, 64, 3)
     env = TimeLimit(make_env(TASK, 0), max_episode_steps=demo.frame_indices[-1])
-    with MetaWorldCamera(env, "corner2", 64) as camera:
+    with MetaWorldCamera(env, "corner2", 64, framing=demo.framing) as camera:
         wrapper = ProgressReward(env, demo, "pixel-nn", every=5, render=camera, max_batch=4)
         assert wrapper.worker.scorer.goal == get_task(TASK).goal
         rewards, infos = run_episode(wrapper)

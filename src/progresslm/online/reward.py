@@ -21,7 +21,7 @@ scores each frame in `step()` itself, for when the shaping must not be delayed.
 
     demo = demo_from_expert("drawer-open-v3", seed=0, camera="corner2", size=224)
     env = make_env("drawer-open-v3", seed=1)
-    env = ProgressReward(env, demo, every=5, render=MetaWorldCamera(env, "corner2", 224))
+    env = ProgressReward(env, demo, every=5, render=MetaWorldCamera(env, "corner2", 224, framing=demo.framing))
 
 An estimate that is N/A (or a reply that cannot be read) adds no shaping and leaves the progress as
 it was; `info["progress_na"]` counts them. The wrapper keeps the env's own reward: the reward is
@@ -481,18 +481,25 @@ class ExpertDemo:
     keyframes: tuple[np.ndarray, ...]
     frame_indices: tuple[int, ...]  # env steps of the keyframes in the episode
     steps: tuple[str, ...]  # the key step descriptions (a text demonstration of the same task)
+    framing: Any = None  # the camera framing the keyframes were rendered with (`progresslm.sim.scene.Framing`)
 
 
-def demo_from_expert(task: str, seed: int = 0, camera: str = "corner2", size: int = 224) -> ExpertDemo:
+def demo_from_expert(
+    task: str, seed: int = 0, camera: str = "corner2", size: int = 224, framed: bool = True
+) -> ExpertDemo:
     """Run the scripted expert of a Meta-World `task` on the variant of `seed` and render its keyframes.
 
-    Use the camera and size that the wrapper renders with (`MetaWorldCamera`), so the observations
-    look like the demonstration.
+    With `framed` (the default) the camera is aimed at and zoomed onto the region the task happens in, as
+    the simulated benchmark (and so the default models' training data) frames it; pass `demo.framing` to
+    `MetaWorldCamera` so the observations are framed the same way. Use the camera and size the wrapper
+    renders with, so the observations look like the demonstration.
     """
     from progresslm.sim.render import FrameRenderer, check_gl
 
     check_gl()  # before mujoco is imported, so headless machines get EGL
     from progresslm.sim.rollout import make_env, restore, rollout
+    from progresslm.sim.samples import region_points
+    from progresslm.sim.scene import apply_framing, frame_cameras
     from progresslm.sim.tasks import get_task
 
     spec = get_task(task)
@@ -504,32 +511,39 @@ def demo_from_expert(task: str, seed: int = 0, camera: str = "corner2", size: in
     try:
         with FrameRenderer(env.model, size) as renderer:
             renderer.camera_id(camera)  # an unknown camera fails here, with the valid names
+            framing = frame_cameras(env.model, [camera], region_points([episode])) if framed else None
             frames = []
-            for index in episode.key_frames:
-                restore(env, episode.states[index])
-                frames.append(renderer.render(env.data, camera))
+            with apply_framing(env.model, framing):
+                for index in episode.key_frames:
+                    restore(env, episode.states[index])
+                    frames.append(renderer.render(env.data, camera))
     finally:
         env.close()
     return ExpertDemo(
-        task, int(seed), spec.goal, tuple(frames), tuple(episode.key_frames), tuple(spec.step_descriptions)
+        task, int(seed), spec.goal, tuple(frames), tuple(episode.key_frames), tuple(spec.step_descriptions), framing
     )
 
 
 class MetaWorldCamera:
-    """`render` for a Meta-World env: a `size`-px frame from `camera` with the project's fast settings.
+    """`render` for a Meta-World env: a `size`-px frame from `camera` with the project's fast settings, framed
+    as `framing` says (an `ExpertDemo.framing`, so observations are framed like the demonstration).
 
     Call it (and `close` it) from the thread that steps the env: the GL context belongs to it.
     """
 
-    def __init__(self, env: gymnasium.Env, camera: str = "corner2", size: int = 224):
+    def __init__(self, env: gymnasium.Env, camera: str = "corner2", size: int = 224, framing: Any = None):
         from progresslm.sim.render import FrameRenderer
 
         self.camera = camera
+        self.framing = framing
         self._renderer = FrameRenderer(env.unwrapped.model, size)
         self._renderer.camera_id(camera)  # fail now on an unknown camera
 
     def __call__(self, env: gymnasium.Env) -> np.ndarray:
-        return self._renderer.render(env.unwrapped.data, self.camera)
+        from progresslm.sim.scene import apply_framing
+
+        with apply_framing(env.unwrapped.model, self.framing):
+            return self._renderer.render(env.unwrapped.data, self.camera)
 
     def close(self) -> None:
         self._renderer.close()
