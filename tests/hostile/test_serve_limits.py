@@ -13,9 +13,8 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from tests.serve.payloads import b64, data_url, make_client, png_bytes  # noqa: E402
-
 from progresslm.prompts import SYSTEM  # noqa: E402
+from tests.serve.payloads import b64, data_url, make_client  # noqa: E402
 
 
 def png(size: int) -> str:

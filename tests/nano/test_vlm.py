@@ -17,7 +17,6 @@ import torch  # noqa: E402
 from progresslm.nano.vlm import build_nano_vlm  # noqa: E402
 
 
-
 @pytest.fixture(scope="module")
 def nano_dir(tiny_nano_dir) -> Path:
     return tiny_nano_dir

@@ -78,11 +78,9 @@ def add_parser(subparsers) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from progresslm.serve.config import ServeConfig
-
     import os
 
-    from progresslm.serve.config import ServeConfigError
+    from progresslm.serve.config import ServeConfig, ServeConfigError
 
     options = backend_options(args)
     fields = ("host", "port", "backend", "mode", "max_batch", "batch_wait_ms", "max_queue", "max_body_mb", "max_images",

@@ -28,14 +28,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from progresslm.nano.encoders import TEXT_DIM, ImageSpec, Tap
-
-if TYPE_CHECKING:
-    import torch
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -13,7 +13,7 @@ from typing import Any
 from progresslm.backends.base import Backend, Request
 from progresslm.online.scorer import ProgressScorer, ScorerError
 from progresslm.prompts import Prompt
-from progresslm.serve.batcher import Batcher, BatchedBackend, QueueFull, Settings, ShuttingDown
+from progresslm.serve.batcher import BatchedBackend, Batcher, QueueFull, Settings, ShuttingDown
 from progresslm.serve.chat import generic_sample, read_messages, recognise_sample
 from progresslm.serve.config import ServeConfig
 from progresslm.serve.errors import ApiError
