@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -9,6 +10,19 @@ import pytest
 
 # MuJoCo picks its GL backend once, at import: headless EGL unless the caller chose another.
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_package_logger():
+    """`progresslm.cli.main.main` sets the package logger up for the whole process (level, handler, no
+    propagation), as a command line should; each test starts from an untouched logger instead, so one test's
+    `--quiet` cannot hide another's warnings from caplog or capsys."""
+    yield
+    logger = logging.getLogger("progresslm")
+    for handler in [h for h in logger.handlers if getattr(h, "_progresslm", False)]:
+        logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
 
 
 @pytest.fixture(scope="session")

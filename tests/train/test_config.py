@@ -63,16 +63,19 @@ def test_tiny_recipes_run_on_the_cpu_in_fp32(name, kind, data_overrides):
     assert recipe.use_cpu and not recipe.bf16 and recipe.max_steps <= 20
 
 
-@pytest.mark.parametrize("name, kind", [("nano_sft", "sft"), ("nano_sft_more", "sft"), ("nano_grpo", "grpo")])
+@pytest.mark.parametrize("name, kind", [("nano_sft", "sft"), ("nano_grpo", "grpo")])
 def test_nano_recipes_train_from_scratch_on_the_cpu(name, kind, data_overrides):
-    recipe = load_recipe(CONFIGS / f"{name}.yaml", data_overrides, kind=kind)
-    assert recipe.use_cpu and not recipe.bf16 and recipe.lora is None and recipe.max_pixels == 112 * 112
+    with pytest.raises(RecipeError, match=r"data.hints_model: .* holds no matcher"):
+        load_recipe(CONFIGS / f"{name}.yaml", [*data_overrides, "data.hints_model=runs/no-such-matcher"], kind=kind)
+    # null: the matcher shipped in the package writes the hints (the recipes name `make nano`'s own)
+    recipe = load_recipe(CONFIGS / f"{name}.yaml", [*data_overrides, "data.hints_model=null"], kind=kind)
+    assert recipe.use_cpu and not recipe.bf16 and recipe.lora is None
+    assert recipe.data.hints == "matcher" and recipe.freeze == ["model.vision_tower"]
     assert recipe.data.demo_cuts > 0 and recipe.data.swap_negatives > 0
     raw = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
     split = "sft" if kind == "sft" else "rl"  # never the bench split
-    assert all(f"sim-full-s0-v3/{split}/" in path for path in raw["data"]["files"])
-    if name == "nano_sft_more":  # continues the first SFT run where `make nano` left it
-        assert recipe.model == "runs/nano/sft" and raw["output_dir"] == "runs/nano/sft2"
+    assert all(f"sim-full-s0-v4/{split}/" in path for path in raw["data"]["files"])
+    assert raw["data"]["hints_model"] == "runs/nano/matcher"
     if kind == "grpo":
         assert recipe.reward["weights"] == [0.1, 0.6, 0.3] and recipe.model == "runs/nano/sft-best"  # the checkpoint `train select` kept
 

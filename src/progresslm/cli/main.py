@@ -26,6 +26,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time of each record (not the one at set-up), so a redirected or
+    captured stderr gets the package's messages."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
     """The package's own logger only: INFO (DEBUG with -v, ERROR with --quiet) to stderr. Third-party loggers
     (httpx writes a line per HTTP request at INFO, PyOpenGL, uvicorn's access log) stay at WARNING."""
@@ -33,7 +49,7 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
     package = logging.getLogger("progresslm")
     package.setLevel(level)
     if not any(getattr(h, "_progresslm", False) for h in package.handlers):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         handler._progresslm = True
         package.addHandler(handler)
