@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 from helpers import BENCH_FILES, fixture
+
 from progresslm.cli.main import main
 
 

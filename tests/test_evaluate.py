@@ -2,7 +2,6 @@ import json
 
 import pytest
 
-from helpers import fixture
 from progresslm.backends.base import BackendError, BackendOptions
 from progresslm.backends.floors import ConstantBackend
 from progresslm.bench.example import build_example

@@ -1,4 +1,4 @@
-"""Metrics against hand-computed values (SPEC section 4); the arithmetic is written beside each."""
+"""Metrics against hand-computed values (docs/protocol.md §4); the arithmetic is written beside each."""
 
 from __future__ import annotations
 
@@ -337,7 +337,7 @@ def test_invalid_arguments():
 
 
 def test_micro_prc_groups_by_id_only():
-    # SPEC section 4: group by the `id` field only, so visual and text samples of one id pool in micro.
+    # docs/protocol.md §4: group by the `id` field only, so visual and text samples of one id pool in micro.
     # visual labels [.2, .6] preds [.5, .5]; text labels [.4, .8] preds [.1, .9], all one id.
     # pooled labels [.2, .6, .4, .8] -> ranks [1, 3, 2, 4]; preds [.5, .5, .1, .9] -> ranks [2.5, 2.5, 1, 4]
     # centred [-1.5, .5, -.5, 1.5] and [0, 0, -1.5, 1.5]: dot 3, norms sqrt(5) and sqrt(4.5) -> rho 0.6325

@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from helpers import BENCH_FILES, FIXTURES, fixture
+
 from progresslm.official import (
     BenchFormatError,
     load_bench,

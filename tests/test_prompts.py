@@ -5,8 +5,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from helpers import fixture
+
 from progresslm.official import read_official
 from progresslm.prompts import build_prompt, render_text
 
@@ -25,7 +25,7 @@ def test_prompt_snapshot(case, mode):
     file, row = CASES[case]
     sample = read_official(fixture(file)).samples[row]
     prompt = build_prompt(sample, mode, image_root="/images")
-    text = render_text(prompt) + f"\n\n[images]\n" + "\n".join(map(str, prompt.images)) + f"\n[hash] {prompt.hash}\n"
+    text = render_text(prompt) + "\n\n[images]\n" + "\n".join(map(str, prompt.images)) + f"\n[hash] {prompt.hash}\n"
     path = SNAPSHOTS / f"prompt_{case}_{mode}.txt"
     if os.environ.get("UPDATE_SNAPSHOTS"):
         path.write_text(text)

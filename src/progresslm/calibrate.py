@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from progresslm.io import write_text_atomic
+
 
 class CalibrationError(ValueError):
     """A calibration file that cannot be used; the message names the file and what to do."""
@@ -41,10 +43,7 @@ class Calibration:
         """Write the file atomically (a temporary file renamed over the target)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(path)
-        return path
+        return write_text_atomic(path, json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path, features: str | None = None) -> Calibration:

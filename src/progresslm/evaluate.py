@@ -15,6 +15,7 @@ from pathlib import Path
 
 from progresslm.backends.base import Backend, BackendOptions, Request
 from progresslm.images import ImageReadError, ImageStore, missing_images
+from progresslm.io import write_text_atomic
 from progresslm.official import Bench, load_bench
 from progresslm.parsing import parse_reply
 from progresslm.prompts import MODES, Prompt, build_prompt
@@ -351,9 +352,7 @@ def write_config(out: Path, config: EvalConfig, identity: dict, bench: Bench) ->
         n_samples=len(bench.samples),
         defects=len(bench.defects),
     )
-    tmp = out / "config.json.tmp"
-    tmp.write_text(json.dumps(resolved, indent=2) + "\n")
-    tmp.replace(out / "config.json")
+    write_text_atomic(out / "config.json", json.dumps(resolved, indent=2) + "\n")
 
 
 def collect_predictions(
@@ -465,7 +464,5 @@ def finish(
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # what a folder of frames or keyframes may hold
+
 IMAGE_FORMATS = ("none", "data_url", "pil", "array")
 
 

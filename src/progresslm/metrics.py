@@ -1,4 +1,4 @@
-"""Benchmark metrics of SPEC section 4: pure functions over aligned samples and predictions.
+"""Benchmark metrics of docs/protocol.md §4: pure functions over aligned samples and predictions.
 
 Every figure is a percentage (x100). None stands for "undefined" (nothing to average over), so
 results serialise as JSON null and never as NaN. `samples[i]` and `preds[i]` belong together.
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from progresslm.types import Prediction, Sample, Status
+from progresslm.types import ANSWERABLE_SPLITS, Prediction, Sample, Status
 
 # Metrics that get a bootstrap interval, and the order splits are reported in.
 CI_METRICS = ("nse", "prc", "afrr", "uda")
@@ -116,7 +116,7 @@ def _table(samples: Sequence[Sample], preds: Sequence[Prediction]) -> _Table:
         k, guess, n_items = samples[i].closest_idx, preds[i].ref, len(samples[i].demo.items)
         ref_hit[i] = guess == k
         ref_error[i] = abs(guess - k) / (max(k - 1, n_items - k) or 1)
-    keys: dict[str, int] = {}  # SPEC: groups are keyed by the `id` field only
+    keys: dict[str, int] = {}  # docs/protocol.md §4: groups are keyed by the `id` field only
     cluster = np.array([keys.setdefault(s.trajectory_id, len(keys)) for s in samples], dtype=int)
     return _Table(
         answerable=answerable, value=value,
@@ -191,7 +191,7 @@ def prc(samples: Sequence[Sample], preds: Sequence[Prediction], strict: bool = F
     Official rule: per trajectory, drop samples without a value; skip the group when fewer than
     2 remain, or predictions or labels are all equal. `strict=True` counts a skipped group with
     at least 2 samples and non-constant labels as 0, so abstaining or collapsing is not flattered.
-    Groups are keyed by the trajectory id only (SPEC section 4): both camera pairs of a cross-view
+    Groups are keyed by the trajectory id only (docs/protocol.md §4): both camera pairs of a cross-view
     trajectory pool together, and in `micro` so do visual and text samples of one id.
     """
     return _prc(_table(samples, preds), strict)
@@ -383,3 +383,36 @@ def compute_metrics(
             for m in CI_METRICS
         }
     return _rounded({"splits": rows, "collapse": histograms})
+
+
+def selection_score(metrics: dict, na_weight: float = 0.5, order_weight: float = 0.0) -> float:
+    """Mean NSE over the answerable splits plus `na_weight` x the share of wrong N/A calls (percent),
+    plus `order_weight` x (100 - mean PRC-strict over the answerable splits). A split with samples but
+    no usable answer (every reply unparseable) counts as 100 on NSE and wrong calls, 0 on PRC-strict.
+
+    NSE alone rewards hedging: a checkpoint that gives every observation of a trajectory the same
+    answer near its mean can score best while reading nothing from the frames (it happened to nano:
+    step 330 of a run, constant per trajectory, NSE 33.5, beat step 660, same-view PRC 86.6, NSE 34.8).
+    `order_weight` > 0 makes frame order count (PRC-strict counts a constant trajectory as 0).
+
+    >>> m = {"splits": {"visual_same_view": {"n": 10, "nse": 20.0, "afrr": 10.0},
+    ...                 "visual_unanswerable": {"n": 10, "uda": 60.0}}}
+    >>> selection_score(m)  # 20 + 0.5 * (10 + 40) / 2
+    32.5
+    >>> m["splits"]["visual_same_view"]["prc_strict"] = 80.0
+    >>> selection_score(m, order_weight=0.25)  # 32.5 + 0.25 * (100 - 80)
+    37.5
+    """
+    splits = metrics["splits"]
+    present = {name: s for name, s in splits.items() if s.get("n")}
+    answerable = [present[name] for name in ANSWERABLE_SPLITS if name in present]
+    if not answerable:
+        raise ValueError("no answerable split with samples in these metrics")
+    nse = [100.0 if s.get("nse") is None else s["nse"] for s in answerable]
+    wrong = [100.0 if s.get("afrr") is None else s["afrr"] for s in answerable]
+    wrong += [
+        100.0 if s.get("uda") is None else 100.0 - s["uda"] for name, s in present.items() if name.endswith("_unanswerable")
+    ]
+    order = [s.get("prc_strict") or 0.0 for s in answerable]
+    disorder = 100.0 - sum(order) / len(order)
+    return round(sum(nse) / len(nse) + na_weight * sum(wrong) / len(wrong) + order_weight * disorder, 3)

@@ -1,4 +1,4 @@
-"""Read and write the authors' JSONL release format (SPEC section 2), quirks and all.
+"""Read and write the authors' JSONL release format (docs/protocol.md §2), quirks and all.
 
 Every record becomes a `Sample` whose axes come from its content (which demo field it has, a
 `camera_combination`, `n/a` labels, camera names in file names), never from the file name. Rows
@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from progresslm.io import atomic_path
 from progresslm.types import Demo, Modality, Sample, View, camera_of
 
 KNOWN_FIELDS = (
@@ -357,9 +358,7 @@ def write_official(samples: Iterable[Sample], path: str | Path) -> Path:
     """Write samples as a release JSONL file (atomically: a temporary file, then a rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as handle:
         for sample in samples:
             handle.write(json.dumps(sample_to_record(sample), ensure_ascii=False) + "\n")
-    tmp.replace(path)
     return path

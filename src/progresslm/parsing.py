@@ -1,4 +1,4 @@
-"""Model reply -> Prediction, exactly as SPEC section 3.
+"""Model reply -> Prediction, exactly as docs/protocol.md §3.
 
 Three outcomes are kept apart: a value, an explicit N/A, a parse failure. The parser never
 raises, whatever the text (property-tested), and runs in time linear in the reply's length: replies come

@@ -6,6 +6,8 @@ the edges (the authors' JSONL files, prompts, reports).
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -67,7 +69,7 @@ class Demo:
     def progress_at(self, index: int) -> float:
         """Progress in [0, 1] at the end of item `index` (0-based).
 
-        Keyframe i stands at i/T; text step i (0-based) ends at (i+1)/T (SPEC section 1).
+        Keyframe i stands at i/T; text step i (0-based) ends at (i+1)/T (docs/protocol.md §1).
         """
         step = index if self.modality is Modality.VISUAL else index + 1
         return step / max(self.total_steps, 1)
@@ -143,3 +145,15 @@ class Prediction:
     @property
     def has_value(self) -> bool:
         return self.status is Status.VALUE
+
+
+def task_of(sample: Sample) -> str:
+    """The task a sample shows: the simulator's task name, else the second part of `sim/<task>/...` trajectory ids
+    (the first part of an id without a slash)."""
+    sim = sample.extra.get("sim") or {}
+    return str(sim.get("task") or sample.trajectory_id.split("/")[1 if "/" in sample.trajectory_id else 0])
+
+
+def is_number(value: object) -> bool:
+    """A finite real number (numpy scalars included), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

@@ -71,7 +71,7 @@ def test_missing_draw_is_missing(tmp_path):
 )
 def test_malformed_line_names_file_and_line(tmp_path, bad):
     path = write(tmp_path / "r.jsonl", ['{"uid": "ok", "reply": "1%"}', "", bad])
-    with pytest.raises(BackendError, match=rf"r\.jsonl:3: "):
+    with pytest.raises(BackendError, match=r"r\.jsonl:3: "):
         ReplayBackend(BackendOptions(replies=str(path)), "direct")
 
 

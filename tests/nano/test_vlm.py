@@ -76,7 +76,7 @@ def test_freeze_names_a_module_the_model_lacks(nano_dir):
     from transformers import AutoModelForImageTextToText
 
     from progresslm.train.config import RecipeError
-    from progresslm.train.sft import freeze_modules
+    from progresslm.train.trainer import freeze_modules
 
     model = AutoModelForImageTextToText.from_pretrained(nano_dir)
     with pytest.raises(RecipeError, match="no module 'model.visual'.*model.vision_tower"):

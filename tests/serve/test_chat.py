@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers import BENCH_FILES, fixture
+
 from progresslm.backends.openai_compat import to_openai_messages
 from progresslm.official import read_official
 from progresslm.prompts import build_prompt

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from helpers import BENCH_FILES, fixture, write_images
+
 from progresslm.backends.base import BackendOptions
 from progresslm.cli.main import main
 from progresslm.evaluate import EvalConfig, evaluate

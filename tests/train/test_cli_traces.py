@@ -1,6 +1,7 @@
 import json
 
 from helpers import fixture, write_images
+
 from progresslm.cli.main import main
 from progresslm.official import read_official
 from progresslm.train.traces import template_trace

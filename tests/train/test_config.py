@@ -9,7 +9,7 @@ import yaml
 from helpers import BENCH_FILES, fixture
 
 from progresslm.train.config import GRPORecipe, RecipeError, SFTRecipe, load_recipe, save_recipe
-from progresslm.train.sft import check_environment
+from progresslm.train.trainer import check_environment
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 
@@ -52,7 +52,7 @@ def test_shipped_3b_recipes_hold_the_paper_values(name, kind, data_overrides):
     raw = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
     assert all("sim-full-s0-v3" in path and "*" not in path for path in raw["data"]["files"])
     trl = pytest.importorskip("trl")
-    from progresslm.train.sft import check_trl_overrides
+    from progresslm.train.trainer import check_trl_overrides
 
     check_trl_overrides(recipe, trl.SFTConfig if kind == "sft" else trl.GRPOConfig)
 
@@ -262,7 +262,7 @@ def test_bad_trl_override_fails_before_any_model_loads(monkeypatch, tmp_path, da
 )
 def test_names_and_values_transformers_rejects_fail_in_the_trl_check(overrides, kind, pattern, data_overrides):
     trl = pytest.importorskip("trl")
-    from progresslm.train.sft import check_trl_overrides
+    from progresslm.train.trainer import check_trl_overrides
 
     recipe = load_recipe(None, [*data_overrides, *overrides], kind=kind)  # the file-only checks pass
     with pytest.raises(RecipeError, match=pattern):
@@ -271,7 +271,7 @@ def test_names_and_values_transformers_rejects_fail_in_the_trl_check(overrides, 
 
 def test_the_trl_check_returns_the_config_it_built(data_overrides):
     trl = pytest.importorskip("trl")
-    from progresslm.train.sft import check_trl_overrides
+    from progresslm.train.trainer import check_trl_overrides
 
     recipe = load_recipe(CONFIGS / "sft_tiny_cpu.yaml", [*data_overrides, "trl_overrides={weight_decay: 0.05}"])
     config = check_trl_overrides(recipe, trl.SFTConfig)
@@ -291,7 +291,7 @@ def test_report_to_an_integration_that_is_not_installed_fails_in_the_environment
 
 @pytest.mark.parametrize("model", ["runs/sft-nowhere", "./nowhere", "../nowhere", "~/nowhere-model-dir", "/nowhere/x"])
 def test_a_missing_local_model_is_a_recipe_error_not_a_hub_lookup(model, tmp_path, monkeypatch):
-    from progresslm.train.export import resolve_model
+    from progresslm.train.models import resolve_model
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RecipeError, match=rf"model: {model} does not exist on this machine.*progresslm train sft"):
@@ -299,7 +299,7 @@ def test_a_missing_local_model_is_a_recipe_error_not_a_hub_lookup(model, tmp_pat
 
 
 def test_local_or_hub_is_decided_by_the_first_path_component(tmp_path, monkeypatch):
-    from progresslm.train.export import looks_local, resolve_model
+    from progresslm.train.models import looks_local, resolve_model
 
     monkeypatch.chdir(tmp_path)
     assert resolve_model("Qwen/Qwen2.5-VL-3B-Instruct") == "Qwen/Qwen2.5-VL-3B-Instruct"  # no ./Qwen here: a hub id
@@ -316,7 +316,7 @@ def test_unloadable_model_directories_are_recipe_errors(tmp_path):
     pytest.importorskip("transformers")
     import torch
 
-    from progresslm.train.export import load_model, load_processor
+    from progresslm.train.models import load_model, load_processor
 
     (tmp_path / "config.json").write_text('{"model_type": "no-such-architecture"}')
     with pytest.raises(RecipeError, match=f"model: cannot load the weights of {tmp_path}"):
@@ -379,7 +379,8 @@ def test_dry_run_runs_the_trl_checks_and_reports_cli_mistakes(data_overrides, ca
 
 
 def test_data_paths_expand_home_variables_defaults_and_globs(tmp_path, monkeypatch):
-    from progresslm.train.config import expand_files, expand_path, image_root_path
+    from progresslm.io import expand_files, expand_path
+    from progresslm.train.config import image_root_path
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("PLM_TEST_DIR", raising=False)
@@ -417,7 +418,8 @@ def test_tiny_recipes_follow_progresslm_home(name, where, tmp_path, monkeypatch)
     for file in BENCH_FILES:
         shutil.copy(fixture(file), example / f"{file}.jsonl")
     recipe = load_recipe(CONFIGS / f"{name}.yaml", ["output_dir=x"])  # no data overrides needed
-    from progresslm.train.config import expand_files, image_root_path
+    from progresslm.io import expand_files
+    from progresslm.train.config import image_root_path
 
     assert expand_files(recipe.data.files) == [example / f"{file}.jsonl" for file in BENCH_FILES]
     assert image_root_path(recipe.data.image_root) == str(example / "images")
@@ -431,7 +433,7 @@ def test_the_grpo_objective_is_pinned_recorded_and_passed_to_trl(tmp_path, data_
     import dataclasses
 
     from progresslm.train.config import LOSS_TYPES, SCALE_REWARDS
-    from progresslm.train.sft import check_trl_overrides
+    from progresslm.train.trainer import check_trl_overrides
 
     recipe = load_recipe(None, data_overrides, kind="grpo")
     assert (recipe.loss_type, recipe.scale_rewards) == ("grpo", "group")

@@ -4,8 +4,8 @@ import dataclasses
 import random
 
 import pytest
-
 from helpers import BENCH_FILES, fixture, write_images
+
 from progresslm.official import load_bench
 from progresslm.prompts import build_prompt
 from progresslm.train.data import DatasetError, grpo_records, sft_records, to_dataset

@@ -68,7 +68,7 @@ def _reply(ref, score):
     return f"<ref_think>a</ref_think><ref>{ref}</ref><score_think>b</score_think><score>{score}</score>"
 
 
-# uid -> (scripted completion, expected (format, ref, score)), worked out by hand (SPEC section 6).
+# uid -> (scripted completion, expected (format, ref, score)), worked out by hand (docs/protocol.md §6).
 # None as the completion stands for the sample's own template trace (a perfect answer).
 SCRIPTED = {
     "visual_same_view:2": (None, (1.0, 1.0, 1.0)),  # gt 3, 33%

@@ -1,4 +1,4 @@
-"""Rewards against hand-computed values (SPEC section 6), N/A cases and TRL's calling convention."""
+"""Rewards against hand-computed values (docs/protocol.md §6), N/A cases and TRL's calling convention."""
 
 import math
 
@@ -46,7 +46,7 @@ CASES = {
     "fraction": (reply(3, "0.25"), 3, 0.5, 5, (1.0, 1.0, 0.75)),
     "bare_percent": (reply(3, "75"), 3, 0.5, 5, (1.0, 1.0, 0.75)),
     "clamped": (reply(5, "150%"), 5, 0.9, 5, (1.0, 1.0, 0.9)),
-    # the lenient ref parse of SPEC section 3 still counts as parseable
+    # the lenient ref parse of docs/protocol.md §3 still counts as parseable
     "wordy_ref": (reply("The No. 3 demo image", "50%"), 3, 0.5, 5, (1.0, 1.0, 1.0)),
     "both_na": (reply("n/a", "n/a"), None, None, 5, (1.0, 1.0, 1.0)),
     "both_na_spelled": (reply("'N/A'", "NA"), None, None, 5, (1.0, 1.0, 1.0)),

@@ -145,7 +145,7 @@ def test_resume_continues_the_step_count(tiny_vlm_dir, bench, tmp_path, caplog):
     out = run_sft(tiny_recipe(tiny_vlm_dir, bench, tmp_path, *common, "max_steps=2"))
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
 
-    caplog.set_level("INFO", logger="progresslm.train.sft")
+    caplog.set_level("INFO", logger="progresslm.train.trainer")
     run_sft(tiny_recipe(tiny_vlm_dir, bench, tmp_path, *common, "max_steps=4", "save_total_limit=null"))
     assert "resuming from" in caplog.text and "checkpoint-2 (step 2)" in caplog.text
     state = json.loads((out / "trainer_state.json").read_text())

@@ -1,15 +1,15 @@
 """Template traces read back as their labels; teacher traces are kept only when they agree with them."""
 
 import json
-from pathlib import Path
 import random
 import re
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
-
 from helpers import BENCH_FILES, fixture, write_images
+
 from progresslm.backends.base import Backend, BackendOptions, Reply, Request
 from progresslm.backends.registry import create_backend
 from progresslm.official import load_bench

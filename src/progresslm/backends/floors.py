@@ -11,7 +11,7 @@ import hashlib
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 
-from progresslm.backends.base import Backend, BackendOptions, Request, Reply
+from progresslm.backends.base import Backend, BackendOptions, Reply, Request
 from progresslm.types import Sample
 
 

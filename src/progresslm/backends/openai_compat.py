@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, ClassVar
 
-from progresslm.backends.base import Backend, BackendError, BackendOptions, Request, Reply
+from progresslm.backends.base import Backend, BackendError, BackendOptions, Reply, Request
 
 BACKOFF_BASE_S = 0.5  # first retry waits about this long, then twice as long each time
 BACKOFF_CAP_S = 30.0  # no single wait grows past this, however many retries

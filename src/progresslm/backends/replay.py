@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from progresslm.backends.base import Backend, BackendError, BackendOptions, Request, Reply
+from progresslm.backends.base import Backend, BackendError, BackendOptions, Reply, Request
 
 MISSING_SHOWN = 5  # uids named in a missing-replies error; the rest are counted
 

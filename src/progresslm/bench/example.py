@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from progresslm.io import write_text_atomic
 from progresslm.official import format_percent
 
 SIZE = 112  # a multiple of 28, as Qwen2.5-VL's processor wants
@@ -33,7 +34,7 @@ class Episode:
     key_frames: list[int]  # frame index at the start and at the end of each step (T+1 entries)
 
     def progress(self, frame: int) -> float:
-        """Linear in time between key-step ends (SPEC section 1)."""
+        """Linear in time between key-step ends (docs/protocol.md §1)."""
         keys = self.key_frames
         for j in range(len(keys) - 1):
             if frame <= keys[j + 1]:
@@ -188,8 +189,6 @@ def build_example(out: str | Path, seed: int = 0, tasks_per_colour: int = 2, per
                                                            [f"top_{f:04d}_edit.jpg"], "n/a", "n/a", "n/a",
                                                            {"edit": f"block recoloured {colour_name} -> {recolour}"}))
     for name, path in zip(names, bench.files):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows[name]))
-        tmp.replace(path)
+        write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows[name]))
     done_marker.write_text(f"{VERSION}:{seed}\n")
     return bench

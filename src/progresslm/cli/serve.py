@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from progresslm.backends.registry import BACKENDS
-from progresslm.cli.evaluate import DEFAULT_BACKEND, add_backend_options, backend_options
+from progresslm.backends.registry import BACKENDS, DEFAULT_BACKEND
+from progresslm.cli.options import add_backend_options, backend_options
 from progresslm.prompts import MODES
 
 log = logging.getLogger("progresslm")

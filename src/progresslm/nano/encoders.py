@@ -17,7 +17,6 @@ Nothing is downloaded; torch, timm and transformers are imported only when an en
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from progresslm.images import read_image as read_rgb
+from progresslm.io import atomic_path, write_text_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -230,11 +230,7 @@ class FeatureStore:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         keys = sorted(self._index, key=self._index.get)
-        tmp = self.folder / "features.npy.tmp"
-        with open(tmp, "wb") as handle:
+        with atomic_path(self.folder / "features.npy") as tmp, open(tmp, "wb") as handle:
             np.save(handle, np.stack(self._rows) if self._rows else np.zeros((0, self.dim), np.float16))
-        os.replace(tmp, self.folder / "features.npy")
-        meta = self.folder / "keys.json.tmp"
-        meta.write_text(json.dumps({"name": self.name, "dim": self.dim, "keys": keys}))
-        os.replace(meta, self.folder / "keys.json")
+        write_text_atomic(self.folder / "keys.json", json.dumps({"name": self.name, "dim": self.dim, "keys": keys}))
         self._dirty = False

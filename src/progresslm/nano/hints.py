@@ -99,7 +99,7 @@ class HintProvider:
 
     def hints(self, samples: Sequence[Sample], image_root: str | Path | None) -> dict[str, str]:
         """uid -> hints line for every sample the matcher can answer."""
-        from progresslm.nano.train_matcher import task_of
+        from progresslm.types import task_of
 
         groups: dict[int, tuple[object, list[Sample]]] = {}
         for sample in samples:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from progresslm.io import atomic_path
 from progresslm.nano.encoders import TEXT_DIM, ImageSpec, Tap
 
 CONFIG_FILE = "config.json"
@@ -314,9 +315,8 @@ class Matcher:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.module.state_dict().items()}
-        tmp = folder / (WEIGHTS_FILE + ".tmp")
-        save_file(state, str(tmp))
-        tmp.replace(folder / WEIGHTS_FILE)
+        with atomic_path(folder / WEIGHTS_FILE) as tmp:
+            save_file(state, str(tmp))
         (folder / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         return folder
 

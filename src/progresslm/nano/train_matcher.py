@@ -13,7 +13,7 @@
 3. Every `eval_every` steps the model answers the `--val` pool (tasks training never saw, never the
    benchmark's); the N/A thresholds are chosen there (best balanced accuracy with at most `max_afrr`
    of answerable samples refused), and the step with the best selection score
-   (`progresslm.train.select.selection_score`: NSE, wrong N/A calls, and PRC-strict so that a model
+   (`progresslm.metrics.selection_score`: NSE, wrong N/A calls, and PRC-strict so that a model
    answering one value per trajectory never wins) is kept.
 
 The output folder holds the checkpoint (`config.json`, `model.safetensors`), `train_log.jsonl` and
@@ -35,7 +35,7 @@ import numpy as np
 
 from progresslm.nano.encoders import TEXT_DIM, FeatureStore, ImageEncoder, ImageSpec, TextEncoder
 from progresslm.nano.matcher import Matcher, MatcherConfig
-from progresslm.types import Modality, Prediction, Sample, Status
+from progresslm.types import Modality, Prediction, Sample, Status, task_of
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,6 @@ class Pool:
     texts: np.ndarray  # (n_texts, 384)
     visual: list[dict]  # per visual sample: obs, keys, points, anchor (0-based), progress, na, task, i
     textual: list[dict]  # per text sample: obs, steps, goal, total, anchor (0..T), progress, na, task, i
-
-
-def task_of(sample: Sample) -> str:
-    sim = sample.extra.get("sim") or {}
-    return str(sim.get("task") or sample.trajectory_id.split("/")[1 if "/" in sample.trajectory_id else 0])
 
 
 def image_key(path: Path) -> str:
@@ -343,8 +338,7 @@ TEXT_SPLITS = ("text", "text_unanswerable")
 
 def evaluate_pool(matcher: Matcher, pool: Pool, config: MatcherTrainConfig) -> tuple[dict, dict, tuple[float, float]]:
     """Metrics on the pool, the selection score of each branch (visual, text), and the N/A thresholds."""
-    from progresslm.metrics import compute_metrics
-    from progresslm.train.select import selection_score
+    from progresslm.metrics import compute_metrics, selection_score
 
     answers = answer_pool(matcher, pool)
     chosen = thresholds(pool, answers, config.max_afrr)
@@ -375,8 +369,8 @@ def summary(metrics: dict) -> dict:
 
 
 def load_pool_samples(patterns: Sequence[str]) -> list[Sample]:
+    from progresslm.io import expand_files
     from progresslm.official import load_bench
-    from progresslm.train.config import expand_files
 
     files = expand_files(list(patterns))
     missing = [str(f) for f in files if not f.is_file()]

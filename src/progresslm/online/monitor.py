@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from progresslm.online.scorer import Estimate, ScorerError, as_pil
-from progresslm.types import Status
+from progresslm.types import Status, is_number
 
 EVENT_KINDS = ("progress", "stall", "regression", "done", "off_task")
 MILESTONE_PRESETS = ("tenths", "steps")
@@ -189,10 +189,6 @@ def _require(ok: bool, message: str) -> None:
         raise MonitorError(message)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> None:
     if optional and value is None:
         return
@@ -202,7 +198,7 @@ def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> N
 
 
 def _check_fraction(name: str, value: Any, low: float, high: float, *, low_open: bool, high_open: bool) -> None:
-    above = _is_number(value) and (value > low if low_open else value >= low)
+    above = is_number(value) and (value > low if low_open else value >= low)
     ok = above and (value < high if high_open else value <= high)
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     _require(ok, f"{name}: expected a number in {interval} (a fraction of the task, 0.05 = 5 %), got {value!r}")
@@ -238,7 +234,7 @@ class ProgressMonitor:
                  f"score(frames) method), got {type(scorer).__name__}")  # fmt: skip
         _check_int("samples", samples, 1)
         if stall_seconds is not None:
-            _require(_is_number(stall_seconds) and stall_seconds > 0, "stall_seconds: expected a number of seconds "
+            _require(is_number(stall_seconds) and stall_seconds > 0, "stall_seconds: expected a number of seconds "
                      f"> 0 or None (no time-based stalls), got {stall_seconds!r}")  # fmt: skip
         _check_int("stall_frames", stall_frames, 1, optional=True)
         _check_fraction("min_gain", min_gain, 0.0, 1.0, low_open=True, high_open=True)
@@ -248,7 +244,7 @@ class ProgressMonitor:
         _check_int("off_task_frames", off_task_frames, 1)
         for name, value in (("process_noise", process_noise), ("measurement_noise", measurement_noise),
                             ("min_noise", min_noise), ("band_sigmas", band_sigmas)):  # fmt: skip
-            _require(_is_number(value) and value > 0, f"{name}: expected a number > 0, got {value!r}")
+            _require(is_number(value) and value > 0, f"{name}: expected a number > 0, got {value!r}")
         if samples > 1:
             temperature = getattr(getattr(getattr(scorer, "backend", None), "options", None), "temperature", None)
             _require(temperature is None or temperature > 0,
@@ -290,7 +286,7 @@ class ProgressMonitor:
             raise MonitorError("milestones: expected 'tenths', 'steps' or a list of fractions, "
                                f"got {milestones!r}") from None
         for i, value in enumerate(values):
-            _require(_is_number(value) and 0 < value <= 1,
+            _require(is_number(value) and 0 < value <= 1,
                      f"milestones[{i}]: expected a fraction in (0, 1] (0.25 = 25 %), got {value!r}")  # fmt: skip
         return tuple(sorted(set(float(v) for v in values)))
 
@@ -356,7 +352,7 @@ class ProgressMonitor:
         first = len(self.history)
         for offset, t in enumerate(timestamps):
             where = f"timestamps[{offset}] (frame {first + offset})"
-            _require(_is_number(t), f"{where}: expected a finite number of seconds, got {t!r}")
+            _require(is_number(t), f"{where}: expected a finite number of seconds, got {t!r}")
             _require(t >= previous,
                      f"{where}: {t} is earlier than the frame before it ({previous}); timestamps must not go back")
             previous = t

@@ -30,7 +30,6 @@ it was; `info["progress_na"]` counts them. The wrapper keeps the env's own rewar
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 from collections import Counter, deque
@@ -49,6 +48,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
 
 from progresslm.backends.base import Backend, BackendOptions
 from progresslm.online.scorer import Estimate, ProgressScorer
+from progresslm.types import is_number
 
 SHAPINGS = ("delta", "absolute", "pbrs")
 # Frames in flight per env before step() waits for the oldest: a backend slower than the env then
@@ -258,11 +258,11 @@ class ProgressReward(gymnasium.Wrapper):
         _check_int("max_pending", max_pending, 1)
         if shaping not in SHAPINGS:
             raise ProgressRewardError(f"shaping: {shaping!r} is not one of {', '.join(SHAPINGS)}")
-        if not _is_number(gamma) or not 0.0 < gamma <= 1.0:
+        if not is_number(gamma) or not 0.0 < gamma <= 1.0:
             raise ProgressRewardError(f"gamma: the discount must be in (0, 1], got {gamma!r}")
-        if not _is_number(scale):
+        if not is_number(scale):
             raise ProgressRewardError(f"scale: expected a finite number, got {scale!r}")
-        if flush_timeout_s is not None and (not _is_number(flush_timeout_s) or flush_timeout_s <= 0):
+        if flush_timeout_s is not None and (not is_number(flush_timeout_s) or flush_timeout_s <= 0):
             raise ProgressRewardError(
                 f"flush_timeout_s: expected a positive number of seconds or None, got {flush_timeout_s!r}"
             )
@@ -413,10 +413,6 @@ class ProgressReward(gymnasium.Wrapper):
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ProgressRewardError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _make_worker(env, demo, backend, goal, options, max_batch) -> ScoringWorker:

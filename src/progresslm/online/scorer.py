@@ -24,12 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from progresslm.backends.base import Backend, BackendOptions, Request
-from progresslm.images import ImageStore
+from progresslm.images import IMAGE_SUFFIXES, ImageStore
 from progresslm.parsing import parse_reply
 from progresslm.prompts import build_prompt
 from progresslm.types import Demo, Modality, Sample, Status
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 class ScorerError(ValueError):

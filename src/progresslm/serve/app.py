@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from progresslm.backends.base import Backend
-from progresslm.serve.batcher import Batcher, QueueFull, Settings, ShuttingDown
+from progresslm.serve.batcher import QueueFull, Settings, ShuttingDown
 from progresslm.serve.chat import completion
 from progresslm.serve.config import ServeConfig
 from progresslm.serve.errors import ApiError, error_body

@@ -11,7 +11,6 @@ import base64
 import binascii
 import hashlib
 import io
-import os
 import re
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from progresslm.io import write_bytes_atomic
 from progresslm.serve.errors import ApiError
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,", re.I)
@@ -225,9 +225,7 @@ class ImageFiles:
         path = self.folder / f"{upload.digest[:32]}{SUFFIXES.get(upload.format, '.img')}"
         with self._lock:
             if path not in self._uses:
-                partial = path.with_suffix(path.suffix + ".part")
-                partial.write_bytes(upload.data)
-                os.replace(partial, path)
+                write_bytes_atomic(path, upload.data)
             self._uses[path] = self._uses.get(path, 0) + 1
         return path
 

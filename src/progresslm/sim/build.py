@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from progresslm.sim.samples import Unit, UnitResult, build_unit, derive_seed, unit_to_json
+from progresslm.io import write_text_atomic
+from progresslm.sim.samples import Unit, build_unit, derive_seed, unit_to_json
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +180,7 @@ def _worker(args: tuple[Unit, str]) -> dict:
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data))
 
 
 def build(config: SimBuildConfig, progress: bool = True) -> BuildOutcome:
@@ -274,9 +273,7 @@ def assemble(out: Path, units: list[Unit], splits: dict[str, list[str]], config:
         (out / split).mkdir(exist_ok=True)
         for stem in FILE_STEMS:
             path = out / split / f"{stem}.jsonl"
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows[split][stem]))
-            tmp.replace(path)
+            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows[split][stem]))
             files[split].append(path)
             counts[split][stem] = len(rows[split][stem])
     outcome = BuildOutcome(

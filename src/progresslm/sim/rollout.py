@@ -155,7 +155,7 @@ def detect_key_frames(task: TaskSpec, trace: SimTrace, min_gap: int = MIN_STEP_F
 
 
 def progress_labels(episode: Episode) -> np.ndarray:
-    """Progress in [0, 1] for every frame, linear in time between key-step ends (SPEC section 1).
+    """Progress in [0, 1] for every frame, linear in time between key-step ends (docs/protocol.md §1).
 
     Keyframe i gets exactly i/T; frames after the last keyframe (none in a rollout, which stops at
     success) get 1.

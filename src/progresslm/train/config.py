@@ -1,10 +1,10 @@
 """Training recipes: YAML files plus `key=value` overrides, checked before any model loads.
 
 A recipe names the model, the data (benchmark-format JSONL files), LoRA settings and the paper's
-hyper-parameters (SPEC section 6); `trl_overrides` passes anything else straight to TRL's
+hyper-parameters (docs/protocol.md §6); `trl_overrides` passes anything else straight to TRL's
 `SFTConfig` / `GRPOConfig`. Loading never imports torch: every check that can be made from the
 file alone is made here, so a typo or an impossible combination fails in a second with the key,
-the file and what to do. `progresslm.train.sft.check_environment` adds the checks that need the
+the file and what to do. `progresslm.train.trainer.check_environment` adds the checks that need the
 machine (GPU, vLLM) and `check_trl_overrides` the ones that need TRL.
 
 Batch sizes are effective: `batch_size` is what one optimizer step sees over all processes;
@@ -27,10 +27,11 @@ from typing import Any
 
 import yaml
 
+from progresslm.io import expand_path, write_text_atomic
+from progresslm.prompts import MODES
 from progresslm.train.traces import TRACE_STYLES
 
 RECIPE_FILE = "recipe.yaml"  # the resolved recipe, written into every output directory
-MODES = ("direct", "two-stage")
 # GRPOConfig's accepted values in TRL 1.16 (checked against TRL's field help in the tests).
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -123,7 +124,7 @@ class _Recipe:
 
 @dataclass
 class SFTRecipe(_Recipe):
-    """LoRA (or full) supervised fine-tuning on reasoning traces. Defaults: SPEC section 6."""
+    """LoRA (or full) supervised fine-tuning on reasoning traces. Defaults: docs/protocol.md §6."""
 
     max_length: int | None = None  # no truncation: cutting a prompt would cut its image tokens
 
@@ -132,7 +133,7 @@ class SFTRecipe(_Recipe):
 
 @dataclass
 class GRPORecipe(_Recipe):
-    """GRPO with the format / anchor / score rewards. Defaults: SPEC section 6.
+    """GRPO with the format / anchor / score rewards. Defaults: docs/protocol.md §6.
 
     `batch_size` counts completions (TRL's convention): 64 with 16 generations is 4 prompts per step.
     """
@@ -327,37 +328,6 @@ def _convert(value: Any, hint: Any, where: str, source: _Origin) -> Any:
 
 
 # -- validation ---------------------------------------------------------------------------------
-
-
-_DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
-
-
-def expand_path(text: str) -> str:
-    """A recipe path as the machine sees it: `${NAME:-default}` (the default when NAME is unset or
-    empty, as in a shell), then `$NAME` / `${NAME}`, then `~`. Used for every data path, so a recipe
-    can say `${PROGRESSLM_HOME:-~/.cache/progresslm}/example-v1/text-normal.jsonl`.
-
-    >>> import os; os.environ.pop("PLM_DOCTEST", None)
-    >>> expand_path("${PLM_DOCTEST:-/cache}/a.jsonl")
-    '/cache/a.jsonl'
-    >>> os.environ["PLM_DOCTEST"] = "/data"
-    >>> expand_path("${PLM_DOCTEST:-/cache}/a.jsonl"), expand_path("$PLM_DOCTEST/b")
-    ('/data/a.jsonl', '/data/b')
-    >>> del os.environ["PLM_DOCTEST"]
-    """
-    text = _DEFAULTED.sub(lambda match: os.environ.get(match.group(1)) or match.group(2), str(text))
-    return os.path.expanduser(os.path.expandvars(text))
-
-
-def expand_files(patterns: list[str]) -> list[Path]:
-    """File patterns (`expand_path`, then globs) as paths, in order: each glob's matches sorted,
-    a plain path as it is (existing or not)."""
-    files: list[Path] = []
-    for pattern in patterns:
-        text = expand_path(pattern)
-        matches = sorted(glob.glob(text)) if glob.has_magic(text) else [text]
-        files.extend(Path(m) for m in matches)
-    return files
 
 
 def _shown(path: str) -> str:
@@ -582,7 +552,4 @@ def save_recipe(recipe: _Recipe, out_dir: str | Path) -> Path:
         return path
     out.mkdir(parents=True, exist_ok=True)
     body = yaml.safe_dump({"kind": recipe.kind, **recipe.to_dict()}, sort_keys=False)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"# resolved {recipe.kind} recipe: every value this run used\n{body}")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, f"# resolved {recipe.kind} recipe: every value this run used\n{body}")

@@ -19,17 +19,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from progresslm.train.config import GRPORecipe, expand_files, image_root_path, reward_config, save_recipe
-from progresslm.train.sft import (
+from progresslm.io import expand_files
+from progresslm.train.config import GRPORecipe, image_root_path, reward_config, save_recipe
+from progresslm.train.trainer import (
     LOG_FILE,
     TrainerRun,
     augmented,
+    build_trainer,
     build_trl_config,
     check_environment,
     check_trl_overrides,
-    common_trl_args,
     fit,
     freeze_modules,
+    grpo_trl_args,
     jsonl_log,
     lora_config,
     model_dtype,
@@ -53,40 +55,12 @@ def grpo_dataset(recipe: GRPORecipe):
     return to_dataset(grpo_records(samples, image_root, mode=data.mode, skip_bad=data.skip_bad, hints=hints))
 
 
-def grpo_trl_args(recipe: GRPORecipe, out: Path) -> dict:
-    """GRPOConfig arguments: the common ones, GRPO's own, then `trl_overrides`."""
-    weights = list(reward_config(recipe).weights)
-    args = {
-        **common_trl_args(recipe, out),
-        "beta": recipe.beta,
-        "num_generations": recipe.num_generations,
-        "temperature": recipe.temperature,
-        "top_p": recipe.top_p,
-        "max_completion_length": recipe.max_completion_length,
-        "loss_type": recipe.loss_type,
-        "scale_rewards": recipe.scale_rewards,
-        "reward_weights": weights,
-        "use_vllm": recipe.use_vllm,
-    }
-    if recipe.use_vllm:
-        args["vllm_mode"] = recipe.vllm_mode
-    args.update(recipe.trl_overrides)  # again, over GRPO's own keys too
-    return args
-
-
 def build_grpo_trainer(recipe: GRPORecipe) -> TrainerRun:
     """Check the recipe against this machine, build the prompts, load the policy and set up TRL's
     GRPOTrainer (nothing is trained yet)."""
     from trl import GRPOConfig, GRPOTrainer
 
-    from progresslm.train.export import (
-        adapter_base,
-        build_trainer,
-        is_adapter_dir,
-        load_model,
-        load_processor,
-        resolve_model,
-    )
+    from progresslm.train.models import adapter_base, is_adapter_dir, load_model, load_processor, resolve_model
     from progresslm.train.rewards import make_reward_funcs
 
     check_trl_overrides(recipe, GRPOConfig)

@@ -1,4 +1,4 @@
-"""GRPO rewards for two-stage replies, exactly as SPEC section 6, in TRL's reward signature.
+"""GRPO rewards for two-stage replies, exactly as docs/protocol.md §6, in TRL's reward signature.
 
 Each reward is a pure function `f(completions, **kwargs) -> list[float]`. TRL passes the dataset's
 extra columns as keyword arguments; these read `gt_ref` (1-based anchor, None when unanswerable),
@@ -9,7 +9,7 @@ the rest (`prompts`, `trainer_state`, ...). A completion is a string or a conver
 N/A handling. A prediction is N/A only when both its ref and its score are N/A. When the ground
 truth is N/A and the prediction holds any value, or the ground truth has a value and the prediction
 holds any N/A, the N/A is one-sided: ref and score get `missed_na` / `false_na` (0 by default) and,
-per SPEC, the format reward is 0 too. This also takes away the "anchor N/A but numeric score" hack:
+per docs/protocol.md §6, the format reward is 0 too. This also takes away the "anchor N/A but numeric score" hack:
 a mixed prediction is one-sided whatever the ground truth is. A part that does not parse gets 0,
 and so does an N/A part whose other part does not parse: N/A is an answer only when the reply is
 readable, so such a reply earns neither `both_na` nor the one-sided terms (`false_na`, `missed_na`).
@@ -17,14 +17,13 @@ readable, so such a reply earns neither `both_na` nor the one-sided terms (`fals
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from progresslm.parsing import parse_two_stage
-from progresslm.types import Prediction, Status
+from progresslm.types import Prediction, Status, is_number
 
 TAGS = ("ref_think", "ref", "score_think", "score")
 _BLOCKS = re.compile(
@@ -38,7 +37,7 @@ _ANY_TAG = re.compile(r"</?(?:ref_think|ref|score_think|score)>")
 class RewardConfig:
     """Weights of the format, ref and score rewards, and what the N/A cases earn.
 
-    The defaults are SPEC section 6 (1:6:3, both N/A earns 1, a one-sided N/A earns 0 and loses the
+    The defaults are docs/protocol.md §6 (1:6:3, both N/A earns 1, a one-sided N/A earns 0 and loses the
     format reward). The authors also tried graded variants, e.g. `false_na=-0.5`.
     """
 
@@ -46,11 +45,11 @@ class RewardConfig:
     both_na: float = 1.0  # ref and score reward when ground truth and prediction are both N/A
     false_na: float = 0.0  # ref and score reward when the prediction is N/A but the ground truth has a value
     missed_na: float = 0.0  # ref and score reward when the prediction has a value but the ground truth is N/A
-    one_sided_na_zeroes_format: bool = True  # SPEC: a one-sided N/A also earns no format reward
+    one_sided_na_zeroes_format: bool = True  # docs/protocol.md §6: a one-sided N/A also earns no format reward
 
     def __post_init__(self) -> None:
         weights = tuple(self.weights)
-        if len(weights) != 3 or not all(_is_number(w) for w in weights):
+        if len(weights) != 3 or not all(is_number(w) for w in weights):
             raise ValueError(
                 f"RewardConfig.weights must be 3 numbers (format, ref, score), got {self.weights!r}; "
                 "for example (0.1, 0.6, 0.3), the paper's 1:6:3"
@@ -62,12 +61,8 @@ class RewardConfig:
             )
         object.__setattr__(self, "weights", tuple(float(w) for w in weights))
         for name in ("both_na", "false_na", "missed_na"):
-            if not _is_number(getattr(self, name)):
+            if not is_number(getattr(self, name)):
                 raise ValueError(f"RewardConfig.{name} must be a finite number, got {getattr(self, name)!r}")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 DEFAULT_CONFIG = RewardConfig()

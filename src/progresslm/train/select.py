@@ -23,10 +23,12 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from progresslm.metrics import selection_score
+from progresslm.types import ANSWERABLE_SPLITS
+
 log = logging.getLogger(__name__)
 
 SELECT_FILE = "select.json"
-ANSWERABLE_SPLITS = ("visual_same_view", "visual_cross_view", "text")
 
 
 def candidates(runs: Sequence[str | Path]) -> list[Path]:
@@ -77,43 +79,10 @@ def subset_bench(files: Sequence[str | Path], per_file: int, out_dir: Path, seed
     return written
 
 
-def selection_score(metrics: dict, na_weight: float = 0.5, order_weight: float = 0.0) -> float:
-    """Mean NSE over the answerable splits plus `na_weight` x the share of wrong N/A calls (percent),
-    plus `order_weight` x (100 - mean PRC-strict over the answerable splits). A split with samples but
-    no usable answer (every reply unparseable) counts as 100 on NSE and wrong calls, 0 on PRC-strict.
-
-    NSE alone rewards hedging: a checkpoint that gives every observation of a trajectory the same
-    answer near its mean can score best while reading nothing from the frames (it happened to nano:
-    step 330 of a run, constant per trajectory, NSE 33.5, beat step 660, same-view PRC 86.6, NSE 34.8).
-    `order_weight` > 0 makes frame order count (PRC-strict counts a constant trajectory as 0).
-
-    >>> m = {"splits": {"visual_same_view": {"n": 10, "nse": 20.0, "afrr": 10.0},
-    ...                 "visual_unanswerable": {"n": 10, "uda": 60.0}}}
-    >>> selection_score(m)  # 20 + 0.5 * (10 + 40) / 2
-    32.5
-    >>> m["splits"]["visual_same_view"]["prc_strict"] = 80.0
-    >>> selection_score(m, order_weight=0.25)  # 32.5 + 0.25 * (100 - 80)
-    37.5
-    """
-    splits = metrics["splits"]
-    present = {name: s for name, s in splits.items() if s.get("n")}
-    answerable = [present[name] for name in ANSWERABLE_SPLITS if name in present]
-    if not answerable:
-        raise ValueError("no answerable split with samples in these metrics")
-    nse = [100.0 if s.get("nse") is None else s["nse"] for s in answerable]
-    wrong = [100.0 if s.get("afrr") is None else s["afrr"] for s in answerable]
-    wrong += [
-        100.0 if s.get("uda") is None else 100.0 - s["uda"] for name, s in present.items() if name.endswith("_unanswerable")
-    ]
-    order = [s.get("prc_strict") or 0.0 for s in answerable]
-    disorder = 100.0 - sum(order) / len(order)
-    return round(sum(nse) / len(nse) + na_weight * sum(wrong) / len(wrong) + order_weight * disorder, 3)
-
-
 def _processor_dir(model_dir: Path) -> Path:
     """Where `model_dir`'s processor is: the directory itself, or for a `checkpoint-N` saved without
     one, its run's directory."""
-    from progresslm.train.export import PROCESSOR_FILES
+    from progresslm.train.models import PROCESSOR_FILES
 
     run = model_dir.parent if model_dir.name.startswith("checkpoint-") else model_dir
     for place in (model_dir, run):

@@ -225,9 +225,9 @@ def prompt_corpus(files: list[str], image_root: str | None = None) -> list[str]:
     """Texts the tokenizer learns from, from benchmark JSONL files: every prompt's text (goals, step
     lists, questions) and the short two-stage reply of each sample, repeated as often as they occur,
     so the merges follow what the model reads most (the fixed instructions end up as few tokens)."""
+    from progresslm.io import expand_files
     from progresslm.official import load_bench
     from progresslm.prompts import build_prompt
-    from progresslm.train.config import expand_files
     from progresslm.train.traces import template_trace
 
     texts: list[str] = []

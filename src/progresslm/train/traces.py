@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from progresslm.io import expand_files
 from progresslm.parsing import parse_two_stage
 from progresslm.prompts import MODES, Prompt, build_prompt, percent
 from progresslm.train.rewards import is_well_formed
@@ -387,3 +388,26 @@ def match_traces(samples: Sequence[Sample], rows: dict[str, dict]) -> tuple[dict
         else:
             dropped.append((sample.uid, problem))
     return traces, dropped
+
+
+class TraceError(ValueError):
+    """A trace file that cannot be read, naming the file and line."""
+
+
+def load_traces(paths: list[str]) -> dict[str, dict]:
+    """uid -> trace row from trace JSONL files (rows with `uid` and `reply`, and from `progresslm train
+    traces` also `prompt_hash`, `progress`, `closest_idx`, `tolerance`); rows with `kept: false` skipped."""
+    traces: dict[str, dict] = {}
+    for path in expand_files(paths):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise TraceError(f"{path}:{number}: not JSON ({error})") from error
+            if not isinstance(row, dict) or "uid" not in row or "reply" not in row:
+                raise TraceError(f"{path}:{number}: a trace row needs 'uid' and 'reply'")
+            if row.get("kept", True):
+                traces[str(row["uid"])] = row
+    return traces

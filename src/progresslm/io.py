@@ -1,0 +1,70 @@
+"""File helpers every part of the package shares: paths as written in recipes and on command lines (`${VAR:-default}`,
+`~`, globs), and atomic writes (a temporary file in the same folder renamed over the target, so a reader or a crash
+never sees half a file)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
+
+
+def expand_path(text: str) -> str:
+    """A path as the machine sees it: `${NAME:-default}` (the default when NAME is unset or empty, as in a shell),
+    then `$NAME` / `${NAME}`, then `~`. Recipes use it for every data path, so a recipe can say
+    `${PROGRESSLM_HOME:-~/.cache/progresslm}/example-v1/text-normal.jsonl`.
+
+    >>> import os; os.environ.pop("PLM_DOCTEST", None)
+    >>> expand_path("${PLM_DOCTEST:-/cache}/a.jsonl")
+    '/cache/a.jsonl'
+    >>> os.environ["PLM_DOCTEST"] = "/data"
+    >>> expand_path("${PLM_DOCTEST:-/cache}/a.jsonl"), expand_path("$PLM_DOCTEST/b")
+    ('/data/a.jsonl', '/data/b')
+    >>> del os.environ["PLM_DOCTEST"]
+    """
+    text = _DEFAULTED.sub(lambda m: os.environ.get(m.group(1)) or m.group(2), str(text))
+    return os.path.expanduser(os.path.expandvars(text))
+
+
+def expand_files(patterns: list[str]) -> list[Path]:
+    """File patterns (`expand_path`, then globs) as paths, in order: each glob's matches sorted, a plain path as it
+    is (existing or not)."""
+    files: list[Path] = []
+    for pattern in patterns:
+        text = expand_path(pattern)
+        matches = sorted(glob.glob(text)) if glob.has_magic(text) else [text]
+        files.extend(Path(m) for m in matches)
+    return files
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed over `path` when the block ends without an error,
+    removed when it raises."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)

@@ -1,0 +1,151 @@
+"""Where the frames `progresslm watch` scores come from: a folder of images (natural name order, timestamps from a
+frame rate) or a video (sampled at a rate, decoded by imageio's ffmpeg), each frame with its time; unreadable or
+degenerate frames are skipped and named, or stop the run, as the caller chooses."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from progresslm.images import IMAGE_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+
+class SourceError(ValueError):
+    """A frame source (or a frame in it) that cannot be read: says what and where."""
+
+
+VIDEO_FPS = 2.0  # default sampling rate of a video: a VLM call per frame makes 30 frames/s too slow
+
+DIR_FPS = 1.0  # default rate at which a folder's frames were taken, for their timestamps
+
+def natural_key(name: str) -> tuple:
+    """Sort key that orders digit runs by value.
+
+    >>> sorted(["f10.png", "f2.png", "F1.png"], key=natural_key)
+    ['F1.png', 'f2.png', 'f10.png']
+    """
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", name))
+
+def image_files(folder: Path, what: str) -> list[Path]:
+    """The image files of `folder`, in natural name order; an error when there are none."""
+    if not folder.is_dir():
+        raise SourceError(f"{what}: {folder} is not a folder")
+    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                   key=lambda p: natural_key(p.name))  # fmt: skip
+    if not files:
+        raise SourceError(f"{what}: {folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+MIN_SIDE = 8  # a frame smaller than this on either side shows nothing to score
+
+def read_frame(path: Path):
+    """One frame file as an H x W x 3 array; unreadable or degenerate (smaller than MIN_SIDE) frames are a SourceError."""
+    import numpy as np
+
+    from progresslm.images import ImageReadError, read_image
+
+    try:
+        pixels = np.asarray(read_image(path))
+    except ImageReadError as err:
+        raise SourceError(str(err).replace("cannot read image", "not a readable image")) from None
+    if min(pixels.shape[:2]) < MIN_SIDE:
+        raise SourceError(f"{path}: the frame is {pixels.shape[1]} x {pixels.shape[0]} pixels, too small to score")
+    return pixels
+
+def _folder_frames(files: list[Path], chosen: list[int], rate: float, on_bad: str, skipped: list[str]):
+    """The chosen files as Frames; an unreadable or degenerate one is skipped with a warning naming it (or,
+    with on_bad="fail", stops the run with that message)."""
+    for i in chosen:
+        try:
+            image = read_frame(files[i])
+        except SourceError as err:
+            if on_bad == "fail":
+                raise
+            log.warning("skipping %s", err)
+            skipped.append(str(err))
+            continue
+        yield Frame(files[i].name, i / rate, image)
+
+_BANNER = ("ffmpeg version", "built with", "configuration:", "libav", "libsw", "libpostproc", "copyright")
+
+def ffmpeg_reason(text: str) -> str:
+    """What ffmpeg said went wrong, without its version banner (which fills the first 200 characters).
+
+    >>> ffmpeg_reason("ffmpeg version 7.0 Copyright (c) 2000\\n  built with gcc 8\\n  configuration: --x\\nclip.mp4: Invalid data found")
+    'clip.mp4: Invalid data found'
+    """
+    lines = [line.strip() for line in str(text).replace("\\n", "\n").splitlines()]
+    meaningful = [line for line in lines if line and not line.lower().startswith(_BANNER)]
+    return (meaningful[-1] if meaningful else lines[-1] if lines else "")[:200]
+
+@dataclass(frozen=True)
+class Frame:
+    source: str  # the file name, or "frame N" of a video
+    t: float  # seconds from the start
+    image: object  # H x W x 3 uint8 array
+
+@dataclass
+class Source:
+    kind: str  # "frames" or "video"
+    path: Path
+    frames: Iterator[Frame]
+    count: int | None  # frames that will be scored, when known
+    rate: float  # frames scored per second of the source
+    duration_s: float | None
+    native_fps: float | None = None
+    skipped: list[str] = dataclasses.field(default_factory=list)  # frames left out, each with why
+
+def open_source(path: Path, fps: float | None, every: int, on_bad: str = "skip") -> Source:
+    """The frames to score from a folder of images or a video, with their timestamps."""
+    if not path.exists():
+        raise SourceError(f"source: {path} does not exist; give a video file or a folder of frames")
+    if path.is_dir():
+        files = image_files(path, "source")
+        rate = fps or DIR_FPS
+        chosen = list(range(0, len(files), every))
+        skipped: list[str] = []
+        frames = _folder_frames(files, chosen, rate, on_bad, skipped)
+        source = Source("frames", path, frames, len(chosen), rate / every, (len(files) - 1) / rate)
+        source.skipped = skipped
+        return source
+    return _open_video(path, fps or VIDEO_FPS, every)
+
+def _open_video(path: Path, fps: float, every: int) -> Source:
+    try:
+        import imageio.v3 as iio
+    except ImportError:
+        raise SourceError("reading a video needs imageio and imageio-ffmpeg: pip install 'progresslm[online]'") from None
+    try:
+        meta = iio.immeta(path)
+    except Exception as err:  # imageio raises OSError, ValueError or its own types for unreadable files
+        raise SourceError(f"source: cannot read {path} as a video ({type(err).__name__}: {ffmpeg_reason(err)})") from None
+    native = float(meta.get("fps") or 0.0)
+    if not math.isfinite(native) or native <= 0:
+        raise SourceError(f"source: {path} states no frame rate; extract its frames to a folder and pass --fps")
+    duration = meta.get("duration")
+    duration = float(duration) if isinstance(duration, (int, float)) and math.isfinite(duration) else None
+    rate = min(fps, native)
+    count = None if duration is None else len(range(0, math.ceil(duration * rate - 1e-6), every))
+
+    def frames() -> Iterator[Frame]:
+        sampled = -1
+        try:
+            for number, image in enumerate(iio.imiter(path)):
+                slot = math.floor(number * rate / native + 1e-9)  # the sampling tick this frame falls in
+                if slot <= sampled:
+                    continue
+                sampled = slot
+                if slot % every == 0:
+                    yield Frame(f"frame {number}", number / native, image)
+        except OSError as err:
+            raise SourceError(f"source: {path} could not be decoded past frame {max(sampled, 0)} "
+                             f"({ffmpeg_reason(err)})") from None
+
+    return Source("video", path, frames(), count, rate / every, duration, native)
