@@ -27,7 +27,7 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core
     from progresslm import images as images_module
     from progresslm.backends.base import BackendOptions
-    from progresslm.backends.floors import ConstantBackend
+    from progresslm.backends.baselines import ConstantBackend
     from progresslm.bench.example import build_example
     from progresslm.evaluate import EvalConfig, evaluate
 

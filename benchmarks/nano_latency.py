@@ -18,7 +18,7 @@ import time
 
 
 def samples_with_five_keyframes(n: int):
-    from progresslm.official import load_bench
+    from progresslm.bench.format import load_bench
     from progresslm.sim.build import build_small_bench
 
     outcome = build_small_bench(progress=False)

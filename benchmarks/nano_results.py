@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from progresslm.backends.base import BackendOptions
+from progresslm.bench.format import load_bench
 from progresslm.evaluate import EvalConfig, evaluate
-from progresslm.official import load_bench
 from progresslm.report import Run, fmt, load_run, table1, table1_strict, table2
 from progresslm.sim.build import SimBuildConfig, build
 from progresslm.types import Status

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from progresslm.backends.base import BackendError, BackendOptions
-from progresslm.backends.floors import ConstantBackend
+from progresslm.backends.baselines import ConstantBackend
 from progresslm.bench.example import build_example
 from progresslm.evaluate import EvalConfig, EvalError, evaluate
 from progresslm.results import ResultStore
@@ -233,7 +233,7 @@ def test_replay_scores_replies_made_elsewhere(example, tmp_path):
 
 
 def test_pixel_nn_answers_with_the_nearest_keyframe(example, tmp_path):
-    from progresslm.official import load_bench
+    from progresslm.bench.format import load_bench
 
     outcome = evaluate(config(example, tmp_path / "run", backend="pixel-nn"), progress=False)
     metrics = outcome.metrics["splits"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from helpers import fixture
 
-from progresslm.official import read_official
+from progresslm.bench.format import read_official
 from progresslm.prompts import build_prompt, render_text
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"

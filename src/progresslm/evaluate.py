@@ -14,13 +14,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from progresslm.backends.base import Backend, BackendOptions, Request
+from progresslm.bench.format import Bench, load_bench
+from progresslm.demo_swap import SWAP_SUFFIX, swap_report, swapped_samples
 from progresslm.images import ImageReadError, ImageStore, missing_images
 from progresslm.io import write_text_atomic
-from progresslm.official import Bench, load_bench
 from progresslm.parsing import parse_reply
 from progresslm.prompts import MODES, Prompt, build_prompt
 from progresslm.results import ResultRecord, ResultStore
-from progresslm.swap import SWAP_SUFFIX, swap_report, swapped_samples
 from progresslm.types import Prediction, Sample
 
 log = logging.getLogger(__name__)
@@ -218,23 +218,19 @@ def run_requests(
     images: ImageStore,
     on_record: Callable[[ResultRecord], None] = lambda record: None,
 ) -> int:
-    """Send the work to the backend chunk by chunk, saving each reply as it comes. Returns replies saved."""
+    """Send the work to the backend (`progresslm.ask`), saving each reply as it comes. Returns replies saved."""
+    from progresslm.ask import Item, ask
+
+    def unreadable(item: Item, err: ImageReadError) -> None:
+        raise EvalError(f"sample {item.sample.uid}: {err}; fix or remove the file, then re-run to resume") from err
+
     saved = 0
-    image_format = getattr(backend, "image_format", "none")
-    chunk = max(1, backend.chunk_size)
-    for start in range(0, len(work), chunk):
-        requests = []
-        for sample, draw in work[start : start + chunk]:
-            try:
-                encoded = images.encode_all(prompts[sample.uid].images, image_format)
-            except ImageReadError as err:
-                raise EvalError(f"sample {sample.uid}: {err}; fix or remove the file, then re-run to resume") from err
-            requests.append(Request(sample.uid, draw, prompts[sample.uid], sample, encoded))
-        for index, reply in backend.generate(requests):
-            record = make_record(requests[index], reply, backend, config)
-            store.append(record)
-            saved += 1
-            on_record(record)
+    items = [Item(sample, prompts[sample.uid], draw) for sample, draw in work]
+    for answer in ask(backend, items, images, on_image_error=unreadable):
+        record = make_record(answer.request, answer.reply, backend, config)
+        store.append(record)
+        saved += 1
+        on_record(record)
     return saved
 
 
@@ -385,18 +381,20 @@ def floor_predictions(
     samples: list[Sample], prompts: dict[str, Prompt], config: EvalConfig
 ) -> dict[str, list[Prediction]]:
     """Shortcut baselines computed in process: what a model must beat to mean anything."""
-    from progresslm.backends.floors import ConstantBackend, RandomBackend
+    from progresslm.ask import Item, ask
+    from progresslm.backends.baselines import ConstantBackend, RandomBackend
 
     floors = {}
-    requests = [Request(s.uid, 0, prompts[s.uid], s) for s in samples]
+    items = [Item(s, prompts[s.uid]) for s in samples]
+    index = {s.uid: i for i, s in enumerate(samples)}
     for label, cls, options in (
         ("constant-50%", ConstantBackend, BackendOptions(value=50.0)),
         ("random", RandomBackend, BackendOptions(seed=config.options.seed)),
     ):
         backend = cls(options, config.mode)
         preds: list[Prediction | None] = [None] * len(samples)
-        for index, reply in backend.generate(requests):
-            preds[index] = parse_reply(reply.text, config.mode)
+        for answer in ask(backend, items):
+            preds[index[answer.request.uid]] = answer.prediction(config.mode)
         floors[label] = preds
     return floors
 

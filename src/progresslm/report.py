@@ -308,12 +308,54 @@ def _report_sections(run: Run, floors: list[Run], plots: list[str | Path]) -> li
     return sections
 
 
-def _compare_sections(runs: list[Run]) -> list[Section]:
-    return [
-        Section("Runs", [_config_table(runs)]),
-        Section("Results", ["Percents. NSE, AFRR: lower is better; PRC, UDA: higher is better; – = undefined.",
-                            table1(runs), table1_strict(runs), table2(runs)]),
-    ]
+def _samples(run: Run) -> int:
+    return int(sum((s or {}).get("n") or 0 for name, s in (run.metrics.get("splits") or {}).items()
+                   if name in SPLIT_NAMES and name not in ("micro", "macro", "visual")))  # fmt: skip
+
+
+def comparison_warnings(runs: Sequence[Run]) -> list[str]:
+    """Why runs side by side may not be comparable: another benchmark, or another number of samples per split
+    (a `--limit` run beside a full one)."""
+    notes = []
+    benches = {json.dumps(sorted(map(str, run.config.get("bench") or [])), sort_keys=True) for run in runs}
+    if len(benches) > 1:
+        notes.append("The runs were made on different benchmark files (see Runs): their figures do not compare.")
+    counts = {run.name: {k: (s or {}).get("n") for k, s in (run.metrics.get("splits") or {}).items()} for run in runs}
+    if len({json.dumps(c, sort_keys=True) for c in counts.values()}) > 1:
+        shown = ", ".join(f"{name}: {_samples(run)}" for name, run in zip(counts, runs))
+        notes.append(f"The runs scored different sample sets ({shown} samples): compare them only on the same samples "
+                     "(`--limit` draws a stratified subset; use the same value for every run).")
+    return notes
+
+
+def _swap_table(runs: list[Run]) -> Table | None:
+    swapped = [run for run in runs if (run.metrics.get("demo_swap") or {}).get("all")]
+    if not swapped:
+        return None
+    keys = ("n", "changed", "na", "mean_abs_shift")
+    rows = [[run.name] + [_generic(run.metrics["demo_swap"]["all"].get(k)) for k in keys] for run in swapped]
+    return Table([("", "Run")] + [("Demo swap", k) for k in keys], rows, title="Demonstration swap")
+
+
+def _compare_sections(runs: list[Run], plots: dict[str, list[Path]] | None = None) -> list[Section]:
+    config = _config_table(runs)
+    config.columns.append(("", "samples"))
+    for row, run in zip(config.rows, runs):
+        row.append(str(_samples(run)))
+    sections = [Section("Runs", [*comparison_warnings(runs), config])]
+    sections.append(Section("Results", ["Percents. NSE, AFRR: lower is better; PRC, UDA: higher is better; – = undefined.",
+                                        table1(runs), table1_strict(runs), table2(runs)]))  # fmt: skip
+    swap = _swap_table(runs)
+    if swap is not None:
+        sections.append(Section("Demo swap", [
+            "Each answerable observation asked again with another task's demonstration and goal: `changed` is the "
+            "share of answers that became N/A or moved by 5 points or more. A model that reads the demonstration "
+            "changes nearly all of them.", swap]))
+    for run in runs:
+        blocks: list = list(diagnostics(run))
+        blocks += (plots or {}).get(run.name, [])
+        sections.append(Section(f"{run.name}: diagnostics and plots", blocks))
+    return sections
 
 
 def _title(run: Run) -> str:
@@ -350,18 +392,49 @@ def render_report_html(run: Run, floors: Sequence[Run] = (), plots: Sequence[str
     return render_html(_title(run), _report_sections(run, list(floors), list(plots)))
 
 
-def compare_markdown(runs: Sequence[Run]) -> str:
-    """Several runs side by side: their configs, Table 1, PRC-strict and Table 2."""
-    return render_markdown("ProgressLM comparison", _compare_sections(list(runs)))
+def compare_markdown(runs: Sequence[Run], plots: dict[str, list[Path]] | None = None,
+                     relative_to: str | Path | None = None) -> str:
+    """Several runs side by side: their configs and sample counts (with a warning when they differ), Table 1,
+    PRC-strict, Table 2, the demonstration swap, and each run's diagnostics and plots (`plots`: run name -> PNGs)."""
+    return render_markdown("ProgressLM comparison", _compare_sections(list(runs), plots), relative_to)
 
 
-def compare_html(runs: Sequence[Run]) -> str:
+def compare_html(runs: Sequence[Run], plots: dict[str, list[Path]] | None = None) -> str:
     """`compare_markdown` as a self-contained HTML page."""
-    return render_html("ProgressLM comparison", _compare_sections(list(runs)))
+    return render_html("ProgressLM comparison", _compare_sections(list(runs), plots))
 
 
 # --------------------------------------------------------------------------------------------
 # Renderers
+
+
+MAX_COLUMNS = 13  # data columns per table: wider tables are split by column group (they fit 1,200 px)
+
+
+def split_wide(table: Table, max_columns: int = MAX_COLUMNS) -> list[Table]:
+    """`table` as several tables of at most `max_columns` data columns, cut between column groups (never inside
+    one), each repeating the first (label) column; the title gets "(1/2)", "(2/2)"."""
+    data = list(range(1, len(table.columns)))
+    if len(data) <= max_columns:
+        return [table]
+    chunks: list[list[int]] = [[]]
+    i = 0
+    while i < len(data):
+        group = table.columns[data[i]][0]
+        span = [data[i]]
+        while group and i + len(span) < len(data) and table.columns[data[i + len(span)]][0] == group:
+            span.append(data[i + len(span)])
+        if chunks[-1] and len(chunks[-1]) + len(span) > max_columns:
+            chunks.append([])
+        chunks[-1].extend(span)
+        i += len(span)
+    parts = []
+    for n, chunk in enumerate(chunks, 1):
+        keep = [0, *chunk]
+        title = f"{table.title} ({n}/{len(chunks)})" if table.title else ""
+        parts.append(Table([table.columns[j] for j in keep], [[row[j] for j in keep] for row in table.rows], title,
+                           table.note if n == len(chunks) else "", table.numeric))  # fmt: skip
+    return parts
 
 
 def _md_cell(text: str) -> str:
@@ -386,7 +459,7 @@ def render_markdown(title: str, sections: list[Section], relative_to: str | Path
         out += [f"## {section.heading}", ""]
         for block in section.blocks:
             if isinstance(block, Table):
-                out.append(_table_md(block))
+                out += [_table_md(part) for part in split_wide(block)]
             elif isinstance(block, Path):
                 link = Path(block).name if relative_to is None else _relative(block, Path(relative_to))
                 out += [f"![{block.stem}]({link})", ""]
@@ -403,7 +476,7 @@ def _relative(path: Path, base: Path) -> str:
 
 
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; }
 td { text-align: right; font-variant-numeric: tabular-nums; }
@@ -454,7 +527,7 @@ def render_html(title: str, sections: list[Section]) -> str:
         body.append(f"<h2>{html.escape(section.heading)}</h2>")
         for block in section.blocks:
             if isinstance(block, Table):
-                body.append(_table_html(block))
+                body += [_table_html(part) for part in split_wide(block)]
             elif isinstance(block, Path):
                 body.append(_image_html(block))
             else:

@@ -15,8 +15,8 @@ pytest.importorskip("transformers")
 from progresslm.backends.base import BackendError, BackendOptions, Request  # noqa: E402
 from progresslm.backends.hf import HFBackend  # noqa: E402
 from progresslm.backends.registry import backend_class  # noqa: E402
+from progresslm.bench.format import read_official  # noqa: E402
 from progresslm.images import ImageStore  # noqa: E402
-from progresslm.official import read_official  # noqa: E402
 from progresslm.prompts import build_prompt  # noqa: E402
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "official_sample"

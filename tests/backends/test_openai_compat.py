@@ -11,8 +11,8 @@ import pytest
 
 from progresslm.backends.base import BackendError, BackendOptions, Request
 from progresslm.backends.openai_compat import OpenAIBackend, backoff_delay
+from progresslm.bench.format import read_official
 from progresslm.images import ImageStore
-from progresslm.official import read_official
 from progresslm.prompts import build_prompt
 from tests.backends.fake_openai_server import FakeServer
 

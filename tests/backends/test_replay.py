@@ -9,7 +9,7 @@ import pytest
 
 from progresslm.backends.base import BackendError, BackendOptions, Request
 from progresslm.backends.replay import ReplayBackend
-from progresslm.official import read_official
+from progresslm.bench.format import read_official
 from progresslm.prompts import build_prompt
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "official_sample" / "visual_same_view.jsonl"

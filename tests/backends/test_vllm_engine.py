@@ -11,8 +11,8 @@ import pytest
 from progresslm.backends.base import BackendError, BackendOptions, Request
 from progresslm.backends.registry import backend_class
 from progresslm.backends.vllm_engine import VLLMBackend, request_seed, to_openai_messages
+from progresslm.bench.format import read_official
 from progresslm.images import ImageStore
-from progresslm.official import read_official
 from progresslm.prompts import build_prompt
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "official_sample"

@@ -8,8 +8,8 @@ import json
 import pytest
 from helpers import fixture
 
+from progresslm.bench.format import BenchFormatError, read_official
 from progresslm.cli.main import main
-from progresslm.official import BenchFormatError, read_official
 
 ROW = json.loads(fixture("visual_same_view").read_text().splitlines()[0])
 

@@ -7,9 +7,9 @@ import json
 import pytest
 from helpers import fixture, write_images
 
+from progresslm.bench.format import load_bench
 from progresslm.cli.main import main
 from progresslm.images import ImageReadError, ImageStore
-from progresslm.official import load_bench
 
 ROW = json.loads(fixture("visual_same_view").read_text().splitlines()[0])
 

@@ -10,7 +10,7 @@ import sys
 
 from helpers import fixture, write_images
 
-from progresslm.official import load_bench
+from progresslm.bench.format import load_bench
 from tests.backends.fake_openai_server import FakeServer
 
 

@@ -9,8 +9,8 @@ import json
 import pytest
 from helpers import BENCH_FILES, fixture, write_images
 
+from progresslm.bench.format import load_bench
 from progresslm.cli.main import main
-from progresslm.official import load_bench
 
 BENCH = [str(fixture(name)) for name in BENCH_FILES]
 

@@ -90,8 +90,8 @@ def test_hints_go_into_any_backends_prompts_and_into_the_run_identity(matcher_di
 
 
 def test_the_hints_line_is_in_the_prompt_before_the_question(matcher_dir, tiny_sim_build):
+    from progresslm.bench.format import load_bench
     from progresslm.nano.hints import HintProvider
-    from progresslm.official import load_bench
     from progresslm.prompts import build_prompt, render_text
 
     samples = load_bench(tiny_sim_build.bench_files()).samples

@@ -52,7 +52,7 @@ def test_sizes_must_fit_the_tower(tmp_path):
 def test_sft_keeps_the_frozen_tower_exactly_and_trains_the_rest(nano_dir, tmp_path):
     """`freeze: [model.vision_tower]`: no gradient and BatchNorm in eval mode, so the tower's weights and its
     running statistics come out bit-identical, while the projector and the LM change."""
-    from progresslm.official import load_bench
+    from progresslm.bench.format import load_bench
     from progresslm.train.config import load_recipe
     from progresslm.train.sft import run_sft
 

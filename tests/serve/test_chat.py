@@ -8,7 +8,7 @@ import pytest
 from helpers import BENCH_FILES, fixture
 
 from progresslm.backends.openai_compat import to_openai_messages
-from progresslm.official import read_official
+from progresslm.bench.format import read_official
 from progresslm.prompts import build_prompt
 from progresslm.serve.chat import read_messages, recognise_sample
 from progresslm.serve.errors import ApiError

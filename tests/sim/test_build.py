@@ -13,7 +13,7 @@ pytest.importorskip("metaworld")
 from helpers import TINY_SIM_CAMERAS as CAMERAS
 from helpers import tiny_sim_config as tiny
 
-from progresslm.official import load_bench
+from progresslm.bench.format import load_bench
 from progresslm.sim.build import SimBuildConfig, SimBuildError, assign_splits, build
 from progresslm.sim.samples import MIN_EDIT_CHANGE_PCT
 

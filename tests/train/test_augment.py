@@ -3,7 +3,7 @@
 import pytest
 from helpers import BENCH_FILES, fixture, write_images
 
-from progresslm.official import load_bench
+from progresslm.bench.format import load_bench
 from progresslm.parsing import parse_two_stage
 from progresslm.sim.samples import anchors
 from progresslm.train.augment import augment, cut_demo, demo_cuts, self_demos, swap_negatives

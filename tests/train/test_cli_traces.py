@@ -2,8 +2,8 @@ import json
 
 from helpers import fixture, write_images
 
+from progresslm.bench.format import read_official
 from progresslm.cli.main import main
-from progresslm.official import read_official
 from progresslm.train.traces import template_trace
 
 

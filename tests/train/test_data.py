@@ -6,7 +6,7 @@ import random
 import pytest
 from helpers import BENCH_FILES, fixture, write_images
 
-from progresslm.official import load_bench
+from progresslm.bench.format import load_bench
 from progresslm.prompts import build_prompt
 from progresslm.train.data import DatasetError, grpo_records, sft_records, to_dataset
 from progresslm.train.rewards import make_reward_funcs

@@ -12,7 +12,7 @@ from helpers import BENCH_FILES, fixture, write_images
 pytest.importorskip("trl")
 pytest.importorskip("peft")
 
-from progresslm.official import load_bench  # noqa: E402
+from progresslm.bench.format import load_bench  # noqa: E402
 from progresslm.train.config import load_recipe  # noqa: E402
 from progresslm.train.grpo import build_grpo_trainer, fit  # noqa: E402
 from progresslm.train.sft import run_sft  # noqa: E402

@@ -13,8 +13,8 @@ pytest.importorskip("trl")
 pytest.importorskip("peft")
 
 from progresslm.backends.base import BackendOptions, Request  # noqa: E402
+from progresslm.bench.format import load_bench  # noqa: E402
 from progresslm.images import ImageStore  # noqa: E402
-from progresslm.official import load_bench  # noqa: E402
 from progresslm.prompts import build_prompt  # noqa: E402
 from progresslm.train.config import load_recipe  # noqa: E402
 from progresslm.train.sft import build_sft_trainer, fit, run_sft  # noqa: E402

@@ -12,7 +12,7 @@ from helpers import BENCH_FILES, fixture, write_images
 
 from progresslm.backends.base import Backend, BackendOptions, Reply, Request
 from progresslm.backends.registry import create_backend
-from progresslm.official import load_bench
+from progresslm.bench.format import load_bench
 from progresslm.parsing import parse_direct, parse_two_stage
 from progresslm.prompts import build_prompt
 from progresslm.train.rewards import is_well_formed

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from progresslm.bench.format import format_percent
 from progresslm.io import write_text_atomic
-from progresslm.official import format_percent
 
 SIZE = 112  # a multiple of 28, as Qwen2.5-VL's processor wants
 COLOURS = {"red": (200, 40, 40), "blue": (40, 70, 210), "yellow": (225, 200, 40), "purple": (140, 50, 170)}

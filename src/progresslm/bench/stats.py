@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from progresslm.official import Bench
+from progresslm.bench.format import Bench
 from progresslm.types import ANSWERABLE_SPLITS, SPLITS
 
 

@@ -37,8 +37,8 @@ def add_parser(subparsers) -> None:
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    from progresslm.bench.format import BenchFormatError, load_bench
     from progresslm.bench.stats import bench_stats, format_stats
-    from progresslm.official import BenchFormatError, load_bench
 
     try:
         bench = load_bench(args.files)
@@ -52,7 +52,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     from progresslm.backends.retrieval import calibrate_threshold
-    from progresslm.official import BenchFormatError, load_bench
+    from progresslm.bench.format import BenchFormatError, load_bench
 
     try:
         samples = load_bench(args.bench).samples

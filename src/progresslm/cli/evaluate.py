@@ -78,8 +78,8 @@ def default_bench(quiet: bool) -> tuple[list[str], str]:
 def run(args: argparse.Namespace) -> int:
     from progresslm.backends.base import BackendError
     from progresslm.backends.registry import UnknownBackendError, backend_class
+    from progresslm.bench.format import BenchFormatError
     from progresslm.evaluate import EvalConfig, EvalError, evaluate
-    from progresslm.official import BenchFormatError
 
     try:
         backend_class(args.backend)
@@ -127,6 +127,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"\ninterrupted: replies so far are saved in {out}/results.jsonl; re-run the same command to resume.",
               file=sys.stderr)
         return 130
-    print((outcome.out / "report.md").read_text())
-    print(f"{outcome.done} new replies, {outcome.reused} reused; results in {outcome.out}")
+    print_run_summary(outcome.out)
+    print(f"{outcome.done} new replies, {outcome.reused} reused; full tables and plots: {outcome.out / 'report.md'}, "
+          f"{outcome.out / 'report.html'}")
     return 0
+
+
+def print_run_summary(out: Path) -> None:
+    """The run beside its floors, in one table that fits 100 columns (`progresslm.summary`)."""
+    import json
+
+    from progresslm.report import Run, load_run
+    from progresslm.summary import print_summary
+
+    runs = [load_run(out)]
+    floors = out / "floors.json"
+    if floors.is_file():
+        runs += [Run(name, metrics, {"backend": name}) for name, metrics in json.loads(floors.read_text()).items()]
+    print_summary(runs)

@@ -53,7 +53,7 @@ def add_parser(subparsers) -> None:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the recipe's or the data's fault: reported in one line, no traceback."""
-    from progresslm.official import BenchFormatError
+    from progresslm.bench.format import BenchFormatError
     from progresslm.train.config import RecipeError
     from progresslm.train.data import DatasetError
 

@@ -75,9 +75,9 @@ def parse_taps(text: str):
 
 
 def run_matcher(args: argparse.Namespace) -> int:
+    from progresslm.bench.format import BenchFormatError
     from progresslm.nano.encoders import EncoderError, ImageSpec
     from progresslm.nano.train_matcher import MatcherTrainConfig, MatcherTrainError, train_folds, train_matcher
-    from progresslm.official import BenchFormatError
 
     try:
         if args.folds < 0 or args.folds == 1:

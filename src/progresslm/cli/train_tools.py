@@ -109,7 +109,7 @@ def run_traces(args: argparse.Namespace) -> int:
 
     from progresslm.backends.base import BackendError, BackendOptions
     from progresslm.backends.registry import UnknownBackendError, create_backend
-    from progresslm.official import BenchFormatError, load_bench
+    from progresslm.bench.format import BenchFormatError, load_bench
     from progresslm.train.traces import drop_rate, teacher_traces, trace_row
 
     try:
@@ -156,10 +156,10 @@ def run_select(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from progresslm.bench.format import BenchFormatError
     from progresslm.evaluate import EvalError
     from progresslm.io import expand_files, expand_path
-    from progresslm.official import BenchFormatError
-    from progresslm.train.select import select_checkpoint
+    from progresslm.train.select_checkpoint import select_checkpoint
 
     try:
         if args.per_file < 1:

@@ -5,7 +5,7 @@
 The matcher's checkpoint (config and weights; not its cross-fitting folds, which only training uses) and
 nano's training output (through `progresslm train export`: weights, processor, recipe; no optimizer state)
 replace what is there. The model cards (`README.md`) are kept: they are written by hand from the figures
-of `benchmarks/nano_results.py`, which a new release must be measured with.
+of `experiments/nano_results.py`, which a new release must be measured with.
 """
 
 from __future__ import annotations

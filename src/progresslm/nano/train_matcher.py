@@ -369,8 +369,8 @@ def summary(metrics: dict) -> dict:
 
 
 def load_pool_samples(patterns: Sequence[str]) -> list[Sample]:
+    from progresslm.bench.format import load_bench
     from progresslm.io import expand_files
-    from progresslm.official import load_bench
 
     files = expand_files(list(patterns))
     missing = [str(f) for f in files if not f.is_file()]

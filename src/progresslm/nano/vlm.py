@@ -20,7 +20,6 @@ language model) with:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -118,22 +117,12 @@ def nano_settings(path: str | Path) -> dict:
     """`build_nano_vlm` keyword arguments from a YAML file; `corpus_files` (benchmark JSONL, `~`, globs and
     ${VAR:-default} expanded) make the tokenizer's `corpus`, with examples of the hints line (whose
     numbers are digits, one token each, so a few examples teach the merges of its words)."""
-    import yaml
-
-    from progresslm.train.config import RecipeError
+    from progresslm.train.config import builder_settings
     from progresslm.train.tiny_model import prompt_corpus
 
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{path}: a model config is a mapping of sizes, got {type(raw).__name__}")
-    valid = [n for n in inspect.signature(build_nano_vlm).parameters if n not in ("out_dir", "corpus")]
-    extra = ("corpus_files",)
-    unknown = [key for key in raw if key not in (*valid, *extra)]
-    if unknown:
-        raise RecipeError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join([*valid, *extra])}")
-    settings = {key: value for key, value in raw.items() if key not in extra}
-    if raw.get("corpus_files"):
-        settings["corpus"] = prompt_corpus(list(raw["corpus_files"])) + hint_examples()
+    settings, corpus_files = builder_settings(path, build_nano_vlm)
+    if corpus_files:
+        settings["corpus"] = prompt_corpus(corpus_files) + hint_examples()
     return settings
 
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from progresslm.backends.base import Backend, BackendOptions, Request
+from progresslm.ask import Item, ask
+from progresslm.backends.base import Backend, BackendOptions
 from progresslm.images import IMAGE_SUFFIXES, ImageStore
 from progresslm.parsing import parse_reply
 from progresslm.prompts import build_prompt
@@ -194,29 +195,26 @@ class ProgressScorer:
             paths = []
             try:  # the frames' files go whatever happens (a full queue, a failed backend): none piles up
                 paths = [self._save(image, "obs") for image in pils]
-                requests = []
                 samples = [self.sample(path, uid=path.stem) for path in paths]
                 lines = self.hints.hints(samples, None) if self.hints is not None else {}
-                for sample, draw in zip(samples, draws):
-                    prompt = build_prompt(sample, self.mode, None, hints=lines.get(sample.uid))
-                    images = self.store.encode_all(prompt.images, self.backend.image_format)
-                    requests.append(Request(sample.uid, draw, prompt, sample, images))
+                items = [Item(sample, build_prompt(sample, self.mode, None, hints=lines.get(sample.uid)), draw)
+                         for sample, draw in zip(samples, draws)]  # fmt: skip
                 started = time.perf_counter()
-                replies: dict[int, Any] = dict(self.backend.generate(requests))
+                replies = {(a.request.uid, a.request.draw): a.reply for a in ask(self.backend, items, self.store)}
                 elapsed = time.perf_counter() - started
             finally:
                 for path in paths:
                     path.unlink(missing_ok=True)
                     self.store.forget(path)
         out = []
-        for index in range(len(requests)):
-            reply = replies.get(index)
+        for item in items:
+            reply = replies.get((item.sample.uid, item.draw))
             if reply is None or reply.error:
                 why = "no reply" if reply is None else reply.error
-                out.append(Estimate(None, Status.PARSE_FAILURE, None, "", elapsed / len(requests), why))
+                out.append(Estimate(None, Status.PARSE_FAILURE, None, "", elapsed / len(items), why))
                 continue
             prediction = parse_reply(reply.text, self.mode)
-            latency = reply.latency_s or elapsed / len(requests)
+            latency = reply.latency_s or elapsed / len(items)
             out.append(Estimate(prediction.score if prediction.has_value else None, prediction.status,
                                 prediction.ref, reply.text, latency))  # fmt: skip
         return out

@@ -34,7 +34,7 @@ def _fmt2(value) -> str:
 
 
 def _axis_counts(files: list[Path]) -> dict[str, int]:
-    from progresslm.official import load_bench
+    from progresslm.bench.format import load_bench
 
     counts = dict.fromkeys(AXES, 0)
     for sample in load_bench(files).samples:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from progresslm.official import format_percent
+from progresslm.bench.format import format_percent
 
 # Things no Meta-World scene holds, for text that names an object the scene does not have.
 ABSENT_OBJECTS = ("banana", "teddy bear", "red apple", "coffee mug", "tennis ball", "toy car", "sponge", "screwdriver")

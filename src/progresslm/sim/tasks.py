@@ -4,7 +4,7 @@ A task's key steps split one scripted execution into T parts. Step k ends at the
 step k-1 ended, at which its detector is true; the last step always ends at the env's success
 signal. Detectors are small pure callables on a `SimState` snapshot (positions, gripper opening,
 joint displacement, the env's `info` fields), never frame counts, so a keyframe marks where a step
-really ends. The thresholds were picked with `benchmarks/sim_success.py` (every registered task
+really ends. The thresholds were picked with `experiments/sim_success.py` (every registered task
 keeps at least 80 % of its seeds with all steps detected and no step shorter than 2 frames).
 
 Nothing heavy is imported here: listing tasks needs neither mujoco nor metaworld.

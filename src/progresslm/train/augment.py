@@ -85,8 +85,8 @@ def swap_negatives(
     samples: Sequence[Sample], rate: float, image_root: str | Path | None, seed: int = 0
 ) -> list[Sample]:
     """About `rate` N/A samples per answerable sample: the observation with another task's goal
-    and demonstration (`progresslm.swap.swapped_samples`, drawn with its own seed)."""
-    from progresslm.swap import swapped_samples
+    and demonstration (`progresslm.demo_swap.swapped_samples`, drawn with its own seed)."""
+    from progresslm.demo_swap import swapped_samples
 
     if rate <= 0:
         return []

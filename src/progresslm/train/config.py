@@ -553,3 +553,23 @@ def save_recipe(recipe: _Recipe, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     body = yaml.safe_dump({"kind": recipe.kind, **recipe.to_dict()}, sort_keys=False)
     return write_text_atomic(path, f"# resolved {recipe.kind} recipe: every value this run used\n{body}")
+
+
+def builder_settings(path: str | Path, builder) -> tuple[dict, list[str]]:
+    """A model builder's keyword arguments from a YAML file (`configs/nano_vlm.yaml` for `build_nano_vlm`, a tiny
+    Qwen2.5-VL's sizes for `build_tiny_qwen2_5_vl`): a mapping whose keys are the builder's parameters (all but
+    `out_dir` and `corpus`), checked against its signature, plus `corpus_files` (benchmark JSONL patterns whose
+    prompts and replies the tokenizer learns from), returned apart for the caller to read."""
+    import inspect
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise RecipeError(f"{path}: cannot read the model config ({error})") from error
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a model config is a mapping of sizes, got {type(raw).__name__}")
+    valid = [name for name in inspect.signature(builder).parameters if name not in ("out_dir", "corpus")]
+    unknown = [key for key in raw if key not in (*valid, "corpus_files")]
+    if unknown:
+        raise RecipeError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}, corpus_files")
+    return {key: value for key, value in raw.items() if key != "corpus_files"}, list(raw.get("corpus_files") or [])

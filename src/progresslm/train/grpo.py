@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 def grpo_dataset(recipe: GRPORecipe):
     """The recipe's GRPO prompts with their ground-truth columns, as a datasets.Dataset."""
-    from progresslm.official import load_bench
+    from progresslm.bench.format import load_bench
     from progresslm.train.data import grpo_records, to_dataset
 
     data = recipe.data

@@ -62,7 +62,7 @@ def as_prompt_completion(dataset):
 
 def sft_dataset(recipe: SFTRecipe):
     """The recipe's SFT rows as a datasets.Dataset in prompt/completion form."""
-    from progresslm.official import load_bench
+    from progresslm.bench.format import load_bench
     from progresslm.train.data import sft_records, to_dataset
 
     data = recipe.data

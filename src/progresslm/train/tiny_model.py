@@ -225,8 +225,8 @@ def prompt_corpus(files: list[str], image_root: str | None = None) -> list[str]:
     """Texts the tokenizer learns from, from benchmark JSONL files: every prompt's text (goals, step
     lists, questions) and the short two-stage reply of each sample, repeated as often as they occur,
     so the merges follow what the model reads most (the fixed instructions end up as few tokens)."""
+    from progresslm.bench.format import load_bench
     from progresslm.io import expand_files
-    from progresslm.official import load_bench
     from progresslm.prompts import build_prompt
     from progresslm.train.traces import template_trace
 
@@ -245,20 +245,9 @@ def prompt_corpus(files: list[str], image_root: str | None = None) -> list[str]:
 def model_settings(path: str | Path) -> dict:
     """`build_tiny_qwen2_5_vl` keyword arguments from a YAML file; `corpus_files` (benchmark JSONL,
     `~`, globs and ${VAR:-default} expanded) become the tokenizer's `corpus`."""
-    import inspect
+    from progresslm.train.config import builder_settings
 
-    import yaml
-
-    from progresslm.train.config import RecipeError
-
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{path}: a model config is a mapping of sizes, got {type(raw).__name__}")
-    valid = [name for name in inspect.signature(build_tiny_qwen2_5_vl).parameters if name not in ("out_dir", "corpus")]
-    unknown = [key for key in raw if key not in (*valid, "corpus_files")]
-    if unknown:
-        raise RecipeError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}, corpus_files")
-    settings = {key: value for key, value in raw.items() if key != "corpus_files"}
-    if raw.get("corpus_files"):
-        settings["corpus"] = prompt_corpus(list(raw["corpus_files"]))
+    settings, corpus_files = builder_settings(path, build_tiny_qwen2_5_vl)
+    if corpus_files:
+        settings["corpus"] = prompt_corpus(corpus_files)
     return settings

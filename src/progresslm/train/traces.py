@@ -287,32 +287,23 @@ def teacher_traces(
 
     Returns one TraceResult per sample, in sample order; see `check_trace` for what is kept.
     """
-    from progresslm.backends.base import Request
-    from progresslm.images import ImageReadError, ImageStore
+    from progresslm.ask import Item, ask
 
     if getattr(backend, "mode", "two-stage") != "two-stage":
         raise ValueError(f"teacher traces need a backend created in 'two-stage' mode, got {backend.mode!r}")
-    store = image_store or ImageStore()
     results: dict[str, TraceResult] = {}
-    requests = []
-    for sample in samples:
-        prompt = teacher_prompt(sample, image_root)
-        try:
-            encoded = store.encode_all(prompt.images, backend.image_format)
-        except ImageReadError as error:
-            results[sample.uid] = TraceResult(sample.uid, "", False, f"image: {error}")
+
+    def unreadable(item: Item, error) -> None:
+        results[item.sample.uid] = TraceResult(item.sample.uid, "", False, f"image: {error}")
+
+    items = [Item(sample, teacher_prompt(sample, image_root)) for sample in samples]
+    for answer in ask(backend, items, image_store, on_image_error=unreadable):
+        request, reply = answer.request, answer.reply
+        if reply.error:
+            results[request.uid] = TraceResult(request.uid, reply.text, False, f"backend error: {reply.error}")
             continue
-        requests.append(Request(sample.uid, 0, prompt, sample, encoded))
-    chunk = max(1, backend.chunk_size)
-    for start in range(0, len(requests), chunk):
-        batch = requests[start : start + chunk]
-        for index, reply in backend.generate(batch):
-            request = batch[index]
-            if reply.error:
-                results[request.uid] = TraceResult(request.uid, reply.text, False, f"backend error: {reply.error}")
-                continue
-            kept, reason = check_trace(request.sample, reply.text, tolerance, require_format)
-            results[request.uid] = TraceResult(request.uid, reply.text, kept, reason)
+        kept, reason = check_trace(request.sample, reply.text, tolerance, require_format)
+        results[request.uid] = TraceResult(request.uid, reply.text, kept, reason)
     missing = [sample.uid for sample in samples if sample.uid not in results]
     if missing:
         raise RuntimeError(f"the backend returned no reply for {len(missing)} samples, e.g. {missing[:5]}")

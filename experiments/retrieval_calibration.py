@@ -5,7 +5,7 @@ Reads a simulator build (`progresslm sim build`): calibrates on the visual sampl
 sample on the calibration split and on the evaluation split (default `bench`), the share answered
 at the chosen threshold, and the feature speed (images per second, batch 16, 224 px).
 
-    python benchmarks/retrieval_calibration.py BUILD_DIR [--calibrate-on sft] [--evaluate-on bench]
+    python experiments/retrieval_calibration.py BUILD_DIR [--calibrate-on sft] [--evaluate-on bench]
         [--out retrieval_calibration.json] [--max-afrr 0.1]
 """
 
@@ -27,7 +27,7 @@ def kind(sample) -> str:
 
 
 def split_samples(build: Path, split: str) -> list:
-    from progresslm.official import load_bench
+    from progresslm.bench.format import load_bench
 
     names = ("visual_same_view", "visual_cross_view", "visual-unanswerable")
     files = [build / split / f"{name}.jsonl" for name in names]

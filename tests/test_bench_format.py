@@ -3,7 +3,7 @@ import json
 import pytest
 from helpers import BENCH_FILES, FIXTURES, fixture
 
-from progresslm.official import (
+from progresslm.bench.format import (
     BenchFormatError,
     load_bench,
     parse_percent,

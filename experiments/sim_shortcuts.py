@@ -1,6 +1,6 @@
 """How much do shortcuts score on the simulated benchmark, with and without scene randomisation?
 
-    MUJOCO_GL=egl python benchmarks/sim_shortcuts.py [--preset small] [--levels none default strong]
+    MUJOCO_GL=egl python experiments/sim_shortcuts.py [--preset small] [--levels none default strong]
 
 Builds the preset at each randomisation level (cached in $PROGRESSLM_HOME) and prints the
 `pixel-nn` and `constant` figures per axis from each dataset card. Target for `default`: pixel-nn
@@ -27,7 +27,7 @@ def main() -> None:
     from progresslm.sim.build import FORMAT_VERSION, SimBuildConfig, build, default_data_dir
 
     axes = ("visual_same_view", "visual_cross_view", "text")
-    print(f"| level | baseline | " + " | ".join(f"{a} NSE / PRC" for a in axes) + " |")
+    print("| level | baseline | " + " | ".join(f"{a} NSE / PRC" for a in axes) + " |")
     print("|---|---|" + "---:|" * len(axes))
     for level in args.levels:
         name = f"sim-{args.preset}-s{args.seed}-v{FORMAT_VERSION}" + ("" if level == "default" else f"-{level}")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from progresslm.backends.base import BackendOptions, Request
-from progresslm.backends.floors import ConstantBackend, RandomBackend
-from progresslm.official import read_official
+from progresslm.backends.baselines import ConstantBackend, RandomBackend
+from progresslm.bench.format import read_official
 from progresslm.parsing import parse_reply
 from progresslm.prompts import build_prompt
 from progresslm.types import Status

@@ -5,7 +5,7 @@ expert's success rate, the share of episodes kept (success and every key step fo
 than MIN_STEP_FRAMES), mean episode length, mean keyframe indices, the shortest key step seen and
 the detection failures. A task is fit for the benchmark when it keeps at least 80 % of its seeds.
 
-    MUJOCO_GL=egl python benchmarks/sim_success.py [--seeds 10] [--workers 2] [--tasks push-v3 ...]
+    MUJOCO_GL=egl python experiments/sim_success.py [--seeds 10] [--workers 2] [--tasks push-v3 ...]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from progresslm.train.select import candidates, selection_score, subset_bench
+from progresslm.train.select_checkpoint import candidates, selection_score, subset_bench
 
 
 def test_subset_is_fixed_and_keeps_file_names(tmp_path):
@@ -75,8 +75,8 @@ def test_select_evaluates_every_checkpoint_and_copies_the_best(tiny_vlm_dir, tmp
     copy loads as a model directory."""
     from helpers import BENCH_FILES, fixture, write_images
 
+    from progresslm.bench.format import load_bench
     from progresslm.cli.main import main
-    from progresslm.official import load_bench
 
     run = tmp_path / "run"
     shutil.copytree(tiny_vlm_dir, run)

@@ -1,0 +1,116 @@
+"""What `progresslm eval`, `progresslm report` and `make demo` print: one compact table, one row per run, that
+fits a 100-column terminal. The full tables (intervals, anchors, diagnostics, plots) stay in report.md and
+report.html.
+
+Columns: same-view, cross-view and text NSE / PRC, UDA, AFRR, the share of answers a swapped demonstration
+changed, and the number of samples. Floors (constant 50 %, random) are marked; the best model value of each
+column is bold in a terminal (rich) and starred in plain text.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+
+from progresslm.report import Run
+from progresslm.types import is_number
+
+FLOOR_BACKENDS = ("constant", "random", "constant-50%")
+COLUMNS = (  # (header, getter key, lower is better)
+    ("same NSE", ("visual_same_view", "nse"), True),
+    ("PRC", ("visual_same_view", "prc"), False),
+    ("cross NSE", ("visual_cross_view", "nse"), True),
+    ("PRC", ("visual_cross_view", "prc"), False),
+    ("text NSE", ("text", "nse"), True),
+    ("PRC", ("text", "prc"), False),
+    ("UDA", ("unanswerable", "uda"), False),
+    ("AFRR", ("micro", "afrr"), True),
+    ("swap %", ("demo_swap", "changed"), False),
+)
+NAME_WIDTH = 22
+
+
+def is_floor(run: Run) -> bool:
+    return str(run.config.get("backend", run.name)) in FLOOR_BACKENDS or run.name in FLOOR_BACKENDS
+
+
+def value(run: Run, key: tuple[str, str]):
+    split, field = key
+    if split == "demo_swap":
+        return ((run.metrics.get("demo_swap") or {}).get("all") or {}).get(field)
+    if split == "unanswerable":
+        total = weight = 0.0
+        for name in ("visual_unanswerable", "text_unanswerable"):
+            s = run.split(name)
+            if is_number(s.get(field)) and s.get("n"):
+                total, weight = total + s[field] * s["n"], weight + s["n"]
+        return total / weight if weight else None
+    found = run.split(split).get(field)
+    return found if is_number(found) else None
+
+
+def samples(run: Run) -> int:
+    splits = run.metrics.get("splits") or {}
+    names = ("visual_same_view", "visual_cross_view", "text", "visual_unanswerable", "text_unanswerable")
+    return int(sum((splits.get(name) or {}).get("n") or 0 for name in names))
+
+
+def rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[list[bool]]]:
+    """Header, cells and which cells are the best model value of their column."""
+    header = ["run", *(c[0] for c in COLUMNS), "n"]
+    values = [[value(run, key) for _, key, _ in COLUMNS] for run in runs]
+    best: list[list[bool]] = [[False] * len(COLUMNS) for _ in runs]
+    models = [i for i, run in enumerate(runs) if not is_floor(run)]
+    for j, (_, _, lower) in enumerate(COLUMNS):
+        known = [(values[i][j], i) for i in models if values[i][j] is not None and math.isfinite(values[i][j])]
+        if len(known) > 1:
+            target = (min if lower else max)(v for v, _ in known)
+            for v, i in known:
+                best[i][j] = v == target
+    cells = []
+    for run, row in zip(runs, values):
+        name = run.name if len(run.name) <= NAME_WIDTH else run.name[: NAME_WIDTH - 1] + "…"
+        name = f"{name} (floor)" if is_floor(run) and len(name) <= NAME_WIDTH - 8 else name
+        cells.append([name, *("–" if v is None else f"{v:.1f}" for v in row), str(samples(run))])
+    return header, cells, best
+
+
+def plain_table(runs: Sequence[Run]) -> str:
+    header, cells, best = rows(runs)
+    marked = [[cell + ("*" if j and j <= len(COLUMNS) and best[i][j - 1] else "") for j, cell in enumerate(row)]
+              for i, row in enumerate(cells)]  # fmt: skip
+    widths = [max(len(r[j]) for r in [header, *marked]) for j in range(len(header))]
+    lines = ["  ".join(h.ljust(w) if j == 0 else h.rjust(w) for j, (h, w) in enumerate(zip(header, widths)))]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in marked:
+        lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
+    lines.append("NSE, AFRR: lower is better; PRC, UDA, swap %: higher is better; * best model value; "
+                 "swap %: answers a swapped demo changed")  # fmt: skip
+    return "\n".join(lines)
+
+
+def print_summary(runs: Sequence[Run], title: str = "", file=None) -> None:
+    """The table to `file` (stdout): rich's when it is a terminal and rich is installed, else plain text."""
+    file = file or sys.stdout
+    if getattr(file, "isatty", lambda: False)():
+        try:
+            from rich.console import Console
+            from rich.table import Table
+        except ImportError:
+            pass
+        else:
+            header, cells, best = rows(runs)
+            table = Table(title=title or None, title_justify="left", pad_edge=False, box=None, header_style="bold")
+            for j, name in enumerate(header):
+                table.add_column(name, justify="left" if j == 0 else "right", no_wrap=True)
+            for i, row in enumerate(cells):
+                styled = [row[0], *(f"[bold green]{c}[/]" if best[i][j] else c for j, c in enumerate(row[1:-1])), row[-1]]
+                table.add_row(*styled, style="dim" if is_floor(runs[i]) else None)
+            console = Console(file=file, width=100)
+            console.print(table)
+            console.print("[dim]NSE, AFRR: lower is better; PRC, UDA, swap %: higher; green: best model value[/]")
+            return
+    if title:
+        print(title, file=file)
+    print(plain_table(runs), file=file)
