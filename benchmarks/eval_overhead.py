@@ -50,7 +50,7 @@ def main() -> None:
         backend="constant",
         image_root=str(example.root / "images"),
         bootstrap=args.bootstrap,
-        limit=args.samples,
+        first=args.samples,
     )
     cpu0, wall0 = time.process_time(), time.perf_counter()
     outcome = evaluate(config, backend=backend, progress=False)

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         url, pid, where = loopback_url(args.url), args.pid, args.url
     else:
-        serve_args = ["--backend", args.backend, "--device", args.device, "--max-batch", str(args.max_batch),
+        serve_args = ["--backend", args.backend, "--device", args.device, "--batch-size", str(args.max_batch),
                       "--batch-size", str(args.max_batch), "--batch-wait-ms", str(args.batch_wait_ms)]  # fmt: skip
         if args.model:
             serve_args += ["--model", args.model]

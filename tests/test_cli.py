@@ -77,7 +77,7 @@ def test_eval_hf_backend_on_a_local_checkpoint(tiny_vlm_dir, tmp_path, capsys, m
     """The real hf path end to end: a saved tiny Qwen2.5-VL, loaded by path, no conversion step."""
     monkeypatch.setenv("PROGRESSLM_HOME", str(tmp_path / "home"))
     out = tmp_path / "hf"
-    args = ["eval", "--backend", "hf", "--model", str(tiny_vlm_dir), "--device", "cpu", "--limit", "4",
+    args = ["eval", "--backend", "hf", "--model", str(tiny_vlm_dir), "--device", "cpu", "--first", "4",
             "--max-new-tokens", "12", "--batch-size", "2", "--out", str(out), "--quiet", "--bootstrap", "0"]
     assert main(args) == 0
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]

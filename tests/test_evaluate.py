@@ -208,7 +208,7 @@ def test_result_lines_with_wrong_types_are_skipped_not_fatal(example, tmp_path):
 
 def test_a_subset_rerun_does_not_call_full_results_stale(example, tmp_path, caplog):
     evaluate(config(example, tmp_path / "run", backend="constant"), progress=False)
-    outcome = evaluate(config(example, tmp_path / "run", backend="constant", limit=10), progress=False)
+    outcome = evaluate(config(example, tmp_path / "run", backend="constant", first=10), progress=False)
     assert outcome.done == 0 and outcome.reused == 10
     assert "another prompt" not in caplog.text
 
@@ -263,3 +263,22 @@ def test_swap_demos_tells_a_demo_user_from_a_demo_ignorer(example, tmp_path):
     again = CountingConstant(BackendOptions(), "two-stage")
     evaluate(config(example, tmp_path / "c", backend="constant", swap_demos=True), backend=again, progress=False)
     assert again.asked == 0
+
+
+def test_limit_draws_whole_trajectories_from_every_split(example, tmp_path):
+    from progresslm.bench.format import load_bench
+    from progresslm.evaluate import stratified_subset
+
+    samples = load_bench([str(p) for p in example.files]).samples
+    picked = stratified_subset(samples, 30, seed=0)
+    longest = max(sum(s.trajectory_id == t for s in samples) for t in {s.trajectory_id for s in samples})
+    splits = {s.split for s in samples}
+    assert 30 - len(splits) <= len(picked) <= 30 + len(splits) * longest  # each split may overshoot by a trajectory
+    assert {s.split for s in picked} == {s.split for s in samples}  # every split keeps its place
+    whole = {(s.split, s.trajectory_id) for s in picked}
+    assert all(s in picked for s in samples if (s.split, s.trajectory_id) in whole)  # trajectories are never cut
+    assert picked == stratified_subset(samples, 30, seed=0) and picked != stratified_subset(samples, 30, seed=1)
+    outcome = evaluate(config(example, tmp_path / "run", backend="constant", limit=30), progress=False)
+    assert outcome.done == len(picked)
+    with pytest.raises(EvalError, match="--limit and --first are alternatives"):
+        config(example, tmp_path / "other", limit=3, first=3)

@@ -144,7 +144,8 @@ def test_report_markdown_has_header_floors_demo_swap_and_plots(run, floor, tmp_p
     assert "| tiny-vlm (direct) | tiny-vlm | fake | direct | a.jsonl, b.jsonl | 1 |" in text
     for title in ("### Table 1:", "### Table 1b:", "### Table 2:", "## Diagnostics", "## Demo swap"):
         assert title in text
-    assert text.count("| floor: constant 50% |") == 3  # Table 1, 1b and 2
+    assert text.count("| floor: constant 50% |") == 5  # Tables 1 and 1b (each split in two to fit 1,200 px) and 2
+    assert "### Table 1: answerable samples (2/2)" in text and "### Table 1b: PRC-strict and PRC groups (1/2)" in text
     assert "| same_demo | 12.5 | 4 |" in text
     assert "![scores](scores.png)" in text
     assert "## Demo swap" not in render_report_markdown(Run("r", {"splits": {}}))
@@ -204,10 +205,34 @@ def test_report_html_is_self_contained_and_escaped(run, floor, tmp_path):
 def test_compare_tables_list_every_run(run, floor):
     other = Run("other (two-stage)", run.metrics, {**CONFIG, "mode": "two-stage"})
     text = compare_markdown([run, other, floor])
-    assert text.count("| other (two-stage) |") == 4  # runs table, Table 1, 1b, 2
+    assert text.count("| other (two-stage) |") == 6  # runs table, Table 1, 1b (two parts), 2, demo swap
+    assert "## other (two-stage): diagnostics and plots" in text  # each run's diagnostics
     page = compare_html([run, other])
-    assert _parse(page).tags.count("table") == 4
+    assert _parse(page).tags.count("table") > 6
     assert "other (two-stage)" in page
+
+
+def test_wide_tables_are_split_between_column_groups():
+    from progresslm.report import Table, split_wide
+
+    columns = [("", "Run")] + [(f"g{g}", f"m{m}") for g in range(6) for m in range(4)]  # 24 data columns
+    table = Table(columns, [["r", *map(str, range(24))]], title="T")
+    parts = split_wide(table, max_columns=13)
+    assert [p.title for p in parts] == ["T (1/2)", "T (2/2)"]
+    assert all(p.columns[0] == ("", "Run") and len(p.columns) - 1 <= 13 for p in parts)
+    assert sum(len(p.columns) - 1 for p in parts) == 24
+    assert {c[0] for c in parts[0].columns[1:]}.isdisjoint({c[0] for c in parts[1].columns[1:]})  # groups kept whole
+    assert split_wide(Table(columns[:5], [["r", "1", "2", "3", "4"]])) == [Table(columns[:5], [["r", "1", "2", "3", "4"]])]
+
+
+def test_a_comparison_warns_when_runs_differ_in_samples_or_benchmark(run):
+    from progresslm.report import comparison_warnings
+
+    assert comparison_warnings([run, Run("same", run.metrics, run.config)]) == []
+    fewer = json.loads(json.dumps(run.metrics))
+    fewer["splits"]["visual_same_view"]["n"] = 3
+    notes = comparison_warnings([run, Run("limited", fewer, {**run.config, "bench": ["c.jsonl"]})])
+    assert any("different benchmark files" in n for n in notes) and any("different sample sets" in n for n in notes)
 
 
 def test_load_run_reads_directory_and_names_missing_or_bad_file(tmp_path):

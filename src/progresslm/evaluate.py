@@ -42,7 +42,8 @@ class EvalConfig:
     image_root: str | None = None
     num_samples: int = 1
     skip_missing: bool = False
-    limit: int | None = None
+    limit: int | None = None  # a seeded subset of about this many samples, stratified by split, whole trajectories
+    first: int | None = None  # only the first N samples, in file order
     bootstrap: int = 1000
     floors: bool = True  # score constant-50% and random beside the model in the report
     swap_demos: bool = False  # also ask with another task's demonstration: does the answer depend on it?
@@ -61,6 +62,10 @@ class EvalConfig:
             raise EvalError(f"--num-samples must be at least 1, got {self.num_samples}")
         if self.limit is not None and self.limit < 1:
             raise EvalError(f"--limit must be at least 1, got {self.limit}")
+        if self.first is not None and self.first < 1:
+            raise EvalError(f"--first must be at least 1, got {self.first}")
+        if self.first is not None and self.limit is not None:
+            raise EvalError("--limit and --first are alternatives: give one of them")
         if self.hints not in (None, "none", "matcher"):
             raise EvalError(f"unknown hints source {self.hints!r}; valid: none, matcher")
 
@@ -86,14 +91,52 @@ class EvalOutcome:
     bad_lines: int = 0
 
 
+def stratified_subset(samples: Sequence[Sample], n: int, seed: int = 0) -> list[Sample]:
+    """About `n` samples drawn like the whole: each split (same-view, cross-view, text, unanswerable ...) gets its
+    share of `n`, filled with whole trajectories picked at random (seeded), so PRC stays defined on the subset.
+    A split's last trajectory may take it past its share; the samples keep their file order.
+
+    >>> from progresslm.types import Demo, Modality, Sample
+    >>> demo = Demo(Modality.TEXT, ("a", "b"), 2)
+    >>> rows = [Sample(f"u{i}", f"t{i // 5}", "g", demo, f"o{i}.jpg", 0.5, 1) for i in range(40)]
+    >>> picked = stratified_subset(rows, 12)
+    >>> len(picked), len({s.trajectory_id for s in picked})  # three whole trajectories of five
+    (15, 3)
+    """
+    import random
+
+    if n >= len(samples):
+        return list(samples)
+    by_split: dict[str, dict[str, list[int]]] = {}
+    for index, sample in enumerate(samples):
+        by_split.setdefault(sample.split, {}).setdefault(sample.trajectory_id, []).append(index)
+    rng = random.Random(seed)
+    chosen: list[int] = []
+    for split in sorted(by_split):
+        groups = by_split[split]
+        size = sum(len(g) for g in groups.values())
+        quota = max(1, round(n * size / len(samples)))
+        order = sorted(groups)
+        rng.shuffle(order)
+        taken = 0
+        for trajectory in order:
+            if taken >= quota:
+                break
+            chosen.extend(groups[trajectory])
+            taken += len(groups[trajectory])
+    return [samples[i] for i in sorted(chosen)]
+
+
 def load_samples(config: EvalConfig) -> Bench:
     bench = load_bench(config.bench)
     for defect in bench.defects[:20]:
         log.warning("defect: %s", defect)
     if len(bench.defects) > 20:
         log.warning("... and %d more defects (progresslm bench stats lists them all)", len(bench.defects) - 20)
+    if config.first is not None:
+        bench.samples = bench.samples[: config.first]
     if config.limit is not None:
-        bench.samples = bench.samples[: config.limit]
+        bench.samples = stratified_subset(bench.samples, config.limit, seed=config.options.seed)
     if not bench.samples:
         raise EvalError(f"the benchmark is empty: no sample in {', '.join(map(str, config.bench))}")
     return bench

@@ -28,7 +28,7 @@ COLUMNS = (  # (header, getter key, lower is better)
     ("AFRR", ("micro", "afrr"), True),
     ("swap %", ("demo_swap", "changed"), False),
 )
-NAME_WIDTH = 22
+NAME_WIDTH = 24
 
 
 def is_floor(run: Run) -> bool:
@@ -72,6 +72,7 @@ def rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[list[boo
     for run, row in zip(runs, values):
         name = run.name if len(run.name) <= NAME_WIDTH else run.name[: NAME_WIDTH - 1] + "…"
         name = f"{name} (floor)" if is_floor(run) and len(name) <= NAME_WIDTH - 8 else name
+        name = name.replace(" (two-stage)", "")  # the default mode goes without saying
         cells.append([name, *("–" if v is None else f"{v:.1f}" for v in row), str(samples(run))])
     return header, cells, best
 
@@ -81,12 +82,12 @@ def plain_table(runs: Sequence[Run]) -> str:
     marked = [[cell + ("*" if j and j <= len(COLUMNS) and best[i][j - 1] else "") for j, cell in enumerate(row)]
               for i, row in enumerate(cells)]  # fmt: skip
     widths = [max(len(r[j]) for r in [header, *marked]) for j in range(len(header))]
-    lines = ["  ".join(h.ljust(w) if j == 0 else h.rjust(w) for j, (h, w) in enumerate(zip(header, widths)))]
-    lines.append("  ".join("-" * w for w in widths))
+    lines = [" ".join(h.ljust(w) if j == 0 else h.rjust(w) for j, (h, w) in enumerate(zip(header, widths)))]
+    lines.append(" ".join("-" * w for w in widths))
     for row in marked:
-        lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
-    lines.append("NSE, AFRR: lower is better; PRC, UDA, swap %: higher is better; * best model value; "
-                 "swap %: answers a swapped demo changed")  # fmt: skip
+        lines.append(" ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
+    lines.append("NSE, AFRR: lower is better; PRC, UDA, swap %: higher; * best model; swap %: answers changed by")
+    lines.append("another task's demonstration (--swap-demos); full tables: report.md / report.html")
     return "\n".join(lines)
 
 
@@ -109,7 +110,8 @@ def print_summary(runs: Sequence[Run], title: str = "", file=None) -> None:
                 table.add_row(*styled, style="dim" if is_floor(runs[i]) else None)
             console = Console(file=file, width=100)
             console.print(table)
-            console.print("[dim]NSE, AFRR: lower is better; PRC, UDA, swap %: higher; green: best model value[/]")
+            console.print("[dim]NSE, AFRR: lower is better; PRC, UDA, swap %: higher; green: best model; swap %: "
+                          "answers changed by another task's demonstration (--swap-demos)[/]")
             return
     if title:
         print(title, file=file)

@@ -210,7 +210,7 @@ def test_replies_that_arrive_before_a_failure_are_still_yielded(server, image_ro
     backend = make_backend(server, concurrency=1, max_retries=1)
     got = []
     with pytest.raises(BackendError, match="failed 2 time"):
-        for index, reply in backend.generate(make_requests(image_root)):
+        for index, _reply in backend.generate(make_requests(image_root)):
             got.append(index)
     assert len(got) == 3
 

@@ -28,7 +28,7 @@ def folders(tmp_path):
 
 def watch(demo, frames, out, *extra) -> int:
     return main(["watch", str(frames), "--demo-dir", str(demo), "--goal", "open the drawer", "--backend", "pixel-nn",
-                 "--out", str(out), "--batch", "2", *extra])  # fmt: skip
+                 "--out", str(out), "--batch-size", "2", *extra])  # fmt: skip
 
 
 def test_bad_frames_are_skipped_and_named(folders, tmp_path, capsys):

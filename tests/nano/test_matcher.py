@@ -59,7 +59,7 @@ def synthetic_pool(tasks: int, episodes: int, seed: int, unanswerable: bool) -> 
     codes = [rng.normal(size=CHANNELS) / np.sqrt(CHANNELS) for _ in range(tasks)]
     demos = []
     for t in range(tasks):
-        for e in range(episodes):
+        for _e in range(episodes):
             demo_nuisance, obs_nuisance = rng.normal(0, 3, (2, 2, CHANNELS))
             points = [0.0, 1 / 3, 2 / 3, 1.0]
             keys = [image(codes[t], p, demo_nuisance) for p in points]

@@ -52,7 +52,7 @@ def test_natural_key_orders_numbers_by_value():
 def test_frame_folder_with_pixel_nn(tmp_path, frame_dir, demo_dir, capsys):
     out = tmp_path / "out"
     code = main(["watch", str(frame_dir), "--demo-dir", str(demo_dir), "--goal", "brighten the square",
-                 "--backend", "pixel-nn", "--fps", "2", "--stall-seconds", "1.5", "--batch", "4",
+                 "--backend", "pixel-nn", "--fps", "2", "--stall-seconds", "1.5", "--batch-size", "4",
                  "--out", str(out), "--quiet"])  # fmt: skip
     assert code == 0
     assert (out / "curve.png").read_bytes()[:8] == PNG
@@ -159,7 +159,7 @@ def test_unreadable_video(tmp_path, demo_dir, capsys):
          "--every: expected a whole number >= 1, got 0"),
         (lambda p: [str(p / "frames"), "--demo-dir", str(p / "demo"), "--goal", "g", "--min-gain", "150"],
          "--min-gain: expected a percentage > 0 and < 100, got 150"),
-        (lambda p: [str(p / "frames"), "--demo-dir", str(p / "demo"), "--goal", "g", "--samples", "3"],
+        (lambda p: [str(p / "frames"), "--demo-dir", str(p / "demo"), "--goal", "g", "--num-samples", "3"],
          "samples=3 asks the backend 3 times per frame, but its temperature is 0.0"),
         (lambda p: [str(p / "broken"), "--demo-dir", str(p / "demo"), "--goal", "g", "--on-bad-frame", "fail"],
          "broken.*f1.png: not a readable image"),

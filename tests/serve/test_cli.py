@@ -21,7 +21,7 @@ pytest.importorskip("uvicorn")
 
 
 def test_flags_become_settings():
-    args = build_parser().parse_args(["serve", "--backend", "hf", "--model", "m", "--port", "9000", "--max-batch", "4",
+    args = build_parser().parse_args(["serve", "--backend", "hf", "--model", "m", "--port", "9000", "--batch-size", "4",
                                       "--batch-wait-ms", "2", "--max-body-mb", "5", "--temperature", "0.5",
                                       "--session-ttl", "30"])  # fmt: skip
     config = config_from_args(args)
@@ -31,7 +31,7 @@ def test_flags_become_settings():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--max-batch", "0"], "--max-batch must be greater than 0"),
+    (["--batch-size", "0"], "--batch-size must be greater than 0"),
     (["--mode", "cot"], "--mode 'cot'"),
     (["--backend", "nope"], "unknown backend 'nope'"),
     (["--backend", "hf", "--model", "/no/such/model"], "does not exist"),

@@ -81,7 +81,7 @@ def test_progresslm_serve_and_eval_give_the_in_process_metrics(bench, tmp_path, 
              "--seed", "0", "--temperature", "0"]  # fmt: skip
     common = ["eval", "--bench", *files, "--image-root", image_root, "--bootstrap", "0", "--no-floors", "--no-plots",
               "--quiet"]  # fmt: skip
-    server = ServerProcess(["--backend", "hf", *model, "--max-batch", "8", "--batch-wait-ms", "20"])
+    server = ServerProcess(["--backend", "hf", *model, "--batch-size", "8", "--batch-wait-ms", "20"])
     try:
         # the in-process run while the server loads its model
         assert main([*common, "--backend", "hf", *model, "--out", str(tmp_path / "local")]) == 0

@@ -120,7 +120,7 @@ def test_the_card_reports_how_visible_the_edits_are(built):
     card = json.loads((built.out / "card.json").read_text())
     visibility = card["edit_visibility"]
     assert set(visibility) <= {"edit_recolor", "edit_hide", "edit_replace"} and visibility
-    for kind, stats in visibility.items():
+    for _kind, stats in visibility.items():
         assert stats["n"] + stats["not_made"] >= 1
         if stats["n"]:
             assert MIN_EDIT_CHANGE_PCT <= stats["min"] <= stats["median"] <= stats["max"]

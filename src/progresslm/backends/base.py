@@ -81,5 +81,5 @@ class Backend(ABC):
     def generate(self, requests: Sequence[Request]) -> Iterator[tuple[int, Reply]]:
         """Yield `(i, reply)` for each `requests[i]`, in any order."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to release
         """Release connections, engines or GPU memory."""

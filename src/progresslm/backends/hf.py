@@ -17,7 +17,7 @@ from typing import Any
 
 from progresslm.backends.base import Backend, BackendError, BackendOptions, Reply, Request
 
-INSTALL_HINT = "pip install 'progresslm[hf]'"
+INSTALL_HINT = "pip install -e '.[hf]' (in the progresslm clone)"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # owner/name as the hub spells repository ids; anything else that is not on disk is a bad path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

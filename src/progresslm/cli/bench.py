@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
 
     example = commands.add_parser("example", help="build the small synthetic example benchmark")
     example.add_argument("--out", help="folder to write (default: the data folder's example-v1)")
-    example.add_argument("--seed", type=int, default=0)
+    example.add_argument("--seed", type=int, default=0, help="seed of the drawn scenes")
     example.set_defaults(handler=run_example)
     calibrate = commands.add_parser(
         "calibrate-retrieval",

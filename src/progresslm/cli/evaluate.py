@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from progresslm.backends.registry import BACKENDS, DEFAULT_BACKEND
-from progresslm.cli.options import add_backend_options, backend_options, slug
+from progresslm.cli.options import OptionError, add_backend_options, backend_options, slug
 from progresslm.prompts import MODES
 
 log = logging.getLogger("progresslm")
@@ -31,7 +31,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--allow-outside-image-root", action="store_true",
                         help="read image paths that resolve outside --image-root (absolute names, '..', symlinks); "
                         "refused by default so that a benchmark file cannot send other files to a model server")
-    parser.add_argument("--limit", type=int, help="only the first N samples")
+    parser.add_argument("--limit", type=int, metavar="N",
+                        help="a seeded subset of about N samples, each split in proportion, whole trajectories (so PRC "
+                        "stays defined); the seed is --seed")
+    parser.add_argument("--first", type=int, metavar="N", help="only the first N samples, in file order")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap rounds for 95%% intervals (0: none)")
     parser.add_argument("--swap-demos", action="store_true",
                         help="also pair each observation with another task's demonstration and report the share "
@@ -42,7 +45,7 @@ def add_parser(subparsers) -> None:
                         "with them: nano)")
     parser.add_argument("--hints-model", metavar="DIR", help="matcher checkpoint that writes the hints (default: shipped)")
     parser.add_argument("--no-floors", action="store_true", help="leave the constant/random rows out of the report")
-    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
     add_backend_options(parser)
@@ -58,17 +61,16 @@ def default_out(bench: list[str], backend: str, model: str | None, mode: str, va
 
 
 def default_bench(quiet: bool) -> tuple[list[str], str]:
-    """The small simulated benchmark (built on first use); the drawn example when the simulator
-    cannot run here (no MuJoCo / Meta-World, no GL)."""
-    try:
-        from progresslm.sim.build import build_small_bench
+    """The small simulated benchmark (built on first use); the drawn example when the simulator cannot run here
+    (MuJoCo / Meta-World not installed, no offscreen GL). The check comes first, so nothing half-built is left."""
+    from progresslm.sim.build import build_small_bench, simulator_problem, small_bench_ready
 
+    problem = None if small_bench_ready() else simulator_problem()
+    if problem is None:
         outcome = build_small_bench(progress=not quiet)
         log.info("no --bench given: using the small simulated benchmark in %s", outcome.out)
         return [str(path) for path in outcome.bench_files()], str(outcome.image_root)
-    except ImportError as err:
-        log.warning("the simulator is not available (%s; `pip install 'progresslm[sim]'`): "
-                    "using the drawn example benchmark instead", err)
+    log.warning("the simulator is not available (%s): using the drawn example benchmark instead", problem)
     from progresslm.bench.example import build_example, default_example_dir
 
     example = build_example(default_example_dir())
@@ -93,7 +95,11 @@ def run(args: argparse.Namespace) -> int:
         except (RuntimeError, ValueError) as err:  # RenderError, SimBuildError
             print(f"error: could not build the default simulated benchmark: {err}", file=sys.stderr)
             return 2
-    options = backend_options(args)
+    try:
+        options = backend_options(args)
+    except OptionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     out = args.out or default_out(bench, args.backend, args.model, args.mode, args.value)
     try:
         config = EvalConfig(
@@ -106,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
             skip_missing=args.skip_missing,
             allow_outside_image_root=args.allow_outside_image_root,
             limit=args.limit,
+            first=args.first,
             bootstrap=args.bootstrap,
             floors=not args.no_floors,
             swap_demos=args.swap_demos,
@@ -128,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     print_run_summary(outcome.out)
-    print(f"{outcome.done} new replies, {outcome.reused} reused; full tables and plots: {outcome.out / 'report.md'}, "
-          f"{outcome.out / 'report.html'}")
+    print(f"{outcome.done} new replies, {outcome.reused} reused. Full tables and plots:")
+    print(f"  {outcome.out / 'report.html'}")
     return 0
 
 

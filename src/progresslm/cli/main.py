@@ -9,8 +9,72 @@ import sys
 
 from progresslm import __version__
 from progresslm.cli import bench, evaluate, report, serve, sim, train, watch
+from progresslm.cli.options import HelpFormatter
 
 COMMANDS = (bench, sim, evaluate, report, train, watch, serve)
+
+
+EXAMPLES = {
+    (): """examples:
+  progresslm eval                                         # the default model on the small simulated benchmark
+  progresslm watch episode.mp4 --demo-dir keyframes/ --goal "open the drawer"
+  progresslm eval --backend openai --base-url http://127.0.0.1:8000/v1 --model my-vlm --bench data/*.jsonl \\
+      --image-root data/images""",
+    ("bench", "stats"): """examples:
+  progresslm bench stats data/*.jsonl --image-root data/images
+  progresslm bench stats data/*.jsonl --json""",
+    ("bench", "example"): """examples:
+  progresslm bench example                                # ~/.cache/progresslm/example-v1
+  progresslm bench example --out /tmp/example --seed 1""",
+    ("bench", "calibrate-retrieval"): """examples:
+  progresslm bench calibrate-retrieval sft/*.jsonl --image-root images --out runs/retrieval.json
+  progresslm eval --backend retrieval --calibration runs/retrieval.json""",
+    ("sim", "build"): """examples:
+  progresslm sim build --preset small                     # 5 benchmark tasks, a few minutes on 2 cores
+  progresslm sim build --preset full --workers 2          # 42 tasks: bench / sft / rl splits""",
+    ("sim", "tasks"): """examples:
+  progresslm sim tasks""",
+    ("eval",): """examples:
+  progresslm eval                                         # the default model, small simulated benchmark
+  progresslm eval --backend nano --swap-demos --limit 300 # a stratified subset, with swapped demonstrations
+  progresslm eval --backend openai --base-url http://127.0.0.1:8000/v1 --model my-vlm --concurrency 16 \\
+      --bench data/*.jsonl --image-root data/images --out runs/my-vlm""",
+    ("report",): None,  # its own epilog
+    ("train", "sft"): """examples:
+  progresslm train sft --config configs/sft_qwen2_5_vl_3b.yaml
+  progresslm train sft --config configs/sft_tiny_cpu.yaml model=runs/tiny-vlm learning_rate=1e-3 --dry-run""",
+    ("train", "grpo"): """examples:
+  progresslm train grpo --config configs/grpo_qwen2_5_vl_3b.yaml model=runs/sft-qwen2.5-vl-3b
+  progresslm train grpo --config configs/grpo_tiny_cpu.yaml num_generations=4 --dry-run""",
+    ("train", "export"): """examples:
+  progresslm train export --adapter runs/sft --out runs/sft-merged
+  progresslm train export --model runs/nano/grpo --out runs/nano-release""",
+    ("train", "traces"): """examples:
+  progresslm train traces --bench sft/*.jsonl --image-root images --backend openai --model gpt-4o \\
+      --out runs/traces.jsonl --concurrency 8""",
+    ("train", "tiny-model"): """examples:
+  progresslm train tiny-model --out runs/tiny-vlm""",
+    ("train", "select"): """examples:
+  progresslm train select --runs runs/nano/sft --bench 'rl/*.jsonl' --image-root images --out runs/nano/sft-best""",
+    ("train", "matcher"): """examples:
+  progresslm train matcher --train 'sft/*.jsonl' --val 'rl/*.jsonl' --image-root images --out runs/nano/matcher""",
+    ("train", "nano-init"): """examples:
+  progresslm train nano-init --config configs/nano_vlm.yaml --out runs/nano/init""",
+    ("watch",): """examples:
+  progresslm watch episode.mp4 --demo-dir keyframes/ --goal "open the drawer" --video
+  progresslm watch frames/ --demo k0.png k1.png k2.png --goal "stack the cups" --fps 5 --backend pixel-nn""",
+    ("serve",): """examples:
+  progresslm serve --port 8000                            # the default model on loopback
+  progresslm serve --backend hf --model runs/sft --device cuda --batch-size 16 --server-api-key-env KEY""",
+}
+
+
+def _subparsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _subparsers(sub, (*path, name))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(subparsers)
+    for path, sub in _subparsers(parser):  # every help shows defaults and ends with examples
+        sub.formatter_class = HelpFormatter
+        if not sub.epilog and EXAMPLES.get(path):
+            sub.epilog = EXAMPLES[path]
     return parser
 
 

@@ -9,10 +9,25 @@ import re
 from progresslm.backends.base import BackendOptions
 
 
-def add_backend_options(parser: argparse.ArgumentParser, **help_for: str) -> None:
+class OptionError(ValueError):
+    """Options that do not go together; the command prints it and exits with status 2."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Every command's help: descriptions and examples kept as written, each option's default shown (not for
+    flags, nor when there is none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, True, argparse.SUPPRESS) or action.nargs == 0:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def add_backend_options(parser: argparse.ArgumentParser, omit: tuple[str, ...] = (), **help_for: str) -> None:
     """The backend options (the fields of BackendOptions), spelled and defaulted the same in every
-    command that runs a backend (`eval`, `watch`, `serve`); `help_for` rewords an option's help for a
-    command where it means something more (keys are destinations, e.g. temperature=...)."""
+    command that runs a backend (`eval`, `watch`, `serve`); `omit` leaves out options a command has no use for
+    (destinations); `help_for` rewords an option's help for a command where it means something more (keys are
+    destinations, e.g. temperature=...)."""
     group = parser.add_argument_group("backend options")
     defaults = BackendOptions()
     helps = {
@@ -29,32 +44,66 @@ def add_backend_options(parser: argparse.ArgumentParser, **help_for: str) -> Non
         "token_param": "openai: the name of the reply-length field (GPT-5 and o-series models want "
         "max_completion_tokens)",
         "sampling_params": "openai: send no temperature, top_p or seed (models that refuse them)",
+        "concurrency": "openai: requests in flight at once",
+        "max_retries": "openai: retries on 429, 5xx and dropped connections, with exponential backoff",
+        "device": "hf, nano, matcher: auto, cpu, cuda, cuda:N or mps",
+        "dtype": "hf, nano: auto, float32, bfloat16 or float16",
+        "top_p": "nucleus sampling (with --temperature > 0)",
+        "max_new_tokens": "longest reply, in tokens",
+        "seed": "sampling seed (each draw of each sample gets its own); also seeds --limit's subset",
+        "calibration": "retrieval: the N/A threshold file (progresslm bench calibrate-retrieval)",
         **help_for,
     }
-    group.add_argument("--model", help=helps["model"])
-    group.add_argument("--base-url", help=helps["base_url"])
-    group.add_argument("--api-key-env", default=defaults.api_key_env, help=helps["api_key_env"])
-    group.add_argument("--concurrency", type=int, default=defaults.concurrency)
-    group.add_argument("--timeout", type=float, default=defaults.timeout_s, dest="timeout_s", help=helps["timeout_s"])
-    group.add_argument("--max-retries", type=int, default=defaults.max_retries)
-    group.add_argument("--device", default=defaults.device)
-    group.add_argument("--dtype", default=defaults.dtype)
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size, help=helps["batch_size"])
-    group.add_argument("--temperature", type=float, default=defaults.temperature, help=helps["temperature"])
-    group.add_argument("--top-p", type=float, default=defaults.top_p)
-    group.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help=helps.get("max_new_tokens"))
-    group.add_argument("--max-pixels", type=int, help=helps["max_pixels"])
-    group.add_argument("--seed", type=int, default=defaults.seed)
-    group.add_argument("--value", type=float, default=defaults.value, help=helps["value"])
-    group.add_argument("--replies", help=helps["replies"])
-    group.add_argument("--token-param", default=defaults.token_param, choices=["max_tokens", "max_completion_tokens"],
-                       help=helps["token_param"])  # fmt: skip
-    group.add_argument("--no-sampling-params", dest="sampling_params", action="store_false",
-                       help=helps["sampling_params"])  # fmt: skip
+    add = {
+        "model": lambda: group.add_argument("--model", help=helps["model"]),
+        "base_url": lambda: group.add_argument("--base-url", help=helps["base_url"]),
+        "api_key_env": lambda: group.add_argument("--api-key-env", default=defaults.api_key_env, metavar="NAME",
+                                                  help=helps["api_key_env"]),
+        "concurrency": lambda: group.add_argument("--concurrency", type=int, default=defaults.concurrency,
+                                                  help=helps["concurrency"]),
+        "timeout_s": lambda: group.add_argument("--timeout", type=float, default=defaults.timeout_s, dest="timeout_s",
+                                                help=helps["timeout_s"]),
+        "max_retries": lambda: group.add_argument("--max-retries", type=int, default=defaults.max_retries,
+                                                  help=helps["max_retries"]),
+        "device": lambda: group.add_argument("--device", default=defaults.device, help=helps["device"]),
+        "dtype": lambda: group.add_argument("--dtype", default=defaults.dtype, help=helps["dtype"]),
+        "batch_size": lambda: group.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                                                 help=helps["batch_size"]),
+        "temperature": lambda: group.add_argument("--temperature", type=float, default=defaults.temperature,
+                                                  help=helps["temperature"]),
+        "top_p": lambda: group.add_argument("--top-p", type=float, default=defaults.top_p, help=helps["top_p"]),
+        "max_new_tokens": lambda: group.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens,
+                                                     help=helps["max_new_tokens"]),
+        "max_pixels": lambda: group.add_argument("--max-pixels", type=int, help=helps["max_pixels"]),
+        "seed": lambda: group.add_argument("--seed", type=int, default=defaults.seed, help=helps["seed"]),
+        "value": lambda: group.add_argument("--value", type=float, default=defaults.value, help=helps["value"]),
+        "replies": lambda: group.add_argument("--replies", metavar="FILE", help=helps["replies"]),
+        "calibration": lambda: group.add_argument("--calibration", metavar="FILE", help=helps["calibration"]),
+        "token_param": lambda: group.add_argument("--token-param", default=defaults.token_param,
+                                                  choices=["max_tokens", "max_completion_tokens"],
+                                                  help=helps["token_param"]),
+        "sampling_params": lambda: group.add_argument("--no-sampling-params", dest="sampling_params",
+                                                      action="store_false", help=helps["sampling_params"]),
+    }  # fmt: skip
+    for name, adder in add.items():
+        if name not in omit:
+            adder()
+
 
 def backend_options(args: argparse.Namespace) -> BackendOptions:
-    """BackendOptions from the options `add_backend_options` added."""
-    return BackendOptions(**{name: getattr(args, name) for name in BackendOptions.__dataclass_fields__})
+    """BackendOptions from the options `add_backend_options` added (an omitted one keeps its default).
+    `--calibration FILE` is the retrieval backend's model file."""
+    defaults = BackendOptions()
+    values = {name: getattr(args, name, getattr(defaults, name)) for name in BackendOptions.__dataclass_fields__}
+    calibration = getattr(args, "calibration", None)
+    if calibration:
+        if getattr(args, "backend", "retrieval") != "retrieval":
+            raise OptionError("--calibration is the retrieval backend's threshold file; use it with "
+                                             "--backend retrieval")  # fmt: skip
+        if values.get("model"):
+            raise OptionError("give the retrieval threshold file once: --calibration FILE")
+        values["model"] = calibration
+    return BackendOptions(**values)
 
 def slug(text: str) -> str:
     """`text` as a safe file or folder name (at most 60 characters)."""

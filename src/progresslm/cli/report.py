@@ -1,4 +1,6 @@
-"""`progresslm report DIR...`: several runs side by side, as Markdown (stdout or file) and HTML."""
+"""`progresslm report DIR...`: several runs side by side: a compact table on the terminal, and the full comparison
+(configs and sample counts, Table 1, PRC-strict, Table 2, demo swap, each run's diagnostics and plots) as Markdown
+and HTML."""
 
 from __future__ import annotations
 
@@ -6,27 +8,59 @@ import argparse
 import sys
 from pathlib import Path
 
+EXAMPLES = """examples:
+  progresslm report runs/example/*                                  # every run folder; other entries are skipped
+  progresslm report runs/a runs/b --html compare.html --md compare.md
+"""
+
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("report", help="put several eval runs side by side")
+    parser = subparsers.add_parser(
+        "report", help="put several eval runs side by side", epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Put runs written by `progresslm eval --out DIR` side by side. Entries that are not run folders "
+        "(files, folders without metrics.json) are skipped with a note; a run folder with a broken metrics.json is "
+        "an error.",
+    )  # fmt: skip
     parser.add_argument("runs", nargs="+", metavar="DIR", help="folders written by `progresslm eval --out DIR`")
-    parser.add_argument("--md", help="also write the Markdown table to this file")
-    parser.add_argument("--html", help="also write an HTML page to this file")
+    parser.add_argument("--md", metavar="FILE", help="write the full comparison as Markdown to FILE (default: none)")
+    parser.add_argument("--html", metavar="FILE", help="write the full comparison as HTML to FILE (default: none)")
     parser.set_defaults(handler=run)
+
+
+def is_run_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "metrics.json").exists()
 
 
 def run(args: argparse.Namespace) -> int:
     from progresslm import report
+    from progresslm.summary import print_summary
 
+    folders = []
+    for name in args.runs:
+        path = Path(name)
+        if is_run_folder(path):
+            folders.append(path)
+        else:
+            why = "a file" if path.is_file() else "not a folder" if not path.exists() else "a folder without metrics.json"
+            print(f"note: skipping {path}: {why}, not a run folder", file=sys.stderr)
+    if not folders:
+        print("error: none of the given paths is a run folder (one written by `progresslm eval --out DIR`)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     try:
-        runs = [report.load_run(Path(path)) for path in args.runs]
+        runs = [report.load_run(path) for path in folders]
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    markdown = report.compare_markdown(runs)
-    print(markdown)
+    for warning in report.comparison_warnings(runs):
+        print(f"warning: {warning}", file=sys.stderr)
+    print_summary(runs)
+    plots = {run.name: sorted(folder.glob("*.png")) for run, folder in zip(runs, folders)}
     if args.md:
-        Path(args.md).write_text(markdown)
+        Path(args.md).write_text(report.compare_markdown(runs, plots, relative_to=Path(args.md).parent))
     if args.html:
-        Path(args.html).write_text(report.compare_html(runs))
+        Path(args.html).write_text(report.compare_html(runs, plots))
+    if args.md or args.html:
+        print(f"full comparison: {', '.join(p for p in (args.md, args.html) if p)}")
     return 0

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from progresslm.backends.registry import BACKENDS, DEFAULT_BACKEND
-from progresslm.cli.options import add_backend_options, backend_options
+from progresslm.cli.options import OptionError, add_backend_options, backend_options
 from progresslm.prompts import MODES
 
 log = logging.getLogger("progresslm")
@@ -27,7 +27,7 @@ def add_parser(subparsers) -> None:
         "trusted. Limits and what a client sees at each: docs/serve.md.",
     )
     parser.add_argument("--host", default=d.host, help="address to listen on (default: loopback only)")
-    parser.add_argument("--port", type=int, default=d.port)
+    parser.add_argument("--port", type=int, default=d.port, help="TCP port")
     parser.add_argument("--backend", default=DEFAULT_BACKEND, help=f"one of: {', '.join(sorted(BACKENDS))}")
     parser.add_argument("--mode", default=d.mode, help=f"prompt mode of /v1/progress and sessions: {', '.join(MODES)}")
     auth = parser.add_mutually_exclusive_group()
@@ -36,7 +36,6 @@ def add_parser(subparsers) -> None:
     auth.add_argument("--server-api-key-env", dest="server_api_key_env", metavar="NAME",
                       help="read the server's API key from this environment variable")
     limits = parser.add_argument_group("batching and limits")
-    limits.add_argument("--max-batch", type=int, default=d.max_batch, help="requests per backend call")
     limits.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms,
                         help="how long a request waits for others to batch with")
     limits.add_argument("--max-queue", type=int, default=d.max_queue, help="queued requests before 503s")
@@ -45,10 +44,11 @@ def add_parser(subparsers) -> None:
     limits.add_argument("--max-image-pixels", type=int, default=d.max_image_pixels, help="pixels per image")
     limits.add_argument("--max-new-tokens-cap", type=int, default=d.max_new_tokens_cap,
                         help="the largest max_tokens a request may ask for")
-    limits.add_argument("--max-sessions", type=int, default=d.max_sessions)
+    limits.add_argument("--max-sessions", type=int, default=d.max_sessions, help="monitoring sessions open at once")
     limits.add_argument("--session-ttl", type=float, default=d.session_ttl_s, dest="session_ttl_s",
                         help="seconds before an idle session is closed")
-    limits.add_argument("--max-frames-per-call", type=int, default=d.max_frames_per_call)
+    limits.add_argument("--max-frames-per-call", type=int, default=d.max_frames_per_call,
+                        help="frames one session call may send")
     limits.add_argument("--drain-timeout", type=float, default=d.drain_timeout_s, dest="drain_timeout_s",
                         help="seconds queued requests get to finish on shutdown")
     limits.add_argument("--max-prompt-chars", type=int, default=d.max_prompt_chars,
@@ -65,12 +65,14 @@ def add_parser(subparsers) -> None:
                         help="seconds a request body may take to arrive (408 after; default %(default)s)")
     limits.add_argument("--max-connections", type=int, default=d.max_connections,
                         help="open connections before new ones get 503 (default %(default)s)")
-    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                        help="uvicorn's log level (the access log only at debug)")
     add_backend_options(
         parser,
-        model="model path or hub id (hf, vllm, nano), model name (openai), calibration JSON (retrieval)",
+        omit=("value", "replies"),
+        model="model path or hub id (hf, vllm, nano), model name (openai), checkpoint folder (matcher)",
         base_url="openai backend: the OpenAI-compatible server to forward to",
-        batch_size="hf, vllm: prompts per forward pass",
+        batch_size="requests answered in one backend call (batched across clients)",
         temperature="default when a request sends none; 0 means greedy",
         max_new_tokens="default when a request sends no max_tokens",
     )
@@ -83,7 +85,7 @@ def config_from_args(args: argparse.Namespace):
     from progresslm.serve.config import ServeConfig, ServeConfigError
 
     options = backend_options(args)
-    fields = ("host", "port", "backend", "mode", "max_batch", "batch_wait_ms", "max_queue", "max_body_mb", "max_images",
+    fields = ("host", "port", "backend", "mode", "batch_wait_ms", "max_queue", "max_body_mb", "max_images",
               "max_image_pixels", "max_new_tokens_cap", "max_sessions", "session_ttl_s", "max_frames_per_call",
               "drain_timeout_s", "max_prompt_chars", "max_demo_steps", "max_request_pixels", "max_inflight_pixels",
               "work_side", "body_timeout_s", "max_connections")  # fmt: skip
@@ -92,7 +94,8 @@ def config_from_args(args: argparse.Namespace):
         key = os.environ.get(args.server_api_key_env)
         if not key:
             raise ServeConfigError(f"--server-api-key-env: the environment variable {args.server_api_key_env} is not set")
-    return ServeConfig(options=options, api_key=key, **{name: getattr(args, name) for name in fields})
+    return ServeConfig(options=options, api_key=key, max_batch=args.batch_size,
+                       **{name: getattr(args, name) for name in fields})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,14 +105,14 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = config_from_args(args)
-    except ServeConfigError as err:
+    except (ServeConfigError, OptionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
         from progresslm.serve.app import create_app
         from progresslm.serve.runner import serve_forever
     except ImportError as err:
-        print(f"error: progresslm serve needs FastAPI and uvicorn: pip install 'progresslm[serve]' ({err})", file=sys.stderr)
+        print(f"error: progresslm serve needs FastAPI and uvicorn: pip install -e '.[serve]' (in the progresslm clone) ({err})", file=sys.stderr)
         return 2
     try:
         backend = create_backend(config.backend, config.options, config.mode)  # load the model before listening

@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
     build.add_argument("--cameras", nargs="+", metavar="CAMERA", help="cameras to draw from (at least 2)")
     build.add_argument("--out", help="output folder (default: $PROGRESSLM_HOME or ~/.cache/progresslm, sim-PRESET-sSEED)")
     build.add_argument("--size", type=int, default=224, help="image side in pixels")
-    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--seed", type=int, default=0, help="seed of the task split, episodes and randomisation")
     build.add_argument("--level", default="default", help="scene randomisation: none | default | strong")
     build.add_argument("--same-episode", action="store_true", help="demo and observation from one episode")
     build.add_argument("--per-interval", type=int, help="observations inside each key-step interval")

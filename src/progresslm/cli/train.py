@@ -26,9 +26,10 @@ def add_parser(subparsers) -> None:
         ("sft", "LoRA or full supervised fine-tuning on reasoning traces (TRL SFTTrainer)"),
         ("grpo", "GRPO with the format / anchor / score rewards (TRL GRPOTrainer)"),
     ):
-        command = commands.add_parser(kind, help=text, description=text)
+        command = commands.add_parser(kind, help=text, description=text,
+                                      usage=f"progresslm train {kind} --config FILE [KEY=VALUE ...] [--dry-run]")
         # --config is required, but checked in run_training: it may come after the overrides.
-        command.add_argument("--config", metavar="FILE", help="recipe YAML (see configs/); required")
+        command.add_argument("--config", metavar="FILE", help="recipe YAML (see configs/); required, before or after the overrides")
         # REMAINDER, not "*": argparse takes a "*" positional only once, so `--dry-run` between or before
         # overrides would leave the rest unparsed; the options among the overrides are picked out by hand.
         command.add_argument(

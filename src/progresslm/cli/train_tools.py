@@ -20,7 +20,8 @@ def add_parsers(commands) -> None:
     source.add_argument("--adapter", metavar="DIR", help="a LoRA training output (adapter_config.json): merged")
     source.add_argument("--model", metavar="DIR", help="a full fine-tuning output: copied without optimizer state")
     export.add_argument("--out", required=True, metavar="DIR", help="where to write the merged model")
-    export.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    export.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                        help="weights' dtype in the export (auto: as trained)")
     export.set_defaults(handler=run_export)
 
     traces = commands.add_parser(
@@ -44,9 +45,9 @@ def add_parsers(commands) -> None:
     traces.set_defaults(handler=run_traces)
 
     tiny = commands.add_parser("tiny-model", help="build the tiny random-init Qwen2.5-VL the CPU recipes train")
-    tiny.add_argument("--out", required=True, metavar="DIR")
+    tiny.add_argument("--out", required=True, metavar="DIR", help="where to save model, tokenizer and processor")
     tiny.add_argument("--image-size", type=int, default=56, help="largest image side the processor keeps (x28)")
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     tiny.add_argument(
         "--config", metavar="FILE",
         help="YAML of model sizes (build_tiny_qwen2_5_vl's arguments, e.g. configs/nano_model.yaml) and "
@@ -71,7 +72,7 @@ def add_parsers(commands) -> None:
     select.add_argument("--per-file", type=int, default=60, help="rows taken from each benchmark file (seeded)")
     select.add_argument("--work", metavar="DIR", help="where the evaluations go (default: OUT.select or RUN/select)")
     select.add_argument("--out", metavar="DIR", help="copy the best model here")
-    select.add_argument("--na-weight", type=float, default=0.5)
+    select.add_argument("--na-weight", type=float, default=0.5, help="weight of the wrong N/A calls in the score")
     select.add_argument(
         "--order-weight",
         type=float,
@@ -82,9 +83,9 @@ def add_parsers(commands) -> None:
     select.add_argument("--hints", choices=["none", "matcher"], default="none",
                         help="retrieval hints in the prompts, as the model was trained (nano: matcher)")
     select.add_argument("--hints-model", metavar="DIR", help="the matcher that writes the hints (default: shipped)")
-    select.add_argument("--batch-size", type=int, default=16)
-    select.add_argument("--device", default="cpu")
-    select.add_argument("--seed", type=int, default=0)
+    select.add_argument("--batch-size", type=int, default=16, help="prompts per generate call")
+    select.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    select.add_argument("--seed", type=int, default=0, help="seed of the rows drawn from each file")
     select.set_defaults(handler=run_select)
 
 

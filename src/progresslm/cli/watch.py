@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from progresslm.backends.registry import BACKENDS, DEFAULT_BACKEND
-from progresslm.cli.options import add_backend_options, backend_options, slug
+from progresslm.cli.options import OptionError, add_backend_options, backend_options, slug
 from progresslm.io import write_text_atomic
 from progresslm.online.drawing import DrawingError, Overlay, plot_curve
 from progresslm.online.sources import DIR_FPS, VIDEO_FPS, Frame, Source, SourceError, image_files, open_source
@@ -47,7 +47,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--fps", type=float, help=f"video: frames sampled per second (default {VIDEO_FPS:g}); "
                         f"frame folder: the rate its frames were taken at, for timestamps (default {DIR_FPS:g})")
     parser.add_argument("--every", type=int, default=1, help="score only every Nth (sampled) frame")
-    parser.add_argument("--batch", type=int, default=8, help="frames per scoring call")
     parser.add_argument("--out", help="output folder (default: runs/watch/<source name>)")
     parser.add_argument("--video", action="store_true", help="also write OUT/overlay.mp4")
     parser.add_argument("--on-bad-frame", choices=["skip", "fail"], default="skip",
@@ -56,7 +55,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
     monitor = parser.add_argument_group("monitor options (percentages are of the task)")
-    monitor.add_argument("--samples", type=int, default=1, help="draws per frame; needs --temperature > 0")
+    monitor.add_argument("--num-samples", type=int, default=1, help="draws per frame; needs --temperature > 0")
     monitor.add_argument("--stall-seconds", type=float, default=10.0, help="0 turns time-based stalls off")
     monitor.add_argument("--stall-frames", type=int, help="stall after this many frames without gain")
     monitor.add_argument("--min-gain", type=float, default=2.0, help="percent: smaller gains do not end a stall")
@@ -66,7 +65,7 @@ def add_parser(subparsers) -> None:
     monitor.add_argument("--off-task-frames", type=int, default=3, help="N/A frames in a row counted as off task")
     monitor.add_argument("--milestones", default="tenths", choices=["tenths", "steps"],
                          help="progress events every 10%% or at the demonstration's step boundaries")
-    add_backend_options(parser)
+    add_backend_options(parser, batch_size="frames scored in one backend call (and one monitor update)")
     parser.set_defaults(handler=run)
 
 
@@ -102,7 +101,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise WatchError(f"--mode: {args.mode!r} is not one of {', '.join(MODES)}")
     if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
         raise WatchError(f"--fps: expected a rate > 0, got {args.fps:g}")
-    for name in ("every", "batch", "samples", "done_frames", "off_task_frames"):
+    for name in ("every", "batch_size", "num_samples", "done_frames", "off_task_frames"):
         if getattr(args, name) < 1:
             raise WatchError(f"--{name.replace('_', '-')}: expected a whole number >= 1, got {getattr(args, name)}")
     if args.stall_frames is not None and args.stall_frames < 1:
@@ -140,10 +139,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         backend_class(args.backend)
+        backend_options(args)
         _check_args(args)
         demo, demo_kind = demo_items(args)
         source = open_source(Path(args.source), args.fps, args.every, args.on_bad_frame)
-    except (UnknownBackendError, WatchError, SourceError, DrawingError) as err:
+    except (UnknownBackendError, WatchError, SourceError, DrawingError, OptionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out or Path("runs") / "watch" / (slug(source.path.stem) or "source"))
@@ -175,7 +175,7 @@ def _watch(args: argparse.Namespace, source: Source, demo: list, demo_kind: str,
                         demo_kind=demo_kind) as scorer:  # fmt: skip
         monitor = ProgressMonitor(
             scorer,
-            samples=args.samples,
+            samples=args.num_samples,
             stall_seconds=args.stall_seconds or None,
             stall_frames=args.stall_frames,
             min_gain=args.min_gain / 100,
@@ -189,7 +189,7 @@ def _watch(args: argparse.Namespace, source: Source, demo: list, demo_kind: str,
             "progresslm": __version__,
             "source": str(source.path), "source_kind": source.kind, "native_fps": source.native_fps,
             "fps": args.fps or (VIDEO_FPS if source.kind == "video" else DIR_FPS), "every": args.every,
-            "batch": args.batch, "goal": args.goal, "demo": demo, "demo_kind": demo_kind,
+            "batch": args.batch_size, "goal": args.goal, "demo": demo, "demo_kind": demo_kind,
             "backend": args.backend, "model": scorer.backend.model_name, "mode": args.mode,
             "options": dataclasses.asdict(options), "monitor": monitor.settings(),
         }  # fmt: skip
@@ -197,7 +197,7 @@ def _watch(args: argparse.Namespace, source: Source, demo: list, demo_kind: str,
         sources: list[str] = []
         bar = tqdm(total=source.count, desc=f"watch {args.backend}", unit="frame", disable=args.quiet)
         try:
-            for batch in _batches(source.frames, args.batch):
+            for batch in _batches(source.frames, args.batch_size):
                 steps = monitor.update_many([f.image for f in batch], [f.t for f in batch])
                 sources.extend(f.source for f in batch)
                 if overlay is not None:

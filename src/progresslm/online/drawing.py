@@ -66,7 +66,7 @@ class Overlay:
         try:
             import imageio_ffmpeg
         except ImportError:
-            raise DrawingError("--video needs imageio-ffmpeg: pip install 'progresslm[online]'") from None
+            raise DrawingError("--video needs imageio-ffmpeg: pip install -e '.[online]' (in the progresslm clone)") from None
         self.path, self.fps, self.t_end = path, fps, t_end
         self._ffmpeg = imageio_ffmpeg
         self._writer = None

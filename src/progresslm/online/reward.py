@@ -44,7 +44,7 @@ import numpy as np
 try:
     import gymnasium
 except ImportError as error:  # pragma: no cover - depends on the install
-    raise ImportError("progresslm.online.reward needs gymnasium: pip install 'progresslm[sim]'") from error
+    raise ImportError("progresslm.online.reward needs gymnasium: pip install -e '.[sim]' (in the progresslm clone)") from error
 
 from progresslm.backends.base import Backend, BackendOptions
 from progresslm.online.scorer import Estimate, ProgressScorer

@@ -121,7 +121,7 @@ def _open_video(path: Path, fps: float, every: int) -> Source:
     try:
         import imageio.v3 as iio
     except ImportError:
-        raise SourceError("reading a video needs imageio and imageio-ffmpeg: pip install 'progresslm[online]'") from None
+        raise SourceError("reading a video needs imageio and imageio-ffmpeg: pip install -e '.[online]' (in the progresslm clone)") from None
     try:
         meta = iio.immeta(path)
     except Exception as err:  # imageio raises OSError, ValueError or its own types for unreadable files

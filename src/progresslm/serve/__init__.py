@@ -3,7 +3,7 @@
     from progresslm.serve import ServeConfig, create_app
     app = create_app(ServeConfig())  # serve it with uvicorn, or `progresslm serve`
 
-FastAPI and uvicorn (`pip install 'progresslm[serve]'`) are imported only by `create_app` and the
+FastAPI and uvicorn (`pip install -e '.[serve]' (in the progresslm clone)`) are imported only by `create_app` and the
 runner, so this package imports without them.
 """
 

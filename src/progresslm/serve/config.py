@@ -46,7 +46,7 @@ class ServeConfig:
         if self.mode not in MODES:
             raise ServeConfigError(f"--mode {self.mode!r} is not one of: {', '.join(MODES)}")
         positive = {
-            "--max-batch": self.max_batch,
+            "--batch-size": self.max_batch,
             "--max-queue": self.max_queue,
             "--max-body-mb": self.max_body_mb,
             "--max-images": self.max_images,

@@ -294,6 +294,34 @@ def _outcome_from_disk(out: Path) -> BuildOutcome:
     return BuildOutcome(out=out, files=files, samples=counts, success=card.get("success", {}))
 
 
+def simulator_problem() -> str | None:
+    """Why the simulator cannot run on this machine (a package missing, no working offscreen GL), or None. Creates
+    nothing: callers ask before a build, so that a machine without the simulator is left no partial build. The GL
+    check renders in a child process: a GL context in this one could clash with what it loads later (torch)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    missing = [name for name in ("mujoco", "metaworld", "gymnasium") if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed; pip install -e '.[sim]' in the progresslm clone"
+    check = "from progresslm.sim.render import check_gl; check_gl()"
+    try:
+        done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"the offscreen GL check could not run ({error})"
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        return lines[-1] if lines else f"the offscreen GL check failed (exit code {done.returncode})"
+    return None
+
+
+def small_bench_ready() -> bool:
+    """Whether the small preset is built already (then no simulator is needed to use it)."""
+    config = SimBuildConfig(preset="small")
+    return (default_data_dir() / f"sim-{config.preset}-s{config.seed}-v{FORMAT_VERSION}" / "DONE").exists()
+
+
 def build_small_bench(progress: bool = True) -> BuildOutcome:
     """The default benchmark of `progresslm eval`: the small preset, built on first use."""
     return build(SimBuildConfig(preset="small", command="progresslm sim build --preset small"), progress=progress)

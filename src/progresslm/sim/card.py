@@ -51,7 +51,7 @@ def write_card(outcome, splits: dict[str, list[str]], config) -> None:
         baselines = baseline_metrics(outcome.files["bench"], out / "images", out / "baselines")
     made: dict[str, int] = {}
     changed: dict[str, list[float]] = {}
-    for split, files in outcome.files.items():
+    for _split, files in outcome.files.items():
         for path in files:
             for line in path.read_text().splitlines():
                 sim = json.loads(line).get("sim", {})

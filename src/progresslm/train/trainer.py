@@ -127,7 +127,7 @@ def check_environment(recipe: _Recipe) -> None:
     if isinstance(recipe, GRPORecipe) and recipe.use_vllm and importlib.util.find_spec("vllm") is None:
         raise RecipeError(
             "use_vllm: vLLM is not installed, so TRL cannot use it for rollouts; "
-            "pip install 'progresslm[vllm]' or set use_vllm=false (plain transformers generation)"
+            "pip install -e '.[vllm]' (in the progresslm clone) or set use_vllm=false (plain transformers generation)"
         )
 
 def prepare_output_dir(recipe: _Recipe) -> tuple[Path, str | None]:
