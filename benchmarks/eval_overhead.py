@@ -29,7 +29,7 @@ def main() -> None:
     from progresslm.backends.base import BackendOptions
     from progresslm.backends.baselines import ConstantBackend
     from progresslm.bench.example import build_example
-    from progresslm.evaluate import EvalConfig, evaluate
+    from progresslm.evaluation import EvalConfig, evaluate
 
     work = Path(tempfile.mkdtemp(prefix="progresslm-overhead-"))
     per_colour = -(-args.samples // 288)  # the example gives 288 samples per episode per colour

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from progresslm.backends.base import BackendOptions
 from progresslm.bench.format import load_bench
-from progresslm.evaluate import EvalConfig, evaluate
+from progresslm.evaluation import EvalConfig, evaluate
 from progresslm.report import Run, fmt, load_run, table1, table1_strict, table2
 from progresslm.sim.build import SimBuildConfig, build
 from progresslm.types import Status

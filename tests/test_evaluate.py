@@ -5,7 +5,7 @@ import pytest
 from progresslm.backends.base import BackendError, BackendOptions
 from progresslm.backends.baselines import ConstantBackend
 from progresslm.bench.example import build_example
-from progresslm.evaluate import EvalConfig, EvalError, evaluate
+from progresslm.evaluation import EvalConfig, EvalError, evaluate
 from progresslm.results import ResultStore
 
 
@@ -267,7 +267,7 @@ def test_swap_demos_tells_a_demo_user_from_a_demo_ignorer(example, tmp_path):
 
 def test_limit_draws_whole_trajectories_from_every_split(example, tmp_path):
     from progresslm.bench.format import load_bench
-    from progresslm.evaluate import stratified_subset
+    from progresslm.evaluation import stratified_subset
 
     samples = load_bench([str(p) for p in example.files]).samples
     picked = stratified_subset(samples, 30, seed=0)

@@ -20,9 +20,9 @@ from __future__ import annotations
 __version__ = "0.3.0"
 
 _API = {
-    "evaluate": "progresslm.evaluate:evaluate",
-    "EvalConfig": "progresslm.evaluate:EvalConfig",
-    "EvalError": "progresslm.evaluate:EvalError",
+    "evaluate": "progresslm.evaluation:evaluate",
+    "EvalConfig": "progresslm.evaluation:EvalConfig",
+    "EvalError": "progresslm.evaluation:EvalError",
     "load_bench": "progresslm.bench.format:load_bench",
     "Sample": "progresslm.types:Sample",
     "Demo": "progresslm.types:Demo",

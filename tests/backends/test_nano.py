@@ -65,7 +65,7 @@ def test_the_shipped_models_are_small_and_documented():
 def test_the_shipped_models_answer_in_the_two_stage_format(backend, tmp_path):
     """A real forward pass of the shipped weights on six rows of the small simulated benchmark (copied into
     tests/fixtures/sim_sample with their images): every reply parses, and the run is named by the weights."""
-    from progresslm.evaluate import EvalConfig, evaluate
+    from progresslm.evaluation import EvalConfig, evaluate
 
     files = sorted(str(path) for path in SIM.glob("*.jsonl"))
     config = EvalConfig(bench=files, out=str(tmp_path / "run"), backend=backend, image_root=str(SIM / "images"),

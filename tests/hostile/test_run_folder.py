@@ -32,7 +32,7 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_holds_it(t
 
     import pytest
 
-    from progresslm.evaluate import EvalConfig, EvalError, evaluate
+    from progresslm.evaluation import EvalConfig, EvalError, evaluate
 
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", (

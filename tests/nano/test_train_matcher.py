@@ -68,7 +68,7 @@ def test_the_matcher_backend_answers_every_split_in_the_protocol_format(matcher_
 
 
 def test_hints_go_into_any_backends_prompts_and_into_the_run_identity(matcher_dir, tiny_sim_build, tmp_path, capsys):
-    from progresslm.evaluate import EvalConfig, evaluate
+    from progresslm.evaluation import EvalConfig, evaluate
 
     common = dict(bench=[str(p) for p in tiny_sim_build.bench_files()], image_root=str(tiny_sim_build.image_root),
                   backend="constant", bootstrap=0, floors=False, plots=False)  # fmt: skip

@@ -13,7 +13,7 @@ from helpers import BENCH_FILES, fixture, write_images
 from progresslm.backends.base import BackendOptions
 from progresslm.bench.format import read_official
 from progresslm.cli.main import main
-from progresslm.evaluate import EvalConfig, evaluate
+from progresslm.evaluation import EvalConfig, evaluate
 from progresslm.serve import ServeConfig, create_app
 from progresslm.serve.runner import BackgroundServer, ServerProcess
 

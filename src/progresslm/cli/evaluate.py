@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from progresslm.backends.base import BackendError
     from progresslm.backends.registry import UnknownBackendError, backend_class
     from progresslm.bench.format import BenchFormatError
-    from progresslm.evaluate import EvalConfig, EvalError, evaluate
+    from progresslm.evaluation import EvalConfig, EvalError, evaluate
 
     try:
         backend_class(args.backend)

@@ -158,7 +158,7 @@ def run_select(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from progresslm.bench.format import BenchFormatError
-    from progresslm.evaluate import EvalError
+    from progresslm.evaluation import EvalError
     from progresslm.io import expand_files, expand_path
     from progresslm.train.select_checkpoint import select_checkpoint
 

@@ -50,7 +50,14 @@ class Estimate:
     def is_na(self) -> bool:
         return self.status is Status.NA
 
+    @property
+    def percent(self) -> float | None:
+        """`progress` in percent (None for N/A)."""
+        return None if self.progress is None else self.progress * 100
+
     def to_dict(self) -> dict:
+        """The JSON form (`progresslm serve` answers, `watch`'s events.json): progress in **percent**, as the
+        protocol and its files write it; the Python attributes are fractions."""
         return {
             "progress": None if self.progress is None else round(self.progress * 100, 2),
             "status": self.status.value,
@@ -62,7 +69,9 @@ class Estimate:
 
 
 def as_pil(image: Any, where: str):
-    """A PIL RGB image from a PIL image, an HxWx3 uint8 array, or a file path."""
+    """A PIL RGB image from a PIL image, a file path, or an array or tensor: H x W x C (numpy, PIL, imageio) or
+    C x H x W (torch, torchvision, LeRobot), C = 1, 3 or 4, H x W grey; uint8 values, or floats in [0, 1]
+    (or [0, 255])."""
     import numpy as np
     from PIL import Image
 
@@ -79,14 +88,35 @@ def as_pil(image: Any, where: str):
         except ImageReadError as error:
             reason = str(error).partition("cannot read image ")[2] or str(error)
             raise ScorerError(f"{where}: {path} is not a readable image {reason}") from None
+    if hasattr(image, "detach") and hasattr(image, "cpu"):  # a torch tensor, on any device
+        image = image.detach().cpu().numpy()
     array = np.asarray(image)
-    if array.ndim != 3 or array.shape[2] not in (3, 4) or array.shape[0] < 2 or array.shape[1] < 2:
-        raise ScorerError(f"{where}: expected an H x W x 3 image array, got shape {array.shape}")
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim == 3 and array.shape[2] not in (1, 3, 4) and array.shape[0] in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # channels first
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or array.shape[0] < 2 or array.shape[1] < 2:
+        raise ScorerError(f"{where}: expected an image array of H x W x C or C x H x W (C = 1, 3, 4), "
+                          f"got shape {array.shape}")  # fmt: skip
     if array.dtype != np.uint8:
         if np.issubdtype(array.dtype, np.floating) and array.size and float(array.max()) <= 1.0:
             array = array * 255.0
         array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
     return Image.fromarray(np.ascontiguousarray(array[..., :3]))
+
+
+def _one_or_many(observations: Any) -> list:
+    """`score`'s argument as a list: one image (a path, a PIL image, a 2-D or 3-D array or tensor) or several."""
+    from PIL import Image
+
+    if isinstance(observations, (str, Path, Image.Image)):
+        return [observations]
+    ndim = getattr(observations, "ndim", None)
+    if ndim is not None:
+        return [observations] if ndim in (2, 3) else list(observations)
+    return list(observations)
 
 
 class ProgressScorer:
@@ -180,11 +210,14 @@ class ProgressScorer:
         return Sample(uid=uid, trajectory_id="online", goal=self.goal, demo=self.demo,
                       observation=str(observation_path), progress=None, closest_idx=None, labelled=False)  # fmt: skip
 
-    def score(self, observations: Sequence[Any], draws: Sequence[int] | None = None) -> list[Estimate]:
-        """One `Estimate` per observation, in order; the backend sees them as one batch.
+    def score(self, observations: Any, draws: Sequence[int] | None = None) -> list[Estimate]:
+        """One `Estimate` per observation, in order; the backend sees them as one batch. `observations`: one image
+        (a path, a PIL image, an array or tensor, H x W x C or C x H x W) or a list of them, or an N x H x W x C
+        (N x C x H x W) batch.
 
         `draws`: a draw index per observation (default 0). Backends seed each draw differently, so the
         same frame asked with draws 0, 1, 2 gives independent samples when the backend samples."""
+        observations = _one_or_many(observations)
         if len(observations) == 0:
             return []
         draws = [0] * len(observations) if draws is None else [int(d) for d in draws]

@@ -13,7 +13,7 @@ BASELINES = ("constant", "pixel-nn")
 def baseline_metrics(files: list[Path], image_root: Path, out: Path) -> dict[str, dict]:
     """`constant` and `pixel-nn` on the benchmark split: what a model must beat."""
     from progresslm.backends.base import BackendOptions
-    from progresslm.evaluate import EvalConfig, evaluate
+    from progresslm.evaluation import EvalConfig, evaluate
 
     results = {}
     for name in BASELINES:

@@ -109,7 +109,7 @@ def select_checkpoint(
 ) -> dict:
     """Evaluate every candidate of `runs` on one fixed subset of `bench`; copy the best to `out`."""
     from progresslm.backends.base import BackendOptions
-    from progresslm.evaluate import EvalConfig, evaluate
+    from progresslm.evaluation import EvalConfig, evaluate
     from progresslm.train.export import export_model
 
     work = Path(work_dir)
