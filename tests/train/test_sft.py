@@ -124,8 +124,39 @@ def test_adapter_and_merged_export_load_in_the_eval_backend(trained, bench, tmp_
     merged = tmp_path / "merged"
     assert (merged / "config.json").is_file() and not (merged / "adapter_config.json").exists()
     assert (merged / "recipe.yaml").is_file()
+    for card in (run.out / "README.md", merged / "README.md"):  # ours, never TRL's placeholder
+        text = card.read_text()
+        assert "fine-tuned version of [None]" not in text and "SFT with TRL, LoRA rank" in text
+        assert str(Path(_base_of(run.out))) in text and "## Results" in text
+    assert "Exported from" in (merged / "README.md").read_text()
     # The backend merges an adapter on load, so both give the same greedy answers.
     assert _generate(merged, samples[:2], root) == from_adapter
+
+
+def _base_of(adapter_dir: Path) -> str:
+    import json
+
+    return json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def test_the_card_carries_the_figures_of_a_given_eval(tmp_path):
+    import json
+
+    from progresslm.train.model_card import model_card
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "recipe.yaml").write_text("kind: grpo\nmodel: Qwen/Qwen2.5-VL-3B-Instruct\nlora: null\n"
+                                       "data: {files: [rl/a.jsonl], mode: two-stage}\nbeta: 0.01\n")
+    (model / "trainer_state.json").write_text(json.dumps({"global_step": 7, "log_history": [{"reward": 0.5}]}))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"splits": {"visual_same_view": {"n": 10, "nse": 12.34, "prc": 80.0,
+                                                  "afrr": 0.0}}, "demo_swap": {"all": {"changed": 91.0}}}))
+    card = model_card(model, eval_run=run)
+    assert "base_model: Qwen/Qwen2.5-VL-3B-Instruct" in card and "GRPO with TRL, full fine-tuning" in card
+    assert "| visual_same_view | 10 | 12.3 | 80.0 | 0.0 | – |" in card and "91.0 %" in card
+    assert "Trained 7 steps; last logged reward 0.5" in card
 
 
 def test_export_of_a_full_model_dir_is_a_clear_error(tiny_vlm_dir, tmp_path, capsys):

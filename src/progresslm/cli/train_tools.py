@@ -22,6 +22,8 @@ def add_parsers(commands) -> None:
     export.add_argument("--out", required=True, metavar="DIR", help="where to write the merged model")
     export.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                         help="weights' dtype in the export (auto: as trained)")
+    export.add_argument("--eval", metavar="RUN_DIR", dest="eval_run",
+                        help="a `progresslm eval --out RUN_DIR` of this model: its figures go into the model card")
     export.set_defaults(handler=run_export)
 
     traces = commands.add_parser(
@@ -90,14 +92,18 @@ def add_parsers(commands) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from progresslm.train.config import RecipeError
     from progresslm.train.export import export_model, merge_lora
 
     try:
+        if args.eval_run and not (Path(args.eval_run) / "metrics.json").is_file():
+            raise RecipeError(f"--eval: {args.eval_run} holds no metrics.json; give a `progresslm eval --out` folder")
         if args.adapter:
-            out = merge_lora(args.adapter, args.out, dtype=args.dtype)
+            out = merge_lora(args.adapter, args.out, dtype=args.dtype, eval_run=args.eval_run)
         else:
-            out = export_model(args.model, args.out, dtype=args.dtype)
+            out = export_model(args.model, args.out, dtype=args.dtype, eval_run=args.eval_run)
     except RecipeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

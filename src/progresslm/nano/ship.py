@@ -46,6 +46,9 @@ def ship_nano(source: str | Path, target: Path = VLM_DIR) -> Path:
     export_model(source, staging)  # a failure leaves the shipped model as it was
     _clear(target)
     for path in staging.iterdir():
+        if path.name in KEEP and (target / path.name).exists():
+            path.unlink()  # the hand-written card stays
+            continue
         shutil.move(str(path), target / path.name)
     staging.rmdir()
     return target

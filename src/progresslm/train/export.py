@@ -12,12 +12,13 @@ import shutil
 from pathlib import Path
 
 from progresslm.train.config import RECIPE_FILE, RecipeError
+from progresslm.train.model_card import write_model_card
 from progresslm.train.models import _HUB_ID, ADAPTER_CONFIG, adapter_base, is_adapter_dir, load_model, load_processor
 
 log = logging.getLogger(__name__)
 
 
-def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "auto") -> Path:
+def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "auto", eval_run: str | Path | None = None) -> Path:
     """Merge the LoRA adapter in `adapter_dir` into its base and save a full model directory (model,
     processor, and the training recipe if there is one) at `out_dir`."""
     import torch
@@ -41,14 +42,19 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "auto"
     processor.save_pretrained(out)
     if (adapter / RECIPE_FILE).is_file():
         shutil.copy2(adapter / RECIPE_FILE, out / RECIPE_FILE)
+    for name in ("trainer_state.json",):  # the card reads the steps and last losses from it
+        if (adapter / name).is_file():
+            shutil.copy2(adapter / name, out / name)
     source = {"adapter": str(adapter.resolve()), "base": base, "dtype": dtype}
     (out / "export.json").write_text(json.dumps(source, indent=2) + "\n")
+    write_model_card(out, eval_run, exported_from=str(adapter))
     log.info("merged %s into %s", adapter, out)
     return out
 
 
 def export_model(
-    model_dir: str | Path, out_dir: str | Path, dtype: str = "auto", processor_dir: str | Path | None = None
+    model_dir: str | Path, out_dir: str | Path, dtype: str = "auto", processor_dir: str | Path | None = None,
+    eval_run: str | Path | None = None,
 ) -> Path:
     """Save a full-fine-tuning output as a clean model directory: weights (safetensors), processor,
     generation config and the training recipe, without optimizer state or checkpoints. A LoRA output
@@ -58,7 +64,7 @@ def export_model(
 
     source = Path(model_dir).expanduser()
     if is_adapter_dir(source):
-        return merge_lora(source, out_dir, dtype)
+        return merge_lora(source, out_dir, dtype, eval_run)
     out = Path(out_dir).expanduser()
     if not (source / "config.json").is_file():
         raise RecipeError(f"--model: {source} holds no config.json; give a training output or model directory")
@@ -73,6 +79,9 @@ def export_model(
     processor.save_pretrained(out)
     if (source / RECIPE_FILE).is_file():
         shutil.copy2(source / RECIPE_FILE, out / RECIPE_FILE)
+    if (source / "trainer_state.json").is_file():
+        shutil.copy2(source / "trainer_state.json", out / "trainer_state.json")
     (out / "export.json").write_text(json.dumps({"model": str(source.resolve()), "dtype": dtype}, indent=2) + "\n")
+    write_model_card(out, eval_run, exported_from=str(source))
     log.info("exported %s to %s", source, out)
     return out

@@ -283,7 +283,10 @@ def fit(run: TrainerRun) -> Path:
     trainer.save_model(str(out))
     trainer.save_state()
     if trainer.is_world_process_zero():
+        from progresslm.train.model_card import write_model_card
+
         run.processor.save_pretrained(str(out))
+        write_model_card(out)  # over TRL's generic card
         log.info("%s output in %s (step %d)", run.recipe.kind, out, trainer.state.global_step)
     return out
 
