@@ -31,3 +31,24 @@ def test_teacher_traces_through_the_cli_drop_wrong_ones(tmp_path, capsys):
         sample = by_uid[row["uid"]]
         assert row["prompt_hash"] == build_prompt(sample, "two-stage", None).hash
         assert (row["progress"], row["closest_idx"], row["tolerance"]) == (sample.progress, sample.closest_idx, 0.05)
+
+
+def test_a_rerun_asks_only_for_what_is_missing(tmp_path, capsys):
+    """Rows are written as they arrive; after a crash (a cut last line) the same command finishes the file."""
+    bench = fixture("visual_same_view")
+    samples = read_official(bench).samples
+    write_images(samples, tmp_path / "images")
+    replies = [{"uid": s.uid, "reply": template_trace(s)} for s in samples]
+    (tmp_path / "teacher.jsonl").write_text("".join(json.dumps(r) + "\n" for r in replies))
+    out = tmp_path / "traces.jsonl"
+    args = ["train", "traces", "--bench", str(bench), "--image-root", str(tmp_path / "images"), "--backend", "replay",
+            "--replies", str(tmp_path / "teacher.jsonl"), "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])  # three whole rows, then a cut one
+    capsys.readouterr()
+    assert main(args) == 0
+    assert f"({3} reused)" in capsys.readouterr().out
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{") and line.endswith("}")]
+    assert sorted(r["uid"] for r in rows) == sorted(s.uid for s in samples)
+    assert main(args) == 0 and f"({len(samples)} reused)" in capsys.readouterr().out  # nothing left to ask

@@ -35,15 +35,18 @@ def add_parsers(commands) -> None:
     )
     traces.add_argument("--bench", nargs="+", required=True, metavar="FILE", help="benchmark-format JSONL files")
     traces.add_argument("--image-root", help="images resolve as IMAGE_ROOT/<id>/<file name>")
-    traces.add_argument("--backend", required=True, help="the teacher: openai, hf, vllm, replay, ...")
-    traces.add_argument("--model", help="teacher model name or path")
-    traces.add_argument("--base-url", help="OpenAI-compatible server of the teacher")
-    traces.add_argument("--replies", help='replay: JSONL of {"uid": ..., "reply": ...}')
+    traces.add_argument("--backend", required=True, help="the teacher: openai, hf, vllm, replay, or module:Class")
     traces.add_argument("--tolerance", type=float, default=5.0, help="largest score error kept, in percentage points")
     traces.add_argument(
         "--out", required=True, metavar="FILE",
-        help="traces JSONL (uid, reply, kept, reason, and prompt_hash, progress, closest_idx, tolerance to re-check)",
+        help="traces JSONL (uid, reply, kept, reason, and prompt_hash, progress, closest_idx, tolerance to re-check); "
+        "each row is written as its reply arrives, and a rerun of the same command asks only for what is missing",
     )  # fmt: skip
+    traces.add_argument("--quiet", action="store_true", help="no progress bar")
+    from progresslm.cli.options import add_backend_options
+
+    add_backend_options(traces, omit=("value",), model="teacher model name (openai) or path (hf, vllm)",
+                        temperature="teacher sampling temperature (0: greedy)")
     traces.set_defaults(handler=run_traces)
 
     tiny = commands.add_parser("tiny-model", help="build the tiny random-init Qwen2.5-VL the CPU recipes train")
@@ -114,29 +117,75 @@ def run_traces(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from progresslm.backends.base import BackendError, BackendOptions
+    from tqdm.auto import tqdm
+
+    from progresslm.backends.base import BackendError
     from progresslm.backends.registry import UnknownBackendError, create_backend
     from progresslm.bench.format import BenchFormatError, load_bench
-    from progresslm.train.traces import drop_rate, teacher_traces, trace_row
+    from progresslm.cli.options import OptionError, backend_options
+    from progresslm.train.traces import TraceResult, drop_rate, iter_teacher_traces, trace_mismatch, trace_row
 
+    out = Path(args.out)
+    tolerance = args.tolerance / 100.0
     try:
         samples = load_bench(args.bench).samples
-        options = BackendOptions(model=args.model, base_url=args.base_url, replies=args.replies)
-        backend = create_backend(args.backend, options, "two-stage")
-        try:
-            results = teacher_traces(samples, backend, args.image_root, tolerance=args.tolerance / 100.0)
-        finally:
-            backend.close()
-    except (BenchFormatError, BackendError, UnknownBackendError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        done = _saved_traces(out, {s.uid: s for s in samples}, trace_mismatch)
+        todo = [s for s in samples if s.uid not in done]
+        options = backend_options(args)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():  # keep the rows that still hold (a line cut by a crash, or a changed sample, is asked again)
+            from progresslm.io import write_text_atomic
+
+            write_text_atomic(out, "".join(json.dumps(row) + "\n" for row in done.values()))
+        if todo:
+            backend = create_backend(args.backend, options, "two-stage")
+            bar = tqdm(total=len(todo), desc=f"traces {args.backend}", unit="sample", disable=args.quiet)
+            try:
+                with out.open("a", encoding="utf-8") as handle:
+                    for result, sample in iter_teacher_traces(todo, backend, args.image_root, tolerance=tolerance):
+                        row = trace_row(result, sample, tolerance)
+                        handle.write(json.dumps(row) + "\n")
+                        handle.flush()
+                        done[sample.uid] = row
+                        bar.update(1)
+            finally:
+                bar.close()
+                backend.close()
+    except (BenchFormatError, BackendError, UnknownBackendError, OptionError) as error:
+        saved = f"; the {len(done) if 'done' in locals() else 0} traces written so far stay in {out}" if out.exists() else ""
+        print(f"error: {error}{saved}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows = [trace_row(result, sample, args.tolerance / 100.0) for result, sample in zip(results, samples, strict=True)]
-    out.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: traces so far are in {out}; rerun the same command to finish", file=sys.stderr)
+        return 130
+    results = [TraceResult(row["uid"], row["reply"], row["kept"], row["reason"]) for row in done.values()]
     kept = sum(r.kept for r in results)
-    print(f"{kept} of {len(results)} traces kept, drop rate {100 * drop_rate(results):.1f} %; written to {out}")
+    reused = len(samples) - len(todo)
+    print(f"{kept} of {len(results)} traces kept, drop rate {100 * drop_rate(results):.1f} % ({reused} reused); "
+          f"in {out}")  # fmt: skip
     return 0
+
+
+def _saved_traces(out, samples: dict, mismatch) -> dict:
+    """uid -> row of the traces already in `out` that still match their sample (a rerun asks for the rest)."""
+    import json
+
+    saved: dict = {}
+    if not out.exists():
+        return saved
+    for line in out.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash: asked again
+        sample = samples.get(row.get("uid")) if isinstance(row, dict) else None
+        if sample is None:
+            continue
+        why = mismatch(sample, row)  # a dropped trace was answered too: it counts as done unless its sample changed
+        if why is None or (row.get("kept") is False and why.startswith("reply disagrees")):
+            saved[sample.uid] = row
+    return saved
+
 
 def run_tiny_model(args: argparse.Namespace) -> int:
     from progresslm.train.config import RecipeError

@@ -274,6 +274,40 @@ def check_trace(sample: Sample, reply: str, tolerance: float = 0.05, require_for
     return True, "ok"
 
 
+def iter_teacher_traces(
+    samples: Sequence[Sample],
+    backend,
+    image_root: str | Path | None,
+    *,
+    tolerance: float = 0.05,
+    require_format: bool = True,
+    image_store=None,
+):
+    """Ask `backend` (any evaluation backend, created in two-stage mode) for one trace per sample; yield each
+    `(TraceResult, Sample)` as its reply arrives (in any order), so a caller can save it at once. See `check_trace`
+    for what is kept."""
+    from progresslm.ask import Item, ask
+
+    if getattr(backend, "mode", "two-stage") != "two-stage":
+        raise ValueError(f"teacher traces need a backend created in 'two-stage' mode, got {backend.mode!r}")
+    unreadable_items: list[tuple[TraceResult, Sample]] = []
+
+    def unreadable(item: Item, error) -> None:
+        unreadable_items.append((TraceResult(item.sample.uid, "", False, f"image: {error}"), item.sample))
+
+    items = [Item(sample, teacher_prompt(sample, image_root)) for sample in samples]
+    for answer in ask(backend, items, image_store, on_image_error=unreadable):
+        yield from unreadable_items
+        unreadable_items.clear()
+        request, reply = answer.request, answer.reply
+        if reply.error:
+            yield TraceResult(request.uid, reply.text, False, f"backend error: {reply.error}"), request.sample
+            continue
+        kept, reason = check_trace(request.sample, reply.text, tolerance, require_format)
+        yield TraceResult(request.uid, reply.text, kept, reason), request.sample
+    yield from unreadable_items
+
+
 def teacher_traces(
     samples: Sequence[Sample],
     backend,
@@ -283,27 +317,9 @@ def teacher_traces(
     require_format: bool = True,
     image_store=None,
 ) -> list[TraceResult]:
-    """Ask `backend` (any evaluation backend, created in two-stage mode) for one trace per sample.
-
-    Returns one TraceResult per sample, in sample order; see `check_trace` for what is kept.
-    """
-    from progresslm.ask import Item, ask
-
-    if getattr(backend, "mode", "two-stage") != "two-stage":
-        raise ValueError(f"teacher traces need a backend created in 'two-stage' mode, got {backend.mode!r}")
-    results: dict[str, TraceResult] = {}
-
-    def unreadable(item: Item, error) -> None:
-        results[item.sample.uid] = TraceResult(item.sample.uid, "", False, f"image: {error}")
-
-    items = [Item(sample, teacher_prompt(sample, image_root)) for sample in samples]
-    for answer in ask(backend, items, image_store, on_image_error=unreadable):
-        request, reply = answer.request, answer.reply
-        if reply.error:
-            results[request.uid] = TraceResult(request.uid, reply.text, False, f"backend error: {reply.error}")
-            continue
-        kept, reason = check_trace(request.sample, reply.text, tolerance, require_format)
-        results[request.uid] = TraceResult(request.uid, reply.text, kept, reason)
+    """`iter_teacher_traces` as a list in sample order; a sample without a reply is an error."""
+    results = {result.uid: result for result, _ in iter_teacher_traces(
+        samples, backend, image_root, tolerance=tolerance, require_format=require_format, image_store=image_store)}
     missing = [sample.uid for sample in samples if sample.uid not in results]
     if missing:
         raise RuntimeError(f"the backend returned no reply for {len(missing)} samples, e.g. {missing[:5]}")
