@@ -63,7 +63,7 @@ def calibration_file(runs: Path) -> Path:
     return path
 
 
-def models(args, runs: Path) -> list[tuple[str, str, BackendOptions, dict]]:
+def models(args, runs: Path, preset: str) -> list[tuple[str, str, BackendOptions, dict]]:
     """(row name, backend, options, extra EvalConfig fields) in table order."""
     rows = [
         ("constant 50%", "constant", BackendOptions(), {}),
@@ -74,6 +74,8 @@ def models(args, runs: Path) -> list[tuple[str, str, BackendOptions, dict]]:
     ]
     hints = {"hints_model": args.matcher} if args.matcher else {}
     for name, path in (("nano SFT", args.sft), ("nano GRPO", args.grpo)):
+        if name == "nano SFT" and preset not in args.sft_presets:
+            continue
         if path and not (Path(path) / "config.json").is_file():
             print(f"skipping {name}: no model at {path}", file=sys.stderr)
             continue
@@ -167,6 +169,8 @@ def main(argv=None) -> int:
     parser.add_argument("--matcher", help="matcher checkpoint (default: the shipped one); also writes nano's hints")
     parser.add_argument("--sft", default=str(REPO / "runs/nano/sft-best"),
                         help="nano after SFT (default: the checkpoint `make nano` selected)")
+    parser.add_argument("--sft-presets", nargs="+", default=["small", "full"], choices=["small", "full"],
+                        help="presets with the SFT rows (each full-preset nano row costs ~15 min on 2 cores)")
     parser.add_argument("--grpo", help="nano after GRPO (default: the shipped checkpoint)")
     parser.add_argument("--runs", default=str(REPO / "runs/nano_results"))
     parser.add_argument("--out", default=str(REPO / "experiments/nano_results.md"))
@@ -175,7 +179,6 @@ def main(argv=None) -> int:
     check_unseen(args.presets)
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
-    rows = models(args, runs)
     sections = [
         "# The default models on the simulated benchmark",
         "",
@@ -187,6 +190,7 @@ def main(argv=None) -> int:
         "(`--hints matcher`) unless marked; the no-hints rows ask the same weights without them.",
     ]
     for preset in args.presets:
+        rows = models(args, runs, preset)
         outcome = bench_for(preset)
         samples = load_bench(outcome.bench_files()).samples
         loaded: dict[str, Run] = {}

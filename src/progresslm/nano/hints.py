@@ -3,12 +3,14 @@
 `--hints matcher` (any backend; off by default, so the paper's protocol is unchanged) adds one line
 before the question:
 
-    Matcher hints: similarity to keyframe 1: 0.12, 2: 0.81, 3: 0.40, 4: 0.10, 5: 0.05; mismatch: 0.07.
+    Matcher hints: similarity to keyframe 1: 0.12, 2: 0.81, 3: 0.40, 4: 0.10, 5: 0.05; its estimate: 2, 27%;
+    mismatch: 0.07.
 
 (for a text demonstration: "to the start: ..., step 1: ..."). The similarities are the matcher's
-cosines, the mismatch its N/A probability. A model that reads the hints gets a comparison it did
-not have to learn; nano is trained with them, so its answers follow the demonstration on tasks it
-never saw.
+cosines, the estimate its anchor and progress, the mismatch its N/A probability (", it says n/a" follows
+when that is above the matcher's threshold, and the estimate is then left out). A model that reads the
+hints gets a comparison it did not have to learn; nano is trained with them, so its answers follow the
+demonstration on tasks it never saw.
 
 `HintProvider` computes them. For samples of tasks a matcher was trained on, hints from that matcher
 would be better than anywhere else (it has seen those very frames), and a model trained on them
@@ -27,6 +29,7 @@ from progresslm.nano.matcher import MatchResult
 from progresslm.types import Modality, Sample
 
 HINT_SOURCES = ("matcher",)
+HINTS_VERSION = "h2"  # h2: the matcher's own estimate (anchor, progress) and n/a call joined the similarities
 FOLDS_FILE = "folds.json"  # in a matcher folder: {"folds": [{"dir": "folds/0", "tasks": [...]}, ...]}
 
 
@@ -41,7 +44,9 @@ def hints_text(result: MatchResult | None, sample: Sample) -> str | None:
     >>> s = Sample("u", "t", "g", Demo(Modality.VISUAL, ("a", "b", "c"), 2), "o", 0.5, 2)
     >>> r = MatchResult((0.1, 0.8, 0.35), (0.0, 1.0, 0.0), 1.0, 0.5, 0.07, False)
     >>> hints_text(r, s)
-    'Matcher hints: similarity to keyframe 1: 0.10, 2: 0.80, 3: 0.35; mismatch: 0.07.'
+    'Matcher hints: similarity to keyframe 1: 0.10, 2: 0.80, 3: 0.35; its estimate: 2, 50%; mismatch: 0.07.'
+    >>> hints_text(MatchResult((0.1, 0.2, 0.15), (0.3, 0.4, 0.3), 1.0, 0.5, 0.91, True), s)
+    'Matcher hints: similarity to keyframe 1: 0.10, 2: 0.20, 3: 0.15; mismatch: 0.91, it says n/a.'
     """
     if result is None:
         return None
@@ -52,7 +57,10 @@ def hints_text(result: MatchResult | None, sample: Sample) -> str | None:
         listed = f"the start: {sims[0]}" + "".join(
             f", {'step ' if i == 1 else ''}{i}: {s}" for i, s in enumerate(sims[1:], 1)
         )
-    return f"Matcher hints: similarity to {listed}; mismatch: {result.p_na:.2f}."
+    if result.na:
+        return f"Matcher hints: similarity to {listed}; mismatch: {result.p_na:.2f}, it says n/a."
+    estimate = f"its estimate: {result.anchor}, {round(100 * result.progress)}%"
+    return f"Matcher hints: similarity to {listed}; {estimate}; mismatch: {result.p_na:.2f}."
 
 
 def check_source(source: str | None) -> str | None:
@@ -95,7 +103,7 @@ class HintProvider:
         """What made the hints (goes into a run's identity): the matcher's weights digest."""
         from progresslm.nano.checkpoints import weights_id
 
-        return f"matcher@{weights_id(self.folder)}"
+        return f"matcher@{weights_id(self.folder)}/{HINTS_VERSION}"
 
     def hints(self, samples: Sequence[Sample], image_root: str | Path | None) -> dict[str, str]:
         """uid -> hints line for every sample the matcher can answer."""
