@@ -324,3 +324,35 @@ def test_no_matplotlib_at_import_and_no_pyplot_after_plotting(tmp_path):
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert (tmp_path / "empty.png").is_file()
+
+
+def test_trajectory_panels_cover_every_task_before_repeating_one():
+    from progresslm.plots import _pick_trajectories
+    from progresslm.types import Demo, Modality, Prediction, Sample, Status
+
+    demo = Demo(Modality.VISUAL, ("a", "b", "c"), 2)
+    samples, preds = [], []
+    for task, episodes in (("big-task", 6), ("small-task", 1), ("mid-task", 2)):
+        for episode in range(episodes):
+            for i in range(3 if task != "big-task" else 5):
+                samples.append(Sample(f"{task}{episode}{i}", f"sim/{task}/ep{episode}", "g", demo, "o", i / 4, 1))
+                preds.append(Prediction(Status.VALUE, 0.5, None))
+    picked = _pick_trajectories(samples, preds, 4)
+    tasks = [key[0].split("/")[1] for key, _ in picked]
+    assert tasks[:3] == ["big-task", "mid-task", "small-task"] and tasks[3] == "big-task"
+
+
+def test_eval_writes_a_gallery_of_the_best_and_worst_answers(tmp_path):
+    from progresslm.bench.example import build_example
+    from progresslm.evaluation import EvalConfig, evaluate
+
+    example = build_example(tmp_path / "example")
+    config = EvalConfig(bench=[str(f) for f in example.files], image_root=str(example.root / "images"),
+                        out=str(tmp_path / "run"), backend="pixel-nn", bootstrap=0)  # fmt: skip
+    evaluate(config, progress=False)
+    page = (tmp_path / "run" / "gallery.html").read_text()
+    splits = ("visual_same_view", "visual_cross_view", "text", "visual_unanswerable", "text_unanswerable")
+    assert all(f"<h2>{split} (" in page for split in splits)
+    assert page.count('class="card"') == 5 * 6 and page.count("· <b>true") == 30  # 3 best + 3 worst per split
+    assert page.count("<img src=\"data:image/jpeg;base64,") > 30 and "image missing" not in page
+    assert "<ref>" in page or "&lt;ref&gt;" in page  # the replies are shown

@@ -497,7 +497,11 @@ def finish(
         if first:
             plots.append(str(plots_lib.plot_score_histograms([s for s, _ in first], [p for _, p in first], out / "score_hist.png")))
             plots.append(str(plots_lib.plot_trajectories([s for s, _ in first], [p for _, p in first], out / "trajectories.png")))
+            from progresslm.gallery import write_gallery
 
+            replies = {uid: record.reply for (uid, draw), record in done.items() if draw == 0}
+            write_gallery(out / "gallery.html", [s for s, _ in first], [p for _, p in first], replies,
+                          config.image_root, title=report.load_run(out).name)
     run = report.load_run(out)
     (out / "report.md").write_text(report.render_report_markdown(run, floors=floors, plots=[Path(p).name for p in plots]))
     (out / "report.html").write_text(report.render_report_html(run, floors=floors, plots=plots))

@@ -87,13 +87,47 @@ def plot_score_histograms(samples: Sequence[Sample], preds: Sequence[Prediction]
 
 
 def _pick_trajectories(samples: Sequence[Sample], preds: Sequence[Prediction], limit: int):
-    """Answerable (trajectory_id, split) groups, the largest first, ties broken by name."""
+    """Answerable (trajectory_id, split) groups spread over the tasks: each task's largest group in turn (ties by
+    name), then each task's second, and so on, so that every task shows before any shows twice."""
+    from progresslm.types import task_of
+
     groups: dict[tuple[str, str], list[tuple[Sample, Prediction]]] = defaultdict(list)
+    task: dict[tuple[str, str], str] = {}
     for sample, pred in zip(samples, preds):
         if sample.answerable:
-            groups[(sample.trajectory_id, sample.split)].append((sample, pred))
-    keys = sorted(groups, key=lambda key: (-len(groups[key]), key))[:limit]
-    return [(key, sorted(groups[key], key=lambda pair: (pair[0].progress, pair[0].uid))) for key in keys]
+            key = (sample.trajectory_id, sample.split)
+            groups[key].append((sample, pred))
+            task[key] = task_of(sample)
+    by_task: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for key in sorted(groups, key=lambda key: (-len(groups[key]), key)):
+        by_task[task[key]].append(key)
+    order = sorted(by_task, key=lambda name: (-len(groups[by_task[name][0]]), by_task[name][0]))
+    keys: list[tuple[str, str]] = []
+    for rank in range(max((len(v) for v in by_task.values()), default=0)):
+        keys += [by_task[name][rank] for name in order if rank < len(by_task[name])]
+    return [(key, sorted(groups[key], key=lambda pair: (pair[0].progress, pair[0].uid))) for key in keys[:limit]]
+
+
+def panel_title(trajectory_id: str, split: str, width: int = 30) -> str:
+    """The whole trajectory id, wrapped (never cut), without the `sim/` prefix every simulated id shares.
+
+    >>> print(panel_title("sim/pick-place-wall-v3/bench-000123-corner2", "visual_same_view"))
+    pick-place-wall-v3/bench-
+    000123-corner2 · visual_same_view
+    """
+    import re
+
+    shown = trajectory_id.removeprefix("sim/")
+    lines = [""]
+    for piece in re.findall(r"[^/_-]+[/_-]?|[/_-]", shown):  # break after "/", "_" or "-" when a line is full
+        if lines[-1] and len(lines[-1]) + len(piece) > width:
+            lines.append("")
+        lines[-1] += piece
+    if len(lines[-1]) + len(split) + 3 <= width + 12:
+        lines[-1] = f"{lines[-1]} · {split}"
+    else:
+        lines.append(split)
+    return "\n".join(lines)
 
 
 def plot_trajectories(
@@ -122,8 +156,7 @@ def plot_trajectories(
                         label=f"{label} ({len(xs)})")
         if any(not p.has_value for _, p in pairs):
             ax.legend(fontsize=6, loc="upper left")
-        short_id = trajectory_id if len(trajectory_id) <= 28 else trajectory_id[:25] + "..."
-        ax.set_title(f"{short_id}\n{split}", fontsize=7)
+        ax.set_title(panel_title(trajectory_id, split), fontsize=7)
         ax.set_xlim(-3, 103)
         ax.set_ylim(-12, 105)
         ax.set_xlabel("true (%)", fontsize=7)

@@ -304,7 +304,9 @@ def _report_sections(run: Run, floors: list[Run], plots: list[str | Path]) -> li
             generic_table(run.metrics["demo_swap"]),
         ]))
     if plots:
-        sections.append(Section("Plots", [Path(p) for p in plots]))
+        sections.append(Section("Plots", ["The best and worst answers of each split, with the demonstration, the "
+                                          "observation and the reply: gallery.html beside this report.",
+                                          *[Path(p) for p in plots]]))  # fmt: skip
     return sections
 
 

@@ -70,9 +70,9 @@ def rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[list[boo
                 best[i][j] = v == target
     cells = []
     for run, row in zip(runs, values):
-        name = run.name if len(run.name) <= NAME_WIDTH else run.name[: NAME_WIDTH - 1] + "…"
+        name = run.name.replace(" (two-stage)", "")  # the default mode goes without saying
+        name = name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…"
         name = f"{name} (floor)" if is_floor(run) and len(name) <= NAME_WIDTH - 8 else name
-        name = name.replace(" (two-stage)", "")  # the default mode goes without saying
         cells.append([name, *("–" if v is None else f"{v:.1f}" for v in row), str(samples(run))])
     return header, cells, best
 

@@ -50,7 +50,7 @@ def test_shipped_3b_recipes_hold_the_paper_values(name, kind, data_overrides):
         assert (recipe.beta, recipe.num_generations, recipe.temperature, recipe.top_p) == (0.01, 16, 0.6, 0.9)
         assert recipe.reward["weights"] == [0.1, 0.6, 0.3]
     raw = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-    assert all("sim-full-s0-v3" in path and "*" not in path for path in raw["data"]["files"])
+    assert all("sim-full-s0-v4" in path and "*" not in path for path in raw["data"]["files"])
     trl = pytest.importorskip("trl")
     from progresslm.train.trainer import check_trl_overrides
 

@@ -53,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    names = [run.name for run in runs]
+    for run, folder in zip(runs, folders):
+        if names.count(run.name) > 1:  # one model run twice (with and without hints, say): tell them apart
+            run.name = f"{folder.name}: {run.name}" if names.count(folder.name) <= 1 else str(folder)
     for warning in report.comparison_warnings(runs):
         print(f"warning: {warning}", file=sys.stderr)
     print_summary(runs)
