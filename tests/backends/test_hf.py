@@ -180,7 +180,7 @@ def test_unloadable_directory_names_the_original_error(tmp_path):
 
 def test_missing_transformers_says_what_to_install(monkeypatch, tiny_vlm_dir):
     monkeypatch.setitem(sys.modules, "transformers", None)
-    with pytest.raises(BackendError, match=r"pip install 'progresslm\[hf\]'"):
+    with pytest.raises(BackendError, match=r"pip install -e '\.\[hf\]'"):
         HFBackend(BackendOptions(model=str(tiny_vlm_dir), device="cpu"), "two-stage")
 
 

@@ -79,7 +79,7 @@ def test_request_seeds_differ_by_draw_and_follow_the_seed():
 
 def test_missing_vllm_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "vllm", None)
-    with pytest.raises(BackendError, match=r"pip install 'progresslm\[vllm\]'.*CUDA GPU"):
+    with pytest.raises(BackendError, match=r"pip install -e '\.\[vllm\]'.*CUDA GPU"):
         VLLMBackend(BackendOptions(model=str(tmp_path)), "two-stage")
 
 

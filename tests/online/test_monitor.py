@@ -273,8 +273,8 @@ def test_bad_scorer_and_bad_frames():
         monitor.update_many([FRAME, FRAME], [6.0])
     with pytest.raises(MonitorError, match=r"timestamps\[0\] \(frame 1\): expected a finite number"):
         monitor.update(FRAME, float("nan"))
-    with pytest.raises(MonitorError, match=r"frame 2: expected an H x W x 3 image array"):
-        monitor.update_many([FRAME, np.zeros((4, 4))], [6.0, 7.0])
+    with pytest.raises(MonitorError, match=r"frame 2: expected an image array of H x W x C"):
+        monitor.update_many([FRAME, np.zeros((5, 6, 7))], [6.0, 7.0])
     with pytest.raises(MonitorError, match=r"update_many takes a list of frames; use update\(\)"):
         monitor.update_many(FRAME)
     # nothing was scored or recorded by the failed calls

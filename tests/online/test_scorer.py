@@ -52,7 +52,7 @@ def test_frames_are_not_kept_after_scoring():
         ("g", "reach", "demo: give a list"),
         ("g", [grey(0)], "at least 2 keyframes"),
         ("g", ["reach", grey(0)], "mixes step descriptions and images"),
-        ("g", [grey(0), np.zeros((4, 4))], r"demo\[1\]: expected an H x W x 3 image array"),
+        ("g", [grey(0), np.zeros((5, 6, 7))], r"demo\[1\]: expected an image array of H x W x C"),
         ("g", ["step", "  "], "a text step is empty"),
     ],
 )
