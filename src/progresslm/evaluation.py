@@ -489,6 +489,7 @@ def finish(
             floors.append(report.Run(name=label, metrics=floor_metrics, config={"backend": label}))
         _write_json(out / "floors.json", {run.name: run.metrics for run in floors})
 
+    run = report.load_run(out)
     plots = []
     if config.plots:
         from progresslm import plots as plots_lib
@@ -501,8 +502,7 @@ def finish(
 
             replies = {uid: record.reply for (uid, draw), record in done.items() if draw == 0}
             write_gallery(out / "gallery.html", [s for s, _ in first], [p for _, p in first], replies,
-                          config.image_root, title=report.load_run(out).name)
-    run = report.load_run(out)
+                          config.image_root, title=run.name)
     (out / "report.md").write_text(report.render_report_markdown(run, floors=floors, plots=[Path(p).name for p in plots]))
     (out / "report.html").write_text(report.render_report_html(run, floors=floors, plots=plots))
     return metrics

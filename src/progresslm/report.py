@@ -187,7 +187,7 @@ def table1_strict(runs: list[Run]) -> Table:
     return Table(columns, rows, title="Table 1b: PRC-strict and PRC groups", note=note)
 
 
-def _pooled(run: Run, key: str) -> float | None:
+def pooled_unanswerable(run: Run, key: str) -> float | None:
     """UDA pooled over the unanswerable splits, weighting each by its sample count."""
     total = weight = 0.0
     for name in UNANSWERABLE:
@@ -210,7 +210,7 @@ def table2(runs: list[Run]) -> Table:
         row = [run.name]
         for name in _present(runs, UNANSWERABLE):
             row += [fmt(run.split(name).get("uda")), fmt(run.split(name).get("uda_lenient"))]
-        row += [fmt(_pooled(run, "uda")), fmt(_pooled(run, "uda_lenient")), fmt(run.split("micro").get("afrr"))]
+        row += [fmt(pooled_unanswerable(run, "uda")), fmt(pooled_unanswerable(run, "uda_lenient")), fmt(run.split("micro").get("afrr"))]
         rows.append(row)
     note = (
         "UDA counts explicit N/A replies on unanswerable samples (lenient: parse failures too); AFRR counts "
@@ -310,7 +310,8 @@ def _report_sections(run: Run, floors: list[Run], plots: list[str | Path]) -> li
     return sections
 
 
-def _samples(run: Run) -> int:
+def sample_count(run: Run) -> int:
+    """Samples the run scored: the per-split counts, without the pooled rows (micro, macro, visual)."""
     return int(sum((s or {}).get("n") or 0 for name, s in (run.metrics.get("splits") or {}).items()
                    if name in SPLIT_NAMES and name not in ("micro", "macro", "visual")))  # fmt: skip
 
@@ -324,7 +325,7 @@ def comparison_warnings(runs: Sequence[Run]) -> list[str]:
         notes.append("The runs were made on different benchmark files (see Runs): their figures do not compare.")
     counts = {run.name: {k: (s or {}).get("n") for k, s in (run.metrics.get("splits") or {}).items()} for run in runs}
     if len({json.dumps(c, sort_keys=True) for c in counts.values()}) > 1:
-        shown = ", ".join(f"{name}: {_samples(run)}" for name, run in zip(counts, runs))
+        shown = ", ".join(f"{name}: {sample_count(run)}" for name, run in zip(counts, runs))
         notes.append(f"The runs scored different sample sets ({shown} samples): compare them only on the same samples "
                      "(`--limit` draws a stratified subset; use the same value for every run).")
     return notes
@@ -343,7 +344,7 @@ def _compare_sections(runs: list[Run], plots: dict[str, list[Path]] | None = Non
     config = _config_table(runs)
     config.columns.append(("", "samples"))
     for row, run in zip(config.rows, runs):
-        row.append(str(_samples(run)))
+        row.append(str(sample_count(run)))
     sections = [Section("Runs", [*comparison_warnings(runs), config])]
     sections.append(Section("Results", ["Percents. NSE, AFRR: lower is better; PRC, UDA: higher is better; – = undefined.",
                                         table1(runs), table1_strict(runs), table2(runs)]))  # fmt: skip

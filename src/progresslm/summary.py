@@ -13,7 +13,7 @@ import math
 import sys
 from collections.abc import Sequence
 
-from progresslm.report import Run
+from progresslm.report import Run, pooled_unanswerable, sample_count
 from progresslm.types import is_number
 
 FLOOR_BACKENDS = ("constant", "random", "constant-50%")
@@ -40,20 +40,9 @@ def value(run: Run, key: tuple[str, str]):
     if split == "demo_swap":
         return ((run.metrics.get("demo_swap") or {}).get("all") or {}).get(field)
     if split == "unanswerable":
-        total = weight = 0.0
-        for name in ("visual_unanswerable", "text_unanswerable"):
-            s = run.split(name)
-            if is_number(s.get(field)) and s.get("n"):
-                total, weight = total + s[field] * s["n"], weight + s["n"]
-        return total / weight if weight else None
+        return pooled_unanswerable(run, field)
     found = run.split(split).get(field)
     return found if is_number(found) else None
-
-
-def samples(run: Run) -> int:
-    splits = run.metrics.get("splits") or {}
-    names = ("visual_same_view", "visual_cross_view", "text", "visual_unanswerable", "text_unanswerable")
-    return int(sum((splits.get(name) or {}).get("n") or 0 for name in names))
 
 
 def rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[list[bool]]]:
@@ -73,7 +62,7 @@ def rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[list[boo
         name = run.name.replace(" (two-stage)", "")  # the default mode goes without saying
         name = name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…"
         name = f"{name} (floor)" if is_floor(run) and len(name) <= NAME_WIDTH - 8 else name
-        cells.append([name, *("–" if v is None else f"{v:.1f}" for v in row), str(samples(run))])
+        cells.append([name, *("–" if v is None else f"{v:.1f}" for v in row), str(sample_count(run))])
     return header, cells, best
 
 

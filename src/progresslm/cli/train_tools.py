@@ -123,13 +123,14 @@ def run_traces(args: argparse.Namespace) -> int:
     from progresslm.backends.registry import UnknownBackendError, create_backend
     from progresslm.bench.format import BenchFormatError, load_bench
     from progresslm.cli.options import OptionError, backend_options
-    from progresslm.train.traces import TraceResult, drop_rate, iter_teacher_traces, trace_mismatch, trace_row
+    from progresslm.train.traces import TraceResult, drop_rate, iter_teacher_traces, saved_traces, trace_row
 
     out = Path(args.out)
     tolerance = args.tolerance / 100.0
+    done: dict[str, dict] = {}
     try:
         samples = load_bench(args.bench).samples
-        done = _saved_traces(out, {s.uid: s for s in samples}, trace_mismatch)
+        done = saved_traces(out, samples)
         todo = [s for s in samples if s.uid not in done]
         options = backend_options(args)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +153,7 @@ def run_traces(args: argparse.Namespace) -> int:
                 bar.close()
                 backend.close()
     except (BenchFormatError, BackendError, UnknownBackendError, OptionError) as error:
-        saved = f"; the {len(done) if 'done' in locals() else 0} traces written so far stay in {out}" if out.exists() else ""
+        saved = f"; the {len(done)} traces written so far stay in {out}" if out.exists() else ""
         print(f"error: {error}{saved}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -164,27 +165,6 @@ def run_traces(args: argparse.Namespace) -> int:
     print(f"{kept} of {len(results)} traces kept, drop rate {100 * drop_rate(results):.1f} % ({reused} reused); "
           f"in {out}")  # fmt: skip
     return 0
-
-
-def _saved_traces(out, samples: dict, mismatch) -> dict:
-    """uid -> row of the traces already in `out` that still match their sample (a rerun asks for the rest)."""
-    import json
-
-    saved: dict = {}
-    if not out.exists():
-        return saved
-    for line in out.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash: asked again
-        sample = samples.get(row.get("uid")) if isinstance(row, dict) else None
-        if sample is None:
-            continue
-        why = mismatch(sample, row)  # a dropped trace was answered too: it counts as done unless its sample changed
-        if why is None or (row.get("kept") is False and why.startswith("reply disagrees")):
-            saved[sample.uid] = row
-    return saved
 
 
 def run_tiny_model(args: argparse.Namespace) -> int:

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         backend_class(args.backend)
-        backend_options(args)
+        options = backend_options(args)
         _check_args(args)
         demo, demo_kind = demo_items(args)
         source = open_source(Path(args.source), args.fps, args.every, args.on_bad_frame)
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out or Path("runs") / "watch" / (slug(source.path.stem) or "source"))
     try:
-        return _watch(args, source, demo, demo_kind, out)
+        return _watch(args, options, source, demo, demo_kind, out)
     except (WatchError, SourceError, DrawingError, MonitorError, ScorerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -162,14 +162,13 @@ def run(args: argparse.Namespace) -> int:
         return 130
 
 
-def _watch(args: argparse.Namespace, source: Source, demo: list, demo_kind: str, out: Path) -> int:
+def _watch(args: argparse.Namespace, options, source: Source, demo: list, demo_kind: str, out: Path) -> int:
     from tqdm.auto import tqdm
 
     from progresslm import __version__
     from progresslm.online.monitor import ProgressMonitor
     from progresslm.online.scorer import ProgressScorer
 
-    options = backend_options(args)
     out.mkdir(parents=True, exist_ok=True)
     with ProgressScorer(args.goal, demo, backend=args.backend, options=options, mode=args.mode,
                         demo_kind=demo_kind) as scorer:  # fmt: skip

@@ -418,3 +418,25 @@ def load_traces(paths: list[str]) -> dict[str, dict]:
             if row.get("kept", True):
                 traces[str(row["uid"])] = row
     return traces
+
+
+def saved_traces(path: Path, samples: Sequence[Sample]) -> dict[str, dict]:
+    """uid -> row of the traces already in `path` (a `progresslm train traces` output) that a rerun need not ask
+    again: their sample is unchanged (`trace_mismatch`); a dropped trace was answered too, so it counts. Lines cut
+    by a crash are left out, to be asked again."""
+    by_uid = {sample.uid: sample for sample in samples}
+    saved: dict[str, dict] = {}
+    if not Path(path).exists():
+        return saved
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        sample = by_uid.get(row.get("uid")) if isinstance(row, dict) else None
+        if sample is None:
+            continue
+        why = trace_mismatch(sample, row)
+        if why is None or (row.get("kept") is False and why.startswith("reply disagrees")):
+            saved[sample.uid] = row
+    return saved
