@@ -8,10 +8,10 @@ import logging
 import sys
 
 from progresslm import __version__
-from progresslm.cli import bench, evaluate, report, serve, sim, train, watch
+from progresslm.cli import bench, data, evaluate, report, serve, sim, train, watch
 from progresslm.cli.options import HelpFormatter
 
-COMMANDS = (bench, sim, evaluate, report, train, watch, serve)
+COMMANDS = (bench, sim, data, evaluate, report, train, watch, serve)
 
 
 EXAMPLES = {
@@ -32,6 +32,13 @@ EXAMPLES = {
     ("sim", "build"): """examples:
   progresslm sim build --preset small                     # 5 benchmark tasks, a few minutes on 2 cores
   progresslm sim build --preset full --workers 2          # 42 tasks: bench / sft / rl splits""",
+    ("data", "build"): """examples:
+  progresslm data build lerobot:~/datasets/my_robot --out runs/my-bench          # a LeRobot v3.0 / v2.1 folder
+  progresslm data build videos:clips/ --keyframes uniform:4 --splits bench:0.5,sft:0.5 --out runs/clips-bench
+  progresslm data build hdf5:demo.hdf5 --task "lift the cube" --out runs/lift-bench""",
+    ("data", "episodes"): """examples:
+  progresslm data episodes lerobot:~/datasets/my_robot
+  progresslm data episodes frames:recordings/ --fps 15""",
     ("sim", "tasks"): """examples:
   progresslm sim tasks""",
     ("eval",): """examples:

@@ -1,31 +1,26 @@
-"""`progresslm watch`: run the progress monitor over a video or a folder of frames.
+"""`progresslm watch`: run the progress monitor over a video, a folder of frames, or many episodes of robot data.
 
 Writes OUT/curve.png (raw answers, the smoothed estimate with its band, events marked),
 OUT/events.json (settings, summary, events and one record per frame; rewritten after every
 batch, so an interrupted run keeps what it scored) and, with --video, OUT/overlay.mp4 (each scored
-frame above the curve so far). See docs/watch.md.
+frame above the curve so far). With --source, one such folder per episode under OUT, and OUT/summary.md,
+OUT/summary.json and OUT/grid.png across episodes. See docs/watch.md and docs/own-data.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from progresslm.backends.registry import BACKENDS, DEFAULT_BACKEND
 from progresslm.cli.options import OptionError, add_backend_options, backend_options, slug
-from progresslm.io import write_text_atomic
-from progresslm.online.drawing import DrawingError, Overlay, plot_curve
-from progresslm.online.sources import DIR_FPS, VIDEO_FPS, Frame, Source, SourceError, image_files, open_source
+from progresslm.online.drawing import DrawingError
+from progresslm.online.sources import DIR_FPS, VIDEO_FPS, SourceError, clip, episode_source, image_files, open_source
+from progresslm.online.watching import WatchError
 from progresslm.prompts import MODES
-
-
-class WatchError(ValueError):
-    """A bad input to `progresslm watch`: says what and where."""
 
 
 def add_parser(subparsers) -> None:
@@ -36,12 +31,22 @@ def add_parser(subparsers) -> None:
         "against a demonstration, smooth the answers and raise events (progress, stall, regression, done, "
         "off_task). Writes OUT/curve.png, OUT/events.json and, with --video, OUT/overlay.mp4.",
     )
-    parser.add_argument("source", metavar="VIDEO|FRAME_DIR", help="a video file or a folder of image files")
+    parser.add_argument("source", nargs="?", metavar="VIDEO|FRAME_DIR", help="a video file or a folder of image files")
+    parser.add_argument("--source", dest="episodes_source", metavar="SOURCE", help="episodes of robot data instead: "
+                        "lerobot:DIR, videos:DIR, frames:DIR or hdf5:FILE (see `progresslm data episodes`)")
+    parser.add_argument("--episodes", metavar="RANGES", help="with --source: episode indices, e.g. 0-9 (default: all)")
+    parser.add_argument("--camera", help="with --source: the camera to watch (default: each episode's first)")
+    parser.add_argument("--start", type=float, help="seconds from the start of each video or episode to begin at")
+    parser.add_argument("--end", type=float, help="seconds from the start of each video or episode to stop at")
     demo = parser.add_mutually_exclusive_group()
+    demo.add_argument("--demo-episode", type=int, metavar="K", help="with --source: episode K is the demonstration")
+    demo.add_argument("--demo-video", metavar="FILE", help="a video of the task done: its keyframes are the demo")
     demo.add_argument("--demo", nargs="+", metavar="KEYFRAME", help="demonstration keyframe images, in order")
     demo.add_argument("--demo-dir", metavar="DIR", help="a folder of keyframe images (natural name order)")
     demo.add_argument("--demo-text", nargs="+", metavar="STEP", help="demonstration step descriptions, in order")
-    parser.add_argument("--goal", help="the task goal, e.g. 'open the drawer'")
+    parser.add_argument("--demo-keyframes", default="auto", help="keyframes of --demo-episode / --demo-video: auto "
+                        "(annotated key steps, else uniform:5) | uniform:N | column:NAME | times:FILE")
+    parser.add_argument("--goal", help="the task goal, e.g. 'open the drawer' (default with --demo-episode: its task)")
     parser.add_argument("--backend", default=DEFAULT_BACKEND, help=f"one of: {', '.join(sorted(BACKENDS))}")
     parser.add_argument("--mode", default="two-stage", help=f"one of: {', '.join(MODES)}")
     parser.add_argument("--fps", type=float, help=f"video: frames sampled per second (default {VIDEO_FPS:g}); "
@@ -72,13 +77,20 @@ def add_parser(subparsers) -> None:
 # ---- inputs -------------------------------------------------------------------------------
 
 
-def demo_items(args: argparse.Namespace) -> tuple[list, str]:
-    """The demonstration as a list of keyframe paths or step texts, and its kind."""
+def demo_items(args: argparse.Namespace, episodes=None) -> tuple[list, str]:
+    """The demonstration as keyframes (paths or images) or step texts, and its kind."""
     if args.demo_text:
         steps = [step.strip() for step in args.demo_text]
         if any(not step for step in steps):
             raise WatchError("--demo-text: a step is empty")
         return steps, "text"
+    if args.demo_episode is not None or args.demo_video:
+        from progresslm.online.watching import demo_from_episode
+
+        episode = demo_episode(args, episodes)
+        images, _ = demo_from_episode(episode, args.camera, args.demo_keyframes)
+        args.goal = args.goal or episode.task
+        return images, "visual"
     if args.demo_dir:
         files = image_files(Path(args.demo_dir), "--demo-dir")
     elif args.demo:
@@ -87,11 +99,24 @@ def demo_items(args: argparse.Namespace) -> tuple[list, str]:
             if not file.is_file():
                 raise WatchError(f"--demo: keyframe {file} does not exist")
     else:
-        raise WatchError("no demonstration: give --demo KEYFRAME..., --demo-dir DIR or --demo-text STEP...")
+        raise WatchError("no demonstration: give --demo KEYFRAME..., --demo-dir DIR, --demo-text STEP..., "
+                         "--demo-video FILE or (with --source) --demo-episode K")
     if len(files) < 2:
         raise WatchError(f"{'--demo-dir' if args.demo_dir else '--demo'}: a visual demonstration needs at least "
                          f"2 keyframes (the start and the end), got {len(files)}")  # fmt: skip
     return [str(file) for file in files], "visual"
+
+
+def demo_episode(args: argparse.Namespace, episodes):
+    if args.demo_video:
+        from progresslm.data.folders import video_episode
+
+        return video_episode(Path(args.demo_video))
+    if episodes is None:
+        raise WatchError("--demo-episode needs --source (the episodes it indexes)")
+    from progresslm.data.sources import select
+
+    return select(episodes, str(args.demo_episode))[0]
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -116,123 +141,101 @@ def _check_args(args: argparse.Namespace) -> None:
             raise WatchError(f"--{name.replace('_', '-')}: expected a percentage > 0 and {bound}, got {value:g}")
 
 
-def _write_json(path: Path, data: dict) -> None:
-    """Write atomically: a reader (or a crash) never sees half a file."""
-    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
-
-
-def events_record(settings: dict, monitor, sources: list[str], complete: bool, skipped=()) -> dict:
-    steps = [dict(step.to_dict(), source=source) for step, source in zip(monitor.history, sources)]
-    return {"complete": complete, "settings": settings, "summary": monitor.summary(),
-            "events": [event.to_dict() for event in monitor.events], "steps": steps,
-            "skipped": list(skipped)}  # fmt: skip
-
-
 # ---- the command --------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> int:
     from progresslm.backends.base import BackendError
     from progresslm.backends.registry import UnknownBackendError, backend_class
+    from progresslm.data.episodes import EpisodeSourceError
+    from progresslm.data.video import VideoError
     from progresslm.online.monitor import MonitorError
     from progresslm.online.scorer import ScorerError
 
+    bad_input = (UnknownBackendError, WatchError, SourceError, DrawingError, OptionError, EpisodeSourceError,
+                 VideoError, ValueError)
     try:
         backend_class(args.backend)
         options = backend_options(args)
+        if (args.source is None) == (args.episodes_source is None):
+            raise WatchError("give one source: a VIDEO or FRAME_DIR, or --source SOURCE for episodes of robot data")
+        episodes = None
+        if args.episodes_source:
+            from progresslm.data.sources import open_episodes, select
+
+            episodes = open_episodes(args.episodes_source)
+            chosen = select(episodes, args.episodes)
+        demo, demo_kind = demo_items(args, episodes)
         _check_args(args)
-        demo, demo_kind = demo_items(args)
-        source = open_source(Path(args.source), args.fps, args.every, args.on_bad_frame)
-    except (UnknownBackendError, WatchError, SourceError, DrawingError, OptionError) as err:
+        if episodes is None:
+            sources = [clip(open_source(Path(args.source), args.fps, args.every, args.on_bad_frame), args.start, args.end)]
+            outs = [Path(args.out or Path("runs") / "watch" / (slug(sources[0].path.stem) or "source"))]
+        else:
+            sources = [episode_source(e, args.camera, args.fps, args.every, args.start, args.end) for e in chosen]
+            root = Path(args.out or Path("runs") / "watch" / (slug(Path(args.episodes_source).name) or "episodes"))
+            outs = [root / (slug(e.id) or str(e.index)) for e in chosen]
+    except bad_input as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out or Path("runs") / "watch" / (slug(source.path.stem) or "source"))
+    out = outs[0] if episodes is None else outs[0].parent
     try:
-        return _watch(args, options, source, demo, demo_kind, out)
-    except (WatchError, SourceError, DrawingError, MonitorError, ScorerError) as err:
+        return _watch(args, options, sources, outs, demo, demo_kind, chosen if episodes else None)
+    except (WatchError, SourceError, DrawingError, MonitorError, ScorerError, EpisodeSourceError, VideoError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except BackendError as err:
-        saved = out / "events.json"
-        note = f"\nFrames scored so far are in {saved}." if saved.exists() else ""
-        print(f"error: {err}{note}", file=sys.stderr)
+        print(f"error: {err}\nFrames scored so far are in the events.json files under {out}.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\ninterrupted: frames scored so far are in {out / 'events.json'}", file=sys.stderr)
+        print(f"\ninterrupted: frames scored so far are in the events.json files under {out}", file=sys.stderr)
         return 130
 
 
-def _watch(args: argparse.Namespace, options, source: Source, demo: list, demo_kind: str, out: Path) -> int:
-    from tqdm.auto import tqdm
-
+def _watch(args: argparse.Namespace, options, sources, outs: list[Path], demo: list, demo_kind: str, episodes) -> int:
     from progresslm import __version__
     from progresslm.online.monitor import ProgressMonitor
     from progresslm.online.scorer import ProgressScorer
+    from progresslm.online.watching import plot_grid, summary_table, watch_source, write_json
 
-    out.mkdir(parents=True, exist_ok=True)
+    rows, curves = [], []
     with ProgressScorer(args.goal, demo, backend=args.backend, options=options, mode=args.mode,
                         demo_kind=demo_kind) as scorer:  # fmt: skip
-        monitor = ProgressMonitor(
-            scorer,
-            samples=args.num_samples,
-            stall_seconds=args.stall_seconds or None,
-            stall_frames=args.stall_frames,
-            min_gain=args.min_gain / 100,
-            regression_drop=args.regression_drop / 100,
-            done_threshold=args.done_threshold / 100,
-            done_frames=args.done_frames,
-            off_task_frames=args.off_task_frames,
-            milestones=args.milestones,
-        )
-        settings = {
-            "progresslm": __version__,
-            "source": str(source.path), "source_kind": source.kind, "native_fps": source.native_fps,
-            "fps": args.fps or (VIDEO_FPS if source.kind == "video" else DIR_FPS), "every": args.every,
-            "batch": args.batch_size, "goal": args.goal, "demo": demo, "demo_kind": demo_kind,
-            "backend": args.backend, "model": scorer.backend.model_name, "mode": args.mode,
-            "options": dataclasses.asdict(options), "monitor": monitor.settings(),
-        }  # fmt: skip
-        overlay = Overlay(out / "overlay.mp4", source.rate, source.duration_s) if args.video else None
-        sources: list[str] = []
-        bar = tqdm(total=source.count, desc=f"watch {args.backend}", unit="frame", disable=args.quiet)
-        try:
-            for batch in _batches(source.frames, args.batch_size):
-                steps = monitor.update_many([f.image for f in batch], [f.t for f in batch])
-                sources.extend(f.source for f in batch)
-                if overlay is not None:
-                    for frame, step in zip(batch, steps):
-                        overlay.add(frame.image, monitor.history[: step.index + 1],
-                                    [e for e in monitor.events if e.index <= step.index])  # fmt: skip
-                _write_json(out / "events.json", events_record(settings, monitor, sources, False, source.skipped))
-                bar.update(len(batch))
-                if steps[-1].smoothed is not None:
-                    bar.set_postfix(progress=f"{steps[-1].smoothed:.0%}")
-        finally:
-            bar.close()
-            if overlay is not None:
-                overlay.close()
-    if not monitor.history:
-        raise WatchError(f"source: {source.path} gave no frames to score")
-    _write_json(out / "events.json", events_record(settings, monitor, sources, True, source.skipped))
-    voc = monitor.summary()["voc"]
-    title = f"{args.goal}  ({settings['model']}, {len(monitor.history)} frames, VOC {'n/a' if voc is None else f'{voc:.2f}'})"
-    plot_curve(monitor.history, monitor.events, out / "curve.png", title)
-    summary = monitor.summary()
-    for event in monitor.events:
-        print(f"{event.t:8.1f}s  {event.kind:<10} {event.detail}")
-    progress = "n/a" if summary["progress"] is None else f"{summary['progress']:.0f}%"
-    voc = "n/a" if summary["voc"] is None else f"{summary['voc']:.3f}"
-    print(f"{summary['frames']} frames ({summary['na']} N/A, {summary['parse_failures']} unreadable), "
-          f"final progress {progress}, VOC {voc}, done: {'yes' if summary['done'] else 'no'}; outputs in {out}")  # fmt: skip
+        for k, (source, out) in enumerate(zip(sources, outs)):
+            monitor = ProgressMonitor(
+                scorer, samples=args.num_samples, stall_seconds=args.stall_seconds or None,
+                stall_frames=args.stall_frames, min_gain=args.min_gain / 100, regression_drop=args.regression_drop / 100,
+                done_threshold=args.done_threshold / 100, done_frames=args.done_frames,
+                off_task_frames=args.off_task_frames, milestones=args.milestones,
+            )
+            settings = {
+                "progresslm": __version__,
+                "source": str(source.path), "source_kind": source.kind, "native_fps": source.native_fps,
+                "fps": args.fps or (DIR_FPS if source.kind == "frames" else VIDEO_FPS), "every": args.every,
+                "start": args.start, "end": args.end, "batch": args.batch_size, "goal": scorer.goal,
+                "demo": [d if isinstance(d, str) else f"keyframe {i}" for i, d in enumerate(demo)],
+                "demo_kind": demo_kind, "demo_source": args.demo_video or args.demo_episode,
+                "backend": args.backend, "model": scorer.backend.model_name, "mode": args.mode,
+                "options": dataclasses.asdict(options), "monitor": monitor.settings(),
+            }  # fmt: skip
+            summary = watch_source(scorer, monitor, source, out, settings, args.batch_size, args.video, scorer.goal,
+                                   quiet=args.quiet)
+            if episodes is None:
+                for event in monitor.events:
+                    print(f"{event.t:8.1f}s  {event.kind:<10} {event.detail}")
+                progress = "n/a" if summary["progress"] is None else f"{summary['progress']:.0f}%"
+                voc = "n/a" if summary["voc"] is None else f"{summary['voc']:.3f}"
+                print(f"{summary['frames']} frames ({summary['na']} N/A, {summary['parse_failures']} unreadable), "
+                      f"final progress {progress}, VOC {voc}, done: {'yes' if summary['done'] else 'no'}; outputs in {out}")  # fmt: skip
+                return 0
+            episode = episodes[k]
+            rows.append(dict(summary, episode=episode.id, task=episode.task))
+            voc = "n/a" if summary["voc"] is None else f"{summary['voc']:.2f}"
+            curves.append((f"{episode.id} (VOC {voc})", list(monitor.history)))
+    root = outs[0].parent
+    table = summary_table(rows)
+    (root / "summary.md").write_text(table)
+    write_json(root / "summary.json", {"settings": settings, "episodes": rows})
+    plot_grid(curves, root / "grid.png")
+    print(table)
+    print(f"per episode: curve.png and events.json under {root}; across episodes: summary.md, summary.json, grid.png")
     return 0
-
-
-def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
-    batch: list[Frame] = []
-    for frame in frames:
-        batch.append(frame)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -149,3 +149,47 @@ def _open_video(path: Path, fps: float, every: int) -> Source:
                              f"({ffmpeg_reason(err)})") from None
 
     return Source("video", path, frames(), count, rate / every, duration, native)
+
+
+def clip(source: Source, start: float | None, end: float | None) -> Source:
+    """The source's frames with start <= t <= end (seconds from its first frame); timestamps are kept."""
+    if start is None and end is None:
+        return source
+    low, high = start or 0.0, math.inf if end is None else end
+
+    def frames() -> Iterator[Frame]:
+        for frame in source.frames:
+            if frame.t > high + 1e-9:
+                return
+            if frame.t >= low - 1e-9:
+                yield frame
+
+    span = None if source.duration_s is None else max(0.0, min(high, source.duration_s) - low)
+    count = None if source.count is None or span is None else min(source.count, math.floor(span * source.rate) + 1)
+    return dataclasses.replace(source, frames=frames(), count=count, duration_s=span)
+
+
+def episode_source(episode, camera: str | None, fps: float | None, every: int, start: float | None = None,
+                   end: float | None = None, chunk: int = 16) -> Source:
+    """The frames of one recorded episode (`progresslm.data.episodes.Episode`) sampled at `fps` (at most its own
+    rate; default VIDEO_FPS) inside [start, end] seconds, read `chunk` at a time."""
+    camera = camera or episode.cameras[0]
+    if camera not in episode.cameras:
+        raise SourceError(f"--camera: episode {episode.id} has no camera {camera!r} (it has {', '.join(episode.cameras)})")
+    window = episode.window(start, end)
+    if not window:
+        raise SourceError(f"--start/--end: episode {episode.id} ({episode.duration:.1f} s) has no frame in that window")
+    rate = min(fps or VIDEO_FPS, episode.fps)
+    stride = episode.fps / rate
+    chosen = sorted({window.start + int(round(k * stride)) for k in range(math.ceil(len(window) / stride))
+                     if window.start + int(round(k * stride)) < window.stop})[::every]  # fmt: skip
+
+    def frames() -> Iterator[Frame]:
+        for i in range(0, len(chosen), chunk):
+            part = chosen[i:i + chunk]
+            for index, image in zip(part, episode.read(camera, part)):
+                yield Frame(f"frame {index}", episode.time(index), image)
+
+    duration = episode.time(window.stop - 1) - episode.time(window.start)
+    return Source("episode", Path(f"{episode.source}:{episode.id}"), frames(), len(chosen), rate / every, duration,
+                  episode.fps)

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from progresslm.bench.card import FILE_STEMS, SPLITS
 from progresslm.io import write_text_atomic
 from progresslm.sim.samples import Unit, build_unit, derive_seed, unit_to_json
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("bench", "sft", "rl")
-FILE_STEMS = ("visual_same_view", "visual_cross_view", "visual-unanswerable", "text-normal", "text-unanswerable")
 FORMAT_VERSION = "4"  # bump when a build would write different data: default folders carry it
 # v4: cameras framed on each unit's task region; edited observations must show their edit (samples.py)
 
@@ -93,6 +92,12 @@ class SimBuildConfig:
     @property
     def resolved_preset(self) -> Preset:
         return PRESETS[self.preset]
+
+    def card_settings(self) -> dict:
+        """What the dataset card records of these settings."""
+        return {"preset": self.preset, "seed": self.seed, "size": self.size, "level": self.level,
+                "same_episode": self.same_episode, "cameras": list(self.cameras or []) or "all scene cameras",
+                "command": self.command, "settings_shown": ["seed", "size", "level", "same_episode", "cameras"]}
 
     def identity(self) -> dict:
         """What must match for an existing folder to be resumed."""
@@ -247,7 +252,7 @@ def _run_units(todo: list[Unit], out: Path, workers: int, progress: bool, total:
 
 def assemble(out: Path, units: list[Unit], splits: dict[str, list[str]], config: SimBuildConfig) -> BuildOutcome:
     """Split files from the unit files, then the dataset card and contact sheet."""
-    from progresslm.sim.card import write_card
+    from progresslm.bench.card import write_card, write_splits
 
     rows: dict[str, dict[str, list[dict]]] = {s: {stem: [] for stem in FILE_STEMS} for s in SPLITS}
     success: dict[str, dict[str, int]] = {}
@@ -264,22 +269,11 @@ def assemble(out: Path, units: list[Unit], splits: dict[str, list[str]], config:
         frames += data["frames_rendered"]
         for kind, n in data.get("invisible_edits", {}).items():
             invisible[kind] = invisible.get(kind, 0) + n
-    files: dict[str, list[Path]] = {}
-    counts: dict[str, dict[str, int]] = {}
-    for split in SPLITS:
-        files[split], counts[split] = [], {}
-        if not any(rows[split].values()):
-            continue
-        (out / split).mkdir(exist_ok=True)
-        for stem in FILE_STEMS:
-            path = out / split / f"{stem}.jsonl"
-            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows[split][stem]))
-            files[split].append(path)
-            counts[split][stem] = len(rows[split][stem])
+    files, counts = write_splits(out, rows)
     outcome = BuildOutcome(
         out=out, files=files, samples=counts, success=success, invisible_edits=invisible, frames=frames
     )
-    write_card(outcome, splits, config)
+    write_card(outcome, splits, config.card_settings(), f"Simulated progress benchmark ({config.preset} preset)")
     (out / "DONE").write_text(FORMAT_VERSION + "\n")
     return outcome
 

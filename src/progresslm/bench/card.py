@@ -1,13 +1,44 @@
-"""The dataset card of a simulated build: counts per axis, tasks, cameras, seeds, the command, expert
-success rates, shortcut baselines per axis, and a contact sheet of examples."""
+"""The writer and dataset card of a built benchmark (`sim build` and `data build`): split files in the authors'
+JSONL format; a card with counts per axis, tasks, settings, the command, shortcut baselines per axis, expert success
+rates and edit visibility (simulated builds), and a contact sheet of examples.
+
+Rows record how they were made under one provenance key (`sim` for simulated builds, `episode` for users' data)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+SPLITS = ("bench", "sft", "rl")
+FILE_STEMS = ("visual_same_view", "visual_cross_view", "visual-unanswerable", "text-normal", "text-unanswerable")
+PROVENANCE_KEYS = ("sim", "episode")
 AXES = ("visual_same_view", "visual_cross_view", "text", "visual_unanswerable", "text_unanswerable")
 BASELINES = ("constant", "pixel-nn")
+
+
+def write_splits(out: Path, rows: dict[str, dict[str, list[dict]]]) -> tuple[dict[str, list[Path]], dict[str, dict[str, int]]]:
+    """OUT/<split>/<stem>.jsonl for every split that holds a row (atomic writes); (files, counts) per split."""
+    from progresslm.io import write_text_atomic
+
+    files: dict[str, list[Path]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for split in SPLITS:
+        files[split], counts[split] = [], {}
+        if not any(rows.get(split, {}).values()):
+            continue
+        (out / split).mkdir(exist_ok=True)
+        for stem in FILE_STEMS:
+            path = out / split / f"{stem}.jsonl"
+            records = rows[split].get(stem, [])
+            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+            files[split].append(path)
+            counts[split][stem] = len(records)
+    return files, counts
+
+
+def provenance(record: dict) -> dict:
+    """How a row was made (its `sim` or `episode` entry), or {}."""
+    return next((record[k] for k in PROVENANCE_KEYS if isinstance(record.get(k), dict)), {})
 
 
 def baseline_metrics(files: list[Path], image_root: Path, out: Path) -> dict[str, dict]:
@@ -42,8 +73,9 @@ def _axis_counts(files: list[Path]) -> dict[str, int]:
     return counts
 
 
-def write_card(outcome, splits: dict[str, list[str]], config) -> None:
-    """card.json, card.md and contact_sheet.png in the build folder."""
+def write_card(outcome, splits: dict[str, list[str]], settings: dict, title: str) -> None:
+    """card.json, card.md and contact_sheet.png in the build folder. `settings` (seed, size, command, ...) lead the
+    card; `title` heads card.md."""
     out = outcome.out
     axis_counts = {split: _axis_counts(files) for split, files in outcome.files.items() if files}
     baselines = {}
@@ -54,26 +86,21 @@ def write_card(outcome, splits: dict[str, list[str]], config) -> None:
     for _split, files in outcome.files.items():
         for path in files:
             for line in path.read_text().splitlines():
-                sim = json.loads(line).get("sim", {})
+                sim = provenance(json.loads(line))
                 kind = sim.get("unanswerable")
                 if kind:
                     made[kind] = made.get(kind, 0) + 1
                 if kind and "changed_pct" in sim.get("edit", {}):
                     changed.setdefault(kind, []).append(sim["edit"]["changed_pct"])
     card = {
-        "preset": config.preset,
-        "seed": config.seed,
-        "size": config.size,
-        "level": config.level,
-        "same_episode": config.same_episode,
-        "cameras": list(config.cameras or []) or "all scene cameras",
-        "command": config.command,
+        "title": title,
+        **settings,
         "tasks": splits,
         "samples": axis_counts,
         "unanswerable_kinds": made,
         "edit_visibility": edit_visibility(changed, getattr(outcome, "invisible_edits", {})),
-        "success": outcome.success,
-        "frames_rendered": outcome.frames,
+        "success": getattr(outcome, "success", {}),
+        "frames_rendered": getattr(outcome, "frames", None),
         "baselines": baselines,
     }
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
@@ -107,11 +134,11 @@ def edit_visibility(changed: dict[str, list[float]], invisible: dict[str, int]) 
 
 
 def render_card(card: dict) -> str:
-    lines = [f"# Simulated progress benchmark ({card['preset']} preset)", ""]
-    lines += [f"Made by: `{card['command'] or 'progresslm sim build'}`", ""]
-    lines += [f"Seed {card['seed']}, {card['size']} px, randomisation `{card['level']}`, "
-              f"demo and observation from {'one episode' if card['same_episode'] else 'different episodes'}, "
-              f"cameras: {card['cameras']}.", ""]
+    lines = [f"# {card['title']}", ""]
+    lines += [f"Made by: `{card.get('command') or 'progresslm'}`", ""]
+    shown = [k for k in card.get("settings_shown", []) if k in card]
+    if shown:
+        lines += ["Settings: " + ", ".join(f"{k} `{card[k]}`" for k in shown) + ".", ""]
     lines += ["## Samples per split and axis", "", "| split | " + " | ".join(AXES) + " | total |",
               "|---|" + "---:|" * (len(AXES) + 1)]
     for split, counts in card["samples"].items():
@@ -129,12 +156,17 @@ def render_card(card: dict) -> str:
             lines.append(f"| {kind} | {v['n']} | {_fmt2(v.get('min'))} | {_fmt2(v.get('p10'))} | "
                          f"{_fmt2(v.get('median'))} | {_fmt2(v.get('max'))} | {v['not_made']} |")
         lines.append("")
-    lines += ["## Tasks (disjoint between splits)", ""]
+    lines += [f"## {card.get('split_title', 'Tasks (disjoint between splits)')}", ""]
     for split, tasks in card["tasks"].items():
         lines.append(f"- **{split}** ({len(tasks)}): {', '.join(tasks)}")
-    lines += ["", "## Expert success (episodes kept / rolled out)", "", "| task | kept | rolled out | rate |", "|---|---:|---:|---:|"]
-    for task, s in sorted(card["success"].items()):
-        lines.append(f"| {task} | {s['successes']} | {s['attempts']} | {100 * s['successes'] / max(s['attempts'], 1):.0f}% |")
+    if card.get("notes"):
+        lines += [""] + [f"- {note}" for note in card["notes"]]
+    if card.get("success"):
+        lines += ["", "## Expert success (episodes kept / rolled out)", "", "| task | kept | rolled out | rate |",
+                  "|---|---:|---:|---:|"]
+        for task, s in sorted(card["success"].items()):
+            lines.append(f"| {task} | {s['successes']} | {s['attempts']} | "
+                         f"{100 * s['successes'] / max(s['attempts'], 1):.0f}% |")
     if card["baselines"]:
         lines += ["", "## Shortcut baselines on the bench split", "",
                   "NSE↓ / PRC↑ / AFRR↓ on answerable axes, UDA↑ on unanswerable ones. `pixel-nn` answers with the "
@@ -164,30 +196,31 @@ def contact_sheet(outcome, path: Path, tasks: int = 4, thumb: int = 112) -> Path
     blocks = []
     seen_tasks: set[str] = set()
     for record in by_stem["visual_same_view"]:  # the first episode of each task
-        if record["sim"]["task"] in seen_tasks:
+        task = provenance(record).get("task", record["task_goal"])
+        if task in seen_tasks:
             continue
-        seen_tasks.add(record["sim"]["task"])
+        seen_tasks.add(task)
         if len(seen_tasks) > tasks:
             break
         same = record
-        cross = next(r for r in by_stem["visual_cross_view"] if r["id"] == record["id"])
+        cross = next((r for r in by_stem["visual_cross_view"] if r["id"] == record["id"]), None)
         observations = [r["stage_to_estimate"][0] for r in by_stem["visual_same_view"] if r["id"] == record["id"]]
         step = max(len(observations) // 6, 1)
         edits = [r for r in by_stem["visual-unanswerable"] if r["id"] == record["id"]]
-        rows = [
-            ("demo (same view)", same["visual_demo"]),
-            (f"demo ({cross['camera_combination'].split('+')[0]})", cross["visual_demo"]),
+        kinds = [provenance(r).get("unanswerable", "") for r in edits]
+        rows = [("demo (same view)", same["visual_demo"])]
+        if cross is not None:
+            rows.append((f"demo ({cross['camera_combination'].split('+')[0]})", cross["visual_demo"]))
+        rows += [
             ("observations", observations[::step][:7]),
-            ("unanswerable", [r["stage_to_estimate"][0] for r in edits if r["sim"]["unanswerable"].startswith("edit")]
-             + [r["visual_demo"][len(r["visual_demo"]) // 2] for r in edits if r["sim"]["unanswerable"] == "other_task"][:1]),
+            ("unanswerable", [r["stage_to_estimate"][0] for r, k in zip(edits, kinds) if k.startswith("edit")]
+             + [r["visual_demo"][len(r["visual_demo"]) // 2] for r, k in zip(edits, kinds) if k == "other_task"][:1]),
         ]
-        labels = [
-            [record["task_goal"]],
-            [], [], [r["sim"]["unanswerable"] for r in edits if r["sim"]["unanswerable"].startswith("edit")] + ["other task's demo"],
-        ]
+        labels = [[record["task_goal"]]] + [[] for _ in rows[1:-1]] + [
+            [k for k in kinds if k.startswith("edit")] + ["other task's demo"]]
         blocks.append((record["id"], rows, labels))
     width = 160 + 8 * thumb
-    height = sum(4 * (thumb + 14) + 20 for _ in blocks)
+    height = sum(len(rows) * (thumb + 14) + 20 for _, rows, _ in blocks)
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
     y = 0

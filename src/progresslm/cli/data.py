@@ -1,0 +1,94 @@
+"""`progresslm data build|episodes`: users' own robot data (LeRobot datasets, video or frame folders, robomimic
+HDF5) as Progress-Bench-style samples, or a listing of its episodes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+SOURCE_HELP = ("lerobot:DIR (or a Hub dataset id), videos:DIR, frames:DIR or hdf5:FILE; a bare path is recognised "
+               "by what it holds")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="read your own robot data: benchmark and training samples")
+    commands = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+
+    build = commands.add_parser(
+        "build",
+        help="Progress-Bench-style samples from your episodes (resumable)",
+        description="Turn episodes into samples in the authors' JSONL format with images, split into bench / sft / "
+        "rl folders with a dataset card, which `eval`, `train sft` and `train grpo` read. Key frames come from "
+        "annotations when the source has them, else uniformly spaced; progress is linear in time between key "
+        "frames; the demonstration comes from another episode of the same task; a killed build resumes.",
+    )
+    build.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
+    build.add_argument("--out", required=True, help="output folder")
+    build.add_argument("--keyframes", default="auto", help="auto (the source's key steps, else uniform:5) | "
+                       "uniform:N | column:NAME (a per-frame column changing at each step end) | times:FILE "
+                       "(JSON or CSV of step end times per episode)")
+    build.add_argument("--per-interval", type=int, default=2, help="observation frames inside each key-frame interval")
+    build.add_argument("--split-by", default="task", choices=["task", "episode"], help="what the splits keep apart")
+    build.add_argument("--splits", default="bench:1", help="shares of bench / sft / rl, e.g. bench:0.5,sft:0.4,rl:0.1")
+    build.add_argument("--episodes", metavar="RANGES", help="episode indices to use, e.g. 0-9,12 (default: all)")
+    build.add_argument("--cameras", nargs="+", metavar="CAMERA", help="cameras to draw from (default: all)")
+    build.add_argument("--size", type=int, default=224, help="shorter image side in pixels (larger images shrink)")
+    build.add_argument("--fps", type=float, help="frame rate of frame folders or HDF5 files that state none")
+    build.add_argument("--task", help="task text of an HDF5 file (default: its env_name)")
+    build.add_argument("--seed", type=int, default=0, help="seed of the splits and pairings")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.set_defaults(handler=run_build)
+
+    episodes = commands.add_parser("episodes", help="list a source's episodes: task, cameras, length, annotations")
+    episodes.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
+    episodes.add_argument("--fps", type=float, help="frame rate of frame folders or HDF5 files that state none")
+    episodes.set_defaults(handler=run_episodes)
+    parser.set_defaults(handler=lambda args: parser.print_help() or 2)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from progresslm.data.build import DataBuildConfig, DataBuildError, build
+    from progresslm.data.episodes import EpisodeSourceError
+    from progresslm.data.video import VideoError
+
+    command = "progresslm " + " ".join(sys.argv[1:]) if sys.argv and "data" in sys.argv else "progresslm data build"
+    try:
+        config = DataBuildConfig(
+            source=args.source, out=args.out, keyframes=args.keyframes, per_interval=args.per_interval,
+            split_by=args.split_by, splits=args.splits, seed=args.seed, size=args.size, episodes=args.episodes,
+            cameras=args.cameras, fps=args.fps, task=args.task, command=command,
+        )
+        outcome = build(config, progress=not args.quiet)
+    except (DataBuildError, EpisodeSourceError, VideoError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print((outcome.out / "card.md").read_text())
+    print(f"built {outcome.built} new episode units of {outcome.episodes} episodes "
+          f"in {outcome.seconds:.1f} s; data in {outcome.out}")
+    bench = outcome.files.get("bench")
+    if bench:
+        print(f"evaluate: progresslm eval --bench {outcome.out}/bench/*.jsonl --image-root {outcome.image_root}")
+    return 0
+
+
+def run_episodes(args: argparse.Namespace) -> int:
+    from progresslm.data.episodes import EpisodeSourceError
+    from progresslm.data.sources import open_episodes
+    from progresslm.data.video import VideoError
+
+    try:
+        episodes = open_episodes(args.source, **({"fps": args.fps} if args.fps else {}))
+    except (EpisodeSourceError, VideoError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(episodes)} episodes, {len({e.task for e in episodes})} tasks")
+    for e in episodes:
+        notes = []
+        if e.keysteps:
+            notes.append(f"{len(e.keysteps)} key steps")
+        extra = [c for c in e.columns if c != "timestamp"]
+        if extra:
+            notes.append("columns " + ", ".join(extra))
+        print(f"{e.index:>4}  {e.id}  {e.length} frames @ {e.fps:g} fps ({e.duration:.1f} s)  "
+              f"cameras {', '.join(e.cameras)}  task: {e.task}" + (f"  [{'; '.join(notes)}]" if notes else ""))
+    return 0

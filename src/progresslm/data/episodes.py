@@ -1,0 +1,92 @@
+"""One interface over users' robot data: a source yields Episodes (task text, cameras, frame rate, length, optional
+key-step annotations and per-frame columns) whose frames are read on demand, by frame index, for one camera.
+`data.sources.open_episodes` opens a source by name."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+
+
+class EpisodeSourceError(ValueError):
+    """A source that cannot be read (missing files, wrong layout, unknown episode): says what and where."""
+
+
+@dataclass(frozen=True)
+class KeyStep:
+    """One annotated step of an episode: it ends `end` seconds after the episode's first frame."""
+
+    end: float
+    text: str | None = None
+
+
+@dataclass
+class Episode:
+    """One recorded episode. Frames are numbered 0..length-1 at `fps`; `read(camera, indices)` returns them as
+    H x W x 3 uint8 RGB arrays in the order asked."""
+
+    source: str  # the source's kind ("lerobot", "videos", "frames", "hdf5")
+    id: str  # unique within the source, usable in file names ("episode_000003", "pick_cup/ep07")
+    index: int  # position in the source (what --episodes selects)
+    task: str  # the task text
+    cameras: tuple[str, ...]
+    fps: float
+    length: int  # frames
+    reader: Callable[[str, Sequence[int]], list[np.ndarray]] = field(repr=False, compare=False)
+    keysteps: list[KeyStep] | None = None  # annotated step ends, when the source has them
+    columns: dict[str, list] = field(default_factory=dict, repr=False)  # per-frame annotation columns by name
+
+    def read(self, camera: str, indices: Sequence[int]) -> list[np.ndarray]:
+        if camera not in self.cameras:
+            raise EpisodeSourceError(f"episode {self.id}: no camera {camera!r} (cameras: {', '.join(self.cameras)})")
+        bad = [i for i in indices if not 0 <= i < self.length]
+        if bad:
+            raise EpisodeSourceError(f"episode {self.id}: frame {bad[0]} outside 0..{self.length - 1}")
+        return self.reader(camera, list(indices))
+
+    def time(self, index: int) -> float:
+        """Seconds from the episode's first frame."""
+        return index / self.fps
+
+    @property
+    def duration(self) -> float:
+        return (self.length - 1) / self.fps if self.length > 1 else 0.0
+
+    def window(self, start: float | None = None, end: float | None = None) -> range:
+        """Frame indices with start <= t <= end (seconds from the episode's first frame)."""
+        first = 0 if start is None else max(0, int(np.ceil(start * self.fps - 1e-6)))
+        last = self.length - 1 if end is None else min(self.length - 1, int(np.floor(end * self.fps + 1e-6)))
+        return range(first, last + 1)
+
+
+def parse_keysteps(steps, where: Path | str) -> list[KeyStep]:
+    """Key steps from a list of {"end": seconds, "text": ...}; ends must rise from 0."""
+    if not isinstance(steps, list) or not steps:
+        raise EpisodeSourceError(f"{where}: steps must be a non-empty list of {{'end': seconds, 'text': ...}}")
+    out = []
+    for i, step in enumerate(steps):
+        try:
+            end = float(step["end"])
+        except (TypeError, KeyError, ValueError):
+            raise EpisodeSourceError(f"{where}: step {i + 1} has no number 'end' (seconds from the first frame)") from None
+        if not math.isfinite(end) or end < 0 or (out and end <= out[-1].end):
+            raise EpisodeSourceError(f"{where}: step {i + 1} ends at {step['end']}; ends must rise from 0")
+        text = step.get("text")
+        out.append(KeyStep(end, None if text in (None, "") else str(text)))
+    return out
+
+
+def kind_is_hub_id(text: str) -> bool:
+    """Whether `text` looks like a Hub dataset id (`owner/name`) rather than a local path.
+
+    >>> kind_is_hub_id("lerobot/pusht"), kind_is_hub_id("./data/x"), kind_is_hub_id("/abs/x"), kind_is_hub_id("a/b/c")
+    (True, False, False, False)
+    """
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "~", "/"))

@@ -1,0 +1,188 @@
+"""Episodes from folders: one video per episode (`videos:DIR`) or one folder of frames per episode (`frames:DIR`).
+
+Layout (the same for both kinds)::
+
+    DIR/<task folder>/<episode>.mp4                 one camera ("video")
+    DIR/<task folder>/<episode>.<camera>.mp4        several cameras of one episode
+    DIR/<task folder>/<episode>/*.png               frames, natural name order (one camera, "frames")
+    DIR/<task folder>/<episode>/<camera>/*.png      frames of several cameras
+    DIR/<task folder>/task.txt                      the task text (default: the folder name, "_" read as " ")
+    DIR/<task folder>/<episode>.json                optional: {"task": ..., "fps": ..., "steps": [{"end": s, "text": ...}]}
+    DIR/<task folder>/<episode>.steps.csv           optional: key steps as rows "end,text" (end in seconds)
+
+Videos or episode folders directly in DIR belong to one task named by DIR (or DIR/task.txt). Key-step `end` times are
+seconds from the episode's first frame."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from progresslm.data.episodes import VIDEO_SUFFIXES, Episode, EpisodeSourceError, parse_keysteps
+from progresslm.images import IMAGE_SUFFIXES
+
+FRAMES_FPS = 10.0  # frame rate assumed for frame folders that state none
+
+
+def _natural(name: str) -> tuple:
+    from progresslm.online.sources import natural_key
+
+    return natural_key(name)
+
+
+def _task_folders(root: Path) -> list[Path]:
+    """DIR itself when it holds episodes directly, else its sub-folders that do, in natural order."""
+    if not root.is_dir():
+        raise EpisodeSourceError(f"{root} is not a folder")
+    subs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: _natural(p.name))
+    direct = any(p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES for p in root.iterdir())
+    return [root] if direct or not subs else subs
+
+
+def _task_text(folder: Path) -> str:
+    sidecar = folder / "task.txt"
+    if sidecar.is_file():
+        text = sidecar.read_text(encoding="utf-8").strip()
+        if not text:
+            raise EpisodeSourceError(f"{sidecar} is empty; write the task text in it")
+        return text
+    return folder.name.replace("_", " ").strip()
+
+
+def _sidecar(folder: Path, stem: str) -> dict:
+    """The episode's optional JSON and steps-CSV sidecars, checked."""
+    info: dict = {}
+    path = folder / f"{stem}.json"
+    if path.is_file():
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise EpisodeSourceError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(info, dict):
+            raise EpisodeSourceError(f"{path}: expected a JSON object with task, fps or steps")
+    steps = info.get("steps")
+    csv_path = folder / f"{stem}.steps.csv"
+    if csv_path.is_file():
+        with csv_path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+        if rows and rows[0] and rows[0][0].strip().lower() == "end":
+            rows = rows[1:]
+        steps = [{"end": r[0], "text": r[1] if len(r) > 1 else None} for r in rows if r and r[0].strip()]
+        path = csv_path
+    if steps is not None:
+        info["keysteps"] = parse_keysteps(steps, path)
+    return info
+
+
+def _camera_of(stem: str) -> tuple[str, str]:
+    """(episode stem, camera) of a video file stem: `ep01.top` -> ("ep01", "top"), `ep01` -> ("ep01", "video")."""
+    episode, dot, camera = stem.rpartition(".")
+    return (episode, camera) if dot and episode else (stem, "video")
+
+
+def _video_length(path: Path) -> tuple[float, int, float]:
+    """(fps, frame count, first frame time) of a video, counting packets (no decoding)."""
+    from progresslm.data.video import VideoError, _require_av
+
+    av = _require_av()
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            times = [p.pts for p in container.demux(stream) if p.pts is not None]
+            start = float(min(times) * stream.time_base) if times else 0.0
+    except (av.FFmpegError, IndexError, OSError) as err:
+        raise VideoError(f"{path}: not a readable video ({type(err).__name__}: {err})") from None
+    if not times or fps <= 0:
+        raise EpisodeSourceError(f"{path}: no frames, or no frame rate stated")
+    return fps, len(times), start
+
+
+def _video_episode(files: dict[str, Path], name: str, index: int, task: str, info: dict) -> Episode:
+    """One episode from its cameras' video files; frames are read by decoding at i / fps from the first frame."""
+    from progresslm.data.video import decode
+
+    lengths = {camera: _video_length(path) for camera, path in files.items()}
+    fps = float(info.get("fps") or next(iter(lengths.values()))[0])
+    length = min(n for _, n, _ in lengths.values())
+
+    def reader(camera, indices):
+        start = lengths[camera][2]
+        wanted = [start + i / fps for i in indices]
+        order = sorted(range(len(wanted)), key=wanted.__getitem__)
+        frames = [image for _, image in decode(files[camera], times=[wanted[i] for i in order])]
+        out = [None] * len(wanted)
+        for slot, image in zip(order, frames):
+            out[slot] = image
+        return out
+
+    return Episode("videos", name, index, task, tuple(sorted(files)), fps, length, reader, info.get("keysteps"))
+
+
+def video_episode(path: Path) -> Episode:
+    """A single video file as an episode (its sidecars beside it are read; the task is its folder's)."""
+    if not path.is_file():
+        raise EpisodeSourceError(f"{path}: no such video file")
+    stem, camera = _camera_of(path.stem)
+    info = _sidecar(path.parent, stem)
+    return _video_episode({camera: path}, stem, 0, str(info.get("task") or _task_text(path.parent)), info)
+
+
+def open_videos(root: Path, **ignored) -> list[Episode]:
+    """One episode per video (or per group of `<episode>.<camera>` videos) under `root`."""
+    episodes: list[Episode] = []
+    for folder in _task_folders(root):
+        groups: dict[str, dict[str, Path]] = {}
+        for path in sorted(folder.iterdir(), key=lambda p: _natural(p.name)):
+            if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+                stem, camera = _camera_of(path.stem)
+                groups.setdefault(stem, {})[camera] = path
+        task = _task_text(folder)
+        for stem, files in groups.items():
+            info = _sidecar(folder, stem)
+            name = stem if folder == root else f"{folder.name}/{stem}"
+            episodes.append(_video_episode(files, name, len(episodes), str(info.get("task") or task), info))
+    if not episodes:
+        raise EpisodeSourceError(f"{root}: no videos ({', '.join(VIDEO_SUFFIXES)}) found in it or its sub-folders")
+    return episodes
+
+
+def _frame_files(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                  key=lambda p: _natural(p.name))  # fmt: skip
+
+
+def open_frames(root: Path, fps: float | None = None, **ignored) -> list[Episode]:
+    """One episode per folder of frames under `root` (camera sub-folders for several cameras)."""
+    from progresslm.online.sources import SourceError, read_frame
+
+    episodes: list[Episode] = []
+    folders = [root] if any(p.is_dir() and _frame_files(p) for p in root.iterdir()) else _task_folders(root)
+    for folder in folders:
+        task = _task_text(folder)
+        for episode_dir in sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: _natural(p.name)):
+            own = _frame_files(episode_dir)
+            cameras = {"frames": own} if own else {
+                p.name: _frame_files(p) for p in sorted(episode_dir.iterdir()) if p.is_dir() and _frame_files(p)
+            }
+            if not cameras:
+                continue
+            counts = {camera: len(files) for camera, files in cameras.items()}
+            if len(set(counts.values())) > 1:
+                raise EpisodeSourceError(f"{episode_dir}: cameras hold different numbers of frames ({counts})")
+            info = _sidecar(folder, episode_dir.name)
+            rate = float(info.get("fps") or fps or FRAMES_FPS)
+
+            def reader(camera, indices, cameras=cameras):
+                try:
+                    return [read_frame(cameras[camera][i]) for i in indices]
+                except SourceError as err:
+                    raise EpisodeSourceError(str(err)) from None
+
+            name = episode_dir.name if folder == root else f"{folder.name}/{episode_dir.name}"
+            episodes.append(Episode("frames", name, len(episodes), str(info.get("task") or task), tuple(cameras),
+                                    rate, next(iter(counts.values())), reader, info.get("keysteps")))
+    if not episodes:
+        raise EpisodeSourceError(f"{root}: no episode folders of frames ({', '.join(IMAGE_SUFFIXES)}) found")
+    return episodes
