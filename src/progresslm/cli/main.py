@@ -39,6 +39,9 @@ EXAMPLES = {
     ("data", "episodes"): """examples:
   progresslm data episodes lerobot:~/datasets/my_robot
   progresslm data episodes frames:recordings/ --fps 15""",
+    ("sim", "export-videos"): """examples:
+  progresslm sim export-videos --tasks drawer-open-v3 button-press-v3 --episodes 3 --out runs/sim-videos
+  progresslm data build videos:runs/sim-videos --out runs/sim-videos-bench""",
     ("sim", "tasks"): """examples:
   progresslm sim tasks""",
     ("eval",): """examples:

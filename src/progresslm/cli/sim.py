@@ -30,6 +30,20 @@ def add_parser(subparsers) -> None:
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(handler=run_build)
 
+    export = commands.add_parser(
+        "export-videos", help="expert episodes as a videos folder (for data build and watch --source)",
+        description="Roll out expert episodes and write them as a users'-data videos folder: TASK/epN.CAMERA.mp4 "
+        "with a sidecar epN.json holding the goal and the key steps' end times and descriptions.")
+    export.add_argument("--tasks", nargs="+", required=True, metavar="TASK", help="tasks (`progresslm sim tasks`)")
+    export.add_argument("--episodes", type=int, default=3, help="episodes per task")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--cameras", nargs="+", default=["corner3", "topview"], metavar="CAMERA")
+    export.add_argument("--size", type=int, default=128, help="frame side in pixels (even)")
+    export.add_argument("--stride", type=int, default=1, help="keep every Nth simulator step (10 steps = 1 s)")
+    export.add_argument("--seed", type=int, default=0, help="seed of the rollouts and scene looks")
+    export.add_argument("--codec", default="libx264", choices=["libx264", "libsvtav1"], help="H.264 or AV1")
+    export.set_defaults(handler=run_export)
+
     tasks = commands.add_parser("tasks", help="list the tasks with their key steps")
     tasks.set_defaults(handler=run_tasks)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
@@ -52,6 +66,27 @@ def run_build(args: argparse.Namespace) -> int:
         return 2
     print((outcome.out / "card.md").read_text())
     print(f"built {outcome.built} episodes in {outcome.seconds:.0f} s; data in {outcome.out}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from progresslm.sim.build import simulator_problem
+    from progresslm.sim.export import export_videos
+    from progresslm.sim.tasks import UnknownTaskError
+
+    problem = simulator_problem()
+    if problem:
+        print(f"error: the simulator cannot run here: {problem}", file=sys.stderr)
+        return 2
+    try:
+        written = export_videos(args.tasks, args.episodes, Path(args.out), tuple(args.cameras), args.size,
+                                args.stride, args.seed, codec=args.codec)
+    except (UnknownTaskError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(written)} episodes in {args.out}; next: progresslm data build videos:{args.out} --out BENCH_DIR")
     return 0
 
 

@@ -81,29 +81,11 @@ def _camera_of(stem: str) -> tuple[str, str]:
     return (episode, camera) if dot and episode else (stem, "video")
 
 
-def _video_length(path: Path) -> tuple[float, int, float]:
-    """(fps, frame count, first frame time) of a video, counting packets (no decoding)."""
-    from progresslm.data.video import VideoError, _require_av
-
-    av = _require_av()
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0)
-            times = [p.pts for p in container.demux(stream) if p.pts is not None]
-            start = float(min(times) * stream.time_base) if times else 0.0
-    except (av.FFmpegError, IndexError, OSError) as err:
-        raise VideoError(f"{path}: not a readable video ({type(err).__name__}: {err})") from None
-    if not times or fps <= 0:
-        raise EpisodeSourceError(f"{path}: no frames, or no frame rate stated")
-    return fps, len(times), start
-
-
 def _video_episode(files: dict[str, Path], name: str, index: int, task: str, info: dict) -> Episode:
     """One episode from its cameras' video files; frames are read by decoding at i / fps from the first frame."""
-    from progresslm.data.video import decode
+    from progresslm.data.video import count_frames, decode
 
-    lengths = {camera: _video_length(path) for camera, path in files.items()}
+    lengths = {camera: count_frames(path) for camera, path in files.items()}
     fps = float(info.get("fps") or next(iter(lengths.values()))[0])
     length = min(n for _, n, _ in lengths.values())
 

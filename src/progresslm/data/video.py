@@ -39,6 +39,22 @@ def probe(path: Path) -> tuple[float, float | None, int, int]:
         raise VideoError(f"{path}: not a readable video ({type(err).__name__}: {err})") from None
 
 
+def count_frames(path: Path) -> tuple[float, int, float]:
+    """(fps, frame count, first frame time) of a video, counting packets (no decoding)."""
+    av = _require_av()
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            times = [p.pts for p in container.demux(stream) if p.pts is not None]
+            start = float(min(times) * stream.time_base) if times else 0.0
+    except (av.FFmpegError, IndexError, OSError) as err:
+        raise VideoError(f"{path}: not a readable video ({type(err).__name__}: {err})") from None
+    if not times or fps <= 0:
+        raise VideoError(f"{path}: no frames, or no frame rate stated")
+    return fps, len(times), start
+
+
 def decode(
     path: Path, start: float = 0.0, end: float | None = None, times: list[float] | None = None, size: int | None = None
 ) -> Iterator[tuple[float, np.ndarray]]:
