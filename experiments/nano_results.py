@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     sections = [
         "# The default models on the simulated benchmark",
         "",
-        f"Made by `python benchmarks/{Path(__file__).name} {' '.join(argv if argv is not None else sys.argv[1:])}`"
+        f"Made by `python experiments/{Path(__file__).name} {' '.join(argv if argv is not None else sys.argv[1:])}`"
         f" on {time.strftime('%Y-%m-%d')}, {platform.machine()} CPU with {os.cpu_count()} cores, no GPU. "
         "Every model sees the benchmark split's tasks for the first time (the sft pool has 28 other tasks, the "
         "rl pool 6 more, used only for selection and GRPO). Each evaluation also asks every answerable observation "
