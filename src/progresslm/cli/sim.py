@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
     export.add_argument("--tasks", nargs="+", required=True, metavar="TASK", help="tasks (`progresslm sim tasks`)")
     export.add_argument("--episodes", type=int, default=3, help="episodes per task")
     export.add_argument("--out", required=True, help="output folder")
-    export.add_argument("--cameras", nargs="+", default=["corner3", "topview"], metavar="CAMERA")
+    export.add_argument("--cameras", nargs="+", default=["corner3", "topview"], metavar="CAMERA", help="cameras to render (two or more give cross-view samples)")
     export.add_argument("--size", type=int, default=128, help="frame side in pixels (even)")
     export.add_argument("--stride", type=int, default=1, help="keep every Nth simulator step (10 steps = 1 s)")
     export.add_argument("--seed", type=int, default=0, help="seed of the rollouts and scene looks")

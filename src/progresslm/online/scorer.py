@@ -202,8 +202,11 @@ class ProgressScorer:
         return "text" if kinds == {True} else "visual"
 
     def _save(self, image, prefix: str) -> Path:
+        """The image as a PNG file for the backend: uncompressed unless it travels as a data URL (a frame's file
+        lives only for its call, and compressing it took half the matcher's time per frame)."""
         path = self._folder / f"{prefix}_{next(self._counter):06d}.png"
-        image.save(path)
+        remote = getattr(self.backend, "image_format", "none") == "data_url"
+        image.save(path, compress_level=6 if remote else 0)
         return path
 
     def sample(self, observation_path: Path, uid: str) -> Sample:
