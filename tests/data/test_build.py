@@ -157,3 +157,25 @@ def test_cli_prints_the_card_and_the_eval_command(videos, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["data", "episodes", str(videos)]) == 0
     assert "6 episodes, 2 tasks" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("version", ["v3.0", "v2.1"])
+def test_lerobot_dataset_with_column_keyframes(tmp_path, version):
+    from tests.data.lerobot_fixture import write_lerobot
+
+    root = write_lerobot(tmp_path / "ds", version=version)
+    outcome = build(DataBuildConfig(source=f"lerobot:{root}", out=str(tmp_path / "b"), keyframes="column:subtask_index",
+                                    size=32), progress=False)
+    same = rows(outcome, "bench", "visual_same_view")
+    assert same and outcome.samples["bench"]["visual_cross_view"] == len(same)  # two cameras
+    from progresslm.data.sources import open_episodes
+
+    episodes = {e.id: e for e in open_episodes(f"lerobot:{root}")}
+    for row in same:
+        episode = episodes[row["episode"]["episode"]]
+        values = episode.columns["subtask_index"]
+        ends = [i for i in range(len(values) - 1) if values[i + 1] != values[i]] + [len(values) - 1]
+        assert row["total_steps"] == len(ends)
+        key = [0] + ends
+        expected = float(np.interp(row["episode"]["obs_frame"], key, np.linspace(0, 1, len(key))))
+        assert row["progress_score"] == format_percent(expected)

@@ -21,7 +21,13 @@ def add_parser(subparsers) -> None:
         description="Evaluate a backend on a benchmark. Each reply is saved as it arrives in OUT/results.jsonl; "
         "re-running the same command resumes. Without --bench, the small simulated benchmark is built (once) and used.",
     )
-    parser.add_argument("--bench", nargs="+", metavar="FILE", help="benchmark JSONL files (the authors' format)")
+    parser.add_argument("--bench", nargs="+", metavar="FILE",
+                        help="benchmark JSONL files (the authors' format), or one folder written by `progresslm bench "
+                        "export`, or a Hub dataset id (owner/name) of one: its rows are written back as JSONL files "
+                        "and images (docs/hf.md)")
+    parser.add_argument("--bench-split", metavar="SPLIT",
+                        help="with an exported folder or Hub id: the split to evaluate (default: bench, or the only "
+                        "one)")
     parser.add_argument("--image-root", help="images resolve as IMAGE_ROOT/<id>/<file name>")
     parser.add_argument("--backend", default=DEFAULT_BACKEND, help=f"one of: {', '.join(sorted(BACKENDS))}")
     parser.add_argument("--mode", default="two-stage", help=f"one of: {', '.join(MODES)}")
@@ -77,6 +83,25 @@ def default_bench(quiet: bool) -> tuple[list[str], str]:
     return [str(path) for path in example.files], str(example.root / "images")
 
 
+def exported_bench(bench: list[str], image_root: str | None, split: str | None,
+                   quiet: bool) -> tuple[list[str], str | None]:  # fmt: skip
+    """`--bench` as given, unless it is an exported folder or a Hub dataset id: then the JSONL files and image root it
+    is written back to (progresslm.data.hf.materialize, in the data folder's hf/)."""
+    from progresslm.data.hf import HFDataError, hf_location, materialize
+
+    location = bench[0]
+    if len(bench) > 1 or hf_location(location) is None:
+        if split:
+            raise HFDataError("--bench-split goes with an exported folder or a Hub dataset id, not with JSONL files")
+        return bench, image_root
+    if image_root:
+        raise HFDataError(f"--image-root does not go with an exported dataset ({location}): its images are inside it")
+    written = materialize(location, split=split, progress=not quiet)
+    log.info("%s (split %s): %d rows %s %s", location, written.split, written.rows,
+             "already written in" if written.reused else "written to", written.folder)
+    return [str(p) for p in written.files], str(written.image_root)
+
+
 def run(args: argparse.Namespace) -> int:
     from progresslm.backends.base import BackendError
     from progresslm.backends.registry import UnknownBackendError, backend_class
@@ -94,6 +119,12 @@ def run(args: argparse.Namespace) -> int:
             bench, image_root = default_bench(args.quiet)
         except (RuntimeError, ValueError) as err:  # RenderError, SimBuildError
             print(f"error: could not build the default simulated benchmark: {err}", file=sys.stderr)
+            return 2
+    if args.bench:
+        try:
+            bench, image_root = exported_bench(args.bench, image_root, args.bench_split, args.quiet)
+        except ValueError as err:  # HFDataError
+            print(f"error: {err}", file=sys.stderr)
             return 2
     try:
         options = backend_options(args)
