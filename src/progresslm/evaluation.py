@@ -376,6 +376,16 @@ def _run_with_progress(backend, work, prompts, store, config, reused, progress) 
             return run_requests(backend, work, prompts, store, config, images, on_record=lambda record: bar.update())
     finally:
         bar.close()
+        write_backend_stats(Path(config.out), backend)
+
+
+def write_backend_stats(out: Path, backend: Backend) -> None:
+    """OUT/backend_stats.json: the backend's own figures of this call, also when it failed (`Backend.run_stats`;
+    the openai backend: requests, failures and mean latency of each replica)."""
+    run_stats = getattr(backend, "run_stats", None)  # a duck-typed backend handed to `evaluate` may lack it
+    stats = run_stats() if run_stats is not None else None
+    if stats is not None:
+        _write_json(out / "backend_stats.json", stats)
 
 
 def write_config(out: Path, config: EvalConfig, identity: dict, bench: Bench) -> None:

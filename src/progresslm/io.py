@@ -68,3 +68,32 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+@contextmanager
+def atomic_dir(path: str | Path, replace: bool = False) -> Iterator[Path]:
+    """A fresh folder beside `path` (`<name>.partial`, emptied first if a killed run left one) to fill; renamed to
+    `path` when the block ends without an error, removed when it raises, so `path` never holds half a result. An
+    existing `path` must be an empty folder, or `replace` must be set: it is then removed, but only once the new
+    folder is complete."""
+    import shutil
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        old = None
+        if replace and path.is_dir() and any(path.iterdir()):
+            old = path.with_name(path.name + ".replaced")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
+        os.replace(tmp, path)  # over an empty folder, or none
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)

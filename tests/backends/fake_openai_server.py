@@ -1,8 +1,9 @@
 """A fake OpenAI-compatible chat-completions server for offline tests.
 
 It records every request, can be told to fail the first N calls (429, 503, a dropped connection,
-or any status with a message), counts the most requests it had in flight at once, and answers
-with a fixed reply and token usage.
+or any status with a message) or every call after the first N (a server gone down), counts the most
+requests it had in flight at once, and answers with a fixed reply (or one computed from the request)
+and token usage.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -26,6 +28,7 @@ class FakeServer:
     """Script it through its fields before a test sends requests."""
 
     reply: str | None = "42%"
+    reply_for: Callable[[dict], str] | None = None  # the reply as a function of the request body, instead of `reply`
     usage: dict | None = field(default_factory=lambda: {"prompt_tokens": 11, "completion_tokens": 3})
     fail_first: int = 0  # the first N calls fail as `fail_with` says
     fail_with: str = "503"  # "429" | "503" | "close" | any other status code
@@ -91,7 +94,8 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 elif self.path != "/v1/chat/completions":
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                 else:
-                    message = {"role": "assistant", "content": server.reply}
+                    content = server.reply_for(body) if server.reply_for is not None else server.reply
+                    message = {"role": "assistant", "content": content}
                     answer = {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": message}]}
                     if server.usage is not None:
                         answer["usage"] = server.usage

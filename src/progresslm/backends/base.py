@@ -20,9 +20,11 @@ class BackendOptions:
     """Every backend option the CLI knows; each backend reads the ones it needs."""
 
     model: str | None = None  # model name (API) or path (hf, vllm)
-    base_url: str | None = None  # OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1
+    # OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1; several replicas of one model: a list of such roots
+    # (or one string of them joined by commas)
+    base_url: str | list[str] | None = None
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this environment variable, never a flag
-    concurrency: int = 8  # requests in flight at once (openai)
+    concurrency: int = 8  # requests in flight at once (openai), on each replica when base_url names several
     timeout_s: float = 120.0  # per request
     max_retries: int = 5  # on 429, 5xx and connection errors, with exponential backoff
     device: str = "auto"  # hf: auto | cpu | cuda | cuda:N | mps
@@ -80,6 +82,11 @@ class Backend(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[Request]) -> Iterator[tuple[int, Reply]]:
         """Yield `(i, reply)` for each `requests[i]`, in any order."""
+
+    def run_stats(self) -> dict | None:
+        """JSON-able figures of the requests made so far that a run folder should keep (the openai backend: each
+        replica's requests, failures and mean latency); None when there is nothing to keep."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to release
         """Release connections, engines or GPU memory."""

@@ -4,20 +4,29 @@ Requests go out from a small thread pool (`--concurrency` in flight) and replies
 they finish. Rate limits (429), server errors (5xx), dropped connections and timeouts are retried
 with exponential backoff; any other refusal (bad model name, malformed request) fails at once with
 the server's own message, because retrying it would only fail again.
+
+Several `--base-url`s are replicas of one model (`backends/replicas.py`): `--concurrency` requests in
+flight on each, the next request to the least busy one, and a request whose replica fails (5xx, dropped
+connection, timeout) goes at once to another that is up, without counting against `--max-retries`.
 """
 
 from __future__ import annotations
 
 import email.utils
+import logging
 import os
 import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict
 from typing import Any, ClassVar
 
 from progresslm.backends.base import Backend, BackendError, BackendOptions, Reply, Request
+from progresslm.backends.replicas import COOL_DOWN_S, Cancelled, Replica, ReplicaPool, stats_table
+
+log = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 0.5  # first retry waits about this long, then twice as long each time
 BACKOFF_CAP_S = 30.0  # no single wait grows past this, however many retries
@@ -26,11 +35,13 @@ EXAMPLE_URL = "http://127.0.0.1:8000/v1"
 
 
 class _Retryable(Exception):
-    """One attempt failed in a way worth trying again; `retry_after` is the server's own wait, if any."""
+    """One attempt failed in a way worth trying again; `retry_after` is the server's own wait, if any;
+    `replica_fault`: the server itself is failing (down, overloaded, broken), not merely rate-limiting."""
 
-    def __init__(self, what: str, retry_after: float | None = None):
+    def __init__(self, what: str, retry_after: float | None = None, replica_fault: bool = True):
         super().__init__(what)
         self.retry_after = retry_after
+        self.replica_fault = replica_fault
 
 
 def backoff_delay(retry: int, retry_after: float | None = None) -> float:
@@ -140,22 +151,54 @@ def chat_completions_url(base_url: str | None) -> str:
     return base if base.endswith("/chat/completions") else base + "/chat/completions"
 
 
+def replica_urls(base_url: str | Sequence[str] | None) -> list[str]:
+    """The chat-completions URL of each replica: `base_url` is one root, several joined by commas, or a list
+    of such strings (`--base-url A B`, `--base-url A,B`).
+
+    >>> replica_urls("http://h1:8000/v1")
+    ['http://h1:8000/v1/chat/completions']
+    >>> replica_urls(["http://h1:8000/v1, http://h2:8000/v1", "http://h3:8000/v1/"])  # doctest: +NORMALIZE_WHITESPACE
+    ['http://h1:8000/v1/chat/completions', 'http://h2:8000/v1/chat/completions',
+     'http://h3:8000/v1/chat/completions']
+    """
+    if base_url is None or isinstance(base_url, str):
+        given = [base_url] if base_url else []
+    else:
+        given = list(base_url)
+    entries = [part.strip() for text in given for part in str(text).split(",")]
+    if len(entries) <= 1:
+        return [chat_completions_url(entries[0] if entries else None)]
+    urls: list[str] = []
+    for position, entry in enumerate(entries, 1):
+        if not entry:
+            raise BackendError(f"--base-url: entry {position} of {', '.join(entries)!r} is empty; give each "
+                               f"replica's root once, e.g. --base-url {EXAMPLE_URL} http://127.0.0.1:8001/v1")
+        url = chat_completions_url(entry)
+        if url in urls:
+            raise BackendError(f"--base-url: {entry!r} is given twice; each replica once (--concurrency is already "
+                               "per replica)")
+        urls.append(url)
+    return urls
+
+
 # Statuses that refuse one request for its content, not the whole run (bad key, unknown model).
 REFUSED_PER_REQUEST = frozenset({400, 413, 422})
 
 class OpenAIBackend(Backend):
-    """Chat completions over HTTP, `options.concurrency` requests in flight."""
+    """Chat completions over HTTP, `options.concurrency` requests in flight on each replica (`--base-url`)."""
 
     image_format: ClassVar[str] = "data_url"
     # How the backoff waits. Tests set a plain function on an instance (or a staticmethod on the
     # class) to run fast.
     sleep = staticmethod(time.sleep)
+    cool_down_s: ClassVar[float] = COOL_DOWN_S  # how long a failing replica rests (several --base-url)
 
     def __init__(self, options: BackendOptions, mode: str):
         super().__init__(options, mode)
         import httpx
 
-        self.url = chat_completions_url(options.base_url)
+        self.urls = replica_urls(options.base_url)
+        self.url = self.urls[0]
         if not options.model:
             raise BackendError(
                 "the openai backend needs --model, the name the server knows the model by "
@@ -163,8 +206,10 @@ class OpenAIBackend(Backend):
             )
         if options.concurrency < 1:
             raise BackendError(f"--concurrency must be at least 1, got {options.concurrency}")
+        self.replicas = ReplicaPool(self.urls, options.concurrency, self.cool_down_s)
+        self.workers = options.concurrency * len(self.urls)  # --concurrency is per replica
         # Enough requests per chunk to keep every worker busy while the chunk drains.
-        self.chunk_size = max(type(self).chunk_size, 4 * options.concurrency)
+        self.chunk_size = max(type(self).chunk_size, 4 * self.workers)
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(options.api_key_env, "") if options.api_key_env else ""
         if key:  # local servers need no key, so an unset variable simply sends none
@@ -172,9 +217,10 @@ class OpenAIBackend(Backend):
         self._client = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(options.timeout_s),
-            limits=httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency),
+            limits=httpx.Limits(max_connections=self.workers, max_keepalive_connections=self.workers),
         )
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # the current `generate` call's: set, its workers give up
+        self._stats_logged = False
 
     @property
     def model_name(self) -> str:
@@ -198,12 +244,13 @@ class OpenAIBackend(Backend):
         return body
 
     def generate(self, requests: Sequence[Request]) -> Iterator[tuple[int, Reply]]:
-        self._stop.clear()
-        pool = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="progresslm-openai")
+        # A fresh event per call: a worker of an earlier call that is still winding down keeps seeing its own.
+        self._stop = stop = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="progresslm-openai")
         pending: dict[Future, int] = {}
         failure: BaseException | None = None
         try:
-            pending = {pool.submit(self._complete, request): i for i, request in enumerate(requests)}
+            pending = {pool.submit(self._complete, request, stop): i for i, request in enumerate(requests)}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -214,7 +261,7 @@ class OpenAIBackend(Backend):
                         # Stop new retries, but let requests in flight finish: their replies are paid
                         # for and the caller saves each one before the error reaches it.
                         failure = future.exception()
-                        self._stop.set()
+                        self._cancel(stop)
             if failure is not None:
                 raise failure
         except KeyboardInterrupt:
@@ -222,66 +269,105 @@ class OpenAIBackend(Backend):
             raise
         finally:
             # On an error (or a caller that stops early) the other workers give up instead of retrying on.
-            self._stop.set()
+            self._cancel(stop)
             for future in pending:
                 future.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _complete(self, request: Request) -> Reply:
-        """One request, retried on 429, 5xx, dropped connections and timeouts."""
+    def _cancel(self, stop: threading.Event) -> None:
+        stop.set()
+        self.replicas.wake()  # workers waiting for a free replica see the stop
+
+    def _complete(self, request: Request, stop: threading.Event) -> Reply:
+        """One request, retried on 429, 5xx, dropped connections and timeouts. A failure of the replica itself
+        sends the request at once to another replica that is up, once per replica, without counting against
+        --max-retries; any other retry waits (backoff) and counts."""
         body = self.body(request)
-        attempts = self.options.max_retries + 1
-        failures: list[str] = []
-        for attempt in range(attempts):
-            if self._stop.is_set():
-                raise BackendError("cancelled: another request of this run failed")
+        retries = tries = 0
+        failed_over_from: set[str] = set()
+        while True:
             try:
-                return self._attempt(body)
-            except _Retryable as failure:
-                failures.append(str(failure))
-                if attempt + 1 < attempts:
-                    self.sleep(backoff_delay(attempt, failure.retry_after))
-        raise BackendError(
-            f"POST {self.url} failed {attempts} time(s) for sample {request.uid} (draw {request.draw}); "
-            f"last error: {failures[-1]}. Check that the server is running and reachable, that --base-url is "
-            f"right (e.g. {EXAMPLE_URL}, the root that ends in /v1), and for a hosted API your rate limits; "
-            "--max-retries and --timeout give a slow server more room"
+                replica = self.replicas.acquire(stop)
+            except Cancelled as cancelled:
+                raise BackendError(str(cancelled)) from None
+            outcome = self._try(replica, body)
+            tries += 1
+            if isinstance(outcome, Reply):  # answered (a refusal of this one request included)
+                return outcome
+            failure = outcome
+            if failure.replica_fault and replica.url not in failed_over_from and self.replicas.any_up():
+                failed_over_from.add(replica.url)
+                continue
+            if retries >= self.options.max_retries:
+                raise BackendError(self._given_up(request, tries, failure))
+            self.sleep(backoff_delay(retries, failure.retry_after))
+            retries += 1
+
+    def _try(self, replica: Replica, body: dict) -> Reply | _Retryable:
+        """One attempt on `replica`: its reply, or the failure worth retrying; other errors propagate."""
+        try:
+            reply = self._attempt(replica.url, body)
+        except _Retryable as failure:
+            self.replicas.release(replica, error=str(failure), fault=failure.replica_fault)
+            return failure
+        except BaseException as error:
+            self.replicas.release(replica, error=f"{type(error).__name__}: {error}")
+            raise
+        self.replicas.release(replica, latency_s=reply.latency_s)
+        return reply
+
+    def _given_up(self, request: Request, tries: int, failure: _Retryable) -> str:
+        """The message when a request has used its retries: with one server as it always was; with replicas,
+        each replica's URL and last error."""
+        if len(self.urls) == 1:
+            return (
+                f"POST {self.url} failed {tries} time(s) for sample {request.uid} (draw {request.draw}); "
+                f"last error: {failure}. Check that the server is running and reachable, that --base-url is "
+                f"right (e.g. {EXAMPLE_URL}, the root that ends in /v1), and for a hosted API your rate limits; "
+                "--max-retries and --timeout give a slow server more room"
+            )
+        return (
+            f"sample {request.uid} (draw {request.draw}) got no reply from any of the {len(self.urls)} replicas "
+            f"in {tries} tries (the last: {failure}). Each replica's last error: "
+            f"{self.replicas.last_errors()}. Check that the servers are running and reachable and that each "
+            f"--base-url is right (e.g. {EXAMPLE_URL}); --max-retries and --timeout give slow servers more room"
         )
 
-    def _attempt(self, body: dict) -> Reply:
+    def _attempt(self, url: str, body: dict) -> Reply:
         import httpx
 
         start = time.perf_counter()
         try:
-            response = self._client.post(self.url, json=body)
+            response = self._client.post(url, json=body)
         except httpx.TimeoutException as error:
             raise _Retryable(f"timed out after {self.options.timeout_s:g} s ({type(error).__name__})") from error
         except (httpx.NetworkError, httpx.RemoteProtocolError) as error:
             raise _Retryable(f"connection failed ({type(error).__name__}: {error})") from error
         except httpx.HTTPError as error:
-            raise BackendError(f"POST {self.url} could not be sent: {type(error).__name__}: {error}") from error
+            raise BackendError(f"POST {url} could not be sent: {type(error).__name__}: {error}") from error
         latency = time.perf_counter() - start  # of the attempt that answered: the model's time, not our waits
         status = response.status_code
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise _Retryable(f"HTTP {status}: {server_message(response)}", retry_after)
+            # 429 is the server pacing us, not failing: it is not marked down, the request backs off.
+            raise _Retryable(f"HTTP {status}: {server_message(response)}", retry_after, replica_fault=status != 429)
         if status in REFUSED_PER_REQUEST:
             # This request alone is refused (too many images, context too long): record it and go on.
             return Reply(text="", latency_s=latency, error=f"HTTP {status}: {server_message(response)}"[:500])
         if status >= 400:
             raise BackendError(
-                f"POST {self.url} was refused with HTTP {status}: {server_message(response)} "
+                f"POST {url} was refused with HTTP {status}: {server_message(response)} "
                 f"(model {self.options.model!r}; check the model name and the server's limits)"
             )
-        return self._reply(response, latency)
+        return self._reply(url, response, latency)
 
-    def _reply(self, response: Any, latency: float) -> Reply:
+    def _reply(self, url: str, response: Any, latency: float) -> Reply:
         try:
             data = response.json()
             message = data["choices"][0]["message"]
         except (ValueError, KeyError, IndexError, TypeError) as error:
             raise BackendError(
-                f"POST {self.url} answered HTTP {response.status_code} but not with a chat completion "
+                f"POST {url} answered HTTP {response.status_code} but not with a chat completion "
                 f"({type(error).__name__}): {response.text[:300]!r}; is --base-url an OpenAI-compatible /v1 root?"
             ) from error
         usage = data.get("usage") or {}
@@ -292,6 +378,15 @@ class OpenAIBackend(Backend):
             completion_tokens=usage.get("completion_tokens"),
         )
 
+    def run_stats(self) -> dict:
+        """Per replica: requests sent (each try), answered, failed, mean latency and last error."""
+        return {"replicas": [asdict(stats) for stats in self.replicas.stats()]}
+
     def close(self) -> None:
-        self._stop.set()
+        self._cancel(self._stop)
         self._client.close()
+        stats = self.replicas.stats()
+        if len(stats) > 1 and not self._stats_logged and any(s.requests for s in stats):
+            self._stats_logged = True
+            for line in stats_table(stats):
+                log.info("%s", line)

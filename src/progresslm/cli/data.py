@@ -1,10 +1,11 @@
-"""`progresslm data build|episodes`: users' own robot data (LeRobot datasets, video or frame folders, robomimic
-HDF5) as Progress-Bench-style samples, or a listing of its episodes."""
+"""`progresslm data build|episodes|export-lerobot`: users' own robot data (LeRobot datasets, video or frame folders,
+robomimic HDF5) as Progress-Bench-style samples, a listing of its episodes, or a LeRobot v3.0 dataset."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 SOURCE_HELP = ("lerobot:DIR (or a Hub dataset id), videos:DIR, frames:DIR or hdf5:FILE; a bare path is recognised "
                "by what it holds")
@@ -43,6 +44,28 @@ def add_parser(subparsers) -> None:
     episodes.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
     episodes.add_argument("--fps", type=float, help="frame rate of frame folders or HDF5 files that state none")
     episodes.set_defaults(handler=run_episodes)
+
+    export = commands.add_parser(
+        "export-lerobot",
+        help="write any source's episodes as a LeRobot v3.0 dataset",
+        description="Write the episodes as a LeRobot v3.0 dataset (Parquet frame rows, one MP4 per camera packing the "
+        "episodes back to back, the metadata LeRobot reads). Key steps become a per-frame subtask_index column "
+        "and per-episode step columns (LeRobot's SARM names); numeric and string per-frame columns are copied. "
+        "The dataset appears in OUT only once complete.",
+    )
+    export.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
+    export.add_argument("--out", required=True, help="dataset folder to create (new or empty)")
+    export.add_argument("--codec", default="libx264", choices=["libx264", "libsvtav1"],
+                        help="video encoder: H.264, or AV1 (LeRobot's default; smaller, slower to encode)")
+    export.add_argument("--size", type=int, help="shorter image side in pixels (larger frames shrink; default: as "
+                        "recorded)")
+    export.add_argument("--episodes", metavar="RANGES", help="episode indices to export, e.g. 0-9,12 (default: all)")
+    export.add_argument("--fps", type=float, help="frame rate of frame folders or HDF5 files that state none")
+    export.add_argument("--task", help="task text of an HDF5 file (default: its env_name)")
+    export.add_argument("--robot-type", default="unknown", help="robot_type written in meta/info.json")
+    export.add_argument("--overwrite", action="store_true", help="replace the LeRobot dataset already in --out")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
+    export.set_defaults(handler=run_export_lerobot)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 
 
@@ -91,4 +114,24 @@ def run_episodes(args: argparse.Namespace) -> int:
             notes.append("columns " + ", ".join(extra))
         print(f"{e.index:>4}  {e.id}  {e.length} frames @ {e.fps:g} fps ({e.duration:.1f} s)  "
               f"cameras {', '.join(e.cameras)}  task: {e.task}" + (f"  [{'; '.join(notes)}]" if notes else ""))
+    return 0
+
+
+def run_export_lerobot(args: argparse.Namespace) -> int:
+    from progresslm.data.episodes import EpisodeSourceError
+    from progresslm.data.lerobot_export import LeRobotExportError, export_lerobot
+    from progresslm.data.sources import open_episodes, select
+    from progresslm.data.video import VideoError
+
+    options = {k: v for k, v in (("fps", args.fps), ("task", args.task)) if v is not None}
+    try:
+        episodes = select(open_episodes(args.source, **options), args.episodes)
+        root = export_lerobot(episodes, Path(args.out), codec=args.codec, size=args.size, robot_type=args.robot_type,
+                              overwrite=args.overwrite, progress=not args.quiet)
+    except (LeRobotExportError, EpisodeSourceError, VideoError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    frames = sum(e.length for e in episodes)
+    print(f"wrote {len(episodes)} episodes ({frames} frames) as a LeRobot v3.0 dataset: {root}")
+    print(f"check: progresslm data episodes lerobot:{root}")
     return 0

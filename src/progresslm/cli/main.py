@@ -36,6 +36,10 @@ EXAMPLES = {
   progresslm data build lerobot:~/datasets/my_robot --out runs/my-bench          # a LeRobot v3.0 / v2.1 folder
   progresslm data build videos:clips/ --keyframes uniform:4 --splits bench:0.5,sft:0.5 --out runs/clips-bench
   progresslm data build hdf5:demo.hdf5 --task "lift the cube" --out runs/lift-bench""",
+    ("data", "export-lerobot"): """examples:
+  progresslm data export-lerobot videos:clips/ --out datasets/clips-lerobot     # key steps -> subtask_index
+  progresslm data export-lerobot hdf5:demo.hdf5 --task "lift the cube" --codec libsvtav1 --size 256 --out datasets/lift
+  progresslm data build lerobot:datasets/clips-lerobot --keyframes column:subtask_index --out runs/clips-bench""",
     ("data", "episodes"): """examples:
   progresslm data episodes lerobot:~/datasets/my_robot
   progresslm data episodes frames:recordings/ --fps 15""",

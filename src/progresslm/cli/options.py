@@ -30,10 +30,16 @@ def add_backend_options(parser: argparse.ArgumentParser, omit: tuple[str, ...] =
     destinations, e.g. temperature=...)."""
     group = parser.add_argument_group("backend options")
     defaults = BackendOptions()
+    # `--base-url A B` takes every word up to the next option, which would swallow a command's positional argument
+    # (`watch --base-url URL video.mp4`): there the flag is repeated instead (or the URLs joined by commas).
+    has_positional = bool(parser._get_positional_actions())
+    url_list = {"action": "append"} if has_positional else {"action": "extend", "nargs": "+"}
+    several = "--base-url A --base-url B, or A,B" if has_positional else "--base-url A B, or A,B"
     helps = {
         "model": "model name (openai), path or hub id (hf, vllm, nano), checkpoint folder (matcher), "
         "calibration JSON (retrieval)",
-        "base_url": "OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1",
+        "base_url": f"OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1; several ({several}) are replicas of "
+        "one model: each request goes to the least busy one, and to another if its replica fails (docs/scale.md)",
         "api_key_env": "environment variable holding the API key",
         "timeout_s": "seconds per request",
         "batch_size": "hf, vllm: prompts per generate call",
@@ -44,7 +50,7 @@ def add_backend_options(parser: argparse.ArgumentParser, omit: tuple[str, ...] =
         "token_param": "openai: the name of the reply-length field (GPT-5 and o-series models want "
         "max_completion_tokens)",
         "sampling_params": "openai: send no temperature, top_p or seed (models that refuse them)",
-        "concurrency": "openai: requests in flight at once",
+        "concurrency": "openai: requests in flight at once, on each --base-url replica",
         "max_retries": "openai: retries on 429, 5xx and dropped connections, with exponential backoff",
         "device": "hf, nano, matcher: auto, cpu, cuda, cuda:N or mps",
         "dtype": "hf, nano: auto, float32, bfloat16 or float16",
@@ -56,7 +62,8 @@ def add_backend_options(parser: argparse.ArgumentParser, omit: tuple[str, ...] =
     }
     add = {
         "model": lambda: group.add_argument("--model", help=helps["model"]),
-        "base_url": lambda: group.add_argument("--base-url", help=helps["base_url"]),
+        "base_url": lambda: group.add_argument("--base-url", metavar="URL", help=helps["base_url"],
+                                               **url_list),
         "api_key_env": lambda: group.add_argument("--api-key-env", default=defaults.api_key_env, metavar="NAME",
                                                   help=helps["api_key_env"]),
         "concurrency": lambda: group.add_argument("--concurrency", type=int, default=defaults.concurrency,
@@ -95,6 +102,9 @@ def backend_options(args: argparse.Namespace) -> BackendOptions:
     `--calibration FILE` is the retrieval backend's model file."""
     defaults = BackendOptions()
     values = {name: getattr(args, name, getattr(defaults, name)) for name in BackendOptions.__dataclass_fields__}
+    urls = values.get("base_url")
+    if isinstance(urls, list):  # one URL stays a string, as it always was; several are a list (JSON in config.json)
+        values["base_url"] = urls[0] if len(urls) == 1 else urls or None
     calibration = getattr(args, "calibration", None)
     if calibration:
         if getattr(args, "backend", "retrieval") != "retrieval":

@@ -71,7 +71,8 @@ def add_parser(subparsers) -> None:
         parser,
         omit=("value", "replies"),
         model="model path or hub id (hf, vllm, nano), model name (openai), checkpoint folder (matcher)",
-        base_url="openai backend: the OpenAI-compatible server to forward to",
+        base_url="openai backend: the OpenAI-compatible server to forward to; several are replicas of one model, "
+        "requests spread over them (docs/scale.md)",
         batch_size="requests answered in one backend call (batched across clients)",
         temperature="default when a request sends none; 0 means greedy",
         max_new_tokens="default when a request sends no max_tokens",

@@ -17,12 +17,15 @@ get_data_file_path / get_video_file_path; `_query_videos`, which shifts a frame'
   `videos/chunk-XXX/<camera>/episode_XXXXXX.mp4` per episode, starting at t = 0.
 
 Integer, boolean and string per-frame columns other than LeRobot's standard ones (annotations such as a subtask
-index), plus `timestamp`, become `Episode.columns`."""
+index), plus `timestamp`, become `Episode.columns`. Per-episode key steps in the columns LeRobot's SARM reward model
+reads from the episode metadata (`subtask_end_times`, else `subtask_end_frames`, with `subtask_names`; what
+`data.lerobot_export` writes) become `Episode.keysteps`."""
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from progresslm.data.episodes import Episode, EpisodeSourceError, kind_is_hub_id
+from progresslm.data.episodes import Episode, EpisodeSourceError, KeyStep, kind_is_hub_id, parse_keysteps
+
+log = logging.getLogger(__name__)
 
 SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
 STANDARD_COLUMNS = ("index", "episode_index", "frame_index", "timestamp", "task_index")  # LeRobot's DEFAULT_FEATURES
@@ -55,6 +60,7 @@ class _Record:
     tasks: list[str]
     data_path: str  # relative to the dataset root
     videos: dict[str, _Window] = field(default_factory=dict)
+    keysteps: list[KeyStep] | None = None
 
 
 @dataclass
@@ -111,7 +117,7 @@ def open_lerobot(location: str, revision: str | None = None, cache_dir: str | No
         episodes.append(Episode(
             source="lerobot", id=f"episode_{record.index:06d}", index=record.index, task=task, cameras=cameras,
             fps=layout.fps, length=record.length, reader=_FrameReader(layout, record, hub),
-            columns=columns.get(record.index, {}),
+            columns=columns.get(record.index, {}), keysteps=record.keysteps,
         ))
     return episodes
 
@@ -200,7 +206,8 @@ def _records_v3(root: Path, info: dict, video_keys: tuple[str, ...]) -> list[_Re
             end = row.get(f"videos/{key}/to_timestamp")
             path = _format(info, "video_path", video_key=key, chunk_index=int(parts[0]), file_index=int(parts[1]))
             videos[key] = _Window(path, float(parts[2]), None if end is None else float(end))
-        records.append(_Record(index, _int(row, "length", file), list(row.get("tasks") or []), data_path, videos))
+        records.append(_Record(index, _int(row, "length", file), list(row.get("tasks") or []), data_path, videos,
+                               _keysteps(row, float(info["fps"]), f"{file} (episode {index})")))
     return records
 
 
@@ -216,8 +223,25 @@ def _records_v2(root: Path, info: dict, video_keys: tuple[str, ...]) -> list[_Re
                   for key in video_keys}
         tasks = row.get("tasks") or []
         records.append(_Record(index, _int(row, "length", path), [tasks] if isinstance(tasks, str) else list(tasks),
-                               data_path, videos))
+                               data_path, videos, _keysteps(row, float(info["fps"]), f"{path} (episode {index})")))
     return sorted(records, key=lambda r: r.index)
+
+
+def _keysteps(row: dict, fps: float, where: str) -> list[KeyStep] | None:
+    """Key steps from an episode's SARM-style columns, or None when it has none; annotations that are not steps
+    ending in rising order are left out with a warning (the dataset stays readable)."""
+    ends, frames = row.get("subtask_end_times"), row.get("subtask_end_frames")
+    if ends is None and isinstance(frames, list):
+        ends = [f / fps if isinstance(f, (int, float)) else f for f in frames]
+    if not isinstance(ends, list) or not ends:
+        return None
+    names = row.get("subtask_names")
+    names = list(names) if isinstance(names, list) else []
+    try:
+        return parse_keysteps([{"end": t, "text": n} for t, n in zip(ends, names + [None] * len(ends))], where)
+    except EpisodeSourceError as err:
+        log.warning("key steps left out: %s", err)
+        return None
 
 
 def _task_names(layout: _Layout) -> dict[int, str]:

@@ -175,12 +175,19 @@ class BuildOutcome:
         return self.out / "images"
 
 
+_POOL = None  # the worker process's EnvPool: envs and renderers live across units and tasks
+
+
 def _worker(args: tuple[Unit, str]) -> dict:
+    global _POOL
     unit, images = args
     from progresslm.sim.render import check_gl
+    from progresslm.sim.rollout import EnvPool
 
     check_gl()
-    result = build_unit(unit, Path(images))
+    if _POOL is None:
+        _POOL = EnvPool()
+    result = build_unit(unit, Path(images), _POOL)
     return unit_to_json(result)
 
 
@@ -247,7 +254,16 @@ def _run_units(todo: list[Unit], out: Path, workers: int, progress: bool, total:
     finally:
         if workers > 1:
             pool.terminate()
+        else:
+            _close_pool()
         bar.close()
+
+
+def _close_pool() -> None:
+    global _POOL
+    if _POOL is not None:
+        _POOL.close()
+        _POOL = None
 
 
 def assemble(out: Path, units: list[Unit], splits: dict[str, list[str]], config: SimBuildConfig) -> BuildOutcome:

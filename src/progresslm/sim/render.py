@@ -309,6 +309,11 @@ class FrameRenderer:
             self._sent_textures[texture] = texels.copy()
         self._stale_textures.clear()
 
+    def resync(self) -> None:
+        """Re-check every texture uploaded so far against the model before the next frame (a renderer kept across
+        episodes: an edit made for one episode and undone in the model must be undone on the GPU too)."""
+        self._stale_textures.update(self._sent_textures)
+
     def close(self) -> None:
         """Free the GL context (with EGL, skipping this prints harmless tracebacks at exit)."""
         self._renderer.close()

@@ -207,6 +207,65 @@ def _new_env(task_name: str, seed: int) -> tuple[Any, np.ndarray]:
     return env, obs
 
 
+def _reset_to(env: Any, task_name: str, seed: int) -> np.ndarray:
+    """Put a (possibly used) env of `task_name` on the variant of `seed` and reset it, as `_new_env` leaves a new one."""
+    import mujoco
+
+    _check_seed(seed)
+    env.set_task(_variants(task_name, seed // VARIANTS_PER_BLOCK)[seed % VARIANTS_PER_BLOCK])
+    obs, _ = env.reset()
+    mujoco.mj_forward(env.model, env.data)
+    return obs
+
+
+class EnvPool:
+    """Envs (and their renderers) kept alive within one process and reset to each new variant: building an env
+    parses its XML (~0.09 s) and a renderer makes a GL context (~0.2 s), while a reset takes ~3 ms. A build worker
+    takes envs with `acquire` and gives them back with `release`; at most `keep` idle envs stay, least recently used
+    first out. A reset env gives the same states and frames as a new one (tests/sim/test_env_pool.py)."""
+
+    def __init__(self, keep: int = 6):
+        self.keep = keep
+        self._idle: list[tuple[str, Any]] = []  # (task, env), most recently released last
+        self.made = 0  # envs constructed (a benchmark reads it)
+
+    def acquire(self, task_name: str, seed: int) -> tuple[Any, np.ndarray]:
+        for k in range(len(self._idle) - 1, -1, -1):
+            if self._idle[k][0] == task_name:
+                env = self._idle.pop(k)[1]
+                return env, _reset_to(env, task_name, seed)
+        self.made += 1
+        return _new_env(task_name, seed)
+
+    def release(self, task_name: str, env: Any) -> None:
+        self._idle.append((task_name, env))
+        while len(self._idle) > self.keep:
+            self._close(self._idle.pop(0)[1])
+
+    def renderer(self, env: Any, size: int):
+        """The env's renderer of `size` pixels, made once and kept with the env; textures are re-checked against
+        the model before its next frame (a previous user may have left edited textures on the GPU)."""
+        from progresslm.sim.render import FrameRenderer
+
+        renderers = env.__dict__.setdefault("_progresslm_renderers", {})
+        renderer = renderers.get(size)
+        if renderer is None:
+            renderer = renderers[size] = FrameRenderer(env.model, size=size)
+        else:
+            renderer.resync()
+        return renderer
+
+    @staticmethod
+    def _close(env: Any) -> None:
+        for renderer in env.__dict__.pop("_progresslm_renderers", {}).values():
+            renderer.close()
+        env.close()
+
+    def close(self) -> None:
+        while self._idle:
+            self._close(self._idle.pop()[1])
+
+
 def make_env(task_name: str, seed: int) -> Any:
     """A reset Meta-World env of `task_name` with the object/goal variant of `seed`, no renderer.
 
@@ -264,12 +323,14 @@ def _snapshot(env: Any, joint_address: int | None, info: dict[str, Any] | None) 
 
 
 def rollout(
-    task: TaskSpec | str, seed: int, max_steps: int = MAX_EPISODE_STEPS, *, keep_failures: bool = False
+    task: TaskSpec | str, seed: int, max_steps: int = MAX_EPISODE_STEPS, *, keep_failures: bool = False,
+    pool: EnvPool | None = None,
 ) -> Episode | None:
     """Run the scripted expert of `task` on the variant of `seed` until success or `max_steps`.
 
     Returns None when the expert fails or a key step is not detected, unless `keep_failures`, which
-    returns the episode with `failure` set (useful to debug detectors).
+    returns the episode with `failure` set (useful to debug detectors). With `pool`, the env comes from
+    and goes back to it.
     """
     spec = get_task(task) if isinstance(task, str) else task
     if not 1 <= max_steps <= MAX_EPISODE_STEPS:
@@ -277,7 +338,7 @@ def rollout(
     import mujoco
     from metaworld.policies import ENV_POLICY_MAP
 
-    env, obs = _new_env(spec.name, seed)
+    env, obs = pool.acquire(spec.name, seed) if pool is not None else _new_env(spec.name, seed)
     policy = ENV_POLICY_MAP[spec.name]()
     joint_address = int(env.model.jnt_qposadr[env.model.joint(spec.joint).id]) if spec.joint else None
     state_bits = state_spec()
@@ -301,7 +362,10 @@ def rollout(
             break
         if truncated:
             break
-    env.close()
+    if pool is not None:
+        pool.release(spec.name, env)
+    else:
+        env.close()
 
     trace = SimTrace.from_rows(rows)
     if joint_address is not None:

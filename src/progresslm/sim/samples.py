@@ -107,14 +107,14 @@ def episode_seed(unit: Unit, role: str, attempt: int) -> int:
     )
 
 
-def _rollout(task: str, unit: Unit, role: str, counts: UnitResult):
+def _rollout(task: str, unit: Unit, role: str, counts: UnitResult, pool=None):
     """A successful episode with every key step found, trying the role's seeds until one works."""
     from progresslm.sim.rollout import rollout
 
     for attempt in range(TRIES):
         seed = episode_seed(unit, role, attempt)
         counts.attempts[task] = counts.attempts.get(task, 0) + 1
-        episode = rollout(task, seed)
+        episode = rollout(task, seed, pool=pool)
         if episode is not None:
             counts.successes[task] = counts.successes.get(task, 0) + 1
             return episode
@@ -124,16 +124,16 @@ def _rollout(task: str, unit: Unit, role: str, counts: UnitResult):
 class _Scene:
     """An env restored to an episode's frames, with its renderer, style, framing and image writer."""
 
-    def __init__(self, episode, style, unit: Unit, folder: Path, result: UnitResult):
-        from progresslm.sim.render import FrameRenderer
-        from progresslm.sim.rollout import make_env
+    def __init__(self, episode, style, unit: Unit, folder: Path, result: UnitResult, pool=None):
+        from progresslm.sim.rollout import EnvPool
         from progresslm.sim.scene import goal_sites
         from progresslm.sim.tasks import get_task, object_geom_ids
 
         self.episode, self.style, self.unit, self.folder, self.result = episode, style, unit, folder, result
-        self.env = make_env(episode.task, episode.seed)
+        self.pool = pool if pool is not None else EnvPool(keep=0)  # keep=0: closed when the scene closes
+        self.env = self.pool.acquire(episode.task, episode.seed)[0]
         self.model = self.env.model
-        self.renderer = FrameRenderer(self.model, size=unit.size)
+        self.renderer = self.pool.renderer(self.env, unit.size)
         self.object_geoms = object_geom_ids(self.model, get_task(episode.task))
         self.goal_sites = goal_sites(self.model)  # found once per episode, hidden in every frame
         self.framing = None
@@ -180,8 +180,7 @@ class _Scene:
         return pixels
 
     def close(self) -> None:
-        self.renderer.close()
-        self.env.close()
+        self.pool.release(self.episode.task, self.env)
 
 
 def region_points(episodes) -> np.ndarray:
@@ -223,8 +222,9 @@ def _style(randomizer, scene: _Scene, rng):
     return randomizer.sample(rng, avoid_xy=avoid, avoid_rgb=object_colours(scene.model, scene.object_geoms))
 
 
-def build_unit(unit: Unit, images_root: Path) -> UnitResult:
-    """Roll out, render and label one unit. Runs in a worker process."""
+def build_unit(unit: Unit, images_root: Path, pool=None) -> UnitResult:
+    """Roll out, render and label one unit. Runs in a worker process; `pool` (an `EnvPool`) keeps envs and
+    renderers for the next unit."""
     from progresslm.sim.rollout import progress_labels
     from progresslm.sim.scene import Randomizer
     from progresslm.sim.tasks import get_task
@@ -232,9 +232,9 @@ def build_unit(unit: Unit, images_root: Path) -> UnitResult:
     result = UnitResult(unit=unit)
     rng = np.random.default_rng(derive_seed(unit.seed, unit.key, "rng"))
     spec, other = get_task(unit.task), get_task(unit.other_task)
-    demo_ep = _rollout(unit.task, unit, "demo", result)
-    obs_ep = demo_ep if unit.same_episode else _rollout(unit.task, unit, "obs", result)
-    other_ep = _rollout(unit.other_task, unit, "other", result)
+    demo_ep = _rollout(unit.task, unit, "demo", result, pool)
+    obs_ep = demo_ep if unit.same_episode else _rollout(unit.task, unit, "obs", result, pool)
+    other_ep = _rollout(unit.other_task, unit, "other", result, pool)
     randomizer = Randomizer(unit.level)
     obs_camera, demo_camera_cross = (str(c) for c in rng.choice(unit.cameras, size=2, replace=False))
     folder = images_root / unit.trajectory_id
@@ -251,11 +251,11 @@ def build_unit(unit: Unit, images_root: Path) -> UnitResult:
 
     scenes = []
     try:
-        demo_scene = _Scene(demo_ep, None, unit, folder, result)
+        demo_scene = _Scene(demo_ep, None, unit, folder, result, pool)
         scenes.append(demo_scene)
-        obs_scene = demo_scene if unit.same_episode else _Scene(obs_ep, None, unit, folder, result)
+        obs_scene = demo_scene if unit.same_episode else _Scene(obs_ep, None, unit, folder, result, pool)
         scenes.append(obs_scene)
-        other_scene = _Scene(other_ep, None, unit, folder, result)
+        other_scene = _Scene(other_ep, None, unit, folder, result, pool)
         scenes.append(other_scene)
         demo_scene.style = other_scene.style = _style(randomizer, demo_scene, rng)
         obs_scene.style = demo_scene.style if unit.same_episode else _style(randomizer, obs_scene, rng)
