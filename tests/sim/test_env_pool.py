@@ -26,8 +26,8 @@ def test_reused_env_rolls_out_the_same_episode():
 
 
 def test_reused_renderer_undoes_another_episodes_textures():
-    from progresslm.sim.rollout import EnvPool, make_env, restore, rollout
     from progresslm.sim.render import FrameRenderer
+    from progresslm.sim.rollout import EnvPool, make_env, restore, rollout
     from progresslm.sim.scene import Randomizer
 
     episode = rollout("button-press-topdown-v3", 5)
