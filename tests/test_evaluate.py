@@ -1,4 +1,7 @@
+import dataclasses
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -282,3 +285,13 @@ def test_limit_draws_whole_trajectories_from_every_split(example, tmp_path):
     assert outcome.done == len(picked)
     with pytest.raises(EvalError, match="--limit and --first are alternatives"):
         config(example, tmp_path / "other", limit=3, first=3)
+
+
+def test_swap_demos_with_a_relative_image_root(example, tmp_path, monkeypatch):
+    """A swapped demonstration's images resolve when --image-root is relative (they were joined twice)."""
+    monkeypatch.chdir(example.root.parent)
+    relative = config(example, tmp_path / "rel", backend="pixel-nn", swap_demos=True)
+    relative = dataclasses.replace(relative, image_root=os.path.relpath(relative.image_root))
+    assert not Path(relative.image_root).is_absolute()
+    outcome = evaluate(relative, progress=False)
+    assert outcome.metrics["demo_swap"]["visual_same_view"]["changed"] > 20

@@ -27,6 +27,7 @@ def swapped_samples(samples: Sequence[Sample], image_root: str | Path | None, se
     Samples for which no other task exists are left out.
     """
     rng = random.Random(seed)
+    root = None if image_root is None else Path(image_root).resolve()  # absolute: a relative one would be joined twice
     donors: dict[Modality, list[Sample]] = {}
     seen: set[tuple[Modality, str, str]] = set()
     for sample in samples:
@@ -44,7 +45,7 @@ def swapped_samples(samples: Sequence[Sample], image_root: str | Path | None, se
         donor = rng.choice(candidates)
         items = donor.demo.items
         if donor.modality is Modality.VISUAL:
-            items = tuple(str(donor.image_path(name, image_root)) for name in items)
+            items = tuple(str(donor.image_path(name, root)) for name in items)
         swapped.append(dataclasses.replace(
             sample,
             uid=sample.uid + SWAP_SUFFIX,
