@@ -180,7 +180,7 @@ def state_spec() -> int:
     return spec
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=128)  # a worker meets the same tasks again: MT1 builds 50 variants in ~0.4 s
 def _variants(task_name: str, block: int) -> tuple[Any, ...]:
     import metaworld
 
@@ -224,7 +224,7 @@ class EnvPool:
     takes envs with `acquire` and gives them back with `release`; at most `keep` idle envs stay, least recently used
     first out. A reset env gives the same states and frames as a new one (tests/sim/test_env_pool.py)."""
 
-    def __init__(self, keep: int = 6):
+    def __init__(self, keep: int = 12):
         self.keep = keep
         self._idle: list[tuple[str, Any]] = []  # (task, env), most recently released last
         self.made = 0  # envs constructed (a benchmark reads it)
