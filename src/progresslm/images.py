@@ -7,7 +7,9 @@ store caches encoded images (bounded by bytes, least recently used out first).
 from __future__ import annotations
 
 import base64
+import io
 import mimetypes
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,13 +24,39 @@ class ImageReadError(ValueError):
     """An image file that cannot be read or decoded; the message names the file."""
 
 
+_HELD: dict[str, Any] = {}  # str(path) -> a PIL RGB image that stands for a file no one wrote (`hold`)
+_HELD_LOCK = threading.Lock()
+
+
+def hold(path: Path, image) -> None:
+    """Let `path` stand for `image` (PIL, RGB) in every reader of this module without writing a file: the online
+    scorer's frames live in memory, under paths that never exist on disk. `release` ends it."""
+    with _HELD_LOCK:
+        _HELD[str(path)] = image
+
+
+def release(path: Path) -> None:
+    with _HELD_LOCK:
+        _HELD.pop(str(path), None)
+
+
+def held(path: str | Path):
+    """The image held for `path`, or None."""
+    with _HELD_LOCK:
+        return _HELD.get(str(path))
+
+
 def read_image(path: str | Path, mode: str = "RGB"):
     """An image file decoded completely, as a PIL image in `mode`: the one reader every part of the toolkit uses.
+    A path `hold` registered gives its image without touching the disk.
 
     Any file that is not a whole, decodable image (unreadable, truncated, not an image, a decompression bomb
     over PIL's pixel limit) is an `ImageReadError` naming the file and the reason."""
     from PIL import Image
 
+    image = held(path)
+    if image is not None:
+        return image.convert(mode)
     try:
         with Image.open(path) as image:
             return image.convert(mode)
@@ -108,6 +136,9 @@ class ImageStore:
             raise ImageReadError(f"{path}: cannot read image ({type(err).__name__}: {err})") from err
 
     def _decode(self, path: Path, image_format: str) -> tuple[Any, int]:
+        image = held(path)
+        if image is not None:
+            return _encode_held(image, image_format)
         if image_format == "data_url":
             data = path.read_bytes()
             mime = _image_mime(data, path)  # the bytes must decode as an image: never send a text file as one
@@ -123,3 +154,19 @@ class ImageStore:
 
         array = np.asarray(rgb, dtype=np.float32) / 255.0
         return array, array.nbytes
+
+
+def _encode_held(image, image_format: str) -> tuple[Any, int]:
+    """A held image in the form a backend asks (PNG bytes for a data URL)."""
+    rgb = image.convert("RGB")
+    if image_format == "data_url":
+        buffer = io.BytesIO()
+        rgb.save(buffer, format="PNG")
+        url = f"data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+        return url, len(url)
+    if image_format == "pil":
+        return rgb, rgb.width * rgb.height * 3
+    import numpy as np
+
+    array = np.asarray(rgb, dtype=np.float32) / 255.0
+    return array, array.nbytes
