@@ -1,5 +1,7 @@
 """ProgressScorer: in-memory images and files against a demonstration, through any backend."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -34,14 +36,17 @@ def test_text_demo_and_an_empty_batch():
     assert estimate.progress == 0.5 and estimate.anchor == 1
 
 
-def test_frames_are_not_kept_after_scoring():
+def test_frames_stay_in_memory_and_are_released():
+    from progresslm import images
+
     with ProgressScorer("g", [grey(0), grey(255)], backend="pixel-nn") as scorer:
         for level in range(0, 250, 10):
             scorer.score([grey(level)])
-        files = list(scorer._folder.iterdir())
-        assert len(files) == 2  # the two keyframes only
-        folder = scorer._folder
-    assert not folder.exists()
+        assert len(scorer._held) == 2  # the two keyframes only
+        demo = [Path(p) for p in scorer.demo.items]
+        assert all(images.held(p) is not None for p in demo)
+        assert not scorer._folder.exists()  # nothing was written
+    assert all(images.held(p) is None for p in demo)
 
 
 @pytest.mark.parametrize(

@@ -203,7 +203,7 @@ class HFBackend(Backend):
             self.processor.apply_chat_template(request.prompt.messages, add_generation_prompt=True, tokenize=False)
             for request in batch
         ]
-        inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(self.device)
+        inputs = self._model_inputs(texts, images)
         options = self.options
         sampling = options.temperature > 0
         settings: dict[str, Any] = {"max_new_tokens": options.max_new_tokens, "do_sample": sampling}
@@ -224,6 +224,10 @@ class HFBackend(Backend):
             text = self.processor.tokenizer.decode(row[:length], skip_special_tokens=False)
             answers.append((strip_end_tokens(text, self._end_tokens), int(prompt_tokens), length))
         return answers
+
+    def _model_inputs(self, texts: list[str], images: list[Any]) -> dict[str, Any]:
+        """`model.generate`'s inputs for a batch of chat texts and their images (in the texts' order)."""
+        return dict(self.processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(self.device))
 
     def close(self) -> None:
         self.model = None

@@ -7,13 +7,17 @@ Nano was trained with the matcher's retrieval hints in its prompts, so they are 
 checkpoint (a new `make nano` run). Its replies are short two-stage answers, so generation stops at
 `NANO_MAX_NEW_TOKENS` unless `--max-new-tokens` says otherwise. The model name carries a digest of the
 weights (`progresslm-nano@1a2b3c4d`), so replies saved by one release are never reused for another.
+
+A demonstration is computed once (`progresslm.backends.demo_cache`): its keyframes' features, and for a request
+asked alone the KV cache of the prompt before the observation, are kept across requests, so frame after frame
+of one demonstration (`watch`, a `serve` session, a benchmark's trajectory) pays for the observation only.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from progresslm.backends.base import BackendError, BackendOptions
 from progresslm.backends.hf import HFBackend
@@ -39,6 +43,19 @@ class NanoBackend(HFBackend):
         if options.max_new_tokens == DEFAULT_MAX_NEW_TOKENS:
             changes["max_new_tokens"] = NANO_MAX_NEW_TOKENS
         super().__init__(dataclasses.replace(options, **changes), mode)
+        from progresslm.backends.demo_cache import DemoCache
+
+        # None for a checkpoint the cache does not fit (not a FastVLM): it is then asked like any hf model.
+        self.demo_cache = None if DemoCache.unsupported(self.model, self.processor) else DemoCache(self.model, self.processor)
+
+    def _model_inputs(self, texts: list[str], images: list[Any]) -> dict[str, Any]:
+        if self.demo_cache is None:
+            return super()._model_inputs(texts, images)
+        return self.demo_cache.inputs(texts, images)
+
+    def close(self) -> None:
+        self.demo_cache = None  # it holds the model and its tensors: let them go with the model
+        super().close()
 
     @property
     def model_name(self) -> str:

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 from progresslm.ask import Item, ask
 from progresslm.backends.base import Backend, BackendOptions
-from progresslm.images import IMAGE_SUFFIXES, ImageStore
+from progresslm.images import IMAGE_SUFFIXES, ImageStore, hold, release
 from progresslm.parsing import parse_reply
 from progresslm.prompts import build_prompt
 from progresslm.types import Demo, Modality, Sample, Status
@@ -155,7 +156,9 @@ class ProgressScorer:
         self.backend = backend if isinstance(backend, Backend) else create_backend(backend, options or BackendOptions(), mode)
         self._owns_backend = not isinstance(backend, Backend)
         self.hints = self._hint_provider(hints, hints_model)
-        self._folder = Path(tempfile.mkdtemp(prefix="progresslm-scorer-"))
+        # frames live in memory under paths in this folder, which is never created (images.hold)
+        self._folder = Path(tempfile.gettempdir()) / f"progresslm-scorer-{uuid.uuid4().hex}"
+        self._held: set[Path] = set()
         self._counter = itertools.count()
         self._lock = threading.Lock()
         self.store = ImageStore()
@@ -202,12 +205,27 @@ class ProgressScorer:
         return "text" if kinds == {True} else "visual"
 
     def _save(self, image, prefix: str) -> Path:
-        """The image as a PNG file for the backend: uncompressed unless it travels as a data URL (a frame's file
-        lives only for its call, and compressing it took half the matcher's time per frame)."""
+        """A path that stands for the in-memory image in this toolkit's image readers (`images.hold`): nothing is
+        written. A backend of your own that takes paths (`image_format = "none"`) may open them itself, so for it
+        the image is also written (uncompressed) and removed after its call."""
         path = self._folder / f"{prefix}_{next(self._counter):06d}.png"
-        remote = getattr(self.backend, "image_format", "none") == "data_url"
-        image.save(path, compress_level=6 if remote else 0)
+        hold(path, image.convert("RGB"))
+        self._held.add(path)
+        if self._opens_paths:
+            self._folder.mkdir(parents=True, exist_ok=True)
+            image.save(path, compress_level=0)
         return path
+
+    @property
+    def _opens_paths(self) -> bool:
+        backend = self.backend
+        return getattr(backend, "image_format", "none") == "none" and not type(backend).__module__.startswith("progresslm.")
+
+    def _drop(self, path: Path) -> None:
+        release(path)
+        path.unlink(missing_ok=True)
+        self._held.discard(path)
+        self.store.forget(path)
 
     def sample(self, observation_path: Path, uid: str) -> Sample:
         return Sample(uid=uid, trajectory_id="online", goal=self.goal, demo=self.demo,
@@ -229,7 +247,7 @@ class ProgressScorer:
         pils = [as_pil(image, f"observation[{i}]") for i, image in enumerate(observations)]
         with self._lock:
             paths = []
-            try:  # the frames' files go whatever happens (a full queue, a failed backend): none piles up
+            try:  # the frames are released whatever happens (a full queue, a failed backend): none piles up
                 paths = [self._save(image, "obs") for image in pils]
                 samples = [self.sample(path, uid=path.stem) for path in paths]
                 lines = self.hints.hints(samples, None) if self.hints is not None else {}
@@ -240,8 +258,7 @@ class ProgressScorer:
                 elapsed = time.perf_counter() - started
             finally:
                 for path in paths:
-                    path.unlink(missing_ok=True)
-                    self.store.forget(path)
+                    self._drop(path)
         out = []
         for item in items:
             reply = replies.get((item.sample.uid, item.draw))
@@ -259,6 +276,8 @@ class ProgressScorer:
         if self._owns_backend:
             self.backend.close()
             self._owns_backend = False
+        for path in list(self._held):
+            self._drop(path)
         shutil.rmtree(self._folder, ignore_errors=True)
 
     def __enter__(self) -> ProgressScorer:
