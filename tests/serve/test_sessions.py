@@ -65,3 +65,22 @@ def test_sessions_are_capped_and_idle_ones_expire():
             store.get(session_id).last_used -= 61
         assert client.post("/v1/sessions", json=DEMO).status_code == 200  # the idle two made room
         assert all(client.get(f"/v1/sessions/{i}").status_code == 404 for i in ids)
+
+
+def test_a_scorer_inside_the_server_asks_with_the_backends_hints():
+    """nano was trained with the matcher's hints: its sessions and progress calls get them, as eval gives them."""
+    from progresslm.backends.base import BackendOptions
+    from progresslm.backends.baselines import ConstantBackend
+    from progresslm.online.scorer import ProgressScorer
+    from progresslm.serve.batcher import BatchedBackend, Batcher
+
+    class Hinted(ConstantBackend):
+        default_hints = "matcher"
+
+    batcher = Batcher(Hinted(BackendOptions(), "two-stage"))
+    backend = BatchedBackend(batcher, batcher.default_settings())
+    assert backend.default_hints == "matcher"
+    with ProgressScorer("open the drawer", ["reach the handle", "pull it"], backend, demo_kind="text") as scorer:
+        assert scorer.hints is not None
+    plain = BatchedBackend(Batcher(ConstantBackend(BackendOptions(), "two-stage")), batcher.default_settings())
+    assert plain.default_hints is None

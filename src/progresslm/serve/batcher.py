@@ -219,6 +219,7 @@ class BatchedBackend(Backend):
         self.settings = settings
         self.image_format = batcher.backend.image_format  # the scorer encodes images for the real backend
         self.reads_images = batcher.backend.reads_images
+        self.default_hints = batcher.backend.default_hints  # nano's sessions get the matcher's hints, as in eval
 
     @property
     def model_name(self) -> str:
