@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -149,10 +150,28 @@ def check_image_root(samples: list[Sample], prompts: dict[str, Prompt], image_ro
         return
     root = Path(image_root).resolve()
     outside: list[tuple[str, Path]] = []
+    folders: dict[str, str] = {}  # folder -> its real path: resolved once, as many images share a folder
+    verdicts: dict[str, bool] = {}  # image path -> inside the root
+
+    def inside(path: str) -> bool:
+        if ".." in Path(path).parts:  # '..' after a symlinked folder must follow the link: resolve it all
+            return Path(path).resolve().is_relative_to(root)
+        folder, name = os.path.split(os.path.abspath(path))
+        real = folders.get(folder)
+        if real is None:
+            real = folders[folder] = os.path.realpath(folder)
+        target = os.path.join(real, name)
+        if os.path.islink(target) or name in ("", ".", ".."):
+            target = os.path.realpath(target)
+        return Path(target).is_relative_to(root)
+
     for sample in samples:
         for path in prompts[sample.uid].images:
-            resolved = Path(path).resolve()
-            if not resolved.is_relative_to(root):
+            key = str(path)
+            verdict = verdicts.get(key)
+            if verdict is None:
+                verdict = verdicts[key] = inside(key)
+            if not verdict:
                 outside.append((sample.uid, path))
     if outside:
         shown = "\n  ".join(f"{uid}: {path}" for uid, path in outside[:10])

@@ -76,3 +76,24 @@ def test_bytes_that_are_not_an_image_are_never_encoded(tmp_path):
     for path in (text, truncated):
         with pytest.raises(ImageReadError, match=f"{path.name}: cannot read image"):
             store.get(path, "data_url")
+
+
+def test_dot_dot_after_a_symlinked_folder_is_followed(tmp_path):
+    """root/link/../x.png where link points outside: the file lies outside, though the text looks inside."""
+    from progresslm.evaluation import EvalError, check_image_root
+    from progresslm.prompts import Prompt
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    root.mkdir()
+    (outside / "x.png").write_bytes(b"secret")
+    (root / "x.png").write_bytes(b"fine")
+    (root / "link").symlink_to(outside / "dir")
+
+    class S:
+        uid = "a"
+
+    prompts = {"a": Prompt(messages=[], images=[root / "link" / ".." / "x.png"], hash="h")}
+    with pytest.raises(EvalError, match="lead outside"):
+        check_image_root([S()], prompts, str(root), allow=False)
+    check_image_root([S()], {"a": Prompt(messages=[], images=[root / "x.png"], hash="h")}, str(root), allow=False)
