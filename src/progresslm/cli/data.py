@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from progresslm.engines import ENGINES
+
 SOURCE_HELP = ("lerobot:DIR (or a Hub dataset id), videos:DIR, frames:DIR or hdf5:FILE; a bare path is recognised "
                "by what it holds")
 
@@ -37,6 +39,14 @@ def add_parser(subparsers) -> None:
     build.add_argument("--fps", type=float, help="frame rate of frame folders or HDF5 files that state none")
     build.add_argument("--task", help="task text of an HDF5 file (default: its env_name)")
     build.add_argument("--seed", type=int, default=0, help="seed of the splits and pairings")
+    build.add_argument("--workers", type=int, default=1, help="processes reading and writing episodes (1: this "
+                       "one); with --engine ray and no cluster address, the CPUs of a local Ray instance")
+    build.add_argument("--engine", default="local", choices=ENGINES, help="where episodes are built: local "
+                       "processes, or Ray tasks (pip install -e '.[ray]'); on a Ray cluster SOURCE and --out must be "
+                       "on storage every node sees, since the workers read the episodes and write the images "
+                       "(docs/scale.md)")
+    build.add_argument("--ray-address", metavar="HOST:PORT", help="the Ray cluster's head, e.g. HEAD:6379 (default: "
+                       "$RAY_ADDRESS, else a local Ray instance)")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(handler=run_build)
 
@@ -73,16 +83,18 @@ def run_build(args: argparse.Namespace) -> int:
     from progresslm.data.build import DataBuildConfig, DataBuildError, build
     from progresslm.data.episodes import EpisodeSourceError
     from progresslm.data.video import VideoError
+    from progresslm.engines import EngineError, JobError
 
     command = "progresslm " + " ".join(sys.argv[1:]) if sys.argv and "data" in sys.argv else "progresslm data build"
     try:
         config = DataBuildConfig(
             source=args.source, out=args.out, keyframes=args.keyframes, per_interval=args.per_interval,
             split_by=args.split_by, splits=args.splits, seed=args.seed, size=args.size, episodes=args.episodes,
-            cameras=args.cameras, fps=args.fps, task=args.task, command=command,
+            cameras=args.cameras, fps=args.fps, task=args.task, workers=args.workers, engine=args.engine,
+            ray_address=args.ray_address, command=command,
         )
         outcome = build(config, progress=not args.quiet)
-    except (DataBuildError, EpisodeSourceError, VideoError) as err:
+    except (DataBuildError, EpisodeSourceError, VideoError, EngineError, JobError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print((outcome.out / "card.md").read_text())

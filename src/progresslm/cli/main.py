@@ -31,11 +31,13 @@ EXAMPLES = {
   progresslm eval --backend retrieval --calibration runs/retrieval.json""",
     ("sim", "build"): """examples:
   progresslm sim build --preset small                     # 5 benchmark tasks, a few minutes on 2 cores
-  progresslm sim build --preset full --workers 2          # 42 tasks: bench / sft / rl splits""",
+  progresslm sim build --preset full --workers 2          # 42 tasks: bench / sft / rl splits
+  progresslm sim build --preset full --engine ray --ray-address HEAD:6379 --out /shared/sim-full   # a Ray cluster""",
     ("data", "build"): """examples:
   progresslm data build lerobot:~/datasets/my_robot --out runs/my-bench          # a LeRobot v3.0 / v2.1 folder
   progresslm data build videos:clips/ --keyframes uniform:4 --splits bench:0.5,sft:0.5 --out runs/clips-bench
-  progresslm data build hdf5:demo.hdf5 --task "lift the cube" --out runs/lift-bench""",
+  progresslm data build hdf5:demo.hdf5 --task "lift the cube" --out runs/lift-bench
+  progresslm data build videos:/shared/clips --engine ray --ray-address HEAD:6379 --out /shared/clips-bench""",
     ("data", "export-lerobot"): """examples:
   progresslm data export-lerobot videos:clips/ --out datasets/clips-lerobot     # key steps -> subtask_index
   progresslm data export-lerobot hdf5:demo.hdf5 --task "lift the cube" --codec libsvtav1 --size 256 --out datasets/lift

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from progresslm.engines import ENGINES
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("sim", help="build benchmarks in the MuJoCo / Meta-World simulator")
@@ -26,7 +28,13 @@ def add_parser(subparsers) -> None:
     build.add_argument("--level", default="default", help="scene randomisation: none | default | strong")
     build.add_argument("--same-episode", action="store_true", help="demo and observation from one episode")
     build.add_argument("--per-interval", type=int, help="observations inside each key-step interval")
-    build.add_argument("--workers", type=int, default=2, help="processes (each renders on its own)")
+    build.add_argument("--workers", type=int, default=2, help="processes (each renders on its own); with --engine "
+                       "ray and no cluster address, the CPUs of a local Ray instance")
+    build.add_argument("--engine", default="local", choices=ENGINES, help="where episodes are built: local "
+                       "processes, or Ray tasks (pip install -e '.[ray]'); on a Ray cluster --out must be on storage "
+                       "every node sees, since the workers write the images (docs/scale.md)")
+    build.add_argument("--ray-address", metavar="HOST:PORT", help="the Ray cluster's head, e.g. HEAD:6379 (default: "
+                       "$RAY_ADDRESS, else a local Ray instance)")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(handler=run_build)
 
@@ -50,6 +58,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from progresslm.engines import EngineError, JobError
     from progresslm.sim.build import SimBuildConfig, SimBuildError, build
     from progresslm.sim.render import RenderError
 
@@ -58,10 +67,10 @@ def run_build(args: argparse.Namespace) -> int:
         config = SimBuildConfig(
             preset=args.preset, out=args.out, tasks=args.tasks, cameras=args.cameras, size=args.size,
             seed=args.seed, level=args.level, same_episode=args.same_episode, workers=args.workers,
-            per_interval=args.per_interval, command=command,
+            engine=args.engine, ray_address=args.ray_address, per_interval=args.per_interval, command=command,
         )
         outcome = build(config, progress=not args.quiet)
-    except (SimBuildError, RenderError) as err:
+    except (SimBuildError, RenderError, EngineError, JobError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print((outcome.out / "card.md").read_text())

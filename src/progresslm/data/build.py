@@ -7,8 +7,8 @@ at each step end, or a file of step end times) or are spaced uniformly; progress
 (docs/protocol.md §2). Each observation episode is paired with another episode of the same task as its
 demonstration (same camera: same-view; another camera: cross-view); text samples need step descriptions;
 unanswerable samples pair the observation with another task's demonstration or steps. Episodes are split into
-bench / sft / rl by task or by episode, seeded. Every finished episode is saved under OUT/units/, so a killed build
-resumes."""
+bench / sft / rl by task or by episode, seeded. Episodes are built in this process, over local processes or on a Ray
+cluster (progresslm.engines); every finished episode is saved under OUT/units/, so a killed build resumes."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from progresslm.bench.card import FILE_STEMS, SPLITS
 from progresslm.bench.format import format_percent
 from progresslm.data.episodes import Episode, EpisodeSourceError, KeyStep, parse_keysteps
 from progresslm.data.sources import open_episodes, select
+from progresslm.engines import engine_problem
 from progresslm.io import write_text_atomic
 from progresslm.sim.samples import anchors, derive_seed, sample_frames
 
@@ -54,6 +55,9 @@ class DataBuildConfig:
     cameras: list[str] | None = None
     fps: float | None = None  # frame folders / HDF5 without a stated rate
     task: str | None = None  # HDF5 task text
+    workers: int = 1  # local processes (1: this one), or the CPUs of a local Ray instance
+    engine: str = "local"  # local | ray (progresslm.engines)
+    ray_address: str | None = None  # a Ray cluster's head (HOST:6379); None: $RAY_ADDRESS, else a local instance
     command: str | None = None
 
     def __post_init__(self) -> None:
@@ -63,10 +67,15 @@ class DataBuildConfig:
         if self.per_interval < 0 or self.size < 16:
             raise DataBuildError("--per-interval must be >= 0 and --size >= 16")
         keyframe_rule(self.keyframes)
+        if self.workers < 1:
+            raise DataBuildError(f"--workers must be at least 1, got {self.workers}")
+        problem = engine_problem(self.engine, self.ray_address)
+        if problem:
+            raise DataBuildError(problem)
 
     def identity(self) -> dict:
         data = asdict(self)
-        for key in ("out", "command"):
+        for key in ("out", "workers", "engine", "ray_address", "command"):
             data.pop(key)
         data["version"] = FORMAT_VERSION
         return data
@@ -355,6 +364,63 @@ def build_unit(unit: Unit, episodes: list[Episode], plans: dict[int, Plan], root
 
 
 @dataclass
+class UnitJob:
+    """What a worker needs to build one unit: it opens the episodes from `config.source` itself (their readers
+    hold open files and closures, which do not pickle)."""
+
+    config: DataBuildConfig
+    unit: Unit
+    plans: dict[int, Plan]  # of the unit's episodes
+    root: str  # the images folder
+
+
+_SOURCE: tuple[tuple, list[Episode]] | None = None  # the worker process's episodes: opened once, used by every unit
+
+
+def _source_key(config: DataBuildConfig) -> tuple:
+    return config.source, config.fps, config.task, config.episodes
+
+
+def _open_source(config: DataBuildConfig, fresh: bool = False) -> list[Episode]:
+    """The selected episodes of `config.source`, opened once per worker process; `fresh`: opened again (`build`
+    does, so that a long-lived process sees a source that changed), and kept for the units built in this process."""
+    global _SOURCE
+    key = _source_key(config)
+    if fresh or _SOURCE is None or _SOURCE[0] != key:
+        options = {k: v for k, v in (("fps", config.fps), ("task", config.task)) if v is not None}
+        _SOURCE = key, select(open_episodes(config.source, **options), config.episodes)
+    return _SOURCE[1]
+
+
+def _build_job(job: UnitJob) -> dict[str, list[dict]]:
+    return build_unit(job.unit, _open_source(job.config), job.plans, Path(job.root), job.config)
+
+
+def _run_units(units: list[Unit], paths: list[Path], episodes: list[Episode], plans: dict[int, Plan],
+               config: DataBuildConfig, progress: bool, total: int) -> None:
+    """Build the units with the configured engine, each saved to its path as it finishes."""
+    from contextlib import closing
+
+    from tqdm.auto import tqdm
+
+    from progresslm.engines import run_jobs
+
+    root = str(Path(config.out) / "images")
+    jobs = [UnitJob(config, u, {i: plans[i] for i in (u.obs, u.demo, u.other) if i is not None}, root) for u in units]
+    names = [f"episode unit {u.key(episodes)} (source episode {episodes[u.obs].id})" for u in units]
+    bar = tqdm(total=total, initial=total - len(units), desc="data build", unit="episode", disable=not progress)
+    try:
+        with closing(run_jobs(_build_job, jobs, names, engine=config.engine, workers=config.workers,
+                              address=config.ray_address)) as finished:
+            for index, made in finished:
+                paths[index].parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(paths[index], json.dumps(made))  # saved at once: a kill loses only units in flight
+                bar.update()
+    finally:
+        bar.close()
+
+
+@dataclass
 class DataBuildOutcome:
     out: Path
     files: dict[str, list[Path]]
@@ -371,8 +437,6 @@ class DataBuildOutcome:
 
 def build(config: DataBuildConfig, progress: bool = True) -> DataBuildOutcome:
     """Build (or resume) the benchmark described by `config`."""
-    from tqdm.auto import tqdm
-
     from progresslm.bench.card import write_card, write_splits
 
     out = Path(config.out)
@@ -385,8 +449,7 @@ def build(config: DataBuildConfig, progress: bool = True) -> DataBuildOutcome:
             changed = sorted(k for k in identity if previous.get(k) != identity[k])
             raise DataBuildError(f"{out} holds a build with other settings ({', '.join(changed)}); "
                                  "choose another --out or delete it")
-    options = {k: v for k, v in (("fps", config.fps), ("task", config.task)) if v is not None}
-    episodes = select(open_episodes(config.source, **options), config.episodes)
+    episodes = _open_source(config, fresh=True)
     rule = keyframe_rule(config.keyframes)
     times = read_times_file(Path(rule[1]).expanduser()) if rule[0] == "times" else None
     plans = {i: plan_episode(e, rule, times) for i, e in enumerate(episodes)}
@@ -399,20 +462,15 @@ def build(config: DataBuildConfig, progress: bool = True) -> DataBuildOutcome:
     write_text_atomic(manifest, json.dumps({"identity": identity, "command": config.command,
                                             "splits": {s: sorted({e.task for e in es}) for s, es in splits.items()}}))
     start = time.perf_counter()
-    built = 0
-    unit_dir = out / "units"
+    unit_paths = [out / "units" / f"{unit.key(episodes)}.json" for unit in units]
+    todo = [i for i, path in enumerate(unit_paths) if not path.exists()]
+    _run_units([units[i] for i in todo], [unit_paths[i] for i in todo], episodes, plans, config, progress,
+               len(units))
     rows: dict[str, dict[str, list[dict]]] = {s: {stem: [] for stem in FILE_STEMS} for s in SPLITS}
-    for unit in tqdm(units, desc="data build", unit="episode", disable=not progress):
-        path = unit_dir / f"{unit.key(episodes)}.json"
-        if path.exists():
-            made = json.loads(path.read_text())
-        else:
-            made = build_unit(unit, episodes, plans, out / "images", config)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(path, json.dumps(made))  # saved at once: a kill loses only the episode in flight
-            built += 1
-        for stem, records in made.items():
+    for unit, path in zip(units, unit_paths):
+        for stem, records in json.loads(path.read_text()).items():
             rows[unit.split][stem].extend(records)
+    built = len(todo)
     files, counts = write_splits(out, rows)
     text_missing = not any(p.texts for p in plans.values())
     if text_missing:

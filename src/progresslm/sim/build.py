@@ -1,9 +1,10 @@
 """`progresslm sim build`: a Progress-Bench-style benchmark and training pools from the simulator.
 
 Tasks are split into `bench`, `sft` and `rl` with disjoint task sets (deterministic from the seed),
-each task contributes episodes ("units"), and units are built in parallel over a process pool.
-Every finished unit is saved at once under `OUT/units/`, so a killed build resumes where it
-stopped; the split files, the dataset card and the contact sheet are assembled at the end.
+each task contributes episodes ("units"), and units are built in parallel over a process pool
+or a Ray cluster (progresslm.engines). Every finished unit is saved at once under `OUT/units/`,
+so a killed build resumes where it stopped, with either engine; the split files, the dataset
+card and the contact sheet are assembled at the end.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from progresslm.bench.card import FILE_STEMS, SPLITS
+from progresslm.engines import engine_problem
 from progresslm.io import write_text_atomic
 from progresslm.sim.samples import Unit, build_unit, derive_seed, unit_to_json
 
@@ -61,7 +63,9 @@ class SimBuildConfig:
     seed: int = 0
     level: str = "default"  # scene randomisation between demo and observation episodes
     same_episode: bool = False  # demo and observation from one episode (as the authors' same-view samples)
-    workers: int = 2
+    workers: int = 2  # local processes, or the CPUs of a local Ray instance
+    engine: str = "local"  # local | ray (progresslm.engines)
+    ray_address: str | None = None  # a Ray cluster's head (HOST:6379); None: $RAY_ADDRESS, else a local instance
     episodes: dict[str, int] | None = None  # override the preset's episodes per task per split
     per_interval: int | None = None  # observations inside each key-step interval (default: the preset's)
     command: str = ""
@@ -88,6 +92,9 @@ class SimBuildConfig:
             raise SimBuildError(f"--size must be at least 28 px, got {self.size}")
         if self.workers < 1:
             raise SimBuildError(f"--workers must be at least 1, got {self.workers}")
+        problem = engine_problem(self.engine, self.ray_address)
+        if problem:
+            raise SimBuildError(problem)
 
     @property
     def resolved_preset(self) -> Preset:
@@ -102,7 +109,7 @@ class SimBuildConfig:
     def identity(self) -> dict:
         """What must match for an existing folder to be resumed."""
         data = asdict(self)
-        for key in ("out", "workers", "command"):
+        for key in ("out", "workers", "engine", "ray_address", "command"):
             data.pop(key)
         data["version"] = FORMAT_VERSION
         data["preset_values"] = asdict(self.resolved_preset)
@@ -225,37 +232,31 @@ def build(config: SimBuildConfig, progress: bool = True) -> BuildOutcome:
         log.info("resuming %s: %d of %d units already built", out, len(units) - len(todo), len(units))
 
     start = time.perf_counter()
-    _run_units(todo, out, config.workers, progress, len(units))
+    _run_units(todo, out, config, progress, len(units))
     outcome = assemble(out, units, splits, config)
     outcome.seconds, outcome.built = time.perf_counter() - start, len(todo)
     return outcome
 
 
-def _run_units(todo: list[Unit], out: Path, workers: int, progress: bool, total: int) -> None:
-    import multiprocessing
+def _run_units(todo: list[Unit], out: Path, config: SimBuildConfig, progress: bool, total: int) -> None:
+    from contextlib import closing
 
     from tqdm.auto import tqdm
 
+    from progresslm.engines import run_jobs
+
     bar = tqdm(total=total, initial=total - len(todo), desc="sim build", unit="episode", disable=not progress)
     jobs = [(unit, str(out / "images")) for unit in todo]
+    names = [f"unit {unit.key} (seed {unit.seed})" for unit in todo]
     try:
-        if workers <= 1:
-            results = map(_worker, jobs)
-        else:
-            pool = multiprocessing.get_context("spawn").Pool(workers)
-            results = pool.imap_unordered(_worker, jobs)
-        for data in results:
-            unit = Unit(**{**data["unit"], "cameras": tuple(data["unit"]["cameras"])})
-            _write_json(out / "units" / f"{unit.key}.json", data)  # saved at once: a kill loses only units in flight
-            bar.update()
-        if workers > 1:
-            pool.close()
-            pool.join()
+        with closing(run_jobs(_worker, jobs, names, engine=config.engine, workers=config.workers,
+                              address=config.ray_address)) as finished:
+            for index, data in finished:
+                # saved at once: a kill loses only the units in flight
+                _write_json(out / "units" / f"{todo[index].key}.json", data)
+                bar.update()
     finally:
-        if workers > 1:
-            pool.terminate()
-        else:
-            _close_pool()
+        _close_pool()  # the in-process engine (workers=1) built here
         bar.close()
 
 
