@@ -23,6 +23,7 @@ from progresslm.cli.main import main
 
 datasets = pytest.importorskip("datasets")
 hf = pytest.importorskip("progresslm.data.hf")
+release = pytest.importorskip("progresslm.data.release")
 SIM_SAMPLE = Path(__file__).parent.parent / "fixtures" / "sim_sample"
 
 
@@ -248,7 +249,7 @@ def test_fetch_official_lays_the_release_out_for_eval(fake_release, official, tm
     assert main([*command[1:], "--backend", "constant", "--out", str(run), "--quiet", "--bootstrap", "0",
                  "--no-plots"]) == 0  # fmt: skip
     assert json.loads((run / "metrics.json").read_text())["splits"]
-    again = hf.fetch_official(out)  # archives already unpacked are not unpacked again
+    again = release.fetch_official(out)  # archives already unpacked are not unpacked again
     assert again.image_root == root and again.images_found == again.images_checked > 0
 
 
@@ -260,12 +261,12 @@ def test_an_archive_that_reaches_outside_is_refused(fake_release, tmp_path, monk
         bundle.addfile(member, io.BytesIO(data))
     _serve(monkeypatch, fake_release, [])
     with pytest.raises(hf.HFDataError, match="evil.tar: cannot unpack it"):
-        hf.fetch_official(tmp_path / "official")
+        release.fetch_official(tmp_path / "official")
     (fake_release / "images" / "evil.tar").unlink()
     with zipfile.ZipFile(fake_release / "images" / "evil.zip", "w") as bundle:
         bundle.writestr("../escaped.jpg", data)
     with pytest.raises(hf.HFDataError, match="would be written outside"):
-        hf.fetch_official(tmp_path / "official2")
+        release.fetch_official(tmp_path / "official2")
     assert not list(tmp_path.rglob("escaped.jpg"))
 
 

@@ -152,7 +152,8 @@ def run_export(args: argparse.Namespace) -> int:
 def run_fetch_official(args: argparse.Namespace) -> int:
     import shlex
 
-    from progresslm.data.hf import HFDataError, fetch_official
+    from progresslm.data.hf import HFDataError
+    from progresslm.data.release import fetch_official
     from progresslm.sim.build import default_data_dir
 
     try:

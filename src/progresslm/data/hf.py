@@ -9,7 +9,7 @@ so that every row has the same schema. It is written twice: `save_to_disk` under
 under OUT/data/, with a README.md dataset card whose YAML header points the Hub at the shards.
 
 The way back (`materialize`): an exported folder or a Hub dataset id becomes JSONL files and images again, in a
-cache folder, so that `progresslm eval` runs unchanged. `fetch_official` downloads the authors' release.
+cache folder, so that `progresslm eval` runs unchanged. `data/release.py` downloads the authors' release.
 
 `datasets` and `huggingface_hub` are imported only inside the functions that use them.
 """
@@ -38,11 +38,9 @@ from progresslm.types import Modality
 
 log = logging.getLogger(__name__)
 
-OFFICIAL_REPO = "Raymond-Qiancx/ProgressLM-Dataset"  # linked from the authors' README
 MAX_SHARD_BYTES = 500 * 2**20  # parquet shards of at most ~500 MB, as the Hub advises
 SPLIT_NAME = re.compile(r"\w+(\.\w+)*")  # what `datasets` accepts as a split name
 KIND_NAME = re.compile(r"[\w][\w.-]*")  # a kind becomes a file name on the way back
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 COLUMNS = ("kind", "id", "task_goal", "visual_demo", "text_demo", "total_steps", "stage_to_estimate", "closest_idx",
            "delta", "progress_score", "data_source", "camera_combination", "extra", "demo_images",
            "observation_image")  # fmt: skip
@@ -189,7 +187,7 @@ def _rows(files: tuple[str, ...], image_root: str, allow_missing: bool) -> Itera
             }  # fmt: skip
 
 
-def _staging(target: Path) -> Path:
+def staging_dir(target: Path) -> Path:
     """An empty hidden folder beside `target`, renamed over it when complete (`_commit`): a crash leaves no
     half-written folder under the target's name."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -214,7 +212,7 @@ def export_hf(folder: str | Path, out: str | Path, image_root: str | Path | None
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise HFDataError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
     splits = find_splits(folder, split)
-    staging = _staging(out)
+    staging = staging_dir(out)
     try:
         result = Export(out=out, rows={})
         parts = {}
@@ -335,7 +333,7 @@ progresslm eval --bench OWNER/NAME --backend nano      # writes the JSONL files 
     return "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True) + "---\n" + body
 
 
-def _hub_errors() -> tuple[type[BaseException], ...]:
+def hub_errors() -> tuple[type[BaseException], ...]:
     """What a Hub call raises when the Hub cannot be reached or refuses (offline, no login, no such repo)."""
     errors: list[type[BaseException]] = [OSError, ValueError]  # ConnectionError, OfflineModeIsEnabled, not found
     try:
@@ -350,7 +348,7 @@ def _hub_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _reason(err: BaseException) -> str:
+def hub_reason(err: BaseException) -> str:
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
@@ -367,9 +365,9 @@ def push_to_hub(out: str | Path, repo_id: str, private: bool = False) -> str:
 
         HfApi().upload_file(path_or_fileobj=str(out / "README.md"), path_in_repo="README.md", repo_id=repo_id,
                             repo_type="dataset", commit_message="dataset card (progresslm bench export)")
-    except _hub_errors() as err:
+    except hub_errors() as err:
         raise HFDataError(
-            f"could not push {out} to the Hub dataset {repo_id} ({_reason(err)}). Pushing needs network access to "
+            f"could not push {out} to the Hub dataset {repo_id} ({hub_reason(err)}). Pushing needs network access to "
             f"huggingface.co and a login with write access (hf auth login, or HF_TOKEN), and HF_HUB_OFFLINE unset. "
             f"The folder is complete: elsewhere, upload it as is with: hf upload {repo_id} {out} --repo-type dataset "
             "--exclude 'arrow/*'"
@@ -453,9 +451,9 @@ def _open(location: str, split: str | None) -> tuple[Iterator[dict], list[str], 
         part = datasets.load_dataset(location, split=name)
     except HFDataError:
         raise
-    except _hub_errors() as err:
+    except hub_errors() as err:
         raise HFDataError(
-            f"{location!r} is no file or folder here, and loading it as a Hub dataset failed ({_reason(err)}). "
+            f"{location!r} is no file or folder here, and loading it as a Hub dataset failed ({hub_reason(err)}). "
             "--bench takes JSONL files, a folder written by `progresslm bench export`, or a Hub dataset id "
             "(owner/name). Without network access (or "
             "with HF_HUB_OFFLINE=1) only a dataset already in the local cache loads: download it where the Hub is "
@@ -465,7 +463,7 @@ def _open(location: str, split: str | None) -> tuple[Iterator[dict], list[str], 
     return _batches(part), part.column_names, name, part._fingerprint
 
 
-def _relative(text: object, what: str, where: str) -> PurePosixPath:
+def safe_relative(text: object, what: str, where: str) -> PurePosixPath:
     """A name from the dataset as a path that stays inside the folder it is joined to (the data may come from
     anyone's Hub repository)."""
     if not isinstance(text, str) or not text or "\x00" in text or "\\" in text:
@@ -505,14 +503,14 @@ def _record(row: dict, where: str) -> dict:
 
 def _write_row(row: dict, where: str, images: Path, written: dict[Path, str]) -> None:
     """The row's images under images/<id>/<name>; a file two rows name must hold the same bytes."""
-    folder = images / _relative(row.get("id"), "id", where)
+    folder = images / safe_relative(row.get("id"), "id", where)
     visual = row.get("visual_demo") is not None
     names = list(row["visual_demo"]) if visual else []
     pictures = list(row.get("demo_images") or []) if visual else []
     if len(pictures) != len(names):
         raise HFDataError(f"{where}: {len(names)} keyframe names but {len(pictures)} keyframe images")
     for name, picture in zip([*names, row.get("stage_to_estimate")], [*pictures, row.get("observation_image")]):
-        path = folder / _relative(name, "image name", where)
+        path = folder / safe_relative(name, "image name", where)
         if picture is None:  # exported with --allow-missing-images: eval --skip-missing leaves the row out
             continue
         data = picture.get("bytes")
@@ -565,7 +563,7 @@ def materialize(location: str, out_dir: str | Path | None = None, split: str | N
         if {k: done.get(k) for k in source} == source:
             files = [out_dir / name for name in done["files"]]
             return Materialized(files, out_dir / "images", out_dir, split, done["rows"], reused=True)
-    staging = _staging(out_dir)
+    staging = staging_dir(out_dir)
     try:
         handles: dict[str, TextIO] = {}
         written: dict[Path, str] = {}
@@ -593,161 +591,3 @@ def materialize(location: str, out_dir: str | Path | None = None, split: str | N
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return Materialized([out_dir / n for n in names], out_dir / "images", out_dir, split, count)
-
-
-# ------------------------------------------------------------------------------------------ the authors' release
-
-
-@dataclass
-class OfficialRelease:
-    """The authors' release on disk: the snapshot, its benchmark files and where their images resolve."""
-
-    folder: Path
-    release: Path
-    bench_files: list[Path]
-    other_files: list[Path]
-    image_root: Path
-    images_found: int
-    images_checked: int
-    archives: list[Path] = field(default_factory=list)
-
-
-def _download(repo_id: str, target: Path, revision: str | None, include: list[str] | None) -> None:
-    import huggingface_hub
-
-    try:
-        huggingface_hub.snapshot_download(repo_id, repo_type="dataset", revision=revision, local_dir=str(target),
-                                          allow_patterns=include or None)  # fmt: skip
-    except _hub_errors() as err:
-        raise HFDataError(
-            f"could not download the Hub dataset {repo_id} ({_reason(err)}). This needs network access to "
-            "huggingface.co (and HF_HUB_OFFLINE unset). Elsewhere: hf download "
-            f"{repo_id} --repo-type dataset --local-dir {target}, then copy that folder here and run this command "
-            "again (files already there are not downloaded again)"
-        ) from None
-
-
-def _visible(root: Path) -> Iterator[Path]:
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts):
-            yield path
-
-
-def _id_prefixes(files: list[Path]) -> set[str]:
-    """The first component of every row's id (`h5_franka_3rgb`, `human`): archives are named after them."""
-    prefixes = set()
-    for file in files:
-        with file.open(encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                try:
-                    prefixes.add(str(json.loads(line)["id"]).split("/", 1)[0])
-                except (ValueError, KeyError, TypeError):
-                    continue
-    return prefixes
-
-
-def _merge(source: Path, target: Path) -> None:
-    """Move the contents of `source` into `target`, folder into folder."""
-    target.mkdir(parents=True, exist_ok=True)
-    for entry in source.iterdir():
-        dest = target / entry.name
-        if entry.is_dir() and dest.is_dir():
-            _merge(entry, dest)
-        else:
-            os.replace(entry, dest)
-
-
-def _extract(archive: Path, images: Path, prefixes: set[str]) -> None:
-    """Unpack one archive into `images`. Members that would land outside are refused. An archive named after an
-    id prefix (h5_franka_3rgb.tar.gz) whose members lack that folder goes under it, so that IMAGE_ROOT/<id>/<name>
-    resolves either way."""
-    import tarfile
-    import zipfile
-
-    staging = _staging(images / "unpacking")
-    try:
-        if archive.name.endswith(".zip"):
-            with zipfile.ZipFile(archive) as bundle:
-                for member in bundle.namelist():
-                    _relative(member.rstrip("/") or ".", "archive member", str(archive))
-                bundle.extractall(staging)
-        else:
-            with tarfile.open(archive) as bundle:
-                if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
-                    bundle.extractall(staging, filter="data")  # refuses absolute names, '..', links leaving it
-                else:
-                    for member in bundle.getmembers():
-                        _relative(member.name, "archive member", str(archive))
-                        if not (member.isfile() or member.isdir()):
-                            raise HFDataError(f"{archive}: member {member.name!r} is a link or device; refused")
-                    bundle.extractall(staging)
-        stem = next(archive.name[: -len(s)] for s in ARCHIVE_SUFFIXES if archive.name.endswith(s))
-        top = {entry.name for entry in staging.iterdir()}
-        _merge(staging, images / stem if stem in prefixes and stem not in top else images)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
-        raise HFDataError(f"{archive}: cannot unpack it ({_reason(err)}); delete it and download again") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _pick_bench_files(files: list[Path]) -> tuple[list[Path], list[Path]]:
-    """The benchmark's JSONL files (the folder with most of the authors' five file names) and all the others."""
-    by_folder: dict[Path, list[Path]] = {}
-    for file in files:
-        if file.stem in FILE_STEMS:
-            by_folder.setdefault(file.parent, []).append(file)
-    if not by_folder:
-        return [], files
-    folder = max(by_folder, key=lambda f: (len(by_folder[f]), -len(f.parts)))
-    bench = sorted(by_folder[folder], key=lambda p: FILE_STEMS.index(p.stem))
-    return bench, [f for f in files if f not in bench]
-
-
-def _find_image_root(files: list[Path], candidates: list[Path], per_file: int = 40) -> tuple[Path, int, int]:
-    """The candidate folder under which most of the first rows' images resolve, with (found, checked)."""
-    names: list[tuple[str, str]] = []
-    for file in files:
-        try:
-            samples = read_official(file).samples[:per_file]
-        except ValueError:  # an unreadable file is reported when it is evaluated
-            continue
-        names += [(s.trajectory_id, n) for s in samples for n in s.image_names() if not Path(n).is_absolute()]
-    best, best_found = candidates[0], -1
-    for root in candidates:
-        found = sum((root / tid / name).is_file() for tid, name in names)
-        if found > best_found:
-            best, best_found = root, found
-    return best, max(best_found, 0), len(names)
-
-
-def fetch_official(out: str | Path, revision: str | None = None, include: list[str] | None = None,
-                   repo_id: str = OFFICIAL_REPO) -> OfficialRelease:  # fmt: skip
-    """Download the authors' release (`snapshot_download`, resumable) into OUT/release, unpack its image archives
-    into OUT/images, and find the benchmark files and the folder their images resolve under."""
-    out = Path(out)
-    release = out / "release"
-    _download(repo_id, release, revision, include)
-    files = list(_visible(release))
-    jsonl = [f for f in files if f.suffix == ".jsonl"]
-    if not jsonl:
-        raise HFDataError(f"{release}: the download holds no JSONL files (the release layout may have changed: look "
-                          "at the folder and pass its benchmark files to progresslm eval --bench)")
-    images = out / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    archives = [f for f in files if f.name.endswith(ARCHIVE_SUFFIXES)]
-    stamps_file = images / "unpacked.json"
-    stamps = json.loads(stamps_file.read_text()) if stamps_file.is_file() else {}
-    prefixes = _id_prefixes(jsonl) if archives else set()
-    for archive in archives:
-        key, stamp = str(archive.relative_to(release)), archive.stat().st_size
-        if stamps.get(key) != stamp:
-            log.info("unpacking %s", archive)
-            _extract(archive, images, prefixes)
-            stamps[key] = stamp
-            write_text_atomic(stamps_file, json.dumps(stamps, indent=2) + "\n")
-    bench, others = _pick_bench_files(jsonl)
-    near = [images, release]
-    candidates = near + [d for base in near for d in sorted(base.glob("*/")) + sorted(base.glob("*/*/"))
-                         if d.is_dir() and not d.name.startswith(".")]  # fmt: skip
-    root, found, checked = _find_image_root(bench or jsonl, candidates)
-    return OfficialRelease(out, release, bench, others, root, found, checked, archives)
