@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,3 +163,30 @@ def test_no_defects_in_any_split(built):
     for split, files in built.files.items():
         if files:
             assert load_bench(files).defects == [], split
+
+
+def test_build_workers_exit_without_gl_tracebacks(built, tmp_path):
+    """Each worker keeps its envs' GL contexts across units; it must close them before its interpreter exits,
+    or every context prints an `EGLError` traceback on stderr (40 of them in `make demo`)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "copy"
+    shutil.copytree(built.out, out)
+    (out / "DONE").unlink()
+    for split in ("bench", "sft"):
+        for unit in (out / "units" / split).glob("*.json"):
+            unit.unlink()
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from helpers import tiny_sim_config\n"
+        "from progresslm.sim.build import build\n"
+        "import dataclasses\n"
+        "outcome = build(dataclasses.replace(tiny_sim_config(%r), workers=2), progress=False)\n"
+        "assert outcome.built == 2, outcome.built\n"
+    ) % (str(Path(__file__).parents[1]), str(out))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Exception ignored" not in done.stderr and "EGLError" not in done.stderr, done.stderr[-3000:]
