@@ -356,3 +356,27 @@ def test_eval_writes_a_gallery_of_the_best_and_worst_answers(tmp_path):
     assert page.count('class="card"') == 5 * 6 and page.count("· <b>true") == 30  # 3 best + 3 worst per split
     assert page.count("<img src=\"data:image/jpeg;base64,") > 30 and "image missing" not in page
     assert "<ref>" in page or "&lt;ref&gt;" in page  # the replies are shown
+
+
+def test_the_summary_stars_only_runs_that_answer_at_least_half_of_the_samples(run):
+    """A baseline that refuses nearly every sample has a low NSE on the few it answers and a high UDA; it is shown,
+    but the star goes to the best run among those that answer (make demo starred such a retrieval row)."""
+    import copy
+
+    from progresslm.summary import plain_table, rows
+
+    refuser = copy.deepcopy(run.metrics)
+    refuser["splits"]["visual_same_view"].update(nse=5.8, prc=100.0, afrr=98.6)
+    refuser["splits"]["micro"]["afrr"] = 98.6
+    refuser["splits"]["visual_unanswerable"]["uda"] = 100.0
+    refuser["splits"]["text_unanswerable"]["uda"] = 100.0
+    answering = Run("answers", run.metrics, {**CONFIG, "backend": "matcher"})
+    header, cells, best = rows([Run("refuses", refuser, {**CONFIG, "backend": "retrieval"}), answering])
+    same_nse, uda = header.index("same NSE") - 1, header.index("UDA") - 1
+    assert cells[0][same_nse + 1] == "5.8" and not best[0][same_nse] and best[1][same_nse]
+    assert not best[0][uda] and best[1][uda]
+    # a run answering enough still competes, whatever its AFRR is elsewhere
+    refuser["splits"]["visual_same_view"]["afrr"] = 40.0
+    header, cells, best = rows([Run("refuses", refuser, {**CONFIG, "backend": "retrieval"}), answering])
+    assert best[0][same_nse] and not best[1][same_nse]
+    assert "answer at least" in plain_table([answering])

@@ -4,7 +4,10 @@ report.html.
 
 Columns: same-view, cross-view and text NSE / PRC, UDA, AFRR, the share of answers a swapped demonstration
 changed, and the number of samples. Floors (constant 50 %, random) are marked; the best model value of each
-column is bold in a terminal (rich) and starred in plain text.
+column is bold in a terminal (rich) and starred in plain text. A run competes for a split's NSE/PRC star only if it
+answered at least half of that split's answerable samples (its AFRR there is <= 50), and for the UDA star only if
+it answered at least half of all answerable samples: a baseline that refuses nearly everything has a fine NSE on
+the few samples it answers and a fine UDA, and is still not the best model.
 """
 
 from __future__ import annotations
@@ -29,6 +32,19 @@ COLUMNS = (  # (header, getter key, lower is better)
     ("swap %", ("demo_swap", "changed"), False),
 )
 NAME_WIDTH = 24
+MAX_AFRR_FOR_BEST = 50.0  # percent of answerable samples left without a value
+
+
+def answers_enough(run: Run, key: tuple[str, str]) -> bool:
+    """Whether `run` answered enough of the samples behind column `key` to compete for its star."""
+    split, field = key
+    if field in ("nse", "prc"):
+        afrr = run.split(split).get("afrr")
+    elif split == "unanswerable":
+        afrr = run.split("micro").get("afrr")
+    else:
+        return True
+    return not is_number(afrr) or afrr <= MAX_AFRR_FOR_BEST
 
 
 def is_floor(run: Run) -> bool:
@@ -51,11 +67,12 @@ def rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[list[boo
     values = [[value(run, key) for _, key, _ in COLUMNS] for run in runs]
     best: list[list[bool]] = [[False] * len(COLUMNS) for _ in runs]
     models = [i for i, run in enumerate(runs) if not is_floor(run)]
-    for j, (_, _, lower) in enumerate(COLUMNS):
+    for j, (_, key, lower) in enumerate(COLUMNS):
         known = [(values[i][j], i) for i in models if values[i][j] is not None and math.isfinite(values[i][j])]
-        if len(known) > 1:
-            target = (min if lower else max)(v for v, _ in known)
-            for v, i in known:
+        contenders = [(v, i) for v, i in known if answers_enough(runs[i], key)]
+        if len(known) > 1 and contenders:  # a star needs a comparison
+            target = (min if lower else max)(v for v, _ in contenders)
+            for v, i in contenders:
                 best[i][j] = v == target
     cells = []
     for run, row in zip(runs, values):
@@ -75,8 +92,9 @@ def plain_table(runs: Sequence[Run]) -> str:
     lines.append(" ".join("-" * w for w in widths))
     for row in marked:
         lines.append(" ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
-    lines.append("NSE, AFRR: lower is better; PRC, UDA, swap %: higher; * best model; swap %: answers changed by")
-    lines.append("another task's demonstration (--swap-demos); full tables: report.md / report.html")
+    lines.append("NSE, AFRR: lower is better; PRC, UDA, swap %: higher; * best model (of the runs that answer at least")
+    lines.append("half of the samples); swap %: answers changed by another task's demonstration (--swap-demos);")
+    lines.append("full tables: report.md / report.html")
     return "\n".join(lines)
 
 
@@ -99,7 +117,8 @@ def print_summary(runs: Sequence[Run], title: str = "", file=None) -> None:
                 table.add_row(*styled, style="dim" if is_floor(runs[i]) else None)
             console = Console(file=file, width=100)
             console.print(table)
-            console.print("[dim]NSE, AFRR: lower is better; PRC, UDA, swap %: higher; green: best model; swap %: "
+            console.print("[dim]NSE, AFRR: lower is better; PRC, UDA, swap %: higher; green: best model (of the runs that "
+                          "answer at least half of the samples); swap %: "
                           "answers changed by another task's demonstration (--swap-demos)[/]")
             return
     if title:
