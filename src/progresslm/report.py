@@ -340,7 +340,20 @@ def _swap_table(runs: list[Run]) -> Table | None:
     return Table([("", "Run")] + [("Demo swap", k) for k in keys], rows, title="Demonstration swap")
 
 
-def _compare_sections(runs: list[Run], plots: dict[str, list[Path]] | None = None) -> list[Section]:
+def paired_table(pairs: Sequence, reference: str) -> Table:
+    """`paired.like_for_like`'s pairs: NSE of the reference and of each other run on the samples both answered."""
+    rows = []
+    for pair in pairs:
+        ci = f"[{pair.ci[0]:+.1f}, {pair.ci[1]:+.1f}]" if pair.ci else DASH
+        rows.append([pair.other, SPLIT_NAMES.get(pair.split, pair.split), f"{pair.n_both} / {pair.n_split}",
+                     fmt(pair.nse_reference), fmt(pair.nse_other), f"{pair.nse_other - pair.nse_reference:+.1f}", ci])
+    columns = [("", "Run"), ("", "Split"), ("", "both answered"), ("NSE↓", reference), ("NSE↓", "run"),
+               ("", "run - reference"), ("", "95 % interval")]
+    return Table(columns, rows, title=f"Like for like: NSE on the samples both answered (reference: {reference})")
+
+
+def _compare_sections(runs: list[Run], plots: dict[str, list[Path]] | None = None,
+                      pairs: Sequence | None = None) -> list[Section]:
     config = _config_table(runs)
     config.columns.append(("", "samples"))
     for row, run in zip(config.rows, runs):
@@ -348,6 +361,12 @@ def _compare_sections(runs: list[Run], plots: dict[str, list[Path]] | None = Non
     sections = [Section("Runs", [*comparison_warnings(runs), config])]
     sections.append(Section("Results", ["Percents. NSE, AFRR: lower is better; PRC, UDA: higher is better; – = undefined.",
                                         table1(runs), table1_strict(runs), table2(runs)]))  # fmt: skip
+    if pairs:
+        sections.append(Section("Like for like", [
+            "A run that answers N/A on hard samples shows a low NSE on the easy ones it keeps. Here each run is "
+            "compared with the first on the answerable samples both answered with a value; a negative difference "
+            "means the run is closer to the labels than the reference on the same samples (interval: trajectories "
+            "resampled).", paired_table(pairs, runs[0].name)]))
     swap = _swap_table(runs)
     if swap is not None:
         sections.append(Section("Demo swap", [
@@ -396,15 +415,16 @@ def render_report_html(run: Run, floors: Sequence[Run] = (), plots: Sequence[str
 
 
 def compare_markdown(runs: Sequence[Run], plots: dict[str, list[Path]] | None = None,
-                     relative_to: str | Path | None = None) -> str:
+                     relative_to: str | Path | None = None, pairs: Sequence | None = None) -> str:
     """Several runs side by side: their configs and sample counts (with a warning when they differ), Table 1,
-    PRC-strict, Table 2, the demonstration swap, and each run's diagnostics and plots (`plots`: run name -> PNGs)."""
-    return render_markdown("ProgressLM comparison", _compare_sections(list(runs), plots), relative_to)
+    PRC-strict, Table 2, the like-for-like table (`pairs` from `paired.like_for_like`), the demonstration swap,
+    and each run's diagnostics and plots (`plots`: run name -> PNGs)."""
+    return render_markdown("ProgressLM comparison", _compare_sections(list(runs), plots, pairs), relative_to)
 
 
-def compare_html(runs: Sequence[Run], plots: dict[str, list[Path]] | None = None) -> str:
+def compare_html(runs: Sequence[Run], plots: dict[str, list[Path]] | None = None, pairs: Sequence | None = None) -> str:
     """`compare_markdown` as a self-contained HTML page."""
-    return render_html("ProgressLM comparison", _compare_sections(list(runs), plots))
+    return render_html("ProgressLM comparison", _compare_sections(list(runs), plots, pairs))
 
 
 # --------------------------------------------------------------------------------------------

@@ -61,6 +61,11 @@ def value(run: Run, key: tuple[str, str]):
     return found if is_number(found) else None
 
 
+def short_name(name: str) -> str:
+    name = name.replace(" (two-stage)", "")  # the default mode goes without saying
+    return name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…"
+
+
 def rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[list[bool]]]:
     """Header, cells and which cells are the best model value of their column."""
     header = ["run", *(c[0] for c in COLUMNS), "n"]
@@ -76,8 +81,7 @@ def rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[list[boo
                 best[i][j] = v == target
     cells = []
     for run, row in zip(runs, values):
-        name = run.name.replace(" (two-stage)", "")  # the default mode goes without saying
-        name = name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…"
+        name = short_name(run.name)
         name = f"{name} (floor)" if is_floor(run) and len(name) <= NAME_WIDTH - 8 else name
         cells.append([name, *("–" if v is None else f"{v:.1f}" for v in row), str(sample_count(run))])
     return header, cells, best
@@ -124,3 +128,27 @@ def print_summary(runs: Sequence[Run], title: str = "", file=None) -> None:
     if title:
         print(title, file=file)
     print(plain_table(runs), file=file)
+
+
+SHORT_SPLITS = {"visual_same_view": "same-view", "visual_cross_view": "cross-view", "text": "text"}
+
+
+def like_for_like_lines(pairs: Sequence, runs: Sequence[Run]) -> list[str]:
+    """The like-for-like pairs worth a line under the table: a model beside the first run on a split where one of
+    the two left at least a tenth of the samples without a value (elsewhere the table already compares them)."""
+    floors = {run.name for run in runs if is_floor(run)}
+    shown = [p for p in pairs if p.other not in floors and p.n_both < 0.9 * p.n_split]
+    if not shown or not runs:
+        return []
+    lines = [f"like for like, NSE where both answered: {short_name(runs[0].name)} vs each run (+: the run is worse)"]
+    for p in shown:
+        ci = f" [{p.ci[0]:+.1f}, {p.ci[1]:+.1f}]" if p.ci else ""
+        lines.append(f"  {short_name(p.other):<{NAME_WIDTH}} {SHORT_SPLITS.get(p.split, p.split):<10} "
+                     f"{p.nse_reference:5.1f} vs {p.nse_other:5.1f} ({p.n_both} of {p.n_split} samples; "
+                     f"{p.nse_other - p.nse_reference:+.1f}{ci})")
+    return lines
+
+
+def print_like_for_like(pairs: Sequence, runs: Sequence[Run], file=None) -> None:
+    for line in like_for_like_lines(pairs, runs):
+        print(line, file=file or sys.stdout)

@@ -34,7 +34,8 @@ def is_run_folder(path: Path) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from progresslm import report
-    from progresslm.summary import print_summary
+    from progresslm.paired import like_for_like
+    from progresslm.summary import print_like_for_like, print_summary
 
     folders = []
     for name in args.runs:
@@ -60,11 +61,13 @@ def run(args: argparse.Namespace) -> int:
     for warning in report.comparison_warnings(runs):
         print(f"warning: {warning}", file=sys.stderr)
     print_summary(runs)
+    pairs = like_for_like(folders, [run.name for run in runs]) if len(folders) > 1 else None
+    print_like_for_like(pairs or [], runs)
     plots = {run.name: sorted(folder.glob("*.png")) for run, folder in zip(runs, folders)}
     if args.md:
-        Path(args.md).write_text(report.compare_markdown(runs, plots, relative_to=Path(args.md).parent))
+        Path(args.md).write_text(report.compare_markdown(runs, plots, relative_to=Path(args.md).parent, pairs=pairs))
     if args.html:
-        Path(args.html).write_text(report.compare_html(runs, plots))
+        Path(args.html).write_text(report.compare_html(runs, plots, pairs=pairs))
     if args.md or args.html:
         print(f"full comparison: {', '.join(p for p in (args.md, args.html) if p)}")
     return 0

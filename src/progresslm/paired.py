@@ -1,0 +1,130 @@
+"""Like-for-like comparison of runs that abstain differently.
+
+A run that answers N/A on the hard samples shows a low NSE on the easy ones it keeps (a similarity-threshold
+baseline refuses the observations least like the demonstration). `progresslm report` therefore also compares each
+run with the first one (the reference) on the answerable samples **both** answered with a value: the NSE of each
+on those samples, their difference, and a 95 % bootstrap interval of the difference (trajectories resampled,
+since samples of one trajectory are not independent).
+
+The per-sample answers come from each run folder's `results.jsonl` (first draw, latest record per sample) and the
+labels from the benchmark files named in the reference's `config.json`; when those files are gone, there is no
+like-for-like table (the summary tables do not need them).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from progresslm.metrics import nse_term
+
+PAIRED_SPLITS = ("visual_same_view", "visual_cross_view", "text")
+RESAMPLES = 1000
+
+
+@dataclass(frozen=True)
+class Answers:
+    """One run's numeric answers on answerable samples: uid -> score in [0, 1]."""
+
+    name: str
+    scores: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The benchmark's answerable samples: uid -> (split, progress label in [0, 1], trajectory id)."""
+
+    rows: dict[str, tuple[str, float, str]]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """The reference and another run on the samples of one split that both answered."""
+
+    other: str
+    split: str
+    n_both: int  # answered by both
+    n_reference: int  # answered by the reference
+    n_split: int  # answerable samples of the split
+    nse_reference: float  # percent, on the `n_both` samples
+    nse_other: float
+    ci: tuple[float, float] | None  # 95 % interval of nse_other - nse_reference
+
+    @property
+    def other_refused_share(self) -> float:
+        """Of the samples the reference answered, the share the other run left without a value."""
+        return 1.0 - self.n_both / self.n_reference if self.n_reference else 0.0
+
+
+def load_answers(folder: str | Path, name: str) -> Answers:
+    """The first draw's numeric answers of a run folder (the latest record per sample wins, as in `eval`)."""
+    from progresslm.results import ResultStore
+
+    latest, _, _ = ResultStore(Path(folder) / "results.jsonl").latest()
+    scores = {uid: float(record.score) for (uid, draw), record in latest.items()
+              if draw == 0 and record.status == "value" and record.score is not None}  # fmt: skip
+    return Answers(name, scores)
+
+
+def load_labels(config: dict) -> Labels | None:
+    """The answerable samples of the benchmark a run's `config.json` names; None when its files are not readable."""
+    from progresslm.bench.format import BenchFormatError, load_bench
+
+    files = [Path(p) for p in config.get("bench") or []]
+    if not files or not all(p.is_file() for p in files):
+        return None
+    try:
+        samples = load_bench(files).samples
+    except (BenchFormatError, OSError, ValueError):
+        return None
+    return Labels({s.uid: (s.split, float(s.progress), s.trajectory_id) for s in samples
+                   if s.answerable and s.progress is not None and s.split in PAIRED_SPLITS})  # fmt: skip
+
+
+def compare(reference: Answers, other: Answers, labels: Labels, seed: int = 0) -> list[Pair]:
+    """`other` beside `reference`, split by split, on the samples both answered."""
+    pairs = []
+    for split in PAIRED_SPLITS:
+        uids = [uid for uid, row in labels.rows.items() if row[0] == split]
+        answered = [uid for uid in uids if uid in reference.scores]
+        both = [uid for uid in answered if uid in other.scores]
+        if not both:
+            continue
+        ref_err = np.array([nse_term(labels.rows[u][1], reference.scores[u]) for u in both])
+        other_err = np.array([nse_term(labels.rows[u][1], other.scores[u]) for u in both])
+        pairs.append(Pair(other.name, split, len(both), len(answered), len(uids), 100 * float(ref_err.mean()),
+                          100 * float(other_err.mean()), _interval(other_err - ref_err, [labels.rows[u][2] for u in both], seed)))  # fmt: skip
+    return pairs
+
+
+def _interval(differences: np.ndarray, trajectories: list[str], seed: int) -> tuple[float, float] | None:
+    """95 % bootstrap interval (percent) of the mean difference, resampling whole trajectories."""
+    groups: dict[str, list[int]] = {}
+    for index, trajectory in enumerate(trajectories):
+        groups.setdefault(trajectory, []).append(index)
+    if len(groups) < 2:
+        return None
+    sums = np.array([differences[g].sum() for g in groups.values()])
+    counts = np.array([len(g) for g in groups.values()])
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(groups), size=(RESAMPLES, len(groups)))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return 100 * float(low), 100 * float(high)
+
+
+def like_for_like(folders: list[Path], names: list[str]) -> list[Pair] | None:
+    """Every run beside the first (`folders[0]`); None when the labels cannot be read."""
+    configs = [json.loads((folder / "config.json").read_text(encoding="utf-8")) for folder in folders]
+    labels = load_labels(configs[0])
+    if labels is None:
+        return None
+    reference = load_answers(folders[0], names[0])
+    pairs = []
+    for folder, name, config in zip(folders[1:], names[1:], configs[1:]):
+        if config.get("bench") == configs[0].get("bench"):  # same sample ids on another benchmark mean nothing
+            pairs += compare(reference, load_answers(folder, name), labels)
+    return pairs

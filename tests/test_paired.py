@@ -1,0 +1,67 @@
+"""Like-for-like comparison: runs that abstain differently, compared on the samples both answered."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import BENCH_FILES, fixture
+
+from progresslm.bench.format import load_bench
+from progresslm.cli.main import main
+from progresslm.paired import Answers, Labels, compare, like_for_like
+
+
+def test_compare_scores_both_runs_on_the_shared_answers_only():
+    labels = Labels({"a": ("visual_same_view", 0.2, "t1"), "b": ("visual_same_view", 0.5, "t1"),
+                     "c": ("visual_same_view", 0.8, "t2"), "d": ("visual_same_view", 1.0, "t2"),
+                     "e": ("text", 0.5, "t3")})  # fmt: skip
+    reference = Answers("ref", {"a": 0.2, "b": 0.9, "c": 0.4, "d": 1.0, "e": 0.5})
+    other = Answers("other", {"a": 0.6, "c": 0.8})  # N/A on b, d and the text sample
+    [pair] = compare(reference, other, labels)
+    assert (pair.split, pair.n_both, pair.n_reference, pair.n_split) == ("visual_same_view", 2, 4, 4)
+    # reference: a 0 / 0.8 = 0, c 0.4 / 0.8 = 0.5 -> 25 %; other: a 0.4 / 0.8 = 0.5, c 0 -> 25 %
+    assert pair.nse_reference == pytest.approx(25.0) and pair.nse_other == pytest.approx(25.0)
+    assert pair.other_refused_share == pytest.approx(0.5)
+    assert pair.ci is not None and pair.ci[0] <= 0.0 <= pair.ci[1]
+
+
+def _replies(path, scores: dict[str, str]):
+    path.write_text("".join(json.dumps({"uid": uid, "reply": text}) + "\n"
+                            for uid, text in scores.items()))  # fmt: skip
+    return path
+
+
+def test_report_prints_and_writes_the_like_for_like_comparison(tmp_path, capsys):
+    files = [str(fixture(name)) for name in BENCH_FILES]
+    samples = load_bench(files).samples
+    answerable = [s for s in samples if s.answerable and s.split == "visual_same_view"]
+    exact = {s.uid: f"{100 * s.progress:.4f}%" for s in answerable}
+    # the "refuser" answers only the first two same-view samples (exactly) and N/A elsewhere
+    refuser = {s.uid: "N/A" for s in samples} | {s.uid: exact[s.uid] for s in answerable[:2]}
+    guesser = {s.uid: "50%" for s in samples}
+    runs = []
+    for name, replies in (("guesser", guesser), ("refuser", refuser)):
+        out = tmp_path / name
+        code = main(["eval", "--bench", *files, "--backend", "replay", "--replies",
+                     str(_replies(tmp_path / f"{name}.jsonl", replies)), "--mode", "direct", "--out", str(out),
+                     "--quiet", "--bootstrap", "20", "--no-floors"])  # fmt: skip
+        assert code == 0
+        runs.append(out)
+    capsys.readouterr()
+    assert main(["report", *map(str, runs), "--html", str(tmp_path / "cmp.html"), "--md", str(tmp_path / "cmp.md")]) == 0
+    out = capsys.readouterr().out
+    assert "like for like" in out
+    line = next(line for line in out.splitlines() if "same-view" in line and "replay" in line)
+    assert f"(2 of {len(answerable)} samples;" in line
+    markdown = (tmp_path / "cmp.md").read_text()
+    assert "Like for like" in markdown and "Like for like" in (tmp_path / "cmp.html").read_text()
+    pairs = like_for_like(runs, ["guesser", "refuser"])
+    [same] = [p for p in pairs if p.split == "visual_same_view"]
+    assert same.nse_other == pytest.approx(0.0, abs=1e-3) and same.n_both == 2
+    # without the benchmark files there is no like-for-like table, and report still works
+    config = json.loads((runs[0] / "config.json").read_text())
+    config["bench"] = [str(tmp_path / "gone.jsonl")]
+    (runs[0] / "config.json").write_text(json.dumps(config))
+    assert like_for_like(runs, ["guesser", "refuser"]) is None
+    assert main(["report", *map(str, runs)]) == 0
