@@ -31,3 +31,20 @@ def test_quiet_eval_through_an_http_backend_prints_nothing(tmp_path):
         server.stop()
     assert done.returncode == 0, done.stderr
     assert "HTTP Request" not in done.stderr and "INFO" not in done.stderr, done.stderr
+
+
+def test_log_levels_follow_the_flags_and_leave_third_party_loggers_at_warning():
+    import logging
+
+    from progresslm.cli.main import configure_logging
+
+    package = logging.getLogger("progresslm")
+    saved = package.level
+    try:
+        for flags, level in (({}, logging.INFO), ({"verbose": True}, logging.DEBUG), ({"quiet": True}, logging.ERROR)):
+            configure_logging(**flags)
+            assert package.level == level, flags
+            assert logging.getLogger("httpx").level == logging.WARNING
+        assert sum(getattr(h, "_progresslm", False) for h in package.handlers) == 1  # one handler, however often
+    finally:
+        package.setLevel(saved)
