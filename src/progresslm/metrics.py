@@ -304,6 +304,24 @@ def _bootstrap(t: _Table, rounds: int, rng: np.random.Generator) -> dict[str, np
         return {name: 100.0 * (weights @ num) / (weights @ den) for name, (num, den) in parts.items()}
 
 
+def mean_interval(values: Sequence[float], clusters: Sequence[str], rounds: int = 1000, seed: int = 0,
+                  confidence: float = 0.95) -> list[float] | None:
+    """Percentile bootstrap interval of the mean of per-sample `values`, resampling whole clusters (trajectories:
+    samples of one trajectory are not independent), as the split metrics' intervals do. None with one cluster.
+
+    >>> mean_interval([1.0, 1.0, 3.0, 3.0], ["a", "a", "b", "b"], rounds=200)
+    [1.0, 3.0]
+    """
+    index = {cluster: k for k, cluster in enumerate(dict.fromkeys(clusters))}
+    if len(index) < 2:
+        return None
+    cluster = np.array([index[c] for c in clusters])
+    sums = np.bincount(cluster, weights=np.asarray(values, dtype=float), minlength=len(index))
+    counts = np.bincount(cluster, minlength=len(index)).astype(float)
+    draws = np.random.default_rng(seed).integers(0, len(index), size=(rounds, len(index)))
+    return _interval(sums[draws].sum(axis=1) / counts[draws].sum(axis=1), confidence)
+
+
 def _interval(replicates: np.ndarray, confidence: float) -> list[float] | None:
     finite = replicates[np.isfinite(replicates)]
     if finite.size == 0:

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from progresslm.metrics import nse_term
+from progresslm.metrics import mean_interval, nse_term
 
 PAIRED_SPLITS = ("visual_same_view", "visual_cross_view", "text")
-RESAMPLES = 1000
 
 
 @dataclass(frozen=True)
@@ -95,25 +94,10 @@ def compare(reference: Answers, other: Answers, labels: Labels, seed: int = 0) -
             continue
         ref_err = np.array([nse_term(labels.rows[u][1], reference.scores[u]) for u in both])
         other_err = np.array([nse_term(labels.rows[u][1], other.scores[u]) for u in both])
+        interval = mean_interval(100 * (other_err - ref_err), [labels.rows[u][2] for u in both], seed=seed)
         pairs.append(Pair(other.name, split, len(both), len(answered), len(uids), 100 * float(ref_err.mean()),
-                          100 * float(other_err.mean()), _interval(other_err - ref_err, [labels.rows[u][2] for u in both], seed)))  # fmt: skip
+                          100 * float(other_err.mean()), tuple(interval) if interval else None))  # fmt: skip
     return pairs
-
-
-def _interval(differences: np.ndarray, trajectories: list[str], seed: int) -> tuple[float, float] | None:
-    """95 % bootstrap interval (percent) of the mean difference, resampling whole trajectories."""
-    groups: dict[str, list[int]] = {}
-    for index, trajectory in enumerate(trajectories):
-        groups.setdefault(trajectory, []).append(index)
-    if len(groups) < 2:
-        return None
-    sums = np.array([differences[g].sum() for g in groups.values()])
-    counts = np.array([len(g) for g in groups.values()])
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(groups), size=(RESAMPLES, len(groups)))
-    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return 100 * float(low), 100 * float(high)
 
 
 def like_for_like(folders: list[Path], names: list[str]) -> list[Pair] | None:
