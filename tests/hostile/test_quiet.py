@@ -48,3 +48,16 @@ def test_log_levels_follow_the_flags_and_leave_third_party_loggers_at_warning():
         assert sum(getattr(h, "_progresslm", False) for h in package.handlers) == 1  # one handler, however often
     finally:
         package.setLevel(saved)
+
+
+def test_quiet_eval_of_a_local_checkpoint_prints_no_weight_loading_bars(tiny_vlm_dir, tmp_path):
+    """transformers draws a "Loading weights" bar per model load; `make demo` showed two per run under --quiet."""
+    write_images(load_bench([fixture("text-normal")]).samples[:2], tmp_path / "images")
+    done = subprocess.run(
+        [sys.executable, "-m", "progresslm.cli.main", "eval", "--bench", str(fixture("text-normal")), "--image-root",
+         str(tmp_path / "images"), "--backend", "hf", "--model", str(tiny_vlm_dir), "--device", "cpu", "--first", "2", "--max-new-tokens", "4",
+         "--out", str(tmp_path / "run"), "--quiet", "--no-plots", "--bootstrap", "0", "--no-floors"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PROGRESSLM_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Loading weights" not in done.stderr and "it/s" not in done.stderr, done.stderr

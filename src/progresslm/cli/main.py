@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from progresslm import __version__
@@ -143,6 +144,10 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "OpenGL", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if quiet:  # transformers' "Loading weights" bars (and the hub's) read this when they are made
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:
