@@ -12,7 +12,7 @@ setup: $(STAMP)
 # this project is tested with, which on this project's machines install from local disk).
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[all,dev]'
+	$(PY) -m pip install -qq -e '.[all,dev]'
 	touch $(STAMP)
 
 # The main job: build the small simulated benchmark (cached), evaluate the two default models shipped in the
