@@ -65,3 +65,12 @@ def test_report_prints_and_writes_the_like_for_like_comparison(tmp_path, capsys)
     (runs[0] / "config.json").write_text(json.dumps(config))
     assert like_for_like(runs, ["guesser", "refuser"]) is None
     assert main(["report", *map(str, runs)]) == 0
+
+
+def test_samples_one_run_was_never_asked_do_not_count():
+    """A `--limit` run beside a full one: the split's size is what both were asked."""
+    labels = Labels({uid: ("visual_same_view", 0.5, f"t{k}") for k, uid in enumerate("abcd")})
+    full = Answers("full", dict.fromkeys("abcd", 0.5), frozenset("abcd"))
+    limited = Answers("limited", {"a": 0.5}, frozenset("ab"))  # b answered N/A, c and d never asked
+    [pair] = compare(full, limited, labels)
+    assert (pair.n_both, pair.n_reference, pair.n_split) == (1, 2, 2)

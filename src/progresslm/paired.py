@@ -26,10 +26,11 @@ PAIRED_SPLITS = ("visual_same_view", "visual_cross_view", "text")
 
 @dataclass(frozen=True)
 class Answers:
-    """One run's numeric answers on answerable samples: uid -> score in [0, 1]."""
+    """One run's numeric answers: uid -> score in [0, 1]; `asked` every uid it has a reply for (value or not)."""
 
     name: str
     scores: dict[str, float]
+    asked: frozenset[str] | None = None  # None: every sample
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Pair:
     split: str
     n_both: int  # answered by both
     n_reference: int  # answered by the reference
-    n_split: int  # answerable samples of the split
+    n_split: int  # answerable samples of the split both runs were asked
     nse_reference: float  # percent, on the `n_both` samples
     nse_other: float
     ci: tuple[float, float] | None  # 95 % interval of nse_other - nse_reference
@@ -65,7 +66,7 @@ def load_answers(folder: str | Path, name: str) -> Answers:
     latest, _, _ = ResultStore(Path(folder) / "results.jsonl").latest()
     scores = {uid: float(record.score) for (uid, draw), record in latest.items()
               if draw == 0 and record.status == "value" and record.score is not None}  # fmt: skip
-    return Answers(name, scores)
+    return Answers(name, scores, frozenset(uid for uid, draw in latest if draw == 0))
 
 
 def load_labels(config: dict) -> Labels | None:
@@ -87,7 +88,8 @@ def compare(reference: Answers, other: Answers, labels: Labels, seed: int = 0) -
     """`other` beside `reference`, split by split, on the samples both answered."""
     pairs = []
     for split in PAIRED_SPLITS:
-        uids = [uid for uid, row in labels.rows.items() if row[0] == split]
+        uids = [uid for uid, row in labels.rows.items() if row[0] == split
+                and all(run.asked is None or uid in run.asked for run in (reference, other))]  # both asked (--limit)
         answered = [uid for uid in uids if uid in reference.scores]
         both = [uid for uid in answered if uid in other.scores]
         if not both:
