@@ -25,6 +25,22 @@ def _fresh_package_logger():
     logger.propagate = True
 
 
+@pytest.fixture(autouse=True)
+def _progress_bars_back_on():
+    """`--quiet` turns the Hugging Face progress bars off for the process (an environment variable and
+    transformers' switch); each test starts with them as the environment had them."""
+    saved = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
+    yield
+    if saved is None:
+        os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+    else:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = saved
+    import sys
+
+    if "transformers" in sys.modules and saved is None:
+        sys.modules["transformers"].utils.logging.enable_progress_bar()
+
+
 @pytest.fixture(scope="session")
 def tiny_vlm_dir(tmp_path_factory) -> Path:
     """A random-weight Qwen2.5-VL saved like a hub checkpoint, built once per test session (~5 s)."""

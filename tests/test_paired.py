@@ -49,7 +49,8 @@ def test_report_prints_and_writes_the_like_for_like_comparison(tmp_path, capsys)
         assert code == 0
         runs.append(out)
     capsys.readouterr()
-    assert main(["report", *map(str, runs), "--html", str(tmp_path / "cmp.html"), "--md", str(tmp_path / "cmp.md")]) == 0
+    html, md = tmp_path / "cmp.html", tmp_path / "cmp.md"
+    assert main(["report", *map(str, runs), "--html", str(html), "--md", str(md)]) == 0
     out = capsys.readouterr().out
     assert "like for like" in out
     line = next(line for line in out.splitlines() if "same-view" in line and "replay" in line)
@@ -74,3 +75,29 @@ def test_samples_one_run_was_never_asked_do_not_count():
     limited = Answers("limited", {"a": 0.5}, frozenset("ab"))  # b answered N/A, c and d never asked
     [pair] = compare(full, limited, labels)
     assert (pair.n_both, pair.n_reference, pair.n_split) == (1, 2, 2)
+
+
+def test_same_bench_ignores_how_the_paths_were_typed(tmp_path, monkeypatch):
+    from progresslm.paired import same_bench
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.jsonl").write_text("")
+    (tmp_path / "b.jsonl").write_text("")
+    assert same_bench({"bench": ["a.jsonl", str(tmp_path / "b.jsonl")]}, {"bench": [str(tmp_path / "b.jsonl"), "./a.jsonl"]})
+    assert not same_bench({"bench": ["a.jsonl"]}, {"bench": ["b.jsonl"]})
+
+
+def test_answers_are_parsed_again_from_the_replies(tmp_path):
+    """A hand-edited or stale `score` field cannot disagree with the reply (the metrics parse replies again too)."""
+    from progresslm.paired import load_answers
+
+    records = [{"uid": "u0", "draw": 0, "mode": "direct", "reply": "40%", "status": "value", "score": "x"},
+               {"uid": "u1", "draw": 0, "mode": "direct", "reply": "40%", "status": "value", "score": 0.9},
+               {"uid": "u2", "draw": 0, "mode": "direct", "reply": "n/a", "status": "value", "score": 0.3},
+               {"uid": "u3", "draw": 1, "mode": "direct", "reply": "10%", "status": "value", "score": 0.1}]  # fmt: skip
+    base = {"backend": "b", "model": "m", "prompt_hash": "h", "ref_status": None, "ref": None, "latency_s": 0.0}
+    lines = [json.dumps({**base, **r}) + "\n" for r in records]
+    (tmp_path / "results.jsonl").write_text("".join(lines))
+    answers = load_answers(tmp_path, "run")
+    assert answers.scores == {"u0": pytest.approx(0.4), "u1": pytest.approx(0.4)}
+    assert answers.asked == frozenset({"u0", "u1", "u2"})

@@ -16,7 +16,8 @@ def _split(**values):
 
 
 def _run(name, backend, nse=20.0, afrr=0.0, swap=90.0):
-    splits = {s: _split(nse=nse, prc=80.0, afrr=afrr) for s in ("visual_same_view", "visual_cross_view", "text", "micro")}
+    answerable = ("visual_same_view", "visual_cross_view", "text", "micro")
+    splits = {s: _split(nse=nse, prc=80.0, afrr=afrr) for s in answerable}
     splits |= {"visual_unanswerable": _split(uda=40.0), "text_unanswerable": _split(uda=60.0)}
     return Run(name, {"splits": splits, "demo_swap": {"all": {"changed": swap}}}, {"backend": backend})
 

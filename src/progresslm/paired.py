@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from progresslm.metrics import mean_interval, nse_term
+from progresslm.types import Status
 
 PAIRED_SPLITS = ("visual_same_view", "visual_cross_view", "text")
 
@@ -64,8 +65,12 @@ def load_answers(folder: str | Path, name: str) -> Answers:
     from progresslm.results import ResultStore
 
     latest, _, _ = ResultStore(Path(folder) / "results.jsonl").latest()
-    scores = {uid: float(record.score) for (uid, draw), record in latest.items()
-              if draw == 0 and record.status == "value" and record.score is not None}  # fmt: skip
+    scores = {}
+    for (uid, draw), record in latest.items():
+        if draw == 0:
+            prediction = record.prediction()  # parsed again, as the metrics do
+            if prediction.status is Status.VALUE and prediction.score is not None:
+                scores[uid] = float(prediction.score)
     return Answers(name, scores, frozenset(uid for uid, draw in latest if draw == 0))
 
 
@@ -111,6 +116,15 @@ def like_for_like(folders: list[Path], names: list[str]) -> list[Pair] | None:
     reference = load_answers(folders[0], names[0])
     pairs = []
     for folder, name, config in zip(folders[1:], names[1:], configs[1:]):
-        if config.get("bench") == configs[0].get("bench"):  # same sample ids on another benchmark mean nothing
+        if same_bench(config, configs[0]):  # the same sample ids on another benchmark mean nothing
             pairs += compare(reference, load_answers(folder, name), labels)
     return pairs
+
+
+def same_bench(a: dict, b: dict) -> bool:
+    """Whether two runs' configs name the same benchmark files (however the paths were typed, in any order)."""
+
+    def files(config: dict) -> list[str]:
+        return sorted(str(Path(p).resolve()) for p in config.get("bench") or [])
+
+    return files(a) == files(b)

@@ -121,7 +121,8 @@ def print_summary(runs: Sequence[Run], title: str = "", file=None) -> None:
                 table.add_row(*styled, style="dim" if is_floor(runs[i]) else None)
             console = Console(file=file, width=100)
             console.print(table)
-            console.print("[dim]NSE, AFRR: lower is better; PRC, UDA, swap %: higher; green: best model (of the runs that "
+            console.print("[dim]NSE, AFRR: lower is better; PRC, UDA, swap %: higher; green: best model "
+                          "(of the runs that "
                           "answer at least half of the samples); swap %: "
                           "answers changed by another task's demonstration (--swap-demos)[/]")
             return
@@ -135,12 +136,14 @@ SHORT_SPLITS = {"visual_same_view": "same-view", "visual_cross_view": "cross-vie
 
 def like_for_like_lines(pairs: Sequence, runs: Sequence[Run]) -> list[str]:
     """The like-for-like pairs worth a line under the table: a model beside the first run on a split where one of
-    the two left at least a tenth of the samples without a value (elsewhere the table already compares them)."""
+    the two left more than a tenth of the samples without a value (elsewhere the table already compares them).
+    First draws only, when runs asked for several replies per sample."""
     floors = {run.name for run in runs if is_floor(run)}
     shown = [p for p in pairs if p.other not in floors and p.n_both < 0.9 * p.n_split]
     if not shown or not runs:
         return []
-    lines = [f"like for like, NSE where both answered: {short_name(runs[0].name)} vs each run (+: the run is worse)"]
+    reference = short_name(runs[0].name)
+    lines = [f"like for like, NSE where both answered (first draw): {reference} vs each run (+: the run is worse)"]
     for p in shown:
         ci = f" [{p.ci[0]:+.1f}, {p.ci[1]:+.1f}]" if p.ci else ""
         lines.append(f"  {short_name(p.other):<{NAME_WIDTH}} {SHORT_SPLITS.get(p.split, p.split):<10} "

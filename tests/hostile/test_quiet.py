@@ -41,7 +41,8 @@ def test_log_levels_follow_the_flags_and_leave_third_party_loggers_at_warning():
     package = logging.getLogger("progresslm")
     saved = package.level
     try:
-        for flags, level in (({}, logging.INFO), ({"verbose": True}, logging.DEBUG), ({"quiet": True}, logging.ERROR)):
+        cases = (({}, logging.INFO), ({"verbose": True}, logging.DEBUG), ({"quiet": True}, logging.ERROR))
+        for flags, level in cases:
             configure_logging(**flags)
             assert package.level == level, flags
             assert logging.getLogger("httpx").level == logging.WARNING
@@ -53,11 +54,14 @@ def test_log_levels_follow_the_flags_and_leave_third_party_loggers_at_warning():
 def test_quiet_eval_of_a_local_checkpoint_prints_no_weight_loading_bars(tiny_vlm_dir, tmp_path):
     """transformers draws a "Loading weights" bar per model load; `make demo` showed two per run under --quiet."""
     write_images(load_bench([fixture("text-normal")]).samples[:2], tmp_path / "images")
+    environment = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}  # --quiet must set it
+    environment["PROGRESSLM_HOME"] = str(tmp_path / "home")
     done = subprocess.run(
         [sys.executable, "-m", "progresslm.cli.main", "eval", "--bench", str(fixture("text-normal")), "--image-root",
-         str(tmp_path / "images"), "--backend", "hf", "--model", str(tiny_vlm_dir), "--device", "cpu", "--first", "2", "--max-new-tokens", "4",
+         str(tmp_path / "images"), "--backend", "hf", "--model", str(tiny_vlm_dir), "--device", "cpu", "--first", "2",
+         "--max-new-tokens", "4",
          "--out", str(tmp_path / "run"), "--quiet", "--no-plots", "--bootstrap", "0", "--no-floors"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "PROGRESSLM_HOME": str(tmp_path / "home")},
+        capture_output=True, text=True, timeout=300, env=environment,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Loading weights" not in done.stderr and "it/s" not in done.stderr, done.stderr

@@ -148,6 +148,8 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
         if "transformers" in sys.modules:
             sys.modules["transformers"].utils.logging.disable_progress_bar()
+        if "huggingface_hub" in sys.modules:  # it read the variable when it was imported
+            sys.modules["huggingface_hub"].utils.disable_progress_bars()
 
 
 def main(argv: list[str] | None = None) -> int:

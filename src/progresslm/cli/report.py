@@ -61,7 +61,12 @@ def run(args: argparse.Namespace) -> int:
     for warning in report.comparison_warnings(runs):
         print(f"warning: {warning}", file=sys.stderr)
     print_summary(runs)
-    pairs = like_for_like(folders, [run.name for run in runs]) if len(folders) > 1 else None
+    pairs = None
+    if len(folders) > 1:
+        try:
+            pairs = like_for_like(folders, [run.name for run in runs])
+        except (OSError, ValueError) as err:  # the tables above do not need it
+            print(f"note: no like-for-like comparison: {err}", file=sys.stderr)
     print_like_for_like(pairs or [], runs)
     plots = {run.name: sorted(folder.glob("*.png")) for run, folder in zip(runs, folders)}
     if args.md:

@@ -198,6 +198,7 @@ def _worker(args: tuple[Unit, str]) -> dict:
         _POOL = EnvPool()
         # closed before the interpreter tears down: a GL context left to the garbage collector at exit prints an
         # EGLError traceback per context (the worker's modules are half gone by then)
+        atexit.unregister(_close_pool)  # once per process, however many builds it runs
         atexit.register(_close_pool)
     result = build_unit(unit, Path(images), _POOL)
     return unit_to_json(result)
