@@ -10,6 +10,7 @@ from helpers import BENCH_FILES, fixture
 from progresslm.bench.format import load_bench
 from progresslm.cli.main import main
 from progresslm.paired import Answers, Labels, compare, like_for_like
+from progresslm.report import load_run
 
 
 def test_compare_scores_both_runs_on_the_shared_answers_only():
@@ -57,14 +58,14 @@ def test_report_prints_and_writes_the_like_for_like_comparison(tmp_path, capsys)
     assert f"(2 of {len(answerable)} samples;" in line
     markdown = (tmp_path / "cmp.md").read_text()
     assert "Like for like" in markdown and "Like for like" in (tmp_path / "cmp.html").read_text()
-    pairs = like_for_like(runs, ["guesser", "refuser"])
+    pairs = like_for_like(runs, [load_run(folder) for folder in runs])
     [same] = [p for p in pairs if p.split == "visual_same_view"]
     assert same.nse_other == pytest.approx(0.0, abs=1e-3) and same.n_both == 2
     # without the benchmark files there is no like-for-like table, and report still works
     config = json.loads((runs[0] / "config.json").read_text())
     config["bench"] = [str(tmp_path / "gone.jsonl")]
     (runs[0] / "config.json").write_text(json.dumps(config))
-    assert like_for_like(runs, ["guesser", "refuser"]) is None
+    assert like_for_like(runs, [load_run(folder) for folder in runs]) is None
     assert main(["report", *map(str, runs)]) == 0
 
 

@@ -13,13 +13,14 @@ like-for-like table (the summary tables do not need them).
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from progresslm.metrics import mean_interval, nse_term
+from progresslm.report import Run, bench_key
 from progresslm.types import Status
 
 PAIRED_SPLITS = ("visual_same_view", "visual_cross_view", "text")
@@ -78,8 +79,8 @@ def load_labels(config: dict) -> Labels | None:
     """The answerable samples of the benchmark a run's `config.json` names; None when its files are not readable."""
     from progresslm.bench.format import BenchFormatError, load_bench
 
-    files = [Path(p) for p in config.get("bench") or []]
-    if not files or not all(p.is_file() for p in files):
+    files = config.get("bench") or []
+    if not files:
         return None
     try:
         samples = load_bench(files).samples
@@ -107,24 +108,19 @@ def compare(reference: Answers, other: Answers, labels: Labels, seed: int = 0) -
     return pairs
 
 
-def like_for_like(folders: list[Path], names: list[str]) -> list[Pair] | None:
-    """Every run beside the first (`folders[0]`); None when the labels cannot be read."""
-    configs = [json.loads((folder / "config.json").read_text(encoding="utf-8")) for folder in folders]
-    labels = load_labels(configs[0])
+def like_for_like(folders: Sequence[Path], runs: Sequence[Run]) -> list[Pair] | None:
+    """Every run beside the first (`runs[i]` loaded from `folders[i]`); None when the labels cannot be read."""
+    labels = load_labels(runs[0].config)
     if labels is None:
         return None
-    reference = load_answers(folders[0], names[0])
+    reference = load_answers(folders[0], runs[0].name)
     pairs = []
-    for folder, name, config in zip(folders[1:], names[1:], configs[1:]):
-        if same_bench(config, configs[0]):  # the same sample ids on another benchmark mean nothing
-            pairs += compare(reference, load_answers(folder, name), labels)
+    for folder, run in zip(folders[1:], runs[1:]):
+        if same_bench(run.config, runs[0].config):  # the same sample ids on another benchmark mean nothing
+            pairs += compare(reference, load_answers(folder, run.name), labels)
     return pairs
 
 
 def same_bench(a: dict, b: dict) -> bool:
     """Whether two runs' configs name the same benchmark files (however the paths were typed, in any order)."""
-
-    def files(config: dict) -> list[str]:
-        return sorted(str(Path(p).resolve()) for p in config.get("bench") or [])
-
-    return files(a) == files(b)
+    return bench_key(a) == bench_key(b)

@@ -316,11 +316,17 @@ def sample_count(run: Run) -> int:
                    if name in SPLIT_NAMES and name not in ("micro", "macro", "visual")))  # fmt: skip
 
 
+def bench_key(config: dict) -> tuple[str, ...]:
+    """The benchmark files a run's config names, resolved and sorted: equal keys, same benchmark, however the
+    paths were typed."""
+    return tuple(sorted(str(Path(p).resolve()) for p in config.get("bench") or []))
+
+
 def comparison_warnings(runs: Sequence[Run]) -> list[str]:
     """Why runs side by side may not be comparable: another benchmark, or another number of samples per split
     (a `--limit` run beside a full one)."""
     notes = []
-    benches = {json.dumps(sorted(map(str, run.config.get("bench") or [])), sort_keys=True) for run in runs}
+    benches = {bench_key(run.config) for run in runs}
     if len(benches) > 1:
         notes.append("The runs were made on different benchmark files (see Runs): their figures do not compare.")
     counts = {run.name: {k: (s or {}).get("n") for k, s in (run.metrics.get("splits") or {}).items()} for run in runs}

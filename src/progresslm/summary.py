@@ -121,10 +121,9 @@ def print_summary(runs: Sequence[Run], title: str = "", file=None) -> None:
                 table.add_row(*styled, style="dim" if is_floor(runs[i]) else None)
             console = Console(file=file, width=100)
             console.print(table)
-            console.print("[dim]NSE, AFRR: lower is better; PRC, UDA, swap %: higher; green: best model "
-                          "(of the runs that "
-                          "answer at least half of the samples); swap %: "
-                          "answers changed by another task's demonstration (--swap-demos)[/]")
+            console.print("[dim]NSE, AFRR: lower is better; PRC, UDA, swap %: higher; green: best model (of the runs "
+                          "that answer at least half of the samples); swap %: answers changed by another task's "
+                          "demonstration (--swap-demos)[/]")
             return
     if title:
         print(title, file=file)

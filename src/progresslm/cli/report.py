@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     pairs = None
     if len(folders) > 1:
         try:
-            pairs = like_for_like(folders, [run.name for run in runs])
+            pairs = like_for_like(folders, runs)
         except (OSError, ValueError) as err:  # the tables above do not need it
             print(f"note: no like-for-like comparison: {err}", file=sys.stderr)
     print_like_for_like(pairs or [], runs)

@@ -9,6 +9,7 @@ card and the contact sheet are assembled at the end.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -193,11 +194,10 @@ def _worker(args: tuple[Unit, str]) -> dict:
 
     check_gl()
     if _POOL is None:
-        import atexit
-
         _POOL = EnvPool()
-        # closed before the interpreter tears down: a GL context left to the garbage collector at exit prints an
-        # EGLError traceback per context (the worker's modules are half gone by then)
+        # Closed before the interpreter tears down: a GL context left to the garbage collector at exit prints an
+        # EGLError traceback per context. Registered here, after MuJoCo's EGL set-up registered its own exit
+        # handlers, because atexit runs the last registered first (registered at import, it runs too late).
         atexit.unregister(_close_pool)  # once per process, however many builds it runs
         atexit.register(_close_pool)
     result = build_unit(unit, Path(images), _POOL)
