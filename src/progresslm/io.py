@@ -97,3 +97,30 @@ def atomic_dir(path: str | Path, replace: bool = False) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+class OutsideRootError(ValueError):
+    """A path that resolves outside the folder it must stay in (an absolute name, `..`, a symlink out)."""
+
+
+def confined(path: str | Path, root: str | Path, what: str) -> Path:
+    """`path` (relative to `root` unless absolute) resolved, when it lies under `root` (resolved too); else
+    OutsideRootError, one line naming `what` (e.g. "meta/info.json video_path", "row 12 image") and the path. Symlinks
+    are followed on both sides, so a link inside `root` that points out is refused as well.
+
+    >>> import tempfile; root = Path(tempfile.mkdtemp())
+    >>> confined("a/b.png", root, "image") == (root / "a/b.png").resolve()
+    True
+    >>> confined("../x.png", root, "row 3 image")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    progresslm.io.OutsideRootError: row 3 image '../x.png' leads outside .../
+    """
+    base = Path(root).resolve()
+    try:
+        target = (base / Path(path)).resolve()  # an absolute `path` replaces `base` here, and is then checked
+    except (ValueError, OSError) as err:  # a NUL byte, a symlink loop
+        raise OutsideRootError(f"{what} {str(path)!r} is not a usable path ({err})") from None
+    if not target.is_relative_to(base):
+        raise OutsideRootError(f"{what} {str(path)!r} leads outside {base}{os.sep}")
+    return target
