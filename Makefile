@@ -20,9 +20,9 @@ $(STAMP): pyproject.toml
 # swapped demonstrations, print the comparison table and write an HTML report with the plots. Saved replies
 # are reused on a second run; the models' runs go to folders named by their weights' digests, so a new
 # release is evaluated afresh.
-DIGEST = $$($(PY) -c "from progresslm.nano.checkpoints import weights_id; from progresslm import nano; print(weights_id(nano.$(1)))")
-MATCHER_RUN = $(RUNS)/matcher-$(call DIGEST,MATCHER_DIR)
-NANO_RUN = $(RUNS)/nano-$(call DIGEST,VLM_DIR)
+DIGEST = $$($(PY) -c "from progresslm.checkpoints import weights_id; from progresslm import matcher, nano; print(weights_id($(1)))")
+MATCHER_RUN = $(RUNS)/matcher-$(call DIGEST,matcher.MATCHER_DIR)
+NANO_RUN = $(RUNS)/nano-$(call DIGEST,nano.VLM_DIR)
 demo: setup
 	$(PY) -m progresslm.cli.main eval --backend matcher --swap-demos --out $(MATCHER_RUN) --quiet > /dev/null
 	$(PY) -m progresslm.cli.main eval --backend nano --swap-demos --out $(NANO_RUN) --quiet > /dev/null

@@ -7,7 +7,7 @@
   frame) and scores frames one by one: the time per frame is the whole call (image in, Estimate out), and
   apart from it the matcher's own share (observation features + comparison). Target: <= 20 ms per frame.
 - nano: the `nano` backend one sample at a time, its matcher hints included (as `progresslm eval` asks
-  them), then batched by --batch; with its demonstration cache (`progresslm.backends.demo_cache`) off and on,
+  them), then batched by --batch; with its demonstration cache (`progresslm.nano.demo_cache`) off and on,
   in the same process. Target: <= 0.15 s per sample one at a time.
 - nano --breakdown: where one sample's time goes (hints, prompt, processor, vision tower, projector, prefill,
   decode, parsing, the generation loop), cache off and on: exclusive times, so the shares sum to the total.
@@ -72,9 +72,9 @@ class Nano:
 
     def __init__(self, root):
         from progresslm.backends.base import BackendOptions
-        from progresslm.backends.nano import NanoBackend
+        from progresslm.nano.backend_nano import NanoBackend
         from progresslm.images import ImageStore
-        from progresslm.nano.hints import HintProvider
+        from progresslm.matcher.hints import HintProvider
 
         self.root = root
         self.provider = HintProvider()

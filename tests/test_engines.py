@@ -1,4 +1,4 @@
-"""progresslm.engines: the local pool and Ray return the same results and name a failing job; `sim build` and
+"""progresslm.builder.engines: the local pool and Ray return the same results and name a failing job; `sim build` and
 `data build` write the same files with either engine, and resume with Ray. Tests marked `ray` skip where ray is not
 installed (`pip install -e '.[ray]'`)."""
 
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from progresslm.builder.engines import RAY_HINT, EngineError, JobError, engine_problem, run_jobs
 from progresslm.cli.main import main
 from progresslm.data.build import DataBuildConfig, DataBuildError
 from progresslm.data.build import build as data_build
-from progresslm.engines import RAY_HINT, EngineError, JobError, engine_problem, run_jobs
 from tests.data.own_data import write_videos
 
 HAS_RAY = importlib.util.find_spec("ray") is not None

@@ -240,7 +240,7 @@ def resolve_hints(config: EvalConfig, backend: Backend):
     source = config.hints if config.hints is not None else getattr(backend, "default_hints", None)
     if source in (None, "none"):
         return None
-    from progresslm.nano.hints import HintError, HintProvider
+    from progresslm.matcher.hints import HintError, HintProvider
 
     try:
         return HintProvider(config.hints_model, device=config.options.device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import mimetypes
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -170,3 +171,18 @@ def _encode_held(image, image_format: str) -> tuple[Any, int]:
 
     array = np.asarray(rgb, dtype=np.float32) / 255.0
     return array, array.nbytes
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that orders digit runs by value.
+
+    >>> sorted(["f10.png", "f2.png", "F1.png"], key=natural_key)
+    ['F1.png', 'f2.png', 'f10.png']
+    """
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", name))
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files directly in `folder` (by suffix), in natural name order."""
+    files = (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(files, key=lambda p: natural_key(p.name))

@@ -5,6 +5,7 @@ never sees half a file)."""
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -40,6 +41,36 @@ def expand_files(patterns: list[str]) -> list[Path]:
         matches = sorted(glob.glob(text)) if glob.has_magic(text) else [text]
         files.extend(Path(m) for m in matches)
     return files
+
+
+def data_home() -> Path:
+    """The folder builds, caches and fetched data go to by default: `$PROGRESSLM_HOME`, else ~/.cache/progresslm."""
+    return Path(os.environ.get("PROGRESSLM_HOME", Path.home() / ".cache" / "progresslm"))
+
+
+def image_root_path(image_root: str | None) -> str | None:
+    """An image root as the machine sees it (`expand_path`), None when unset."""
+    return expand_path(image_root) if image_root else None
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+KEY_LENGTH = 60
+
+
+def slug(text: str, limit: int = KEY_LENGTH) -> str:
+    """`text` as a safe file or folder name that keeps names apart: runs of other characters become `_`; a name with
+    non-ASCII characters, or one cut at `limit` characters, also gets 8 hex digits of its sha256, so names that
+    differ only in those characters (task folders named in Chinese, two long names with one beginning) never share
+    a key. A plain ASCII name keeps the spelling it always had.
+
+    >>> slug("open the drawer/ep 3"), slug("抽屉") != slug("柜子"), len(slug("x" * 100))
+    ('open_the_drawer_ep_3', True, 60)
+    """
+    safe = _UNSAFE.sub("_", text).strip("_")
+    if safe.isascii() and text.isascii() and len(safe) <= limit and safe:
+        return safe
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{safe[: limit - 9].strip('_')}-{digest}".lstrip("-")
 
 
 @contextmanager

@@ -87,7 +87,7 @@ class _Content:
 def build_prompt(sample: Sample, mode: str, image_root: str | Path | None = None, hints: str | None = None) -> Prompt:
     """The chat prompt for one sample in `direct` or `two-stage` mode.
 
-    `hints`: one line of retrieval hints (`progresslm.nano.hints`) put between the observation and
+    `hints`: one line of retrieval hints (`progresslm.matcher.hints`) put between the observation and
     the question; None (the paper's protocol) leaves the prompt exactly as without the option."""
     if mode not in SYSTEM:
         raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")

@@ -14,11 +14,11 @@ pytestmark = pytest.mark.skipif(simulator_problem() is not None, reason=f"no sim
 
 def test_sim_videos_build_the_simulators_labels(tmp_path):
     from progresslm.bench.format import format_percent
+    from progresslm.bench.sampling import sample_frames
     from progresslm.cli.main import main
     from progresslm.data.build import DataBuildConfig, build
     from progresslm.sim.export import export_videos
     from progresslm.sim.rollout import progress_labels, rollout
-    from progresslm.sim.samples import sample_frames
 
     videos = tmp_path / "videos"
     sidecars = export_videos(["drawer-open-v3", "button-press-topdown-v3"], 2, videos, size=64)

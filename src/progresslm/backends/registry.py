@@ -15,8 +15,8 @@ BACKENDS: dict[str, str] = {
     "random": "progresslm.backends.baselines:RandomBackend",
     "pixel-nn": "progresslm.backends.pixel_nn:PixelNNBackend",
     "retrieval": "progresslm.backends.retrieval:RetrievalBackend",
-    "matcher": "progresslm.backends.matcher:MatcherBackend",
-    "nano": "progresslm.backends.nano:NanoBackend",
+    "matcher": "progresslm.matcher.backend_matcher:MatcherBackend",
+    "nano": "progresslm.nano.backend_nano:NanoBackend",
 }
 
 

@@ -11,14 +11,13 @@ object). Labels are exact: progress is linear in time between key-step ends.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from progresslm.bench.format import format_percent
-from progresslm.io import write_text_atomic
+from progresslm.io import data_home, write_text_atomic
 
 SIZE = 112  # a multiple of 28, as Qwen2.5-VL's processor wants
 COLOURS = {"red": (200, 40, 40), "blue": (40, 70, 210), "yellow": (225, 200, 40), "purple": (140, 50, 170)}
@@ -120,8 +119,7 @@ class ExampleBench:
 
 
 def default_example_dir() -> Path:
-    base = Path(os.environ.get("PROGRESSLM_HOME", Path.home() / ".cache" / "progresslm"))
-    return base / f"example-v{VERSION}"
+    return data_home() / f"example-v{VERSION}"
 
 
 def _record(traj_id, goal, demo_key, demo, total, obs, closest, progress, delta=None, extra=None) -> dict:

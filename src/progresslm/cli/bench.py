@@ -154,10 +154,10 @@ def run_fetch_official(args: argparse.Namespace) -> int:
 
     from progresslm.data.hf import HFDataError
     from progresslm.data.release import fetch_official
-    from progresslm.sim.build import default_data_dir
+    from progresslm.io import data_home
 
     try:
-        release = fetch_official(args.out or default_data_dir() / "official", args.revision, args.include)
+        release = fetch_official(args.out or data_home() / "official", args.revision, args.include)
     except HFDataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from progresslm.engines import ENGINES
+from progresslm.builder.engines import ENGINES
 
 SOURCE_HELP = ("lerobot:DIR (or a Hub dataset id), videos:DIR, frames:DIR or hdf5:FILE; a bare path is recognised "
                "by what it holds")
@@ -80,10 +80,10 @@ def add_parser(subparsers) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from progresslm.builder.engines import EngineError, JobError
     from progresslm.data.build import DataBuildConfig, DataBuildError, build
     from progresslm.data.episodes import EpisodeSourceError
     from progresslm.data.video import VideoError
-    from progresslm.engines import EngineError, JobError
 
     command = "progresslm " + " ".join(sys.argv[1:]) if sys.argv and "data" in sys.argv else "progresslm data build"
     try:

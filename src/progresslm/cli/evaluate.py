@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from progresslm.backends.registry import BACKENDS, DEFAULT_BACKEND
-from progresslm.cli.options import OptionError, add_backend_options, backend_options, slug
+from progresslm.cli.options import OptionError, add_backend_options, backend_options
+from progresslm.io import slug
 from progresslm.prompts import MODES
 
 log = logging.getLogger("progresslm")

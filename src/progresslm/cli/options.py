@@ -4,7 +4,6 @@ and defaulted the same in `eval`, `watch` and `serve`), and safe names for defau
 from __future__ import annotations
 
 import argparse
-import re
 
 from progresslm.backends.base import BackendOptions
 
@@ -115,6 +114,3 @@ def backend_options(args: argparse.Namespace) -> BackendOptions:
         values["model"] = calibration
     return BackendOptions(**values)
 
-def slug(text: str) -> str:
-    """`text` as a safe file or folder name (at most 60 characters)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60]

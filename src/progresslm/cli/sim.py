@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from progresslm.engines import ENGINES
+from progresslm.builder.engines import ENGINES
 
 
 def add_parser(subparsers) -> None:
@@ -58,7 +58,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from progresslm.engines import EngineError, JobError
+    from progresslm.builder.engines import EngineError, JobError
     from progresslm.sim.build import SimBuildConfig, SimBuildError, build
     from progresslm.sim.render import RenderError
 

@@ -62,7 +62,7 @@ def add_parsers(commands) -> None:
 
 
 def parse_taps(text: str):
-    from progresslm.nano.encoders import Tap
+    from progresslm.matcher.encoders import Tap
 
     taps = []
     for part in text.split(","):
@@ -76,8 +76,8 @@ def parse_taps(text: str):
 
 def run_matcher(args: argparse.Namespace) -> int:
     from progresslm.bench.format import BenchFormatError
-    from progresslm.nano.encoders import EncoderError, ImageSpec
-    from progresslm.nano.train_matcher import MatcherTrainConfig, MatcherTrainError, train_folds, train_matcher
+    from progresslm.matcher.encoders import EncoderError, ImageSpec
+    from progresslm.matcher.training_matcher import MatcherTrainConfig, MatcherTrainError, train_folds, train_matcher
 
     try:
         if args.folds < 0 or args.folds == 1:
@@ -101,8 +101,9 @@ def run_matcher(args: argparse.Namespace) -> int:
 
 
 def run_nano_init(args: argparse.Namespace) -> int:
-    from progresslm.nano.vlm import build_nano_vlm, nano_settings
+    from progresslm.nano.modeling_nano import build_nano_vlm
     from progresslm.train.config import RecipeError
+    from progresslm.train.tiny_model import nano_settings
 
     try:
         settings = nano_settings(args.config)

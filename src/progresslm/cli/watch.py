@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from progresslm.backends.registry import BACKENDS, DEFAULT_BACKEND
-from progresslm.cli.options import OptionError, add_backend_options, backend_options, slug
+from progresslm.cli.options import OptionError, add_backend_options, backend_options
+from progresslm.io import slug
 from progresslm.online.drawing import DrawingError
 from progresslm.online.sources import DIR_FPS, VIDEO_FPS, SourceError, clip, episode_source, image_files, open_source
 from progresslm.online.watching import WatchError

@@ -8,27 +8,25 @@ at each step end, or a file of step end times) or are spaced uniformly; progress
 demonstration (same camera: same-view; another camera: cross-view); text samples need step descriptions;
 unanswerable samples pair the observation with another task's demonstration or steps. Episodes are split into
 bench / sft / rl by task or by episode, seeded. Episodes are built in this process, over local processes or on a Ray
-cluster (progresslm.engines); every finished episode is saved under OUT/units/, so a killed build resumes."""
+cluster (progresslm.builder.engines); every finished episode is saved under OUT/units/, so a killed build resumes."""
 
 from __future__ import annotations
 
 import csv
 import json
 import logging
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from progresslm.bench.card import FILE_STEMS, SPLITS
-from progresslm.bench.format import format_percent
+from progresslm.bench.sampling import derive_seed, labelled_row, sample_frames
+from progresslm.builder.card import FILE_STEMS, SPLITS
+from progresslm.builder.engines import engine_problem
 from progresslm.data.episodes import Episode, EpisodeSourceError, KeyStep, parse_keysteps
 from progresslm.data.sources import open_episodes, select
-from progresslm.engines import engine_problem
-from progresslm.io import write_text_atomic
-from progresslm.sim.samples import anchors, derive_seed, sample_frames
+from progresslm.io import slug, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +54,7 @@ class DataBuildConfig:
     fps: float | None = None  # frame folders / HDF5 without a stated rate
     task: str | None = None  # HDF5 task text
     workers: int = 1  # local processes (1: this one), or the CPUs of a local Ray instance
-    engine: str = "local"  # local | ray (progresslm.engines)
+    engine: str = "local"  # local | ray (progresslm.builder.engines)
     ray_address: str | None = None  # a Ray cluster's head (HOST:6379); None: $RAY_ADDRESS, else a local instance
     command: str | None = None
 
@@ -222,10 +220,6 @@ def assign(episodes: list[Episode], config: DataBuildConfig) -> dict[str, list[E
     return out
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
-
-
 @dataclass
 class Unit:
     """One observation episode with its demonstration episode, another task's episode, and cameras."""
@@ -238,7 +232,7 @@ class Unit:
     cross_camera: str | None
 
     def key(self, episodes: list[Episode]) -> str:
-        return f"{self.split}/{_slug(episodes[self.obs].id)}"
+        return f"{self.split}/{slug(episodes[self.obs].id)}"
 
 
 def plan_units(splits: dict[str, list[Episode]], all_episodes: list[Episode], config: DataBuildConfig,
@@ -301,65 +295,52 @@ def build_unit(unit: Unit, episodes: list[Episode], plans: dict[int, Plan], root
         log.warning("episodes %s and %s have %d and %d key steps: not paired", obs.id, demo.id, obs_plan.steps,
                     demo_plan.steps)
         return rows
-    trajectory = f"{obs.source}/{_slug(obs.id)}"
+    trajectory = f"{obs.source}/{slug(obs.id)}"
     folder = root / trajectory
     rng = np.random.default_rng(derive_seed(config.seed, "data-unit", obs.id))
     T = obs_plan.steps
     frames = sample_frames(obs_plan.key_frames, config.per_interval)
-    obs_names = [f"{_slug(unit.obs_camera)}_{f:05d}.jpg" for f in frames]
+    obs_names = [f"{slug(unit.obs_camera)}_{f:05d}.jpg" for f in frames]
     _save(obs.read(unit.obs_camera, frames), obs_names, folder, config)
     demo_names = {}
     for camera in filter(None, (unit.obs_camera, unit.cross_camera)):
-        demo_names[camera] = [f"demo/{_slug(camera)}_{f:05d}.jpg" for f in demo_plan.key_frames]
+        demo_names[camera] = [f"demo/{slug(camera)}_{f:05d}.jpg" for f in demo_plan.key_frames]
         _save(demo.read(camera, demo_plan.key_frames), demo_names[camera], folder, config)
     made = {"source": obs.source, "task": obs.task, "episode": obs.id, "demo_episode": demo.id}
 
-    def row(goal, demo_key, demo_value, image, closest, progress, delta, steps, extra) -> dict:
-        record = {"id": trajectory, "task_goal": goal, demo_key: demo_value, "total_steps": steps,
-                  "stage_to_estimate": [image] if demo_key == "visual_demo" else image,
-                  "closest_idx": closest, "progress_score": progress}
-        if demo_key == "visual_demo":
-            record["delta"] = delta
-        record["data_source"] = "progresslm_data"
-        record.update(extra)
-        return record
+    def row(goal, demo_value, image, progress, steps, extra, text=False, cameras=(None, None)) -> dict:
+        return labelled_row(trajectory, goal, demo_value, steps, image, progress, text=text,
+                            data_source="progresslm_data", demo_camera=cameras[0], observation_camera=cameras[1],
+                            extra=extra)
 
     for f, name in zip(frames, obs_names):
         p = obs_plan.progress(f)
-        closest_visual, closest_text, delta = anchors(p, T)
         info = dict(made, obs_frame=f, obs_time=round(obs.time(f), 4), obs_camera=unit.obs_camera)
         rows["visual_same_view"].append(row(
-            obs.task, "visual_demo", demo_names[unit.obs_camera], name, closest_visual, format_percent(p),
-            format_percent(delta, signed=True), T, {"episode": dict(info, demo_camera=unit.obs_camera)}))
+            obs.task, demo_names[unit.obs_camera], name, p, T, {"episode": dict(info, demo_camera=unit.obs_camera)}))
         if unit.cross_camera:
             rows["visual_cross_view"].append(row(
-                obs.task, "visual_demo", demo_names[unit.cross_camera], name, closest_visual, format_percent(p),
-                format_percent(delta, signed=True), T,
-                {"camera_combination": f"{unit.cross_camera}+{unit.obs_camera}",
-                 "episode": dict(info, demo_camera=unit.cross_camera)}))
+                obs.task, demo_names[unit.cross_camera], name, p, T,
+                {"episode": dict(info, demo_camera=unit.cross_camera)}, cameras=(unit.cross_camera, unit.obs_camera)))
         if demo_plan.texts:
-            rows["text-normal"].append(row(
-                obs.task, "text_demo", demo_plan.texts, name, closest_text, format_percent(p), None, T,
-                {"episode": info}))
+            rows["text-normal"].append(row(obs.task, demo_plan.texts, name, p, T, {"episode": info}, text=True))
     if unit.other is not None:
         other, other_plan = episodes[unit.other], plans[unit.other]
         chosen = sorted(rng.choice(len(frames), size=min(UNANSWERABLE_PER_EPISODE, len(frames)), replace=False))
         camera = unit.obs_camera if unit.obs_camera in other.cameras else other.cameras[0]
-        names = [f"demo_other/{_slug(camera)}_{f:05d}.jpg" for f in other_plan.key_frames]
+        names = [f"demo_other/{slug(camera)}_{f:05d}.jpg" for f in other_plan.key_frames]
         _save(other.read(camera, other_plan.key_frames), names, folder, config)
         for i in chosen:
             info = dict(made, obs_frame=frames[i], obs_camera=unit.obs_camera, demo_camera=camera,
                         unanswerable="other_task", demo_task=other.task, demo_episode=other.id)
             rows["visual-unanswerable"].append(row(
-                other.task, "visual_demo", names, obs_names[i], "n/a", "n/a", "n/a", other_plan.steps,
-                {"episode": info}))
+                other.task, names, obs_names[i], None, other_plan.steps, {"episode": info}))
         if other_plan.texts:
             for i in chosen:
                 info = dict(made, obs_frame=frames[i], obs_camera=unit.obs_camera, unanswerable="other_task",
                             demo_task=other.task, demo_episode=other.id)
                 rows["text-unanswerable"].append(row(
-                    other.task, "text_demo", other_plan.texts, obs_names[i], "n/a", "n/a", None, other_plan.steps,
-                    {"episode": info}))
+                    other.task, other_plan.texts, obs_names[i], None, other_plan.steps, {"episode": info}, text=True))
     return rows
 
 
@@ -403,7 +384,7 @@ def _run_units(units: list[Unit], paths: list[Path], episodes: list[Episode], pl
 
     from tqdm.auto import tqdm
 
-    from progresslm.engines import run_jobs
+    from progresslm.builder.engines import run_jobs
 
     root = str(Path(config.out) / "images")
     jobs = [UnitJob(config, u, {i: plans[i] for i in (u.obs, u.demo, u.other) if i is not None}, root) for u in units]
@@ -437,7 +418,7 @@ class DataBuildOutcome:
 
 def build(config: DataBuildConfig, progress: bool = True) -> DataBuildOutcome:
     """Build (or resume) the benchmark described by `config`."""
-    from progresslm.bench.card import write_card, write_splits
+    from progresslm.builder.card import write_card, write_splits
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)

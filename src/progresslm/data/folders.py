@@ -20,22 +20,16 @@ import json
 from pathlib import Path
 
 from progresslm.data.episodes import VIDEO_SUFFIXES, Episode, EpisodeSourceError, parse_keysteps
-from progresslm.images import IMAGE_SUFFIXES
+from progresslm.images import IMAGE_SUFFIXES, list_images, natural_key
 
 FRAMES_FPS = 10.0  # frame rate assumed for frame folders that state none
-
-
-def _natural(name: str) -> tuple:
-    from progresslm.online.sources import natural_key
-
-    return natural_key(name)
 
 
 def _task_folders(root: Path) -> list[Path]:
     """DIR itself when it holds episodes directly, else its sub-folders that do, in natural order."""
     if not root.is_dir():
         raise EpisodeSourceError(f"{root} is not a folder")
-    subs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: _natural(p.name))
+    subs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
     direct = any(p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES for p in root.iterdir())
     return [root] if direct or not subs else subs
 
@@ -116,7 +110,7 @@ def open_videos(root: Path, **ignored) -> list[Episode]:
     episodes: list[Episode] = []
     for folder in _task_folders(root):
         groups: dict[str, dict[str, Path]] = {}
-        for path in sorted(folder.iterdir(), key=lambda p: _natural(p.name)):
+        for path in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
             if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
                 stem, camera = _camera_of(path.stem)
                 groups.setdefault(stem, {})[camera] = path
@@ -130,23 +124,18 @@ def open_videos(root: Path, **ignored) -> list[Episode]:
     return episodes
 
 
-def _frame_files(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-                  key=lambda p: _natural(p.name))  # fmt: skip
-
-
 def open_frames(root: Path, fps: float | None = None, **ignored) -> list[Episode]:
     """One episode per folder of frames under `root` (camera sub-folders for several cameras)."""
     from progresslm.online.sources import SourceError, read_frame
 
     episodes: list[Episode] = []
-    folders = [root] if any(p.is_dir() and _frame_files(p) for p in root.iterdir()) else _task_folders(root)
+    folders = [root] if any(p.is_dir() and list_images(p) for p in root.iterdir()) else _task_folders(root)
     for folder in folders:
         task = _task_text(folder)
-        for episode_dir in sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: _natural(p.name)):
-            own = _frame_files(episode_dir)
+        for episode_dir in sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
+            own = list_images(episode_dir)
             cameras = {"frames": own} if own else {
-                p.name: _frame_files(p) for p in sorted(episode_dir.iterdir()) if p.is_dir() and _frame_files(p)
+                p.name: list_images(p) for p in sorted(episode_dir.iterdir()) if p.is_dir() and list_images(p)
             }
             if not cameras:
                 continue

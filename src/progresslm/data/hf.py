@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
-from progresslm.bench.card import FILE_STEMS
 from progresslm.bench.format import KNOWN_FIELDS, read_official, sample_to_record
+from progresslm.builder.card import FILE_STEMS
 from progresslm.io import write_text_atomic
 from progresslm.types import Modality
 
@@ -552,9 +552,9 @@ def materialize(location: str, out_dir: str | Path | None = None, split: str | N
         raise HFDataError(f"{location} (split {split}) is not a progresslm export: columns {', '.join(lacking)} are "
                           f"missing (it has: {', '.join(columns)})")
     if out_dir is None:
-        from progresslm.sim.build import default_data_dir
+        from progresslm.io import data_home
 
-        out_dir = default_data_dir() / "hf" / _cache_name(location, split)
+        out_dir = data_home() / "hf" / _cache_name(location, split)
     out_dir = Path(out_dir)
     marker = out_dir / MARKER
     source = {"location": location, "split": split, "fingerprint": fingerprint}

@@ -15,7 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from progresslm.nano import MATCHER_DIR, VLM_DIR
+from progresslm.matcher import MATCHER_DIR
+from progresslm.nano import VLM_DIR
 
 KEEP = ("README.md",)
 

@@ -185,7 +185,7 @@ class ProgressScorer:
         source = hints if hints is not None else getattr(self.backend, "default_hints", None)
         if source in (None, "none"):
             return None
-        from progresslm.nano.hints import HintError, HintProvider, check_source
+        from progresslm.matcher.hints import HintError, HintProvider, check_source
 
         try:
             check_source(source)

@@ -7,12 +7,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from progresslm.images import IMAGE_SUFFIXES
+from progresslm.images import IMAGE_SUFFIXES, list_images
 
 log = logging.getLogger(__name__)
 
@@ -25,20 +24,11 @@ VIDEO_FPS = 2.0  # default sampling rate of a video: a VLM call per frame makes 
 
 DIR_FPS = 1.0  # default rate at which a folder's frames were taken, for their timestamps
 
-def natural_key(name: str) -> tuple:
-    """Sort key that orders digit runs by value.
-
-    >>> sorted(["f10.png", "f2.png", "F1.png"], key=natural_key)
-    ['F1.png', 'f2.png', 'f10.png']
-    """
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", name))
-
 def image_files(folder: Path, what: str) -> list[Path]:
     """The image files of `folder`, in natural name order; an error when there are none."""
     if not folder.is_dir():
         raise SourceError(f"{what}: {folder} is not a folder")
-    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-                   key=lambda p: natural_key(p.name))  # fmt: skip
+    files = list_images(folder)
     if not files:
         raise SourceError(f"{what}: {folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     return files

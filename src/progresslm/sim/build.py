@@ -2,7 +2,7 @@
 
 Tasks are split into `bench`, `sft` and `rl` with disjoint task sets (deterministic from the seed),
 each task contributes episodes ("units"), and units are built in parallel over a process pool
-or a Ray cluster (progresslm.engines). Every finished unit is saved at once under `OUT/units/`,
+or a Ray cluster (progresslm.builder.engines). Every finished unit is saved at once under `OUT/units/`,
 so a killed build resumes where it stopped, with either engine; the split files, the dataset
 card and the contact sheet are assembled at the end.
 """
@@ -12,17 +12,17 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from progresslm.bench.card import FILE_STEMS, SPLITS
-from progresslm.engines import engine_problem
-from progresslm.io import write_text_atomic
-from progresslm.sim.samples import Unit, build_unit, derive_seed, unit_to_json
+from progresslm.bench.sampling import derive_seed
+from progresslm.builder.card import FILE_STEMS, SPLITS
+from progresslm.builder.engines import engine_problem
+from progresslm.io import data_home, write_text_atomic
+from progresslm.sim.samples import Unit, build_unit, unit_to_json
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class SimBuildConfig:
     level: str = "default"  # scene randomisation between demo and observation episodes
     same_episode: bool = False  # demo and observation from one episode (as the authors' same-view samples)
     workers: int = 2  # local processes, or the CPUs of a local Ray instance
-    engine: str = "local"  # local | ray (progresslm.engines)
+    engine: str = "local"  # local | ray (progresslm.builder.engines)
     ray_address: str | None = None  # a Ray cluster's head (HOST:6379); None: $RAY_ADDRESS, else a local instance
     episodes: dict[str, int] | None = None  # override the preset's episodes per task per split
     per_interval: int | None = None  # observations inside each key-step interval (default: the preset's)
@@ -160,10 +160,6 @@ def plan_units(config: SimBuildConfig, splits: dict[str, list[str]]) -> list[Uni
     return units
 
 
-def default_data_dir() -> Path:
-    return Path(os.environ.get("PROGRESSLM_HOME", Path.home() / ".cache" / "progresslm"))
-
-
 @dataclass
 class BuildOutcome:
     out: Path
@@ -212,7 +208,7 @@ def build(config: SimBuildConfig, progress: bool = True) -> BuildOutcome:
     """Build (or resume, or reuse) the dataset described by `config`."""
     from progresslm.sim.tasks import list_tasks
 
-    out = Path(config.out) if config.out else default_data_dir() / f"sim-{config.preset}-s{config.seed}-v{FORMAT_VERSION}"
+    out = Path(config.out) if config.out else data_home() / f"sim-{config.preset}-s{config.seed}-v{FORMAT_VERSION}"
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "build.json"
     identity = config.identity()
@@ -249,7 +245,7 @@ def _run_units(todo: list[Unit], out: Path, config: SimBuildConfig, progress: bo
 
     from tqdm.auto import tqdm
 
-    from progresslm.engines import run_jobs
+    from progresslm.builder.engines import run_jobs
 
     bar = tqdm(total=total, initial=total - len(todo), desc="sim build", unit="episode", disable=not progress)
     jobs = [(unit, str(out / "images")) for unit in todo]
@@ -275,7 +271,7 @@ def _close_pool() -> None:
 
 def assemble(out: Path, units: list[Unit], splits: dict[str, list[str]], config: SimBuildConfig) -> BuildOutcome:
     """Split files from the unit files, then the dataset card and contact sheet."""
-    from progresslm.bench.card import write_card, write_splits
+    from progresslm.builder.card import write_card, write_splits
 
     rows: dict[str, dict[str, list[dict]]] = {s: {stem: [] for stem in FILE_STEMS} for s in SPLITS}
     success: dict[str, dict[str, int]] = {}
@@ -336,7 +332,7 @@ def simulator_problem() -> str | None:
 def small_bench_ready() -> bool:
     """Whether the small preset is built already (then no simulator is needed to use it)."""
     config = SimBuildConfig(preset="small")
-    return (default_data_dir() / f"sim-{config.preset}-s{config.seed}-v{FORMAT_VERSION}" / "DONE").exists()
+    return (data_home() / f"sim-{config.preset}-s{config.seed}-v{FORMAT_VERSION}" / "DONE").exists()
 
 
 def build_small_bench(progress: bool = True) -> BuildOutcome:

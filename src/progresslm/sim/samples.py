@@ -10,13 +10,12 @@ records how it was made under the key `sim`.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from progresslm.bench.format import format_percent
+from progresslm.bench.sampling import derive_seed, labelled_row, sample_frames
 
 # Things no Meta-World scene holds, for text that names an object the scene does not have.
 ABSENT_OBJECTS = ("banana", "teddy bear", "red apple", "coffee mug", "tennis ball", "toy car", "sponge", "screwdriver")
@@ -57,35 +56,6 @@ class UnitResult:
     frames_rendered: int = 0
     invisible_edits: dict[str, int] = field(default_factory=dict)  # edit kind -> edits no frame showed
     error: str | None = None
-
-
-def derive_seed(*parts: object) -> int:
-    """A stable 31-bit seed from any parts (a unit's seeds do not depend on build order)."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-def sample_frames(key_frames: list[int], per_interval: int) -> list[int]:
-    """The key frames plus `per_interval` evenly spaced frames inside each interval.
-
-    >>> sample_frames([0, 10, 16], 2)
-    [0, 3, 7, 10, 12, 14, 16]
-    """
-    frames = set(key_frames)
-    for a, b in zip(key_frames, key_frames[1:]):
-        for i in range(1, per_interval + 1):
-            frames.add(int(round(a + (b - a) * i / (per_interval + 1))))
-    return sorted(frames)
-
-
-def anchors(progress: float, total_steps: int) -> tuple[int, int, float]:
-    """(visual closest_idx over T+1 keyframes, text closest_idx over T steps, delta from the visual anchor).
-
-    >>> anchors(0.45, 4)
-    (3, 2, -0.05)
-    """
-    nearest = int(round(progress * total_steps))
-    return nearest + 1, max(nearest, 1), round(progress - nearest / total_steps, 6)
 
 
 ROLES = {"demo": 0, "obs": 1, "other": 2}
@@ -282,33 +252,23 @@ def build_unit(unit: Unit, images_root: Path, pool=None) -> UnitResult:
         for stem in ("visual_same_view", "visual_cross_view", "text-normal", "visual-unanswerable", "text-unanswerable"):
             rows[stem] = []
 
-        def row(goal, demo_key, demo, obs, closest, progress, delta, extra) -> dict:
-            steps = len(demo) - 1 if demo_key == "visual_demo" else len(demo)  # another task's demo has its own T
-            record = {"id": unit.trajectory_id, "task_goal": goal, demo_key: demo, "total_steps": steps,
-                      "stage_to_estimate": [obs] if demo_key == "visual_demo" else obs,
-                      "closest_idx": closest, "progress_score": progress}
-            if demo_key == "visual_demo":
-                record["delta"] = delta
-            record["data_source"] = "progresslm_sim"
-            record.update(extra)
-            return record
+        def row(goal, demo, obs, progress, extra, text=False, steps=T, cameras=(None, None)) -> dict:
+            return labelled_row(unit.trajectory_id, goal, demo, steps, obs, progress, text=text,
+                                data_source="progresslm_sim", demo_camera=cameras[0], observation_camera=cameras[1],
+                                extra=extra)
 
         for f in frames:
             p = float(labels[f])
-            closest_visual, closest_text, delta = anchors(p, T)
             obs = f"{obs_camera}_{f:04d}.jpg"
             sim = dict(made, obs_frame=f)
             rows["visual_same_view"].append(row(
-                spec.goal, "visual_demo", demo_names[obs_camera], obs, closest_visual, format_percent(p),
-                format_percent(delta, signed=True), {"sim": dict(sim, demo_camera=obs_camera, obs_camera=obs_camera)}))
+                spec.goal, demo_names[obs_camera], obs, p, {"sim": dict(sim, demo_camera=obs_camera, obs_camera=obs_camera)}))
             rows["visual_cross_view"].append(row(
-                spec.goal, "visual_demo", demo_names[demo_camera_cross], obs, closest_visual, format_percent(p),
-                format_percent(delta, signed=True),
-                {"camera_combination": f"{demo_camera_cross}+{obs_camera}",
-                 "sim": dict(sim, demo_camera=demo_camera_cross, obs_camera=obs_camera)}))
+                spec.goal, demo_names[demo_camera_cross], obs, p,
+                {"sim": dict(sim, demo_camera=demo_camera_cross, obs_camera=obs_camera)},
+                cameras=(demo_camera_cross, obs_camera)))
             rows["text-normal"].append(row(
-                spec.goal, "text_demo", spec.step_descriptions, obs, closest_text, format_percent(p), None,
-                {"sim": dict(sim, obs_camera=obs_camera)}))
+                spec.goal, spec.step_descriptions, obs, p, {"sim": dict(sim, obs_camera=obs_camera)}, text=True))
 
         # (a) the observation re-rendered with the object edited; the demonstration as it was
         inner = [f for f in frames if 0 < f < obs_ep.key_frames[-1]]
@@ -329,15 +289,16 @@ def build_unit(unit: Unit, images_root: Path, pool=None) -> UnitResult:
             name = f"{obs_camera}_{f:04d}_edit.jpg"
             obs_scene.write(pixels, name)
             rows["visual-unanswerable"].append(row(
-                spec.goal, "visual_demo", demo_names[obs_camera], name, "n/a", "n/a", "n/a",
+                spec.goal, demo_names[obs_camera], name, None,
                 {"sim": dict(made, obs_frame=f, obs_camera=obs_camera, demo_camera=obs_camera,
                              unanswerable="edit_" + kind, edit=record)}))
         # (c) another task's demonstration with this task's observation
         for f in sorted(rng.choice(frames, size=min(2, len(frames)), replace=False).tolist()):
             rows["visual-unanswerable"].append(row(
-                other.goal, "visual_demo", other_names, f"{obs_camera}_{f:04d}.jpg", "n/a", "n/a", "n/a",
+                other.goal, other_names, f"{obs_camera}_{f:04d}.jpg", None,
                 {"sim": dict(made, obs_frame=f, obs_camera=obs_camera, demo_camera=obs_camera,
-                             unanswerable="other_task", demo_task=other.name, demo_seed=other_ep.seed)}))
+                             unanswerable="other_task", demo_task=other.name, demo_seed=other_ep.seed)},
+                steps=len(other_names) - 1))
         # (b) text naming an object the scene does not have, (c) another task's steps
         for j, f in enumerate(frames[::2]):
             obs = f"{obs_camera}_{f:04d}.jpg"
@@ -350,7 +311,7 @@ def build_unit(unit: Unit, images_root: Path, pool=None) -> UnitResult:
                 goal, steps = other.goal, other.step_descriptions
                 how = {"unanswerable": "other_task", "demo_task": other.name}
             rows["text-unanswerable"].append(row(
-                goal, "text_demo", steps, obs, "n/a", "n/a", None, {"sim": dict(made, obs_frame=f, **how)}))
+                goal, steps, obs, None, {"sim": dict(made, obs_frame=f, **how)}, text=True, steps=len(steps)))
     finally:
         for scene in {id(s): s for s in scenes}.values():
             scene.close()

@@ -56,7 +56,7 @@ class DataSettings:
     demo_cuts: float = 0.0  # the demo cut after an earlier step (new anchor and rescaled score)
     swap_negatives: float = 0.0  # another task's goal and demo, labelled N/A
     self_demos: float = 0.0  # same-view visual samples whose demo is their own episode's key frames
-    # Retrieval hints in every prompt (progresslm.nano.hints), as evaluation's --hints gives them:
+    # Retrieval hints in every prompt (progresslm.matcher.hints), as evaluation's --hints gives them:
     hints: str | None = None  # null: none (the paper's prompts); "matcher"
     hints_model: str | None = None  # matcher folder (cross-fitted when it has folds); null: the shipped matcher
 
@@ -334,11 +334,6 @@ def _shown(path: str) -> str:
     """A recipe path for an error message, with what it expands to when that differs."""
     expanded = expand_path(path)
     return path if expanded == path else f"{path} (= {expanded})"
-
-
-def image_root_path(image_root: str | None) -> str | None:
-    """`data.image_root` as the machine sees it (`expand_path`), None when unset."""
-    return expand_path(image_root) if image_root else None
 
 
 def validate(recipe: _Recipe, source: _Origin | str = "<recipe>") -> None:

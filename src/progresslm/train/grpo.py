@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from progresslm.io import expand_files
-from progresslm.train.config import GRPORecipe, image_root_path, reward_config, save_recipe
+from progresslm.io import expand_files, image_root_path
+from progresslm.train.config import GRPORecipe, reward_config, save_recipe
 from progresslm.train.trainer import (
     LOG_FILE,
     TrainerRun,

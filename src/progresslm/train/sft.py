@@ -19,8 +19,8 @@ import logging
 import warnings
 from pathlib import Path
 
-from progresslm.io import expand_files
-from progresslm.train.config import RecipeError, SFTRecipe, image_root_path, save_recipe
+from progresslm.io import expand_files, image_root_path
+from progresslm.train.config import RecipeError, SFTRecipe, save_recipe
 from progresslm.train.trainer import (
     LOG_FILE,
     TrainerRun,

@@ -230,7 +230,7 @@ def prompt_hints(recipe: _Recipe, samples: list, image_root) -> dict[str, str] |
     data = recipe.data
     if data.hints in (None, "none"):
         return None
-    from progresslm.nano.hints import HintError, HintProvider
+    from progresslm.matcher.hints import HintError, HintProvider
 
     try:
         provider = HintProvider(expand_path(data.hints_model) if data.hints_model else None)

@@ -16,9 +16,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from progresslm.nano.encoders import ImageSpec, Tap  # noqa: E402
-from progresslm.nano.matcher import Matcher, MatcherConfig, MatcherError, _place  # noqa: E402
-from progresslm.nano.train_matcher import (  # noqa: E402
+from progresslm.matcher.encoders import ImageSpec, Tap  # noqa: E402
+from progresslm.matcher.modeling_matcher import Matcher, MatcherConfig, MatcherError, _place  # noqa: E402
+from progresslm.matcher.training_matcher import (  # noqa: E402
     MatcherTrainConfig,
     Pool,
     answer_pool,

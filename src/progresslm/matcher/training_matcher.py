@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from progresslm.nano.encoders import TEXT_DIM, FeatureStore, ImageEncoder, ImageSpec, TextEncoder
-from progresslm.nano.matcher import Matcher, MatcherConfig
+from progresslm.io import image_root_path
+from progresslm.matcher.encoders import TEXT_DIM, FeatureStore, ImageEncoder, ImageSpec, TextEncoder
+from progresslm.matcher.modeling_matcher import Matcher, MatcherConfig
 from progresslm.types import Modality, Prediction, Sample, Status, task_of
 
 log = logging.getLogger(__name__)
@@ -400,7 +401,6 @@ def train_matcher(config: MatcherTrainConfig, progress: bool = True) -> dict:
         log.info("%s: already trained with these settings; reusing it", config.out)
         return report
 
-    from progresslm.train.config import image_root_path
 
     out = Path(config.out)
     if config.steps < 1 or config.eval_every < 1 or config.batch_size < 8:
@@ -526,12 +526,12 @@ def _plain(config: MatcherTrainConfig) -> dict:
 
 def train_folds(config: MatcherTrainConfig, folds: int, progress: bool = True) -> list[dict]:
     """K matchers, each trained without 1/K of the training tasks (seeded split), saved as
-    OUT/folds/<k>; OUT/folds.json says which tasks each held out (`progresslm.nano.hints.HintProvider`).
+    OUT/folds/<k>; OUT/folds.json says which tasks each held out (`progresslm.matcher.hints.HintProvider`).
 
     Each fold repeats the main matcher's training (same settings and schedule) and takes each branch at the
     step the main matcher selected, without held-out checks of its own: they would cost most of the time, and
     a fold's only use is to write hints for the tasks it never saw."""
-    from progresslm.nano.hints import FOLDS_FILE
+    from progresslm.matcher.hints import FOLDS_FILE
 
     tasks = sorted({task_of(s) for s in load_pool_samples(config.train)})
     if len(tasks) < folds:

@@ -8,7 +8,7 @@ checkpoint (a new `make nano` run). Its replies are short two-stage answers, so 
 `NANO_MAX_NEW_TOKENS` unless `--max-new-tokens` says otherwise. The model name carries a digest of the
 weights (`progresslm-nano@1a2b3c4d`), so replies saved by one release are never reused for another.
 
-A demonstration is computed once (`progresslm.backends.demo_cache`): its keyframes' features, and for a request
+A demonstration is computed once (`progresslm.nano.demo_cache`): its keyframes' features, and for a request
 asked alone the KV cache of the prompt before the observation, are kept across requests, so frame after frame
 of one demonstration (`watch`, a `serve` session, a benchmark's trajectory) pays for the observation only.
 """
@@ -32,7 +32,8 @@ class NanoBackend(HFBackend):
     default_hints: ClassVar[str | None] = "matcher"
 
     def __init__(self, options: BackendOptions, mode: str):
-        from progresslm.nano.checkpoints import CheckpointError, vlm_dir
+        from progresslm.checkpoints import CheckpointError
+        from progresslm.nano import vlm_dir
 
         changes = {}
         if not options.model:
@@ -43,7 +44,7 @@ class NanoBackend(HFBackend):
         if options.max_new_tokens == DEFAULT_MAX_NEW_TOKENS:
             changes["max_new_tokens"] = NANO_MAX_NEW_TOKENS
         super().__init__(dataclasses.replace(options, **changes), mode)
-        from progresslm.backends.demo_cache import DemoCache
+        from progresslm.nano.demo_cache import DemoCache
 
         # None for a checkpoint the cache does not fit (not a FastVLM): it is then asked like any hf model.
         self.demo_cache = None if DemoCache.unsupported(self.model, self.processor) else DemoCache(self.model, self.processor)
@@ -59,8 +60,8 @@ class NanoBackend(HFBackend):
 
     @property
     def model_name(self) -> str:
+        from progresslm.checkpoints import weights_id
         from progresslm.nano import VLM_DIR
-        from progresslm.nano.checkpoints import weights_id
 
         model = Path(self.options.model)
         if model.resolve() == VLM_DIR.resolve():

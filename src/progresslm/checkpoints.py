@@ -1,4 +1,4 @@
-"""The shipped checkpoints: where they are, and a digest that names their weights.
+"""Shipped checkpoints: a clear error when one is missing, and a digest that names their weights.
 
 A run's identity carries the digest (`progresslm-matcher@1a2b3c4d`), so replies saved with one
 release of a model are never reused for another.
@@ -9,8 +9,6 @@ from __future__ import annotations
 import functools
 import hashlib
 from pathlib import Path
-
-from progresslm.nano import MATCHER_DIR, VLM_DIR
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -27,14 +25,6 @@ def shipped(folder: Path, what: str) -> Path:
             "or train it with `make nano` and pass --model DIR"
         )
     return folder
-
-
-def matcher_dir() -> Path:
-    return shipped(MATCHER_DIR, "the matcher")
-
-
-def vlm_dir() -> Path:
-    return shipped(VLM_DIR, "ProgressLM-nano")
 
 
 @functools.cache

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from progresslm.io import atomic_path
-from progresslm.nano.encoders import TEXT_DIM, ImageSpec, Tap
+from progresslm.matcher.encoders import TEXT_DIM, ImageSpec, Tap
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -125,7 +125,7 @@ def _build(config: MatcherConfig):
             self.task_proj = _projection(config.global_dim or dim, config.task_dim, config.dropout)
             self.task_log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
             self.log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
-            from progresslm.nano.encoders import STAGE_CHANNELS
+            from progresslm.matcher.encoders import STAGE_CHANNELS
 
             tap = config.na_tap
             if tap is not None:

