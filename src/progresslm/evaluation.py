@@ -540,3 +540,17 @@ def finish(
 def _write_json(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
+
+CARD_BASELINES = ("constant", "pixel-nn")  # what a dataset card measures a benchmark with
+
+
+def baseline_metrics(files: list[Path], image_root: Path, out: Path) -> dict[str, dict]:
+    """`constant` and `pixel-nn` on the benchmark split: what a model must beat."""
+    results = {}
+    for name in CARD_BASELINES:
+        config = EvalConfig(
+            bench=[str(p) for p in files], out=str(out / name), backend=name, image_root=str(image_root),
+            bootstrap=0, floors=False, plots=False, options=BackendOptions(value=50.0),
+        )
+        results[name] = evaluate(config, progress=False).metrics["splits"]
+    return results

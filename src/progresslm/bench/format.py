@@ -19,6 +19,8 @@ from pathlib import Path
 from progresslm.io import atomic_path
 from progresslm.types import Demo, Modality, Sample, View, camera_of
 
+# The five files of a release split, by axis (the authors' names, hyphens and underscores as they spell them).
+FILE_STEMS = ("visual_same_view", "visual_cross_view", "visual-unanswerable", "text-normal", "text-unanswerable")
 KNOWN_FIELDS = (
     "id",
     "task_goal",

@@ -9,16 +9,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from progresslm import evaluation
+from progresslm.bench.format import FILE_STEMS, load_bench
+from progresslm.io import write_text_atomic
+
 SPLITS = ("bench", "sft", "rl")
-FILE_STEMS = ("visual_same_view", "visual_cross_view", "visual-unanswerable", "text-normal", "text-unanswerable")
 PROVENANCE_KEYS = ("sim", "episode")
 AXES = ("visual_same_view", "visual_cross_view", "text", "visual_unanswerable", "text_unanswerable")
-BASELINES = ("constant", "pixel-nn")
 
 
 def write_splits(out: Path, rows: dict[str, dict[str, list[dict]]]) -> tuple[dict[str, list[Path]], dict[str, dict[str, int]]]:
     """OUT/<split>/<stem>.jsonl for every split that holds a row (atomic writes); (files, counts) per split."""
-    from progresslm.io import write_text_atomic
 
     files: dict[str, list[Path]] = {}
     counts: dict[str, dict[str, int]] = {}
@@ -41,21 +42,6 @@ def provenance(record: dict) -> dict:
     return next((record[k] for k in PROVENANCE_KEYS if isinstance(record.get(k), dict)), {})
 
 
-def baseline_metrics(files: list[Path], image_root: Path, out: Path) -> dict[str, dict]:
-    """`constant` and `pixel-nn` on the benchmark split: what a model must beat."""
-    from progresslm.backends.base import BackendOptions
-    from progresslm.evaluation import EvalConfig, evaluate
-
-    results = {}
-    for name in BASELINES:
-        config = EvalConfig(
-            bench=[str(p) for p in files], out=str(out / name), backend=name, image_root=str(image_root),
-            bootstrap=0, floors=False, plots=False, options=BackendOptions(value=50.0),
-        )
-        results[name] = evaluate(config, progress=False).metrics["splits"]
-    return results
-
-
 def _fmt(value) -> str:
     return "–" if value is None else f"{value:.1f}"
 
@@ -65,7 +51,6 @@ def _fmt2(value) -> str:
 
 
 def _axis_counts(files: list[Path]) -> dict[str, int]:
-    from progresslm.bench.format import load_bench
 
     counts = dict.fromkeys(AXES, 0)
     for sample in load_bench(files).samples:
@@ -80,7 +65,7 @@ def write_card(outcome, splits: dict[str, list[str]], settings: dict, title: str
     axis_counts = {split: _axis_counts(files) for split, files in outcome.files.items() if files}
     baselines = {}
     if outcome.files.get("bench"):
-        baselines = baseline_metrics(outcome.files["bench"], out / "images", out / "baselines")
+        baselines = evaluation.baseline_metrics(outcome.files["bench"], out / "images", out / "baselines")
     made: dict[str, int] = {}
     changed: dict[str, list[float]] = {}
     for _split, files in outcome.files.items():

@@ -21,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from progresslm.bench.format import FILE_STEMS
 from progresslm.bench.sampling import derive_seed, labelled_row, sample_frames
-from progresslm.builder.card import FILE_STEMS, SPLITS
+from progresslm.builder import core
+from progresslm.builder.card import SPLITS
 from progresslm.builder.engines import engine_problem
 from progresslm.data.episodes import Episode, EpisodeSourceError, KeyStep, parse_keysteps
 from progresslm.data.sources import open_episodes, select
-from progresslm.io import slug, write_text_atomic
+from progresslm.io import slug
 
 log = logging.getLogger(__name__)
 
@@ -377,30 +379,6 @@ def _build_job(job: UnitJob) -> dict[str, list[dict]]:
     return build_unit(job.unit, _open_source(job.config), job.plans, Path(job.root), job.config)
 
 
-def _run_units(units: list[Unit], paths: list[Path], episodes: list[Episode], plans: dict[int, Plan],
-               config: DataBuildConfig, progress: bool, total: int) -> None:
-    """Build the units with the configured engine, each saved to its path as it finishes."""
-    from contextlib import closing
-
-    from tqdm.auto import tqdm
-
-    from progresslm.builder.engines import run_jobs
-
-    root = str(Path(config.out) / "images")
-    jobs = [UnitJob(config, u, {i: plans[i] for i in (u.obs, u.demo, u.other) if i is not None}, root) for u in units]
-    names = [f"episode unit {u.key(episodes)} (source episode {episodes[u.obs].id})" for u in units]
-    bar = tqdm(total=total, initial=total - len(units), desc="data build", unit="episode", disable=not progress)
-    try:
-        with closing(run_jobs(_build_job, jobs, names, engine=config.engine, workers=config.workers,
-                              address=config.ray_address)) as finished:
-            for index, made in finished:
-                paths[index].parent.mkdir(parents=True, exist_ok=True)
-                write_text_atomic(paths[index], json.dumps(made))  # saved at once: a kill loses only units in flight
-                bar.update()
-    finally:
-        bar.close()
-
-
 @dataclass
 class DataBuildOutcome:
     out: Path
@@ -418,18 +396,9 @@ class DataBuildOutcome:
 
 def build(config: DataBuildConfig, progress: bool = True) -> DataBuildOutcome:
     """Build (or resume) the benchmark described by `config`."""
-    from progresslm.builder.card import write_card, write_splits
-
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = out / "build.json"
     identity = config.identity()
-    if manifest.exists():
-        previous = json.loads(manifest.read_text()).get("identity") or {}
-        if previous != identity:
-            changed = sorted(k for k in identity if previous.get(k) != identity[k])
-            raise DataBuildError(f"{out} holds a build with other settings ({', '.join(changed)}); "
-                                 "choose another --out or delete it")
+    core.open_build(out, identity, DataBuildError)
     episodes = _open_source(config, fresh=True)
     rule = keyframe_rule(config.keyframes)
     times = read_times_file(Path(rule[1]).expanduser()) if rule[0] == "times" else None
@@ -440,34 +409,43 @@ def build(config: DataBuildConfig, progress: bool = True) -> DataBuildOutcome:
     if not units:
         raise DataBuildError(f"{config.source}: no task has two episodes in one split, so no sample can pair an "
                              "observation with a demonstration from another episode" + (f" ({notes[0]})" if notes else ""))
-    write_text_atomic(manifest, json.dumps({"identity": identity, "command": config.command,
-                                            "splits": {s: sorted({e.task for e in es}) for s, es in splits.items()}}))
+    keys = [unit.key(episodes) for unit in units]
+    _check_keys(keys, units, episodes)
+    task_splits = {s: sorted({e.task for e in es}) for s, es in splits.items()}
+    core.write_manifest(out, {"identity": identity, "command": config.command, "splits": task_splits})
     start = time.perf_counter()
-    unit_paths = [out / "units" / f"{unit.key(episodes)}.json" for unit in units]
-    todo = [i for i, path in enumerate(unit_paths) if not path.exists()]
-    _run_units([units[i] for i in todo], [unit_paths[i] for i in todo], episodes, plans, config, progress,
-               len(units))
-    rows: dict[str, dict[str, list[dict]]] = {s: {stem: [] for stem in FILE_STEMS} for s in SPLITS}
-    for unit, path in zip(units, unit_paths):
-        for stem, records in json.loads(path.read_text()).items():
-            rows[unit.split][stem].extend(records)
-    built = len(todo)
-    files, counts = write_splits(out, rows)
-    text_missing = not any(p.texts for p in plans.values())
-    if text_missing:
+    unit_paths = [out / "units" / f"{key}.json" for key in keys]
+    images = out / "images"
+    todo = core.pending(unit_paths, images)
+    jobs = [UnitJob(config, units[i], {k: plans[k] for k in (units[i].obs, units[i].demo, units[i].other)
+                                       if k is not None}, str(images)) for i in todo]
+    names = [f"episode unit {keys[i]} (source episode {episodes[units[i].obs].id})" for i in todo]
+    core.run_units(_build_job, jobs, names, [unit_paths[i] for i in todo], images, engine=config.engine,
+                   workers=config.workers, address=config.ray_address, desc="data build", total=len(units),
+                   progress=progress)
+    rows, _ = core.rows_by_split(unit_paths, [u.split for u in units])
+    if not any(p.texts for p in plans.values()):
         notes.append("no step descriptions (annotations with text), so no text samples")
     if all(u.cross_camera is None for u in units):
         notes.append("one camera per episode, so no cross-view samples")
     if all(u.other is None for u in units):
         notes.append("one task per split, so no unanswerable samples (they pair an observation with another task)")
-    outcome = DataBuildOutcome(out, files, counts, episodes=len(episodes), notes=notes, built=built)
+    outcome = DataBuildOutcome(out, {}, {}, episodes=len(episodes), notes=notes, built=len(todo))
     outcome.seconds = time.perf_counter() - start
     settings = {"source": config.source, "keyframes": config.keyframes, "split_by": config.split_by,
                 "splits_asked": config.splits, "seed": config.seed, "size": config.size,
                 "episodes": len(episodes), "command": config.command, "notes": notes,
                 "settings_shown": ["source", "keyframes", "split_by", "splits_asked", "seed", "size", "episodes"],
                 "split_title": "Tasks per split" + (" (disjoint)" if config.split_by == "task" else " (episodes disjoint)")}
-    task_splits = {s: sorted({e.task for e in es}) for s, es in splits.items()}
-    write_card(outcome, task_splits, settings, f"Progress benchmark from {config.source}")
-    (out / "DONE").write_text(FORMAT_VERSION + "\n")
-    return outcome
+    return core.finish(outcome, rows, task_splits, settings, f"Progress benchmark from {config.source}", FORMAT_VERSION)
+
+
+def _check_keys(keys: list[str], units: list[Unit], episodes: list[Episode]) -> None:
+    """Two episodes whose names give one key would overwrite each other's samples: stop, naming both."""
+    seen: dict[str, Unit] = {}
+    for key, unit in zip(keys, units):
+        if key in seen:
+            first = episodes[seen[key].obs]
+            raise DataBuildError(f"episodes {first.id!r} and {episodes[unit.obs].id!r} give the same key {key!r}; "
+                                 "rename one of them")
+        seen[key] = unit

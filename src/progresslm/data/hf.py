@@ -31,8 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
-from progresslm.bench.format import KNOWN_FIELDS, read_official, sample_to_record
-from progresslm.builder.card import FILE_STEMS
+from progresslm.bench.format import FILE_STEMS, KNOWN_FIELDS, read_official, sample_to_record
 from progresslm.io import write_text_atomic
 from progresslm.types import Modality
 

@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from progresslm.bench.format import read_official
-from progresslm.builder.card import FILE_STEMS
+from progresslm.bench.format import FILE_STEMS, read_official
 from progresslm.data.hf import HFDataError, hub_errors, hub_reason, safe_relative, staging_dir
 from progresslm.io import write_text_atomic
 

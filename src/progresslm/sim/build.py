@@ -18,11 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+from progresslm.bench.format import FILE_STEMS
 from progresslm.bench.sampling import derive_seed
-from progresslm.builder.card import FILE_STEMS, SPLITS
+from progresslm.builder import core
+from progresslm.builder.card import SPLITS
 from progresslm.builder.engines import engine_problem
-from progresslm.io import data_home, write_text_atomic
+from progresslm.io import data_home
+from progresslm.sim.render import SCENE_CAMERAS, check_gl
+from progresslm.sim.rollout import EnvPool
 from progresslm.sim.samples import Unit, build_unit, unit_to_json
+from progresslm.sim.scene import LEVELS
+from progresslm.sim.tasks import list_tasks
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +78,6 @@ class SimBuildConfig:
     command: str = ""
 
     def __post_init__(self) -> None:
-        from progresslm.sim.render import SCENE_CAMERAS
-        from progresslm.sim.scene import LEVELS
-        from progresslm.sim.tasks import list_tasks
 
         if self.preset not in PRESETS:
             raise SimBuildError(f"unknown preset {self.preset!r}; valid presets: {', '.join(PRESETS)}")
@@ -138,7 +141,6 @@ def assign_splits(tasks: list[str], seed: int, bench_tasks: int, rl_tasks: int) 
 
 
 def plan_units(config: SimBuildConfig, splits: dict[str, list[str]]) -> list[Unit]:
-    from progresslm.sim.render import SCENE_CAMERAS
 
     preset = config.resolved_preset
     episodes = {**preset.episodes, **(config.episodes or {})}
@@ -185,9 +187,6 @@ _POOL = None  # the worker process's EnvPool: envs and renderers live across uni
 def _worker(args: tuple[Unit, str]) -> dict:
     global _POOL
     unit, images = args
-    from progresslm.sim.render import check_gl
-    from progresslm.sim.rollout import EnvPool
-
     check_gl()
     if _POOL is None:
         _POOL = EnvPool()
@@ -200,66 +199,28 @@ def _worker(args: tuple[Unit, str]) -> dict:
     return unit_to_json(result)
 
 
-def _write_json(path: Path, data) -> None:
-    write_text_atomic(path, json.dumps(data))
-
-
 def build(config: SimBuildConfig, progress: bool = True) -> BuildOutcome:
     """Build (or resume, or reuse) the dataset described by `config`."""
-    from progresslm.sim.tasks import list_tasks
-
     out = Path(config.out) if config.out else data_home() / f"sim-{config.preset}-s{config.seed}-v{FORMAT_VERSION}"
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = out / "build.json"
     identity = config.identity()
-    if manifest.exists():
-        previous = json.loads(manifest.read_text()).get("identity")
-        if previous != identity:
-            changed = sorted(k for k in identity if (previous or {}).get(k) != identity[k])
-            raise SimBuildError(
-                f"{out} holds a build with other settings ({', '.join(changed)}); choose another --out or delete it"
-            )
-    if (out / "DONE").exists():
+    if core.open_build(out, identity, SimBuildError):
         return _outcome_from_disk(out)
 
     tasks = config.tasks or list_tasks()
     splits = assign_splits(tasks, config.seed, config.resolved_preset.bench_tasks, config.resolved_preset.rl_tasks)
     units = plan_units(config, splits)
-    _write_json(manifest, {"identity": identity, "splits": splits, "units": len(units), "command": config.command})
-    unit_dir = out / "units"
-    for split in SPLITS:
-        (unit_dir / split).mkdir(parents=True, exist_ok=True)
-    todo = [u for u in units if not (unit_dir / f"{u.key}.json").exists()]
-    if len(todo) < len(units):
-        log.info("resuming %s: %d of %d units already built", out, len(units) - len(todo), len(units))
+    core.write_manifest(out, {"identity": identity, "splits": splits, "units": len(units), "command": config.command})
+    paths = [out / "units" / f"{u.key}.json" for u in units]
+    todo = core.pending(paths, out / "images")
 
     start = time.perf_counter()
-    _run_units(todo, out, config, progress, len(units))
+    core.run_units(_worker, [(units[i], str(out / "images")) for i in todo],
+                   [f"unit {units[i].key} (seed {units[i].seed})" for i in todo], [paths[i] for i in todo],
+                   out / "images", engine=config.engine, workers=config.workers, address=config.ray_address,
+                   desc="sim build", total=len(units), progress=progress, cleanup=_close_pool)  # the in-process pool
     outcome = assemble(out, units, splits, config)
     outcome.seconds, outcome.built = time.perf_counter() - start, len(todo)
     return outcome
-
-
-def _run_units(todo: list[Unit], out: Path, config: SimBuildConfig, progress: bool, total: int) -> None:
-    from contextlib import closing
-
-    from tqdm.auto import tqdm
-
-    from progresslm.builder.engines import run_jobs
-
-    bar = tqdm(total=total, initial=total - len(todo), desc="sim build", unit="episode", disable=not progress)
-    jobs = [(unit, str(out / "images")) for unit in todo]
-    names = [f"unit {unit.key} (seed {unit.seed})" for unit in todo]
-    try:
-        with closing(run_jobs(_worker, jobs, names, engine=config.engine, workers=config.workers,
-                              address=config.ray_address)) as finished:
-            for index, data in finished:
-                # saved at once: a kill loses only the units in flight
-                _write_json(out / "units" / f"{todo[index].key}.json", data)
-                bar.update()
-    finally:
-        _close_pool()  # the in-process engine (workers=1) built here
-        bar.close()
 
 
 def _close_pool() -> None:
@@ -271,16 +232,11 @@ def _close_pool() -> None:
 
 def assemble(out: Path, units: list[Unit], splits: dict[str, list[str]], config: SimBuildConfig) -> BuildOutcome:
     """Split files from the unit files, then the dataset card and contact sheet."""
-    from progresslm.builder.card import write_card, write_splits
-
-    rows: dict[str, dict[str, list[dict]]] = {s: {stem: [] for stem in FILE_STEMS} for s in SPLITS}
+    rows, saved = core.rows_by_split([out / "units" / f"{u.key}.json" for u in units], [u.split for u in units])
     success: dict[str, dict[str, int]] = {}
     invisible: dict[str, int] = {}
     frames = 0
-    for unit in units:
-        data = json.loads((out / "units" / f"{unit.key}.json").read_text())
-        for stem, records in data["rows"].items():
-            rows[unit.split][stem].extend(records)
+    for data in saved:
         for task, n in data["attempts"].items():
             entry = success.setdefault(task, {"attempts": 0, "successes": 0})
             entry["attempts"] += n
@@ -288,13 +244,9 @@ def assemble(out: Path, units: list[Unit], splits: dict[str, list[str]], config:
         frames += data["frames_rendered"]
         for kind, n in data.get("invisible_edits", {}).items():
             invisible[kind] = invisible.get(kind, 0) + n
-    files, counts = write_splits(out, rows)
-    outcome = BuildOutcome(
-        out=out, files=files, samples=counts, success=success, invisible_edits=invisible, frames=frames
-    )
-    write_card(outcome, splits, config.card_settings(), f"Simulated progress benchmark ({config.preset} preset)")
-    (out / "DONE").write_text(FORMAT_VERSION + "\n")
-    return outcome
+    outcome = BuildOutcome(out=out, files={}, samples={}, success=success, invisible_edits=invisible, frames=frames)
+    return core.finish(outcome, rows, splits, config.card_settings(),
+                       f"Simulated progress benchmark ({config.preset} preset)", FORMAT_VERSION)
 
 
 def _outcome_from_disk(out: Path) -> BuildOutcome:
