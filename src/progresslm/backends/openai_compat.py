@@ -6,13 +6,18 @@ with exponential backoff; any other refusal (bad model name, malformed request) 
 the server's own message, because retrying it would only fail again.
 
 Several `--base-url`s are replicas of one model (`backends/replicas.py`): `--concurrency` requests in
-flight on each, the next request to the least busy one, and a request whose replica fails (5xx, dropped
-connection, timeout) goes at once to another that is up, without counting against `--max-retries`.
+flight on each, the next request to the least busy one, and a request whose replica fails (5xx, 429, dropped
+connection, timeout, or a reply that is not a chat completion) goes at once to another that is up, without counting
+against `--max-retries`. A replica that sent `Retry-After` rests that long; others rest `COOL_DOWN_S`.
+
+`--timeout` bounds the whole request, connection, upload and every byte of the reply (`backends/deadline.py`),
+and a reply may be at most `MAX_REPLY_BYTES`: a server that drips or floods is failed like one that is down.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import os
 import random
@@ -24,6 +29,7 @@ from dataclasses import asdict
 from typing import Any, ClassVar
 
 from progresslm.backends.base import Backend, BackendError, BackendOptions, Reply, Request
+from progresslm.backends.deadline import deadline_transport, request_deadline
 from progresslm.backends.replicas import COOL_DOWN_S, Cancelled, Replica, ReplicaPool, stats_table
 
 log = logging.getLogger(__name__)
@@ -31,17 +37,21 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE_S = 0.5  # first retry waits about this long, then twice as long each time
 BACKOFF_CAP_S = 30.0  # no single wait grows past this, however many retries
 RETRY_AFTER_CAP_S = 300.0  # a server asking for more than 5 minutes is treated as asking for 5
+RATE_LIMIT_REST_S = 1.0  # a replica that answered 429 without Retry-After takes nothing for this long
+# A progress answer is a few hundred bytes; a long reasoning trace is tens of kilobytes. 16 MiB leaves room for any
+# real reply and keeps a broken server from filling memory (a 300 MB reply took 1.5 GB when it was read whole).
+MAX_REPLY_BYTES = 16 * 2**20
 EXAMPLE_URL = "http://127.0.0.1:8000/v1"
 
 
 class _Retryable(Exception):
-    """One attempt failed in a way worth trying again; `retry_after` is the server's own wait, if any;
-    `replica_fault`: the server itself is failing (down, overloaded, broken), not merely rate-limiting."""
+    """One attempt failed in a way worth trying again, on another replica first; `retry_after` is the server's own
+    wait, if any (the replica rests that long, else `rest_s`, else the pool's cool-down)."""
 
-    def __init__(self, what: str, retry_after: float | None = None, replica_fault: bool = True):
+    def __init__(self, what: str, retry_after: float | None = None, rest_s: float | None = None):
         super().__init__(what)
         self.retry_after = retry_after
-        self.replica_fault = replica_fault
+        self.rest_s = min(retry_after, RETRY_AFTER_CAP_S) if retry_after is not None else rest_s
 
 
 def backoff_delay(retry: int, retry_after: float | None = None) -> float:
@@ -79,11 +89,15 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(when.timestamp() - time.time(), 0.0)
 
 
-def server_message(response: Any) -> str:
-    """The error text a server put in its reply: OpenAI's `{"error": {"message": ...}}`, the
-    `{"error": "..."}` or `{"detail": ...}` of other servers, or the start of the raw body."""
+def server_message(data: bytes) -> str:
+    """The error text a server put in its reply body: OpenAI's `{"error": {"message": ...}}`, the
+    `{"error": "..."}` or `{"detail": ...}` of other servers, or the start of the raw body.
+
+    >>> server_message(b'{"error": {"message": "overloaded"}}'), server_message(b"<html>busy</html>")
+    ('overloaded', '<html>busy</html>')
+    """
     try:
-        body = response.json()
+        body = json.loads(data)
     except ValueError:
         body = None
     if isinstance(body, dict):
@@ -93,8 +107,52 @@ def server_message(response: Any) -> str:
         for key in ("error", "detail", "message"):
             if body.get(key):
                 return str(body[key])
-    text = response.text.strip()
+    text = data.decode("utf-8", "replace").strip()
     return text[:500] if text else "(empty body)"
+
+
+def _token_count(usage: dict, key: str) -> int | None:
+    value = usage.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"usage.{key} is {value!r}, not a count")
+    return value
+
+
+def chat_completion(data: bytes) -> tuple[str, int | None, int | None]:
+    """(reply text, prompt tokens, completion tokens) of a chat-completion body; ValueError saying what is wrong
+    with anything else (not JSON, no choices, a message or usage of the wrong type).
+
+    >>> chat_completion(b'{"choices": [{"message": {"content": "42%"}}], "usage": {"prompt_tokens": 9}}')
+    ('42%', 9, None)
+    >>> chat_completion(b'{"choices": []}')
+    Traceback (most recent call last):
+    ...
+    ValueError: choices is an empty list, not a list of answers
+    """
+    try:
+        body = json.loads(data)
+    except ValueError as err:  # also UnicodeDecodeError
+        raise ValueError(f"not JSON ({err})") from None
+    if not isinstance(body, dict):
+        raise ValueError(f"a JSON {type(body).__name__}, not an object")
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices:
+        shown = "an empty list" if choices == [] else "missing" if choices is None else f"{choices!r}"[:80]
+        raise ValueError(f"choices is {shown}, not a list of answers")
+    message = choices[0].get("message") if isinstance(choices[0], dict) else None
+    if not isinstance(message, dict):
+        raise ValueError(f"choices[0].message is {message!r}"[:120] + ", not an object")
+    content = message.get("content")
+    if not (content is None or isinstance(content, (str, list))):
+        raise ValueError(f"choices[0].message.content is {content!r}"[:120] + ", not text")
+    usage = body.get("usage")
+    if usage is None:
+        usage = {}
+    if not isinstance(usage, dict):
+        raise ValueError(f"usage is {usage!r}"[:120] + ", not an object")
+    return reply_text(content), _token_count(usage, "prompt_tokens"), _token_count(usage, "completion_tokens")
 
 
 def to_openai_messages(messages: list[dict], images: Sequence[str]) -> list[dict]:
@@ -192,6 +250,7 @@ class OpenAIBackend(Backend):
     # class) to run fast.
     sleep = staticmethod(time.sleep)
     cool_down_s: ClassVar[float] = COOL_DOWN_S  # how long a failing replica rests (several --base-url)
+    max_reply_bytes: ClassVar[int] = MAX_REPLY_BYTES
 
     def __init__(self, options: BackendOptions, mode: str):
         super().__init__(options, mode)
@@ -214,11 +273,9 @@ class OpenAIBackend(Backend):
         key = os.environ.get(options.api_key_env, "") if options.api_key_env else ""
         if key:  # local servers need no key, so an unset variable simply sends none
             headers["Authorization"] = f"Bearer {key}"
-        self._client = httpx.Client(
-            headers=headers,
-            timeout=httpx.Timeout(options.timeout_s),
-            limits=httpx.Limits(max_connections=self.workers, max_keepalive_connections=self.workers),
-        )
+        limits = httpx.Limits(max_connections=self.workers, max_keepalive_connections=self.workers)
+        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(options.timeout_s), limits=limits,
+                                    transport=deadline_transport(limits=limits))
         self._stop = threading.Event()  # the current `generate` call's: set, its workers give up
         self._stats_logged = False
 
@@ -279,12 +336,13 @@ class OpenAIBackend(Backend):
         self.replicas.wake()  # workers waiting for a free replica see the stop
 
     def _complete(self, request: Request, stop: threading.Event) -> Reply:
-        """One request, retried on 429, 5xx, dropped connections and timeouts. A failure of the replica itself
-        sends the request at once to another replica that is up, once per replica, without counting against
-        --max-retries; any other retry waits (backoff) and counts."""
+        """One request, retried on 429, 5xx, dropped connections, timeouts and replies that are not chat
+        completions. A failed try goes at once to another replica that is up, once per replica, without counting
+        against --max-retries; once none is up, each retry waits (backoff, or the server's Retry-After) and counts."""
         body = self.body(request)
         retries = tries = 0
         failed_over_from: set[str] = set()
+        failures: dict[str, str] = {}  # this request's last failure on each replica it was sent to
         while True:
             try:
                 replica = self.replicas.acquire(stop)
@@ -295,11 +353,12 @@ class OpenAIBackend(Backend):
             if isinstance(outcome, Reply):  # answered (a refusal of this one request included)
                 return outcome
             failure = outcome
-            if failure.replica_fault and replica.url not in failed_over_from and self.replicas.any_up():
+            failures[replica.url] = str(failure)
+            if replica.url not in failed_over_from and self.replicas.any_up():
                 failed_over_from.add(replica.url)
                 continue
             if retries >= self.options.max_retries:
-                raise BackendError(self._given_up(request, tries, failure))
+                raise BackendError(self._given_up(request, tries, failure, failures))
             self.sleep(backoff_delay(retries, failure.retry_after))
             retries += 1
 
@@ -308,7 +367,7 @@ class OpenAIBackend(Backend):
         try:
             reply = self._attempt(replica.url, body)
         except _Retryable as failure:
-            self.replicas.release(replica, error=str(failure), fault=failure.replica_fault)
+            self.replicas.release(replica, error=str(failure), fault=True, rest_s=failure.rest_s)
             return failure
         except BaseException as error:
             self.replicas.release(replica, error=f"{type(error).__name__}: {error}")
@@ -316,9 +375,9 @@ class OpenAIBackend(Backend):
         self.replicas.release(replica, latency_s=reply.latency_s)
         return reply
 
-    def _given_up(self, request: Request, tries: int, failure: _Retryable) -> str:
+    def _given_up(self, request: Request, tries: int, failure: _Retryable, failures: dict[str, str]) -> str:
         """The message when a request has used its retries: with one server as it always was; with replicas,
-        each replica's URL and last error."""
+        how each replica failed this request (or, one it was not sent to, its state)."""
         if len(self.urls) == 1:
             return (
                 f"POST {self.url} failed {tries} time(s) for sample {request.uid} (draw {request.draw}); "
@@ -326,22 +385,34 @@ class OpenAIBackend(Backend):
                 f"right (e.g. {EXAMPLE_URL}, the root that ends in /v1), and for a hosted API your rate limits; "
                 "--max-retries and --timeout give a slow server more room"
             )
+        each = []
+        for stats in self.replicas.stats():
+            if stats.url in failures:
+                each.append(f"{stats.url}: {failures[stats.url]}")
+            elif stats.last_error:
+                each.append(f"{stats.url}: {stats.last_error} (its last failure; this request was not sent there, "
+                            f"{'it was down' if stats.down else 'it was busy'})")
+            else:
+                each.append(f"{stats.url}: not sent this request (busy with others, no failure)")
         return (
             f"sample {request.uid} (draw {request.draw}) got no reply from any of the {len(self.urls)} replicas "
-            f"in {tries} tries (the last: {failure}). Each replica's last error: "
-            f"{self.replicas.last_errors()}. Check that the servers are running and reachable and that each "
-            f"--base-url is right (e.g. {EXAMPLE_URL}); --max-retries and --timeout give slow servers more room"
+            f"in {tries} tries. How each replica failed: {'; '.join(each)}. Check that the servers are running and "
+            f"reachable and that each --base-url is right (e.g. {EXAMPLE_URL}); --max-retries and --timeout give "
+            "slow servers more room"
         )
 
     def _attempt(self, url: str, body: dict) -> Reply:
         import httpx
 
         start = time.perf_counter()
+        limit = self.options.timeout_s
         try:
-            response = self._client.post(url, json=body)
+            with request_deadline(limit) as deadline, self._client.stream("POST", url, json=body) as response:
+                data = self._read(response, deadline)
         except httpx.TimeoutException as error:
-            raise _Retryable(f"timed out after {self.options.timeout_s:g} s ({type(error).__name__})") from error
-        except (httpx.NetworkError, httpx.RemoteProtocolError) as error:
+            raise _Retryable(f"timed out: no whole reply within --timeout {limit:g} s ({type(error).__name__})"
+                             ) from error
+        except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.DecodingError) as error:
             raise _Retryable(f"connection failed ({type(error).__name__}: {error})") from error
         except httpx.HTTPError as error:
             raise BackendError(f"POST {url} could not be sent: {type(error).__name__}: {error}") from error
@@ -349,34 +420,42 @@ class OpenAIBackend(Backend):
         status = response.status_code
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            # 429 is the server pacing us, not failing: it is not marked down, the request backs off.
-            raise _Retryable(f"HTTP {status}: {server_message(response)}", retry_after, replica_fault=status != 429)
+            # 429 is the server pacing us: it rests briefly (or as long as it asked) while the others answer.
+            raise _Retryable(f"HTTP {status}: {server_message(data)}", retry_after,
+                             rest_s=RATE_LIMIT_REST_S if status == 429 else None)
         if status in REFUSED_PER_REQUEST:
             # This request alone is refused (too many images, context too long): record it and go on.
-            return Reply(text="", latency_s=latency, error=f"HTTP {status}: {server_message(response)}"[:500])
+            return Reply(text="", latency_s=latency, error=f"HTTP {status}: {server_message(data)}"[:500])
         if status >= 400:
             raise BackendError(
-                f"POST {url} was refused with HTTP {status}: {server_message(response)} "
+                f"POST {url} was refused with HTTP {status}: {server_message(data)} "
                 f"(model {self.options.model!r}; check the model name and the server's limits)"
             )
-        return self._reply(url, response, latency)
-
-    def _reply(self, url: str, response: Any, latency: float) -> Reply:
         try:
-            data = response.json()
-            message = data["choices"][0]["message"]
-        except (ValueError, KeyError, IndexError, TypeError) as error:
-            raise BackendError(
-                f"POST {url} answered HTTP {response.status_code} but not with a chat completion "
-                f"({type(error).__name__}): {response.text[:300]!r}; is --base-url an OpenAI-compatible /v1 root?"
-            ) from error
-        usage = data.get("usage") or {}
-        return Reply(
-            text=reply_text(message.get("content") if isinstance(message, dict) else None),
-            latency_s=latency,
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
-        )
+            text, prompt_tokens, completion_tokens = chat_completion(data)
+        except ValueError as error:
+            kind = response.headers.get("Content-Type") or "no Content-Type"
+            raise _Retryable(f"HTTP {status} ({kind}) but not a chat completion: {error}; body "
+                             f"{data[:120].decode('utf-8', 'replace')!r}; is --base-url an OpenAI-compatible /v1 "
+                             "root?") from None
+        return Reply(text=text, latency_s=latency, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+    def _read(self, response: Any, deadline: float) -> bytes:
+        """The reply's body, at most `max_reply_bytes` (decoded), read by `deadline` (time.monotonic())."""
+        import httpx
+
+        cap = self.max_reply_bytes
+        stated = response.headers.get("Content-Length", "")
+        if stated.isdigit() and int(stated) > cap:
+            raise _Retryable(f"the reply is {int(stated):,} bytes, more than the {cap:,} a chat completion may be")
+        data = bytearray()
+        for chunk in response.iter_bytes():
+            data += chunk
+            if len(data) > cap:
+                raise _Retryable(f"the reply passed {cap:,} bytes, more than a chat completion may be")
+            if time.monotonic() > deadline:
+                raise httpx.ReadTimeout("the reply did not arrive whole in time")
+        return bytes(data)
 
     def run_stats(self) -> dict:
         """Per replica: requests sent (each try), answered, failed, mean latency and last error."""

@@ -3,7 +3,8 @@ ones are down, and what each one did.
 
 The next request goes to the replica with the fewest requests in flight (ties in turn), and no replica has
 more than `concurrency` in flight. A replica that fails a request (refused or dropped connection, timeout,
-HTTP 5xx) is down for `cool_down_s` and takes nothing while another replica is up. After its cool-down it is
+HTTP 5xx or 429, a reply that is not a chat completion) is down for `cool_down_s` (or as long as the server asked,
+`Retry-After`) and takes nothing while another replica is up. After its cool-down it is
 tried again with one request at a time (a probe) until one succeeds, so a replica that is still dead costs
 one request, not `concurrency` of them. When every replica is down, requests go to them anyway, as they
 would to a single server: the caller backs off between tries (`OpenAIBackend._complete`).
@@ -107,9 +108,9 @@ class ReplicaPool:
         return chosen
 
     def release(self, replica: Replica, *, latency_s: float | None = None, error: str | None = None,
-                fault: bool = False) -> None:  # fmt: skip
+                fault: bool = False, rest_s: float | None = None) -> None:  # fmt: skip
         """The request `acquire` counted on `replica` is over: answered (`latency_s`), or failed with `error`;
-        `fault` marks the replica itself as failing (down for the cool-down), not just the request."""
+        `fault` marks the replica itself as failing: down for `rest_s` (None: the cool-down), not just the request."""
         with self._changed:
             replica.in_flight -= 1
             stats = replica.stats
@@ -123,7 +124,7 @@ class ReplicaPool:
                 stats.last_error = error
                 if fault:
                     replica.suspect = True
-                    replica.down_until = self.clock() + self.cool_down_s
+                    replica.down_until = self.clock() + (self.cool_down_s if rest_s is None else rest_s)
             self._changed.notify_all()
 
     def any_up(self) -> bool:
@@ -145,7 +146,7 @@ class ReplicaPool:
 
     def last_errors(self) -> str:
         """Each replica's URL and its last error, for a message that says which server failed how."""
-        return "; ".join(f"{s.url}: {s.last_error or 'no error'}" for s in self.stats())
+        return "; ".join(f"{s.url}: {s.last_error or 'no failure in this run'}" for s in self.stats())
 
 
 def stats_table(stats: Sequence[ReplicaStats]) -> list[str]:
