@@ -134,10 +134,12 @@ class OutsideRootError(ValueError):
     """A path that resolves outside the folder it must stay in (an absolute name, `..`, a symlink out)."""
 
 
-def confined(path: str | Path, root: str | Path, what: str) -> Path:
+def confined(path: str | Path, root: str | Path, what: str, resolve: bool = True) -> Path:
     """`path` (relative to `root` unless absolute) resolved, when it lies under `root` (resolved too); else
     OutsideRootError, one line naming `what` (e.g. "meta/info.json video_path", "row 12 image") and the path. Symlinks
-    are followed on both sides, so a link inside `root` that points out is refused as well.
+    are followed on both sides, so a link inside `root` that points out is refused as well. `resolve=False` checks the
+    name only (absolute names and `..` that climbs out are refused, symlinks are not followed): for folders made of
+    links by design, such as a Hugging Face cache snapshot, whose files link to `../../blobs/`.
 
     >>> import tempfile; root = Path(tempfile.mkdtemp())
     >>> confined("a/b.png", root, "image") == (root / "a/b.png").resolve()
@@ -146,7 +148,15 @@ def confined(path: str | Path, root: str | Path, what: str) -> Path:
     Traceback (most recent call last):
     ...
     progresslm.io.OutsideRootError: row 3 image '../x.png' leads outside .../
+    >>> confined("videos/a/../b.mp4", "/data", "video_path", resolve=False)
+    PosixPath('/data/videos/b.mp4')
     """
+    if not resolve:
+        name = str(path)
+        normal = os.path.normpath(name) if name else ""
+        if "\0" in name or os.path.isabs(name) or normal == ".." or normal.startswith(".." + os.sep):
+            raise OutsideRootError(f"{what} {name!r} leads outside {Path(root)}{os.sep} (an absolute name or '..')")
+        return Path(root) / normal
     base = Path(root).resolve()
     try:
         target = (base / Path(path)).resolve()  # an absolute `path` replaces `base` here, and is then checked
