@@ -65,6 +65,28 @@ class Episode:
         return range(first, last + 1)
 
 
+MAX_FPS = 10_000.0  # above any camera's rate: a larger figure is a unit mistake (frames per minute, a timestamp)
+
+
+def check_fps(value: object, where: str) -> float:
+    """A frame rate as it enters (an info.json, a sidecar, --fps): a finite number of frames per second above 0 and
+    at most MAX_FPS, else an EpisodeSourceError "<where> is <value>, ...". NaN, infinite, zero and negative rates
+    would place frames at NaN or infinite times.
+
+    >>> check_fps(30, "fps"), check_fps(12.5, "fps")
+    (30.0, 12.5)
+    >>> check_fps(float("nan"), "meta/info.json: fps")
+    Traceback (most recent call last):
+    ...
+    progresslm.data.episodes.EpisodeSourceError: meta/info.json: fps is nan, not a frame rate (a number of frames per second above 0, at most 10000)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 < value <= MAX_FPS:  # fmt: skip
+        raise EpisodeSourceError(f"{where} is {value!r}, not a frame rate (a number of frames per second above 0, "
+                                 f"at most {MAX_FPS:g})")
+    return float(value)
+
+
 def parse_keysteps(steps, where: Path | str) -> list[KeyStep]:
     """Key steps from a list of {"end": seconds, "text": ...}; ends must rise from 0."""
     if not isinstance(steps, list) or not steps:

@@ -26,14 +26,24 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from progresslm.data.episodes import Episode, EpisodeSourceError, KeyStep, kind_is_hub_id, parse_keysteps
+from progresslm.data.episodes import (
+    Episode,
+    EpisodeSourceError,
+    KeyStep,
+    check_fps,
+    kind_is_hub_id,
+    parse_keysteps,
+)
+from progresslm.io import OutsideRootError, confined
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +157,7 @@ def _read_layout(root: Path, where: str) -> _Layout:
         records = _records_v2(root, info, video_keys)
     if not records:
         raise EpisodeSourceError(f"{where}: the dataset holds no episodes")
-    return _Layout(root, where, version, float(info["fps"]), video_keys, image_keys, records)
+    return _Layout(root, where, version, info["fps"], video_keys, image_keys, records)
 
 
 def _read_info(root: Path, where: str) -> dict:
@@ -158,6 +168,8 @@ def _read_info(root: Path, where: str) -> dict:
         info = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise EpisodeSourceError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    except UnicodeDecodeError as err:
+        raise EpisodeSourceError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     if not isinstance(info, dict):
         raise EpisodeSourceError(f"{path}: expected a JSON object")
     missing = [k for k in ("codebase_version", "fps", "features", "data_path") if k not in info]
@@ -166,13 +178,18 @@ def _read_info(root: Path, where: str) -> dict:
     if not isinstance(info["features"], dict):
         raise EpisodeSourceError(f"{path}: features is not an object")
     version = info["codebase_version"]
-    if version not in SUPPORTED_VERSIONS:
+    if not isinstance(version, str) or version not in SUPPORTED_VERSIONS:
         raise EpisodeSourceError(f"{path}: codebase_version {version!r} is not supported (supported: "
                                  f"{', '.join(SUPPORTED_VERSIONS)}); convert older datasets with LeRobot's scripts")
     if info.get("storage_format") == "lance":
         raise EpisodeSourceError(f"{path}: a Lance-backed dataset; only the Parquet/MP4 layout is read")
-    if not isinstance(info["fps"], (int, float)) or info["fps"] <= 0:
-        raise EpisodeSourceError(f"{path}: fps {info['fps']!r} is not a positive number")
+    info["fps"] = check_fps(info["fps"], f"{path}: fps")
+    for key in ("data_path", "video_path"):
+        if key in info and not (info[key] is None and key == "video_path") and not isinstance(info[key], str):
+            raise EpisodeSourceError(f"{path}: {key} is {info[key]!r}, not a path template (text)")
+    chunks = info.get("chunks_size")
+    if chunks is not None and (isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1):
+        raise EpisodeSourceError(f"{path}: chunks_size is {chunks!r}, not a positive whole number")
     return info
 
 
@@ -185,15 +202,13 @@ def _records_v3(root: Path, info: dict, video_keys: tuple[str, ...]) -> list[_Re
         raise EpisodeSourceError(f"{folder}: no episode metadata (chunk-XXX/file-XXX.parquet) found")
     rows: list[tuple[Path, dict]] = []
     for file in files:
-        try:
+        with _parquet(file):
             names = [n for n in pq.read_schema(file).names if not n.startswith("stats/")]
             rows.extend((file, row) for row in pq.read_table(file, columns=names).to_pylist())
-        except OSError as err:
-            raise EpisodeSourceError(f"{file}: not a readable Parquet file ({err})") from None
     records = []
     for file, row in sorted(rows, key=lambda r: _int(r[1], "episode_index", r[0])):
         index = _int(row, "episode_index", file)
-        data_path = _format(info, "data_path", chunk_index=_int(row, "data/chunk_index", file),
+        data_path = _format(root, info, "data_path", chunk_index=_int(row, "data/chunk_index", file),
                             file_index=_int(row, "data/file_index", file))
         videos = {}
         for key in video_keys:
@@ -204,26 +219,28 @@ def _records_v3(root: Path, info: dict, video_keys: tuple[str, ...]) -> list[_Re
             if any(p is None for p in parts):  # a camera some episodes lack
                 continue
             end = row.get(f"videos/{key}/to_timestamp")
-            path = _format(info, "video_path", video_key=key, chunk_index=int(parts[0]), file_index=int(parts[1]))
-            videos[key] = _Window(path, float(parts[2]), None if end is None else float(end))
-        records.append(_Record(index, _int(row, "length", file), list(row.get("tasks") or []), data_path, videos,
-                               _keysteps(row, float(info["fps"]), f"{file} (episode {index})")))
+            where = f"{file} (episode {index}) videos/{key}"
+            path = _format(root, info, "video_path", video_key=key, chunk_index=_int(row, f"videos/{key}/chunk_index",
+                           file), file_index=_int(row, f"videos/{key}/file_index", file))  # fmt: skip
+            videos[key] = _Window(path, _seconds(parts[2], f"{where}/from_timestamp"),
+                                  None if end is None else _seconds(end, f"{where}/to_timestamp"))
+        records.append(_Record(index, _length(row, file), _tasks(row.get("tasks"), f"{file} (episode {index})"),
+                               data_path, videos, _keysteps(row, info["fps"], f"{file} (episode {index})")))
     return records
 
 
 def _records_v2(root: Path, info: dict, video_keys: tuple[str, ...]) -> list[_Record]:
     path = root / "meta" / "episodes.jsonl"
-    chunks_size = int(info.get("chunks_size") or DEFAULT_CHUNKS_SIZE)
+    chunks_size = info.get("chunks_size") or DEFAULT_CHUNKS_SIZE
     records = []
     for row in _jsonl(path):
         index = _int(row, "episode_index", path)
         chunk = index // chunks_size
-        data_path = _format(info, "data_path", episode_chunk=chunk, episode_index=index)
-        videos = {key: _Window(_format(info, "video_path", episode_chunk=chunk, video_key=key, episode_index=index))
-                  for key in video_keys}
-        tasks = row.get("tasks") or []
-        records.append(_Record(index, _int(row, "length", path), [tasks] if isinstance(tasks, str) else list(tasks),
-                               data_path, videos, _keysteps(row, float(info["fps"]), f"{path} (episode {index})")))
+        data_path = _format(root, info, "data_path", episode_chunk=chunk, episode_index=index)
+        videos = {key: _Window(_format(root, info, "video_path", episode_chunk=chunk, video_key=key,
+                                       episode_index=index)) for key in video_keys}  # fmt: skip
+        records.append(_Record(index, _length(row, path), _tasks(row.get("tasks"), f"{path} (episode {index})"),
+                               data_path, videos, _keysteps(row, info["fps"], f"{path} (episode {index})")))
     return sorted(records, key=lambda r: r.index)
 
 
@@ -254,7 +271,8 @@ def _task_names(layout: _Layout) -> dict[int, str]:
     path = layout.root / "meta" / "tasks.parquet"
     if not path.is_file():
         raise EpisodeSourceError(f"{path} is missing (the episode metadata names no tasks either)")
-    table = pq.read_table(path)
+    with _parquet(path):
+        table = pq.read_table(path)
     text_column = "task" if "task" in table.column_names else None
     if text_column is None:  # LeRobot writes the task text as the pandas index of the frame
         index_columns = (table.schema.pandas_metadata or {}).get("index_columns", [])
@@ -262,14 +280,18 @@ def _task_names(layout: _Layout) -> dict[int, str]:
     if text_column is None or "task_index" not in table.column_names:
         raise EpisodeSourceError(f"{path}: expected the task text (as index or a 'task' column) and task_index; "
                                  f"found columns {', '.join(table.column_names)}")
-    return dict(zip(table["task_index"].to_pylist(), table[text_column].to_pylist()))
+    return {index: str(text) for index, text in zip(table["task_index"].to_pylist(), table[text_column].to_pylist())}
 
 
 def _jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         raise EpisodeSourceError(f"{path} is missing")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise EpisodeSourceError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 row = json.loads(line)
@@ -283,18 +305,62 @@ def _jsonl(path: Path) -> list[dict]:
 
 def _int(row: dict, key: str, where: Path) -> int:
     value = row.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise EpisodeSourceError(f"{where}: an episode without a numeric {key} ({value!r})")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value):  # fmt: skip
+        raise EpisodeSourceError(f"{where}: an episode without a whole number {key} ({value!r})")
     return int(value)
 
 
-def _format(info: dict, template_key: str, **values) -> str:
+def _length(row: dict, where: Path) -> int:
+    length = _int(row, "length", where)
+    if length < 0:
+        raise EpisodeSourceError(f"{where}: episode {row.get('episode_index')} has length {length}")
+    return length
+
+
+def _seconds(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise EpisodeSourceError(f"{where} is {value!r}, not a time in seconds")
+    return float(value)
+
+
+def _tasks(value: object, where: str) -> list[str]:
+    """An episode's task texts: LeRobot writes a list; a single text (as some converters do) is one task, not a list
+    of its characters."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list) and all(isinstance(t, str) for t in value):
+        return [t for t in value if t]
+    raise EpisodeSourceError(f"{where}: tasks is {value!r}"[:200] + ", not a list of task texts")
+
+
+def _format(root: Path, info: dict, template_key: str, **values) -> str:
+    """A path template of info.json filled in: relative to the dataset root, and refused when it leads out of it."""
     template = info.get(template_key)
+    where = root / "meta" / "info.json"
     try:
-        return template.format(**values)
+        relative = template.format(**values)
     except (KeyError, IndexError, ValueError, AttributeError) as err:
-        raise EpisodeSourceError(f"meta/info.json: {template_key} {template!r} does not fit this codebase version "
+        raise EpisodeSourceError(f"{where}: {template_key} {template!r} does not fit this codebase version "
                                  f"({type(err).__name__}: {err})") from None
+    try:  # by name only: a Hub cache snapshot is made of links to ../../blobs
+        confined(relative, root, f"{where}: {template_key}", resolve=False)
+    except OutsideRootError as err:
+        raise EpisodeSourceError(str(err)) from None
+    return relative
+
+
+@contextmanager
+def _parquet(path: Path) -> Iterator[None]:
+    """Errors of reading a Parquet file as one line naming it."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except (OSError, pa.ArrowException) as err:
+        raise EpisodeSourceError(f"{path}: not a readable Parquet file ({_first_line(err)})") from None
 
 
 # --- per-frame columns --------------------------------------------------------------------------------------------
@@ -312,10 +378,8 @@ def _frame_columns(layout: _Layout) -> tuple[dict[int, dict[str, list]], dict[in
     first_tasks: dict[int, int] = {}
     for relative, records in by_file.items():
         path = layout.root / relative
-        try:
+        with _parquet(path):
             schema = pq.read_schema(path)
-        except OSError as err:
-            raise EpisodeSourceError(f"{path}: not a readable Parquet file ({err})") from None
         if "episode_index" not in schema.names:
             raise EpisodeSourceError(f"{path}: no episode_index column")
         absent = [k for k in layout.image_keys if k not in schema.names]
@@ -324,7 +388,8 @@ def _frame_columns(layout: _Layout) -> tuple[dict[int, dict[str, list]], dict[in
         scalar = (pa.types.is_integer, pa.types.is_boolean, pa.types.is_string, pa.types.is_large_string)
         names = [f.name for f in schema if f.name not in STANDARD_COLUMNS and any(t(f.type) for t in scalar)]
         present = [n for n in ("timestamp", "frame_index", "task_index") if n in schema.names]
-        table = pq.read_table(path, columns=["episode_index", *present, *names])
+        with _parquet(path):
+            table = pq.read_table(path, columns=["episode_index", *present, *names])
         episode_of = table["episode_index"].to_numpy()
         order_key = table["frame_index"].to_numpy() if "frame_index" in present else np.arange(len(episode_of))
         order = np.lexsort((order_key, episode_of))
@@ -398,20 +463,31 @@ class _FrameReader:
         from PIL import Image
 
         path = self._local(self.record.data_path)
-        order = ["frame_index"] if "frame_index" in pq.read_schema(path).names else []
-        table = pq.read_table(path, columns=[camera, "episode_index", *order],
-                              filters=[("episode_index", "=", self.record.index)])
+        with _parquet(path):
+            order = ["frame_index"] if "frame_index" in pq.read_schema(path).names else []
+            table = pq.read_table(path, columns=[camera, "episode_index", *order],
+                                  filters=[("episode_index", "=", self.record.index)])
         if order:
             table = table.take(np.argsort(table["frame_index"].to_numpy(), kind="stable"))
         cells = table[camera].take(list(indices)).to_pylist()
         frames = []
         for i, cell in zip(indices, cells):
             data = cell.get("bytes") if isinstance(cell, dict) else None
-            source = io.BytesIO(data) if data else self.layout.root / str((cell or {}).get("path") or "")
+            where = f"{path}: {camera} of episode {self.record.index} frame {i}"
+            if data:
+                source = io.BytesIO(data)
+            else:
+                name = cell.get("path") if isinstance(cell, dict) else None
+                if not isinstance(name, str) or not name:
+                    raise EpisodeSourceError(f"{where} has neither image bytes nor a path")
+                try:
+                    source = confined(name, self.layout.root, f"{where}: path", resolve=False)
+                except OutsideRootError as err:
+                    raise EpisodeSourceError(str(err)) from None
             try:
                 with Image.open(source) as image:
                     frames.append(np.asarray(image.convert("RGB")))
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError, Image.DecompressionBombError) as err:
                 raise EpisodeSourceError(f"{path}: {camera} of episode {self.record.index} frame {i} is not a "
                                          f"readable image ({err})") from None
         return frames
