@@ -54,7 +54,7 @@ nano: setup
 		--hints matcher --hints-model $(NANO)/matcher
 	$(PY) -m progresslm.cli.main train grpo --config configs/nano_grpo.yaml model=$(NANO)/sft-best output_dir=$(NANO)/grpo \
 		data.hints_model=$(NANO)/matcher
-	$(PY) -m progresslm.nano.ship --matcher $(NANO)/matcher --nano $(NANO)/grpo
+	$(PY) -m progresslm.train.ship --matcher $(NANO)/matcher --nano $(NANO)/grpo
 
 test: setup
 	$(PY) -m ruff check src tests benchmarks experiments examples

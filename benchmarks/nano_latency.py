@@ -72,9 +72,9 @@ class Nano:
 
     def __init__(self, root):
         from progresslm.backends.base import BackendOptions
-        from progresslm.nano.backend_nano import NanoBackend
         from progresslm.images import ImageStore
         from progresslm.matcher.hints import HintProvider
+        from progresslm.nano.backend_nano import NanoBackend
 
         self.root = root
         self.provider = HintProvider()

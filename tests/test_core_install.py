@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# A fresh venv installs from the package index (about 20 s, and the network): out of the default run, in `make test-all`.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 

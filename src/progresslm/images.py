@@ -186,3 +186,20 @@ def list_images(folder: Path) -> list[Path]:
     """The image files directly in `folder` (by suffix), in natural name order."""
     files = (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     return sorted(files, key=lambda p: natural_key(p.name))
+
+
+MIN_SIDE = 8  # a frame smaller than this on either side shows nothing to score: one policy for every frame reader
+
+
+def read_frame(path: Path):
+    """One frame file as an H x W x 3 uint8 array; unreadable or degenerate (smaller than MIN_SIDE on a side) frames
+    are an ImageReadError naming the file."""
+    import numpy as np
+
+    try:
+        pixels = np.asarray(read_image(path))
+    except ImageReadError as err:
+        raise ImageReadError(str(err).replace("cannot read image", "not a readable image")) from None
+    if min(pixels.shape[:2]) < MIN_SIDE:
+        raise ImageReadError(f"{path}: the frame is {pixels.shape[1]} x {pixels.shape[0]} pixels, too small to score")
+    return pixels

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -161,11 +160,6 @@ def _ends_with_newline(path: Path) -> bool:
     with path.open("rb") as handle:
         handle.seek(-1, os.SEEK_END)
         return handle.read(1) == b"\n"
-
-
-def iter_records(path: str | Path) -> Iterator[ResultRecord]:
-    records, _ = ResultStore(path).read()
-    yield from records
 
 
 class RunLockedError(RuntimeError):

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from progresslm.cli.main import main
-from progresslm.online.sources import natural_key
+from progresslm.images import natural_key
 
 # Grey levels of the frames: a ramp to the middle keyframe, a long plateau, then up to the end.
 LEVELS = [0, 30] + [128] * 10 + [200, 255, 255, 255, 255]

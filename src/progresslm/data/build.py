@@ -1,5 +1,5 @@
 """`progresslm data build`: Progress-Bench-style samples from users' episodes, in the authors' JSONL format with
-images, written and carded like `sim build` (bench/card.py), so that `eval`, `train sft` and `train grpo` read them
+images, written and carded like `sim build` (builder/core.py, builder/card.py), so that `eval`, `train sft` and `train grpo` read them
 unchanged.
 
 Per episode, key frames come from annotations (the source's own key steps, a per-frame column whose value changes

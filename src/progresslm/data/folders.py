@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from progresslm.data.episodes import VIDEO_SUFFIXES, Episode, EpisodeSourceError, parse_keysteps
-from progresslm.images import IMAGE_SUFFIXES, list_images, natural_key
+from progresslm.images import IMAGE_SUFFIXES, ImageReadError, list_images, natural_key, read_frame
 
 FRAMES_FPS = 10.0  # frame rate assumed for frame folders that state none
 
@@ -126,8 +126,6 @@ def open_videos(root: Path, **ignored) -> list[Episode]:
 
 def open_frames(root: Path, fps: float | None = None, **ignored) -> list[Episode]:
     """One episode per folder of frames under `root` (camera sub-folders for several cameras)."""
-    from progresslm.online.sources import SourceError, read_frame
-
     episodes: list[Episode] = []
     folders = [root] if any(p.is_dir() and list_images(p) for p in root.iterdir()) else _task_folders(root)
     for folder in folders:
@@ -148,7 +146,7 @@ def open_frames(root: Path, fps: float | None = None, **ignored) -> list[Episode
             def reader(camera, indices, cameras=cameras):
                 try:
                     return [read_frame(cameras[camera][i]) for i in indices]
-                except SourceError as err:
+                except ImageReadError as err:
                     raise EpisodeSourceError(str(err)) from None
 
             name = episode_dir.name if folder == root else f"{folder.name}/{episode_dir.name}"

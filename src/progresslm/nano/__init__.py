@@ -7,7 +7,7 @@ images.
 
 One package, in LeRobot's manner: `configuration_nano.py` (tower, tokens, the tokenizer and chat template),
 `modeling_nano.py` (building the model), `backend_nano.py` (`--backend nano`), `demo_cache.py` (demonstration
-features and the prompt prefix's KV cache), `ship.py` (copying trained models into the package), `weights/` (the
+features and the prompt prefix's KV cache), `weights/` (the
 shipped checkpoint and its card). Nothing heavy is imported until a model is built or loaded.
 """
 

@@ -1,6 +1,6 @@
 """`nano`: ProgressLM-nano v1, the project's FastVLM-architecture VLM, shipped inside the package.
 
-It is the `hf` backend with the model folder `progresslm/nano/weights/nano` (weights in safetensors,
+It is the `hf` backend with the model folder `progresslm/nano/weights` (weights in safetensors,
 processor, model card), so `progresslm eval` runs a trained VLM on a CPU with nothing downloaded.
 Nano was trained with the matcher's retrieval hints in its prompts, so they are on by default
 (`--hints none` asks without them: the ablation). `--model DIR` points it at another nano-style

@@ -285,6 +285,3 @@ class ProgressScorer:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-_as_pil = as_pil  # the name the first callers used

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from progresslm.images import IMAGE_SUFFIXES, list_images
+from progresslm import images
+from progresslm.images import IMAGE_SUFFIXES, ImageReadError, list_images
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +34,12 @@ def image_files(folder: Path, what: str) -> list[Path]:
         raise SourceError(f"{what}: {folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     return files
 
-MIN_SIDE = 8  # a frame smaller than this on either side shows nothing to score
-
 def read_frame(path: Path):
-    """One frame file as an H x W x 3 array; unreadable or degenerate (smaller than MIN_SIDE) frames are a SourceError."""
-    import numpy as np
-
-    from progresslm.images import ImageReadError, read_image
-
+    """One frame file as an H x W x 3 array (`images.read_frame`); a frame that cannot be used is a SourceError."""
     try:
-        pixels = np.asarray(read_image(path))
+        return images.read_frame(path)
     except ImageReadError as err:
-        raise SourceError(str(err).replace("cannot read image", "not a readable image")) from None
-    if min(pixels.shape[:2]) < MIN_SIDE:
-        raise SourceError(f"{path}: the frame is {pixels.shape[1]} x {pixels.shape[0]} pixels, too small to score")
-    return pixels
+        raise SourceError(str(err)) from None
 
 def _folder_frames(files: list[Path], chosen: list[int], rate: float, on_bad: str, skipped: list[str]):
     """The chosen files as Frames; an unreadable or degenerate one is skipped with a warning naming it (or,

@@ -1,6 +1,6 @@
 """Copy trained default models into the package (`progresslm/nano/weights`), the last stage of `make nano`.
 
-    python -m progresslm.nano.ship --matcher runs/nano/matcher --nano runs/nano/grpo
+    python -m progresslm.train.ship --matcher runs/nano/matcher --nano runs/nano/grpo
 
 The matcher's checkpoint (config and weights; not its cross-fitting folds, which only training uses) and
 nano's training output (through `progresslm train export`: weights, processor, recipe; no optimizer state)
