@@ -39,7 +39,7 @@ def test_hdf5_robomimic_layout(tmp_path):
     path = write_hdf5(tmp_path / "lift.hdf5")
     episodes = open_episodes(f"hdf5:{path}")
     assert [e.id for e in episodes] == ["demo_0", "demo_1", "demo_2"] and episodes[0].task == "Lift"
-    assert episodes[0].cameras == ("agentview_image", "robot0_eye_in_hand_image")  # not the 3-vector state
+    assert episodes[0].cameras == ("agentview", "robot0_eye_in_hand")  # robomimic's names; not the 3-vector state
     assert episodes[0].keysteps is not None and episodes[1].keysteps is None
     frames = episodes[2].read("agentview_image", [39, 5, 5])
     assert [bar_position(f, 0) for f in frames] == [39, 5, 5]

@@ -38,6 +38,8 @@ def add_parser(subparsers) -> None:
     build.add_argument("--size", type=int, default=224, help="shorter image side in pixels (larger images shrink)")
     build.add_argument("--fps", type=float, help="frame rate of frame folders or HDF5 files that state none")
     build.add_argument("--task", help="task text of an HDF5 file (default: its env_name)")
+    build.add_argument("--filter-key", metavar="KEY", help="robomimic HDF5: only the demos of mask/KEY (e.g. train, "
+                       "valid); the same as the source hdf5:FILE#KEY")
     build.add_argument("--seed", type=int, default=0, help="seed of the splits and pairings")
     build.add_argument("--workers", type=int, default=1, help="processes reading and writing episodes (1: this "
                        "one); with --engine ray and no cluster address, the CPUs of a local Ray instance")
@@ -53,6 +55,8 @@ def add_parser(subparsers) -> None:
     episodes = commands.add_parser("episodes", help="list a source's episodes: task, cameras, length, annotations")
     episodes.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
     episodes.add_argument("--fps", type=float, help="frame rate of frame folders or HDF5 files that state none")
+    episodes.add_argument("--task", help="task text of an HDF5 file (default: its env_name)")
+    episodes.add_argument("--filter-key", metavar="KEY", help="robomimic HDF5: only the demos of mask/KEY")
     episodes.set_defaults(handler=run_episodes)
 
     export = commands.add_parser(
@@ -72,11 +76,21 @@ def add_parser(subparsers) -> None:
     export.add_argument("--episodes", metavar="RANGES", help="episode indices to export, e.g. 0-9,12 (default: all)")
     export.add_argument("--fps", type=float, help="frame rate of frame folders or HDF5 files that state none")
     export.add_argument("--task", help="task text of an HDF5 file (default: its env_name)")
+    export.add_argument("--filter-key", metavar="KEY", help="robomimic HDF5: only the demos of mask/KEY")
     export.add_argument("--robot-type", default="unknown", help="robot_type written in meta/info.json")
     export.add_argument("--overwrite", action="store_true", help="replace the LeRobot dataset already in --out")
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(handler=run_export_lerobot)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
+
+
+def _source(args: argparse.Namespace) -> str:
+    """SOURCE with --filter-key written into it (hdf5:FILE#KEY), so that what is recorded can be run again."""
+    key = getattr(args, "filter_key", None)
+    if not key:
+        return args.source
+    spec = args.source if args.source.startswith("hdf5:") else f"hdf5:{args.source}"
+    return f"{spec}#{key}"
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -88,7 +102,7 @@ def run_build(args: argparse.Namespace) -> int:
     command = "progresslm " + " ".join(sys.argv[1:]) if sys.argv and "data" in sys.argv else "progresslm data build"
     try:
         config = DataBuildConfig(
-            source=args.source, out=args.out, keyframes=args.keyframes, per_interval=args.per_interval,
+            source=_source(args), out=args.out, keyframes=args.keyframes, per_interval=args.per_interval,
             split_by=args.split_by, splits=args.splits, seed=args.seed, size=args.size, episodes=args.episodes,
             cameras=args.cameras, fps=args.fps, task=args.task, workers=args.workers, engine=args.engine,
             ray_address=args.ray_address, command=command,
@@ -112,7 +126,8 @@ def run_episodes(args: argparse.Namespace) -> int:
     from progresslm.data.video import VideoError
 
     try:
-        episodes = open_episodes(args.source, **({"fps": args.fps} if args.fps else {}))
+        options = {k: v for k, v in (("fps", args.fps), ("task", args.task)) if v is not None}
+        episodes = open_episodes(_source(args), **options)
     except (EpisodeSourceError, VideoError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -137,7 +152,7 @@ def run_export_lerobot(args: argparse.Namespace) -> int:
 
     options = {k: v for k, v in (("fps", args.fps), ("task", args.task)) if v is not None}
     try:
-        episodes = select(open_episodes(args.source, **options), args.episodes)
+        episodes = select(open_episodes(_source(args), **options), args.episodes)
         root = export_lerobot(episodes, Path(args.out), codec=args.codec, size=args.size, robot_type=args.robot_type,
                               overwrite=args.overwrite, progress=not args.quiet)
     except (LeRobotExportError, EpisodeSourceError, VideoError) as err:

@@ -26,6 +26,35 @@ class KeyStep:
     text: str | None = None
 
 
+class Cameras(tuple):
+    """An episode's camera names in order of preference (the first is the default view), which also accepts other
+    names for them: `aliases` maps a name a user may give to one of the names (robomimic's observation key
+    `agentview_image` -> its camera `agentview`), and `keys` each name to where the source stores it. `in` and
+    `Episode.read` accept either; equality and iteration see the names only.
+
+    >>> cams = Cameras(["agentview", "robot0_eye_in_hand"], {"agentview_image": "agentview"})
+    >>> "agentview_image" in cams, cams.resolve("agentview_image"), cams == ("agentview", "robot0_eye_in_hand")
+    (True, 'agentview', True)
+    """
+
+    def __new__(cls, names, aliases: dict[str, str] | None = None, keys: dict[str, str] | None = None):
+        made = super().__new__(cls, names)
+        made.aliases, made.keys = dict(aliases or {}), dict(keys or {})
+        return made
+
+    def __contains__(self, name: object) -> bool:
+        return tuple.__contains__(self, name) or name in self.aliases
+
+    def __reduce__(self):  # pickled for worker processes and Ray tasks with its aliases
+        return (Cameras, (tuple(self), self.aliases, self.keys))
+
+    def resolve(self, name: str) -> str:
+        return self.aliases.get(name, name)
+
+    def key(self, name: str) -> str:
+        return self.keys.get(self.resolve(name), self.resolve(name))
+
+
 @dataclass
 class Episode:
     """One recorded episode. Frames are numbered 0..length-1 at `fps`; `read(camera, indices)` returns them as
@@ -43,6 +72,8 @@ class Episode:
     columns: dict[str, list] = field(default_factory=dict, repr=False)  # per-frame annotation columns by name
 
     def read(self, camera: str, indices: Sequence[int]) -> list[np.ndarray]:
+        if isinstance(self.cameras, Cameras):
+            camera = self.cameras.resolve(camera)
         if camera not in self.cameras:
             raise EpisodeSourceError(f"episode {self.id}: no camera {camera!r} (cameras: {', '.join(self.cameras)})")
         bad = [i for i in indices if not 0 <= i < self.length]

@@ -1,5 +1,5 @@
 """Sources of episodes by name: `KIND:PATH` (`lerobot:DIR` or a Hub dataset id, `videos:DIR`, `frames:DIR`,
-`hdf5:FILE`) or a path alone, whose kind is then recognised from what it holds (`meta/info.json` is LeRobot,
+`hdf5:FILE`, or `hdf5:FILE#KEY` for the demos of robomimic's filter key `mask/KEY`) or a path alone, whose kind is then recognised from what it holds (`meta/info.json` is LeRobot,
 `.hdf5`/`.h5` is robomimic, a folder of video files is videos, a folder of image folders is frames)."""
 
 from __future__ import annotations
@@ -68,6 +68,10 @@ def open_episodes(spec: str, **options) -> list[Episode]:
         return open_frames(path, **options)
     from progresslm.data.hdf5 import open_hdf5
 
+    file, mark, key = location.rpartition("#")
+    if mark and key and not path.exists():  # FILE#KEY: robomimic's filter key, written into the source name so
+        options = {**options, "filter_key": key}  # that data build's card and watch --source carry it
+        path = Path(file).expanduser()
     return open_hdf5(path, **options)
 
 
