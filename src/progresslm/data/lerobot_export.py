@@ -30,6 +30,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
+import tempfile
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +57,7 @@ DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
 CAMERA_PREFIX = "observation.images."
+MANIFEST = "meta/progresslm_export.json"  # the files an export wrote: all that a later --overwrite may remove
 SUBTASK_COLUMN = "subtask_index"
 STANDARD_COLUMNS = ("index", "episode_index", "frame_index", "timestamp", "task_index")  # LeRobot's DEFAULT_FEATURES
 FEATURE_DTYPES = {"int64": "int64", "double": "float64", "bool": "bool", "string": "string"}  # arrow -> LeRobot
@@ -80,12 +84,11 @@ def export_lerobot(episodes: list[Episode], root: Path, fps: float | None = None
     """Write `episodes` as a LeRobot v3.0 dataset in `root` and return it. `fps`: the dataset's frame rate (None:
     the episodes', which must then agree; another rate picks each episode's nearest frames). `codec`: "libx264"
     (H.264) or "libsvtav1" (AV1, LeRobot's default). `size`: shorter image side in pixels (larger frames shrink).
-    The dataset is written beside `root` and renamed into place once complete; an existing non-empty `root` is
-    refused unless `overwrite`, and then replaced only if it holds a LeRobot dataset."""
-    from progresslm.io import atomic_dir
-
+    The dataset is written into a fresh folder beside `root` that this call creates (and removes on an error) and
+    renamed into place once complete; an existing non-empty `root` is refused unless `overwrite`, and then only the
+    files an earlier export listed in its manifest (`MANIFEST`) are replaced: nothing else in `root` is removed."""
     root = Path(root).expanduser().resolve()
-    _check_target(root, overwrite)
+    previous = _check_target(root, overwrite)
     if not episodes:
         raise LeRobotExportError("no episodes to export (the source, or its --episodes selection, holds none)")
     if codec not in CODECS:
@@ -97,9 +100,16 @@ def export_lerobot(episodes: list[Episode], root: Path, fps: float | None = None
     plans = [_plan(e, i, rate) for i, e in enumerate(episodes)]
     columns = _column_types(episodes, skip=(SUBTASK_COLUMN,) if any(p.subtask for p in plans) else ())
     tasks = list(dict.fromkeys(e.task for e in episodes))
-    with atomic_dir(root, replace=overwrite) as folder:
+    root.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{root.name}.export-", dir=root.parent))  # ours alone: a new name
+    try:
         rows, shapes = _write_frames(folder, plans, cameras, columns, tasks, rate, codec, size, progress)
         _write_meta(folder, plans, rows, shapes, columns, tasks, rate, codec, robot_type)
+        _write_manifest(folder)
+        _place(folder, root, previous)
+    finally:
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
     frames = sum(len(p.frames) for p in plans)
     log.info("wrote %d episodes, %d frames, %d cameras to %s", len(plans), frames, len(cameras), root)
     return root
@@ -108,16 +118,87 @@ def export_lerobot(episodes: list[Episode], root: Path, fps: float | None = None
 # --- checks and plans ---------------------------------------------------------------------------------------------
 
 
-def _check_target(root: Path, overwrite: bool) -> None:
+def _check_target(root: Path, overwrite: bool) -> list[str] | None:
+    """None for a new or empty `root`; with `overwrite`, the files the earlier export in `root` wrote."""
     if root.exists() and not root.is_dir():
         raise LeRobotExportError(f"{root} is a file; the dataset needs a folder (choose another --out)")
-    if root.is_dir() and any(root.iterdir()):
-        if not overwrite:
-            raise LeRobotExportError(f"{root} exists and is not empty; choose another --out, or pass --overwrite "
-                                     "to replace the LeRobot dataset in it")
-        if not (root / "meta" / "info.json").is_file():
-            raise LeRobotExportError(f"{root} holds files but no LeRobot dataset (no meta/info.json): --overwrite "
-                                     "replaces only a LeRobot dataset; choose another --out")
+    if not (root.is_dir() and any(root.iterdir())):
+        return None
+    if not overwrite:
+        raise LeRobotExportError(f"{root} exists and is not empty; choose another --out, or pass --overwrite "
+                                 "to replace the LeRobot dataset an earlier export-lerobot wrote there")
+    manifest = root / MANIFEST
+    if not (root / "meta" / "info.json").is_file():
+        raise LeRobotExportError(f"{root} holds files but no LeRobot dataset (no meta/info.json): --overwrite "
+                                 "replaces only a dataset export-lerobot wrote; choose another --out")
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+        if not (isinstance(files, list) and all(isinstance(f, str) for f in files)):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError):
+        raise LeRobotExportError(f"{root}: no readable {MANIFEST} listing what export-lerobot wrote there, so "
+                                 "--overwrite would not know which files are its own; choose another --out, or "
+                                 "empty the folder yourself") from None
+    return files
+
+
+def _write_manifest(folder: Path) -> None:
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    text = json.dumps({"written_by": "progresslm data export-lerobot", "files": [*files, MANIFEST]}, indent=1,
+                      allow_nan=False)
+    (folder / MANIFEST).write_text(text + "\n", encoding="utf-8")
+
+
+def _own_file(root: Path, relative: str) -> Path | None:
+    """`root/relative` when it is a plain file reached without a symlink on the way; else None (left alone)."""
+    from progresslm.io import OutsideRootError, confined
+
+    try:
+        path = confined(relative, root, "manifest entry", resolve=False)
+    except OutsideRootError:
+        return None
+    step = root
+    for part in path.relative_to(root).parts:
+        step = step / part
+        if step.is_symlink():
+            return None
+    return path if path.is_file() else None
+
+
+def _place(folder: Path, root: Path, previous: list[str] | None) -> None:
+    """Move the finished export in `folder` to `root`: a rename when `root` is new or empty; else the files of the
+    earlier export (`previous`) are removed and the new ones moved in, and nothing else in `root` is touched."""
+    if previous is None:
+        if root.is_dir():
+            root.rmdir()  # empty: checked before the export began (an error here if something arrived since)
+        os.replace(folder, root)
+        return
+    new = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"]
+    theirs = [f for f in new if f not in previous and (root / f).exists()]
+    if theirs:
+        raise LeRobotExportError(f"{root / theirs[0]} is not a file an earlier export wrote (not in {MANIFEST}) but "
+                                 "the new export would replace it; move it away or choose another --out")
+    for relative in new:
+        step = root
+        for part in Path(relative).parts[:-1]:
+            step = step / part
+            if step.is_symlink():
+                raise LeRobotExportError(f"{step} is a symlink: export-lerobot neither writes nor removes through "
+                                         "links; replace it with a folder or choose another --out")
+    removed_from: set[Path] = set()
+    for relative in previous:
+        path = _own_file(root, relative)
+        if path is not None:
+            path.unlink()
+            removed_from.add(path.parent)
+    for relative in new:
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(folder / relative, target)
+    for parent in sorted(removed_from, key=lambda p: len(p.parts), reverse=True):  # folders emptied: deepest first
+        while parent != root and parent.is_dir() and not parent.is_symlink() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
 
 
 def _frame_rate(episodes: list[Episode], fps: float | None) -> float:
@@ -458,7 +539,8 @@ def _write_meta(root: Path, plans: list[_Plan], rows: list[dict], shapes: dict, 
         "fps": int(rate) if float(rate).is_integer() else rate, "splits": {"train": f"0:{len(plans)}"},
         "data_path": DATA_PATH, "video_path": VIDEO_PATH, "features": features,
     }
-    (root / "meta" / "info.json").write_text(json.dumps(info, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(info, indent=4, ensure_ascii=False, allow_nan=False)  # strict JSON: rates are checked finite
+    (root / "meta" / "info.json").write_text(text + "\n", encoding="utf-8")
 
 
 def _shared_step_texts(plans: list[_Plan]) -> list[str] | None:
