@@ -75,20 +75,35 @@ def _ray_installed() -> bool:
         return False
 
 
-def _check_reachable(address: str, timeout: float = 10.0) -> None:
-    """Fail fast on a HOST:PORT nothing answers at (Ray itself retries for minutes); other forms ("auto",
-    "ray://...") are left to Ray."""
+# The client preface of HTTP/2 and an empty SETTINGS frame: Ray's head (its GCS, a gRPC server) answers with a
+# SETTINGS frame of its own at once, token authentication or not.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+PROBE_TIMEOUT_S = 5.0  # connect, then answer: well inside the 15 s a wrong address may cost
+
+
+def _check_reachable(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Fail fast on a HOST:PORT where nothing answers, or where something that is not Ray's head listens (Ray itself
+    retries for minutes: a plain TCP listener held `ray.init` for 123 s); other forms ("auto", "ray://...") are left
+    to Ray."""
     import socket
 
     host, _, port = address.rpartition(":")
     if "://" in address or not host or not port.isdigit():
         return
+    hint = (f"start one with `ray start --head --port {port}` on {host}, or give the head's address (--ray-address "
+            "or $RAY_ADDRESS)")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(_H2_PREFACE)
+            head = conn.recv(9)
+    except socket.timeout:
+        raise EngineError(f"{address} accepts connections but does not answer as a Ray cluster's head (no reply in "
+                          f"{timeout:g} s); {hint}") from None
     except OSError as error:
-        raise EngineError(f"no Ray cluster answers at {address} ({error}): start one with `ray start --head "
-                          f"--port {port}` on {host}, or give the head's address (--ray-address or $RAY_ADDRESS)"
-                          ) from error
+        raise EngineError(f"no Ray cluster answers at {address} ({error}): {hint}") from error
+    if len(head) < 9 or head[3] != 0x04:  # frame type 4: SETTINGS
+        raise EngineError(f"{address} answers, but not as a Ray cluster's head (not gRPC: {head[:16]!r}); {hint}")
 
 
 def _call(function: Callable, index: int, job: Any) -> tuple[int, Any, _Failure | None]:
