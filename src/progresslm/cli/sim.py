@@ -83,6 +83,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     from progresslm.sim.build import simulator_problem
     from progresslm.sim.export import export_videos
+    from progresslm.sim.render import RenderError
     from progresslm.sim.tasks import UnknownTaskError
 
     problem = simulator_problem()
@@ -92,7 +93,7 @@ def run_export(args: argparse.Namespace) -> int:
     try:
         written = export_videos(args.tasks, args.episodes, Path(args.out), tuple(args.cameras), args.size,
                                 args.stride, args.seed, codec=args.codec)
-    except (UnknownTaskError, ValueError, RuntimeError) as err:
+    except (UnknownTaskError, RenderError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{len(written)} episodes in {args.out}; next: progresslm data build videos:{args.out} --out BENCH_DIR")
