@@ -19,7 +19,7 @@ import csv
 import json
 from pathlib import Path
 
-from progresslm.data.episodes import VIDEO_SUFFIXES, Episode, EpisodeSourceError, parse_keysteps
+from progresslm.data.episodes import VIDEO_SUFFIXES, Episode, EpisodeSourceError, check_fps, parse_keysteps
 from progresslm.images import IMAGE_SUFFIXES, ImageReadError, list_images, natural_key, read_frame
 
 FRAMES_FPS = 10.0  # frame rate assumed for frame folders that state none
@@ -37,7 +37,10 @@ def _task_folders(root: Path) -> list[Path]:
 def _task_text(folder: Path) -> str:
     sidecar = folder / "task.txt"
     if sidecar.is_file():
-        text = sidecar.read_text(encoding="utf-8").strip()
+        try:
+            text = sidecar.read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError as err:
+            raise EpisodeSourceError(f"{sidecar}: not UTF-8 text ({err.reason} at byte {err.start})") from None
         if not text:
             raise EpisodeSourceError(f"{sidecar} is empty; write the task text in it")
         return text
@@ -55,11 +58,18 @@ def _sidecar(folder: Path, stem: str) -> dict:
             raise EpisodeSourceError(f"{path}: not valid JSON ({err})") from None
         if not isinstance(info, dict):
             raise EpisodeSourceError(f"{path}: expected a JSON object with task, fps or steps")
+        if "fps" in info and info["fps"] is not None:
+            info["fps"] = check_fps(info["fps"], f"{path}: fps")
+        if info.get("task") is not None and not (isinstance(info["task"], str) and info["task"].strip()):
+            raise EpisodeSourceError(f"{path}: task is {info['task']!r}, not a task text")
     steps = info.get("steps")
     csv_path = folder / f"{stem}.steps.csv"
     if csv_path.is_file():
-        with csv_path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle))
+        try:
+            with csv_path.open(newline="", encoding="utf-8") as handle:
+                rows = list(csv.reader(handle))
+        except (UnicodeDecodeError, csv.Error) as err:
+            raise EpisodeSourceError(f"{csv_path}: not a CSV of end,text rows ({err})") from None
         if rows and rows[0] and rows[0][0].strip().lower() == "end":
             rows = rows[1:]
         steps = [{"end": r[0], "text": r[1] if len(r) > 1 else None} for r in rows if r and r[0].strip()]
@@ -141,7 +151,7 @@ def open_frames(root: Path, fps: float | None = None, **ignored) -> list[Episode
             if len(set(counts.values())) > 1:
                 raise EpisodeSourceError(f"{episode_dir}: cameras hold different numbers of frames ({counts})")
             info = _sidecar(folder, episode_dir.name)
-            rate = float(info.get("fps") or fps or FRAMES_FPS)
+            rate = info.get("fps") or (check_fps(fps, "--fps") if fps is not None else FRAMES_FPS)
 
             def reader(camera, indices, cameras=cameras):
                 try:
