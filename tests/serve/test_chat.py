@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,12 @@ def test_chat_endpoint_reply_object_and_settings(client):
     too_long = client.post("/v1/chat/completions", json={**body, "max_tokens": 10**6})
     assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "max_tokens"
     streamed = client.post("/v1/chat/completions", json={**body, "stream": True})
-    assert streamed.status_code == 400 and "stream" in streamed.json()["error"]["message"]
+    assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+    events = [line.removeprefix("data: ") for line in streamed.text.split("\n\n") if line]
+    assert events[-1] == "[DONE]"
+    content = {i: "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1]
+                          if json.loads(e)["choices"][0]["index"] == i) for i in (0, 1)}  # fmt: skip
+    assert content == {c["index"]: c["message"]["content"] for c in data["choices"]}
 
 
 def test_pixel_nn_needs_a_progress_prompt(pixel_client):

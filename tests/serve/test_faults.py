@@ -72,7 +72,7 @@ CASES = [
     ("post", "/v1/chat/completions", {"json": chat(max_tokens=1000)}, 400),
     ("post", "/v1/chat/completions", {"json": chat(n=0)}, 400),
     ("post", "/v1/chat/completions", {"json": chat(n=100)}, 400),
-    ("post", "/v1/chat/completions", {"json": chat(stream=True)}, 400),
+    ("post", "/v1/chat/completions", {"json": chat(stream="yes")}, 400),
     ("post", "/v1/chat/completions", {"json": chat(seed="x")}, 400),
     ("post", "/v1/chat/completions",
      {"json": {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}}, 400),

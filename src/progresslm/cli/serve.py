@@ -30,6 +30,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--port", type=int, default=d.port, help="TCP port")
     parser.add_argument("--backend", default=DEFAULT_BACKEND, help=f"one of: {', '.join(sorted(BACKENDS))}")
     parser.add_argument("--mode", default=d.mode, help=f"prompt mode of /v1/progress and sessions: {', '.join(MODES)}")
+    parser.add_argument("--served-model-name", nargs="+", default=[], metavar="NAME", dest="served_model_names",
+                        help="the model names chat requests may ask for, each an alias of the served model (as "
+                        "vLLM's flag); the reply names the one asked. Default: any name, answered by the served model")
     auth = parser.add_mutually_exclusive_group()
     auth.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every route but /health (as vLLM's "
                       "server does); visible in the process list, prefer --api-key-env")
@@ -96,6 +99,7 @@ def config_from_args(args: argparse.Namespace):
         if not key:
             raise ServeConfigError(f"--server-api-key-env: the environment variable {args.server_api_key_env} is not set")
     return ServeConfig(options=options, api_key=key, max_batch=args.batch_size,
+                       served_model_names=tuple(getattr(args, "served_model_names", None) or ()),
                        **{name: getattr(args, name) for name in fields})
 
 

@@ -16,19 +16,28 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from progresslm.backends.base import Backend
+from progresslm.serve.answers import format_reply, metadata
 from progresslm.serve.batcher import QueueFull, Settings, ShuttingDown
 from progresslm.serve.chat import completion
 from progresslm.serve.config import ServeConfig
 from progresslm.serve.errors import ApiError, error_body
-from progresslm.serve.handlers import ServerState, chat_requests, progress_estimate, session_frames, start_session
+from progresslm.serve.handlers import (
+    ChatPlan,
+    ServerState,
+    chat_requests,
+    progress_estimate,
+    session_frames,
+    start_session,
+)
 from progresslm.serve.limits import ApiKeyAuth, BodyLimit, read_form
 from progresslm.serve.schemas import ChatCompletionBody, FramesBody, ProgressBody, SessionBody
+from progresslm.serve.streaming import chunks
 
 log = logging.getLogger("progresslm.serve")
 
@@ -71,27 +80,34 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one s
 
     @app.get("/v1/models")
     async def models() -> dict:
-        return {"object": "list", "data": [{"id": state.model_name, "object": "model", "created": int(state.started_wall),
-                                            "owned_by": "progresslm"}]}  # fmt: skip
+        created = int(state.started_wall)
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "progresslm",
+                                            "root": state.model_name} for name in state.model_names()]}  # fmt: skip
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionBody) -> dict:
-        if body.stream:
-            raise ApiError(400, "streaming is not supported by this server; send stream: false", "stream")
+    async def chat_completions(body: ChatCompletionBody):
+        model = state.reply_model(body.model)
         pixels = state.pixels.request()
         try:
-            requests, settings, files = await run_in_threadpool(chat_requests, state, body, pixels)
+            plan = await run_in_threadpool(chat_requests, state, body, pixels)
             try:
-                replies = await _answer(state, requests, settings)
+                replies = await _answer(state, plan.requests, plan.settings)
             finally:
-                state.files.release(files)
+                state.files.release(plan.files)
         finally:
             pixels.release()
         for reply in replies:
             if reply.error:
                 raise ApiError(400, f"the backend refused this request: {reply.error}", code="backend_refused")
-        texts = [(reply.text, reply.prompt_tokens, reply.completion_tokens) for reply in replies]
-        return completion(texts, state.model_name, requests[0].uid, int(time.time()), settings.max_new_tokens)
+        data = completion(_choices(plan, replies), model, plan.requests[0].uid, int(time.time()),
+                          plan.settings.max_new_tokens)  # fmt: skip
+        if plan.asked is not None:
+            data["progresslm"] = metadata(plan.asked)
+        if not body.stream:
+            return data
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        return StreamingResponse(chunks(data, include_usage), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})  # fmt: skip
 
     @app.post("/v1/progress")
     async def progress(request: HttpRequest) -> dict:
@@ -117,6 +133,22 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one s
     async def delete_session(session_id: str) -> dict:
         session = await run_in_threadpool(state.sessions.remove, session_id)
         return {"id": session.id, "deleted": True, "summary": session.monitor.summary()}
+
+
+def _choices(plan: ChatPlan, replies: list) -> list[tuple[str, int | None, int | None]]:
+    """(text, prompt tokens, completion tokens) per choice: a reply each, or for a question read from another
+    client's prompt, one draw's replies to its frames written in the format it asked for."""
+    if plan.asked is None:
+        return [(reply.text, reply.prompt_tokens, reply.completion_tokens) for reply in replies]
+    frames = plan.asked.frames()
+    out = []
+    for start in range(0, len(replies), frames):
+        draw = replies[start : start + frames]
+        prompt = [r.prompt_tokens for r in draw if r.prompt_tokens is not None]
+        completed = [r.completion_tokens for r in draw if r.completion_tokens is not None]
+        out.append((format_reply(plan.asked, [r.text for r in draw]), sum(prompt) if prompt else None,
+                    sum(completed) if completed else None))  # fmt: skip
+    return out
 
 
 async def _answer(state: ServerState, requests: list, settings: Settings) -> list:

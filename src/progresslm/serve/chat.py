@@ -141,6 +141,13 @@ def recognise_sample(messages: list[dict], image_names: list[str], uid: str) -> 
     return None
 
 
+def own_prompt(messages: list[dict]) -> bool:
+    """A prompt `build_prompt` wrote, perhaps with a hints line (`--hints`): its system message is progresslm's."""
+    if not messages or messages[0]["role"] != "system":
+        return False
+    return _split_images(messages[0]["content"]) in SYSTEM.values()
+
+
 def _candidate_demos(text: str, image_names: list[str]) -> list[Demo]:
     visual = _VISUAL.match(text)
     if visual:

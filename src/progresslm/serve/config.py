@@ -41,6 +41,9 @@ class ServeConfig:
     body_timeout_s: float = 15.0  # a request body that does not arrive within this is answered 408
     max_connections: int = 128  # open connections beyond this get a 503 before anything is read
     api_key: str | None = None  # when set, every route but /health needs "Authorization: Bearer <key>"
+    # The model names a chat request may ask for (vLLM's --served-model-name): each is an alias of the served
+    # model, and the reply names the one asked. Empty: any name is taken and the reply names the served model.
+    served_model_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -74,6 +77,9 @@ class ServeConfig:
             raise ServeConfigError("--api-key must be at least 8 characters (a guessable key protects nothing)")
         if self.max_request_pixels > self.max_inflight_pixels:
             raise ServeConfigError("--max-request-pixels must not exceed --max-inflight-pixels: such a request could never run")
+        self.served_model_names = tuple(self.served_model_names)
+        if any(not isinstance(name, str) or not name.strip() for name in self.served_model_names):
+            raise ServeConfigError("--served-model-name: every name must be non-empty text")
         if self.max_images < 2:
             raise ServeConfigError(f"--max-images must be at least 2 (a demonstration needs 2 keyframes), got {self.max_images}")
 

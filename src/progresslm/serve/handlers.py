@@ -6,15 +6,18 @@ Nothing here knows about HTTP beyond `ApiError`: the request bodies are already 
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from progresslm.backends.base import Backend, Request
 from progresslm.online.scorer import ProgressScorer, ScorerError
 from progresslm.prompts import Prompt
+from progresslm.serve.answers import Asked, mode_for, question_requests
 from progresslm.serve.batcher import BatchedBackend, Batcher, QueueFull, Settings, ShuttingDown
-from progresslm.serve.chat import generic_sample, read_messages, recognise_sample
+from progresslm.serve.chat import generic_sample, own_prompt, read_messages, recognise_sample
 from progresslm.serve.config import ServeConfig
 from progresslm.serve.errors import ApiError
 from progresslm.serve.images import (
@@ -26,6 +29,7 @@ from progresslm.serve.images import (
     decode_image_string,
     encode_for,
 )
+from progresslm.serve.questions import NotAQuestion, read_question
 from progresslm.serve.schemas import ChatCompletionBody, DemoFields, FramesBody, ProgressBody, SessionBody
 from progresslm.serve.sessions import SessionStore
 
@@ -44,6 +48,38 @@ class ServerState:
         self.started = time.monotonic()
         self.started_wall = time.time()
         self.closing = False
+        self._hints = None
+        self._hints_lock = threading.Lock()
+
+    def model_names(self) -> tuple[str, ...]:
+        """The names the server answers to: --served-model-name, else the backend's own (and any name is taken)."""
+        return tuple(self.config.served_model_names) or (self.model_name,)
+
+    def reply_model(self, asked: str | None) -> str:
+        """The model a chat reply names: the name asked when the server restricts names (aliases, as vLLM does),
+        else the served model. A name outside --served-model-name is a 404."""
+        names = self.config.served_model_names
+        if not names:
+            return self.model_name
+        if asked is None:
+            return names[0]
+        if asked not in names:
+            raise ApiError(404, f"the model {asked!r} does not exist; this server serves {', '.join(names)}",
+                           "model", "model_not_found")  # fmt: skip
+        return asked
+
+    def hint_lines(self, samples: list) -> dict[str, str]:
+        """uid -> the hints line the backend's model was trained with, from the matcher (built once, on first use;
+        one caller at a time: its caches are not thread-safe)."""
+        from progresslm.matcher.hints import HintError, HintProvider
+
+        with self._hints_lock:
+            if self._hints is None:
+                try:
+                    self._hints = HintProvider(None, device=getattr(self.backend.options, "device", "cpu"))
+                except HintError as error:
+                    raise ApiError(503, f"the prompt hints cannot be made: {error}", code="hints_unavailable") from None
+            return self._hints.hints(samples, None)
 
     def health(self) -> dict:
         self.sessions.expire()
@@ -78,24 +114,49 @@ class ServerState:
 # -- /v1/chat/completions -------------------------------------------------------------------------
 
 
-def chat_requests(
-    state: ServerState, body: ChatCompletionBody, pixels: RequestPixels
-) -> tuple[list[Request], Settings, list[Path]]:
-    """The backend requests for one chat body (n of them), their settings, and the image files
-    written for them (released by the caller when the replies are in, with `pixels`)."""
+@dataclass
+class ChatPlan:
+    """What one chat body asks of the backend: its requests (n draws), their settings, the image files written for
+    them (released by the caller with the request's pixels when the replies are in) and, for a progress question
+    read from its structure, how to write the replies (`asked`)."""
+
+    requests: list[Request]
+    settings: Settings
+    files: list[Path]
+    asked: Asked | None = None
+
+
+def needs_question(backend: Backend) -> bool:
+    """Backends that answer a progress question, not free text: those that read the sample's images (the matcher,
+    pixel-nn, retrieval) and models trained on progresslm's prompts with hints (nano)."""
+    return backend.reads_images or backend.default_hints is not None
+
+
+def chat_requests(state: ServerState, body: ChatCompletionBody, pixels: RequestPixels) -> ChatPlan:
+    """The backend requests for one chat body: progresslm's own prompts as they came, a progress question read
+    from another client's prompt rebuilt as `progresslm eval` builds it (for the backends that need one), any
+    other chat as it came."""
     config, backend = state.config, state.backend
     chat = read_messages(body.messages, config.max_images, config.max_image_pixels, config.max_prompt_chars, pixels,
                          config.work_side)  # fmt: skip
     uid = chat.key()
-    files = [state.files.acquire(upload) for upload in chat.uploads] if backend.reads_images else []
+    question_path = needs_question(backend)
+    files = [state.files.acquire(upload) for upload in chat.uploads] if backend.reads_images or question_path else []
     try:
         placeholders = [f"image_{k}{SUFFIXES.get(u.format, '')}" for k, u in enumerate(chat.uploads)]
         names = [str(p) for p in files] or placeholders
         recognised = recognise_sample(chat.messages, names, uid)
-        if recognised is None and backend.reads_images:
-            raise ApiError(400, f"the {config.backend} backend answers only progresslm prompts (as `progresslm eval` "
-                           "builds them: goal, demonstration, observation); these messages are not one", "messages",
-                           "not_a_progress_prompt")  # fmt: skip
+        if recognised is None and question_path and not (own_prompt(chat.messages) and not backend.reads_images):
+            try:
+                question = read_question(chat.messages)
+            except NotAQuestion as error:
+                raise ApiError(400, f"{error}; the {config.backend} backend answers progress questions only",
+                               "messages", "not_a_progress_prompt") from None  # fmt: skip
+            mode = mode_for(question, config.mode)
+            images = _encode_all(chat.uploads, backend.image_format, "messages")
+            hints = state.hint_lines if backend.default_hints is not None else None
+            asked = question_requests(question, uid, names, images, mode, body.n, hints)
+            return ChatPlan(asked.requests, _chat_settings(state, body, mode), files, asked)
         sample, mode = recognised if recognised else (generic_sample(uid, names), config.mode)
         settings = _chat_settings(state, body, mode)
         images = _encode_all(chat.uploads, backend.image_format, "messages")
@@ -104,7 +165,7 @@ def chat_requests(
     except BaseException:
         state.files.release(files)
         raise
-    return requests, settings, files
+    return ChatPlan(requests, settings, files)
 
 
 def _chat_settings(state: ServerState, body: ChatCompletionBody, mode: str) -> Settings:

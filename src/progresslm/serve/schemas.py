@@ -25,6 +25,7 @@ class ChatCompletionBody(BaseModel):
     seed: int | None = None
     n: int = Field(1, ge=1, le=8)
     stream: bool = False
+    stream_options: dict[str, Any] | None = None  # {"include_usage": true}: a last chunk with the usage
 
 
 class MonitorSettings(BaseModel):
