@@ -53,6 +53,7 @@ _GOAL = (
 )
 # A candidate that speaks of the estimate itself ("your task is to estimate the progress") is not the goal.
 _ABOUT_ESTIMATE = re.compile(r"\b(?:progress|estimat\w*|percent\w*|completion|predict\w*)\b", re.IGNORECASE)
+_QUOTES = "\"'`“”‘’"
 _NUMBERED = re.compile(r"[ \t]{0,8}(?:step[ \t]{0,3})?(\d{1,3})[ \t]{0,3}[.):\-][ \t]{1,8}(\S.*)$", re.IGNORECASE)
 _BULLET = re.compile(r"[ \t]{0,8}[-*•][ \t]{1,8}(\S.*)$")
 # A step's progress at the end of its line: "(ends at 50%)", "[50%]", "- 50%", ": 50%".
@@ -223,12 +224,23 @@ def _labels(flat: _Flat) -> dict[int, float]:
 # -- goal ------------------------------------------------------------------------------------------------------
 
 
+def _unquote(goal: str) -> str:
+    """The goal as written, less quotes around it and a full stop the sentence added: "'open it'." -> "open it";
+    "put it in the box.." (a goal that ends with one, then the sentence's) -> "put it in the box."; a goal's own
+    final full stop stays, so the text models read the goal `progresslm eval` gives them."""
+    if goal.endswith("..") or (goal.endswith(".") and goal[-2:-1] in _QUOTES):
+        goal = goal[:-1]
+    if len(goal) >= 2 and goal[0] in _QUOTES and goal[-1] in _QUOTES:
+        goal = goal[1:-1].strip()
+    return goal.rstrip(",;:").strip()
+
+
 def _goal(text: str) -> str | None:
     for pattern in _GOAL:
         for found in pattern.finditer(text):
             line = text[found.end() : found.end() + 600].split("\n", 1)[0].split(IMAGE_MARK, 1)[0]
             line = re.split(r"(?<=[.!?])\s", line, maxsplit=1)[0]  # the sentence: "Task: push it. Demo: ..."
-            goal = line.strip().strip("\"'`“”").strip().rstrip(".!?;,").strip().strip("\"'`“”").strip()
+            goal = _unquote(line.strip())
             if goal.lower().startswith("to "):  # "the goal is to open the drawer"
                 goal = goal[3:].strip()
             if goal and any(char.isalpha() for char in goal) and not _ABOUT_ESTIMATE.search(goal):
