@@ -130,7 +130,6 @@ def test_wrong_types_say_what_was_expected(data_overrides):
 @pytest.mark.parametrize(
     "overrides, kind, pattern",
     [
-        (["bf16=true", "use_cpu=true"], "sft", r"bf16: .*use_cpu.*set bf16=false"),
         (["lora.rank=0"], "sft", r"lora\.rank: 0 is not a LoRA rank"),
         (["num_generations=3"], "grpo", r"num_generations: 3 does not divide batch_size 64"),
         (["num_generations=1", "batch_size=4", "per_device_batch_size=4"], "grpo", r"num_generations: 1 < 2"),
@@ -468,3 +467,16 @@ def test_the_documented_vllm_override_keeps_the_recipes_other_trl_overrides(data
     )
     assert recipe.trl_overrides == {"dataloader_num_workers": 4, "vllm_gpu_memory_utilization": 0.3}
     assert GRPORecipe().use_vllm is False  # opt-in
+
+
+def test_bf16_on_the_cpu_is_refused_only_where_the_cpu_lacks_bfloat16(monkeypatch, data_overrides):
+    """The full-size dry run trains the 3B recipes on the CPU in their own bf16: on CPUs with AVX512-BF16 or AMX a
+    bf16 matmul ran 9x faster than fp32 there, and the frozen base takes half the memory (7 instead of 14 GB)."""
+    pytest.importorskip("torch")
+    recipe = load_recipe(None, [*data_overrides, "bf16=true", "use_cpu=true"])
+    assert recipe.bf16 and recipe.use_cpu
+    monkeypatch.setattr("progresslm.train.trainer.cpu_has_bf16", lambda: True)
+    check_environment(recipe)
+    monkeypatch.setattr("progresslm.train.trainer.cpu_has_bf16", lambda: False)
+    with pytest.raises(RecipeError, match=r"bf16: .*use_cpu.*no native bfloat16.*set bf16=false"):
+        check_environment(recipe)

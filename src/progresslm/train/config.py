@@ -436,9 +436,6 @@ def _check_optimisation(recipe: _Recipe, fail) -> None:
         fail("warmup_ratio", f"{recipe.warmup_ratio} is not a fraction of training", "use a value in [0, 1)")
     if recipe.max_pixels is not None and recipe.max_pixels < 28 * 28:
         fail("max_pixels", f"{recipe.max_pixels} is below one 28 x 28 patch group", "use at least 784, e.g. 50176")
-    if recipe.bf16 and recipe.use_cpu:
-        why = "bf16 mixed precision was asked for with use_cpu, and bf16 training on a CPU is slow or unsupported"
-        fail("bf16", why, "set bf16=false for CPU runs (the *_tiny_cpu recipes do)")
     if recipe.batch_size % recipe.per_device_batch_size:
         fail(
             "batch_size",

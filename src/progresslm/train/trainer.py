@@ -114,6 +114,11 @@ def check_environment(recipe: _Recipe) -> None:
             "bf16: this GPU has no bfloat16 support (pre-Ampere); set bf16=false and "
             "trl_overrides.fp16=true, or use an Ampere or newer GPU"
         )
+    if recipe.bf16 and not cuda and not cpu_has_bf16():
+        raise RecipeError(
+            "bf16: bf16 mixed precision was asked for with use_cpu, and this CPU has no native bfloat16 "
+            "(AVX512-BF16 or AMX), where it is slow; set bf16=false for this machine (the *_tiny_cpu recipes do)"
+        )
     from transformers.integrations.integration_utils import get_available_reporting_integrations
 
     reporters = [recipe.report_to] if isinstance(recipe.report_to, str) else list(recipe.report_to)
@@ -129,6 +134,15 @@ def check_environment(recipe: _Recipe) -> None:
             "use_vllm: vLLM is not installed, so TRL cannot use it for rollouts; "
             "pip install -e '.[vllm]' (in the progresslm clone) or set use_vllm=false (plain transformers generation)"
         )
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (x86 AVX512-BF16 or AMX). With it, a bf16 matmul on these
+    2-core machines ran 9x faster than fp32 (2,079 vs 236 GFLOPS, 700 x 2048 x 11008); without it, torch emulates
+    bf16 and it is slower than fp32. torch has no public probe: a missing one counts as no."""
+    import torch
+
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
 
 def prepare_output_dir(recipe: _Recipe) -> tuple[Path, str | None]:
     """The output directory and the checkpoint to resume from (None: start fresh)."""
