@@ -193,3 +193,22 @@ def test_adapter_without_peft_says_what_to_install(monkeypatch, tmp_path, tiny_v
 
 def test_registry_finds_the_backend():
     assert backend_class("hf") is HFBackend
+
+
+def test_the_checkpoints_generation_defaults_do_not_change_the_answers(tiny_vlm_dir, visual_requests, tmp_path):
+    """Qwen2.5-VL-3B's generation_config.json samples by default with repetition_penalty 1.05 (the full-size dry run's
+    model carries it); greedy and seeded sampling must answer as with a plain generation config, as vLLM does."""
+    import json
+    import shutil
+
+    qwen_like = tmp_path / "qwen-like"
+    shutil.copytree(tiny_vlm_dir, qwen_like)
+    config_path = qwen_like / "generation_config.json"
+    config = json.loads(config_path.read_text())
+    config.update(do_sample=True, repetition_penalty=3.0, temperature=0.1, top_p=0.001, top_k=1)
+    config_path.write_text(json.dumps(config))
+    plain, checkpoint = make_backend(tiny_vlm_dir), make_backend(qwen_like)
+    for options in ({"max_new_tokens": 16}, {"max_new_tokens": 16, "temperature": 1.0, "seed": 1}):
+        expected = run(plain, visual_requests, **options)
+        got = run(checkpoint, visual_requests, **options)
+        assert [got[i].text for i in range(3)] == [expected[i].text for i in range(3)]

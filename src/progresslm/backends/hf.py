@@ -206,7 +206,14 @@ class HFBackend(Backend):
         inputs = self._model_inputs(texts, images)
         options = self.options
         sampling = options.temperature > 0
-        settings: dict[str, Any] = {"max_new_tokens": options.max_new_tokens, "do_sample": sampling}
+        # repetition_penalty 1 as vLLM's SamplingParams and TRL's GRPO rollouts: transformers fills every option
+        # left unset from the checkpoint's generation_config, and Qwen2.5-VL's holds repetition_penalty 1.05, which
+        # would penalise the digits of a score that appear in the prompt (the step percentages).
+        settings: dict[str, Any] = {
+            "max_new_tokens": options.max_new_tokens,
+            "do_sample": sampling,
+            "repetition_penalty": 1.0,
+        }
         if sampling:
             settings.update(temperature=options.temperature, top_p=options.top_p, top_k=0)
             torch.manual_seed(batch_seed(options.seed, batch))
