@@ -28,6 +28,9 @@ def test_flags_become_settings():
     assert (config.backend, config.port, config.max_batch, config.batch_wait_ms, config.max_body_mb) == ("hf", 9000, 4, 2, 5)
     assert config.options.model == "m" and config.options.temperature == 0.5 and config.session_ttl_s == 30
     assert config.host == "127.0.0.1" and config.mode == "two-stage"
+    assert config.served_model_names == ()
+    named = config_from_args(build_parser().parse_args(["serve", "--served-model-name", "progress-a", "progress-b"]))
+    assert named.served_model_names == ("progress-a", "progress-b")
 
 
 @pytest.mark.parametrize("argv, message", [
