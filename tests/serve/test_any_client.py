@@ -110,8 +110,10 @@ def test_authors_prompts_get_the_eval_numbers(bench, client, think):
         text = reply.choices[0].message.content
         assert same(value_of(text, "tags" if think else "percent"), answers[sample.uid]), (sample.uid, text)
         meta = reply.model_extra["progresslm"]
-        # "The overall goal is {goal}." cannot tell a goal's own full stop from the sentence's: either is fine
-        assert meta["structure"] == "authors" and meta["goal"].rstrip(". ") == sample.goal.rstrip(". ")
+        # the text layout ends the goal sentence with a full stop, which is the sentence's, not the goal's: there the
+        # goal comes back as eval has it; the visual layout adds none, so a goal's own stop is taken for a sentence's
+        goal = sample.goal.strip() if sample.modality is Modality.TEXT else sample.goal.strip().removesuffix(".")
+        assert meta["structure"] == "authors" and meta["goal"] == goal
         assert meta["format"] == ("tags" if think else "percent") and meta["assumed"] == []
     na = [uid for uid, (status, _) in answers.items() if status == Status.NA.value]
     assert na, "the fixture has no n/a answer: the n/a format would go unchecked"

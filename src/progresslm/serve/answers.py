@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from progresslm.backends.base import Request
-from progresslm.parsing import parse_reply
+from progresslm.parsing import parse_direct, parse_reply
 from progresslm.prompts import build_prompt
 from progresslm.serve.questions import Question
-from progresslm.types import Sample, Status
+from progresslm.types import Prediction, Sample, Status
 
 MODE_OF_ANSWER = {"tags": "two-stage", "score-tag": "two-stage", "percent": "direct"}
 
@@ -70,20 +70,35 @@ def _number(score: float) -> float | int:
     return int(value) if value == int(value) else value
 
 
+def _read(text: str, mode: str) -> Prediction:
+    """A reply in `mode`, else in the other mode: nano writes the tags even when asked for a bare percentage."""
+    prediction = parse_reply(text, mode)
+    if prediction.status is Status.PARSE_FAILURE:
+        other = parse_reply(text, "direct" if mode == "two-stage" else "two-stage")
+        if other.status is not Status.PARSE_FAILURE:
+            return other
+    return prediction
+
+
 def format_reply(asked: Asked, texts: list[str]) -> str:
-    """The replies to one draw (one per frame, in the question's order) in the format the question asked for."""
+    """The replies to one draw (one per frame, in the question's order) in the format the question asked for.
+
+    A reply already in that format is passed on as the model wrote it; one in another format is rewritten from
+    its score (a percentage, or n/a); one that cannot be read at all is passed on as it is."""
     question = asked.question
-    if question.answer in ("tags", "percent", "mode"):
-        return texts[0]  # the backend answered in that very format
-    predictions = [parse_reply(text, asked.mode) for text in texts]
-    if question.answer == "score-tag":
+    predictions = [_read(text, asked.mode) for text in texts]
+    if question.answer in ("tags", "mode") or (question.answer == "percent" and parse_direct(texts[0]).status
+                                               is not Status.PARSE_FAILURE):  # fmt: skip
+        return texts[0]
+    if question.answer in ("percent", "score-tag"):
         (prediction,) = predictions
         if prediction.status is Status.PARSE_FAILURE:
             return texts[0]
-        return f"<score>{'n/a' if prediction.status is Status.NA else _percent_text(prediction.score)}</score>"
-    values = [_percent_text(p.score) if p.has_value else "n/a" for p in predictions]
+        value = "n/a" if prediction.status is Status.NA else _percent_text(prediction.score)
+        return value if question.answer == "percent" else f"<score>{value}</score>"
     if question.answer == "json":
         return json.dumps([_number(p.score) if p.has_value else "n/a" for p in predictions])
+    values = [_percent_text(p.score) if p.has_value else "n/a" for p in predictions]
     return "\n".join(f"{frame.name}: {value}" for frame, value in zip(question.frames, values))
 
 

@@ -225,11 +225,11 @@ def _labels(flat: _Flat) -> dict[int, float]:
 
 
 def _unquote(goal: str) -> str:
-    """The goal as written, less quotes around it and a full stop the sentence added: "'open it'." -> "open it";
-    "put it in the box.." (a goal that ends with one, then the sentence's) -> "put it in the box."; a goal's own
-    final full stop stays, so the text models read the goal `progresslm eval` gives them."""
-    if goal.endswith("..") or (goal.endswith(".") and goal[-2:-1] in _QUOTES):
-        goal = goal[:-1]
+    """The goal as written, less quotes around it and the sentence's full stop: "'open it'." -> "open it",
+    "open it." -> "open it", "put it in the box.." (a goal that ends with a full stop, then the sentence's) ->
+    "put it in the box."."""
+    if goal.endswith(".") and not goal.endswith("..."):
+        goal = goal[:-1].rstrip()
     if len(goal) >= 2 and goal[0] in _QUOTES and goal[-1] in _QUOTES:
         goal = goal[1:-1].strip()
     return goal.rstrip(",;:").strip()
