@@ -26,7 +26,7 @@ from contextlib import contextmanager, nullcontext
 
 def samples_with_five_keyframes(n: int):
     from progresslm.bench.format import load_bench
-    from progresslm.sim.build import build_small_bench
+    from progresslm.sim.sim_build import build_small_bench
 
     outcome = build_small_bench(progress=False)
     samples = [s for s in load_bench(outcome.bench_files()).samples

@@ -63,7 +63,7 @@ def main() -> None:
                     frames = [scene(10 * t + e, i, args.height, args.width)[:, :: (1 if camera == "top" else -1)]
                               for i in range(per_episode)]
                     write_video(videos / task / f"ep{e}.{camera}.mp4", frames, args.fps)
-        from progresslm.data.build import DataBuildConfig, build
+        from progresslm.data.data_build import DataBuildConfig, build
 
         start = time.perf_counter()
         outcome = build(DataBuildConfig(source=f"videos:{videos}", out=str(root / "bench"), keyframes="uniform:5"),

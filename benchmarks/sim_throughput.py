@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from progresslm.sim.build import SimBuildConfig, build
+    from progresslm.sim.sim_build import SimBuildConfig, build
 
     out = Path(tempfile.mkdtemp(prefix="progresslm-sim-"))
     start = time.perf_counter()

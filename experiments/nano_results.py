@@ -27,8 +27,8 @@ from pathlib import Path
 from progresslm.backends.base import BackendOptions
 from progresslm.bench.format import load_bench
 from progresslm.evaluation import EvalConfig, evaluate
-from progresslm.report import Run, fmt, load_run, table1, table1_strict, table2
-from progresslm.sim.build import SimBuildConfig, build
+from progresslm.report_tables import Run, fmt, load_run, table1, table1_strict, table2
+from progresslm.sim.sim_build import SimBuildConfig, build
 from progresslm.types import Status
 
 REPO = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ def main() -> None:
 
     logging.disable(logging.WARNING)  # the cards carry the figures; per-sample warnings are noise here
     from progresslm.io import data_home
-    from progresslm.sim.build import FORMAT_VERSION, SimBuildConfig, build
+    from progresslm.sim.sim_build import FORMAT_VERSION, SimBuildConfig, build
 
     axes = ("visual_same_view", "visual_cross_view", "text")
     print("| level | baseline | " + " | ".join(f"{a} NSE / PRC" for a in axes) + " |")

@@ -69,8 +69,8 @@ def tiny_nano_dir(tmp_path_factory) -> Path:
 def tiny_sim_build(tmp_path_factory):
     """`tiny_sim_config` built once per test session (the sim and training tests share it)."""
     pytest.importorskip("metaworld")
-    from progresslm.sim.build import build
     from progresslm.sim.render import RenderError, check_gl
+    from progresslm.sim.sim_build import build
 
     try:
         check_gl()

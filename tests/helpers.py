@@ -31,7 +31,7 @@ TINY_SIM_CAMERAS = ["corner", "corner3"]
 
 def tiny_sim_config(out, level="default", **kwargs):
     """A tiny simulator build: 2 tasks (1 bench, 1 sft), 1 camera pair, 64 px, one bench and one sft episode."""
-    from progresslm.sim.build import SimBuildConfig
+    from progresslm.sim.sim_build import SimBuildConfig
 
     return SimBuildConfig(preset="tiny", out=str(out), tasks=TINY_SIM_TASKS, cameras=TINY_SIM_CAMERAS, size=64,
                           level=level, workers=1, **kwargs)  # fmt: skip

@@ -17,8 +17,8 @@ import pytest
 
 from progresslm.builder.engines import RAY_HINT, EngineError, JobError, engine_problem, run_jobs
 from progresslm.cli.main import main
-from progresslm.data.build import DataBuildConfig, DataBuildError
-from progresslm.data.build import build as data_build
+from progresslm.data.data_build import DataBuildConfig, DataBuildError
+from progresslm.data.data_build import build as data_build
 from tests.data.own_data import write_videos
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
@@ -161,7 +161,7 @@ def test_ray_engine_returns_every_result_and_names_the_failing_job(ray_instance)
 
 @pytest.fixture(scope="module")
 def sim_local(request):
-    from progresslm.sim.build import simulator_problem
+    from progresslm.sim.sim_build import simulator_problem
 
     problem = simulator_problem()
     if problem:
@@ -173,7 +173,7 @@ def sim_local(request):
 def sim_ray(sim_local, ray_instance, tmp_path_factory):
     from helpers import tiny_sim_config
 
-    from progresslm.sim.build import build
+    from progresslm.sim.sim_build import build
 
     config = dataclasses.replace(tiny_sim_config(tmp_path_factory.mktemp("sim") / "ray"), engine="ray", workers=2)
     return build(config, progress=False)
@@ -191,7 +191,7 @@ def test_sim_build_on_ray_writes_what_the_local_engine_does(sim_local, sim_ray):
 def test_a_killed_ray_build_resumes_with_ray(sim_local, sim_ray, tmp_path):
     from helpers import tiny_sim_config
 
-    from progresslm.sim.build import build
+    from progresslm.sim.sim_build import build
 
     out = tmp_path / "resumed"
     shutil.copytree(sim_ray.out, out)

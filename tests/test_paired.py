@@ -10,7 +10,7 @@ from helpers import BENCH_FILES, fixture
 from progresslm.bench.format import load_bench
 from progresslm.cli.main import main
 from progresslm.paired import Answers, Labels, compare, like_for_like
-from progresslm.report import load_run
+from progresslm.report_tables import load_run
 
 
 def test_compare_scores_both_runs_on_the_shared_answers_only():

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from progresslm.plots import plot_score_histograms, plot_trajectories
-from progresslm.report import (
+from progresslm.report_tables import (
     Run,
     compare_html,
     compare_markdown,
@@ -213,7 +213,7 @@ def test_compare_tables_list_every_run(run, floor):
 
 
 def test_wide_tables_are_split_between_column_groups():
-    from progresslm.report import Table, split_wide
+    from progresslm.report_tables import Table, split_wide
 
     columns = [("", "Run")] + [(f"g{g}", f"m{m}") for g in range(6) for m in range(4)]  # 24 data columns
     table = Table(columns, [["r", *map(str, range(24))]], title="T")
@@ -226,7 +226,7 @@ def test_wide_tables_are_split_between_column_groups():
 
 
 def test_a_comparison_warns_when_runs_differ_in_samples_or_benchmark(run):
-    from progresslm.report import comparison_warnings
+    from progresslm.report_tables import comparison_warnings
 
     assert comparison_warnings([run, Run("same", run.metrics, run.config)]) == []
     fewer = json.loads(json.dumps(run.metrics))
@@ -316,7 +316,7 @@ def test_no_matplotlib_at_import_and_no_pyplot_after_plotting(tmp_path):
 
     code = (
         "import sys\n"
-        "import progresslm.report, progresslm.plots\n"
+        "import progresslm.report_tables, progresslm.plots\n"
         "assert 'matplotlib' not in sys.modules\n"
         "from progresslm.plots import plot_score_histograms\n"
         f"plot_score_histograms([], [], {str(tmp_path / 'empty.png')!r})\n"

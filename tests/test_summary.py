@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from progresslm.report import Run
+from progresslm.report_tables import Run
 from progresslm.summary import COLUMNS, plain_table, print_summary, rows
 
 

@@ -476,7 +476,7 @@ def finish(
 ) -> dict:
     """metrics.json, report.md, report.html and plots from the results file (read once)."""
     from progresslm import metrics as metrics_lib
-    from progresslm import report
+    from progresslm import report_tables
 
     done, _, _ = ResultStore(out / "results.jsonl").latest({uid: prompt.hash for uid, prompt in prompts.items()})
     per_draw = collect_predictions(done, samples, config.num_samples)
@@ -515,10 +515,10 @@ def finish(
     if config.floors:
         for label, preds in floor_predictions(samples, prompts, config).items():
             floor_metrics = metrics_lib.compute_metrics(samples, preds, bootstrap=0)
-            floors.append(report.Run(name=label, metrics=floor_metrics, config={"backend": label}))
+            floors.append(report_tables.Run(name=label, metrics=floor_metrics, config={"backend": label}))
         _write_json(out / "floors.json", {run.name: run.metrics for run in floors})
 
-    run = report.load_run(out)
+    run = report_tables.load_run(out)
     plots = []
     if config.plots:
         from progresslm import plots as plots_lib
@@ -532,8 +532,8 @@ def finish(
             replies = {uid: record.reply for (uid, draw), record in done.items() if draw == 0}
             write_gallery(out / "gallery.html", [s for s, _ in first], [p for _, p in first], replies,
                           config.image_root, title=run.name)
-    (out / "report.md").write_text(report.render_report_markdown(run, floors=floors, plots=[Path(p).name for p in plots]))
-    (out / "report.html").write_text(report.render_report_html(run, floors=floors, plots=plots))
+    (out / "report.md").write_text(report_tables.render_report_markdown(run, floors=floors, plots=[Path(p).name for p in plots]))
+    (out / "report.html").write_text(report_tables.render_report_html(run, floors=floors, plots=plots))
     return metrics
 
 

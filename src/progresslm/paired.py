@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from progresslm.metrics import mean_interval, nse_term
-from progresslm.report import Run, bench_key
+from progresslm.report_tables import Run, bench_key
 from progresslm.types import Status
 
 PAIRED_SPLITS = ("visual_same_view", "visual_cross_view", "text")

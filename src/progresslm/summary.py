@@ -16,7 +16,7 @@ import math
 import sys
 from collections.abc import Sequence
 
-from progresslm.report import Run, pooled_unanswerable, sample_count
+from progresslm.report_tables import Run, pooled_unanswerable, sample_count
 from progresslm.types import is_number
 
 FLOOR_BACKENDS = ("constant", "random", "constant-50%")

@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from progresslm.backends.base import BackendError, BackendOptions, Request  # noqa: E402
-from progresslm.backends.hf import HFBackend  # noqa: E402
+from progresslm.backends.hf_transformers import HFBackend  # noqa: E402
 from progresslm.backends.registry import backend_class  # noqa: E402
 from progresslm.bench.format import read_official  # noqa: E402
 from progresslm.images import ImageStore  # noqa: E402

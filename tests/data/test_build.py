@@ -12,7 +12,7 @@ from PIL import Image
 
 from progresslm.bench.format import format_percent, load_bench
 from progresslm.cli.main import main
-from progresslm.data.build import DataBuildConfig, DataBuildError, build
+from progresslm.data.data_build import DataBuildConfig, DataBuildError, build
 from tests.data.own_data import LENGTHS, TASKS, bar_position, steps, write_hdf5, write_videos
 
 
@@ -74,7 +74,7 @@ def test_eval_and_training_read_the_output_unchanged(built, tmp_path, capsys):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["splits"]["visual_same_view"]["nse"] < 25  # the bar's position gives progress away
 
-    from progresslm.train.data import grpo_records, sft_records
+    from progresslm.train.training_data import grpo_records, sft_records
 
     samples = load_bench(files).samples
     assert len(sft_records(samples, built.image_root)) == len(samples)
@@ -168,7 +168,7 @@ def test_lerobot_dataset_with_column_keyframes(tmp_path, version):
                                     size=32), progress=False)
     same = rows(outcome, "bench", "visual_same_view")
     assert same and outcome.samples["bench"]["visual_cross_view"] == len(same)  # two cameras
-    from progresslm.data.sources import open_episodes
+    from progresslm.data.episode_sources import open_episodes
 
     episodes = {e.id: e for e in open_episodes(f"lerobot:{root}")}
     for row in same:

@@ -1,4 +1,4 @@
-"""The Hugging Face `datasets` round trip (progresslm.data.hf): export, reload, write back, evaluate, and the authors'
+"""The Hugging Face `datasets` round trip (progresslm.data.hf_datasets): export, reload, write back, evaluate, and the authors'
 release fetched from a local stand-in for the Hub."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from progresslm.bench.format import load_bench, read_official
 from progresslm.cli.main import main
 
 datasets = pytest.importorskip("datasets")
-hf = pytest.importorskip("progresslm.data.hf")
+hf = pytest.importorskip("progresslm.data.hf_datasets")
 release = pytest.importorskip("progresslm.data.release")
 SIM_SAMPLE = Path(__file__).parent.parent / "fixtures" / "sim_sample"
 

@@ -20,9 +20,9 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from progresslm.data import video  # noqa: E402
+from progresslm.data.episode_sources import open_episodes  # noqa: E402
 from progresslm.data.episodes import EpisodeSourceError  # noqa: E402
 from progresslm.data.lerobot import fetch_lerobot, open_lerobot  # noqa: E402
-from progresslm.data.sources import open_episodes  # noqa: E402
 from tests.data.lerobot_fixture import (  # noqa: E402
     CAMERAS,
     EPISODE_TASKS,
@@ -255,7 +255,7 @@ def test_hub_unreachable_says_so(tmp_path):
     huggingface_hub is imported)."""
     pytest.importorskip("huggingface_hub")
     code = ("from progresslm.data.episodes import EpisodeSourceError\n"
-            "from progresslm.data.sources import open_episodes\n"
+            "from progresslm.data.episode_sources import open_episodes\n"
             "try:\n    open_episodes('someone/tiny-robot')\n"
             "except EpisodeSourceError as err:\n    print('ERROR', err)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}

@@ -18,10 +18,10 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from progresslm.cli.main import main  # noqa: E402
 from progresslm.data import lerobot_export  # noqa: E402
-from progresslm.data.build import DataBuildConfig, build  # noqa: E402
+from progresslm.data.data_build import DataBuildConfig, build  # noqa: E402
+from progresslm.data.episode_sources import open_episodes  # noqa: E402
 from progresslm.data.episodes import Episode, KeyStep  # noqa: E402
 from progresslm.data.lerobot_export import LeRobotExportError, export_lerobot  # noqa: E402
-from progresslm.data.sources import open_episodes  # noqa: E402
 from tests.data.own_data import TASKS, bar_position, write_videos  # noqa: E402
 
 CAMERAS = ("observation.images.top", "observation.images.wrist")

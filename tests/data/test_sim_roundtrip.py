@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from progresslm.sim.build import simulator_problem
+from progresslm.sim.sim_build import simulator_problem
 
 pytestmark = pytest.mark.skipif(simulator_problem() is not None, reason=f"no simulator: {simulator_problem()}")
 
@@ -16,8 +16,8 @@ def test_sim_videos_build_the_simulators_labels(tmp_path):
     from progresslm.bench.format import format_percent
     from progresslm.bench.sampling import sample_frames
     from progresslm.cli.main import main
-    from progresslm.data.build import DataBuildConfig, build
-    from progresslm.sim.export import export_videos
+    from progresslm.data.data_build import DataBuildConfig, build
+    from progresslm.sim.export_videos import export_videos
     from progresslm.sim.rollout import progress_labels, rollout
 
     videos = tmp_path / "videos"

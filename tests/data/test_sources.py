@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from progresslm.data.episode_sources import open_episodes, select
 from progresslm.data.episodes import EpisodeSourceError
-from progresslm.data.sources import open_episodes, select
 from progresslm.data.video import VideoError, decode
 from tests.data.own_data import FPS, LENGTHS, bar_position, write_frames, write_hdf5, write_videos
 

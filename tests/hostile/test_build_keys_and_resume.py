@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from progresslm.data.build import DataBuildConfig, DataBuildError, build
+from progresslm.data.data_build import DataBuildConfig, DataBuildError, build
 from progresslm.io import slug
 from tests.data.own_data import TASKS, write_videos
 

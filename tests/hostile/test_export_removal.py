@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from progresslm.data.episode_sources import open_episodes
 from progresslm.data.lerobot_export import MANIFEST, LeRobotExportError, export_lerobot
-from progresslm.data.sources import open_episodes
 from tests.data.test_lerobot_export import synthetic
 
 

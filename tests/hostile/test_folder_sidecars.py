@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from progresslm.cli.main import main
+from progresslm.data.episode_sources import open_episodes
 from progresslm.data.episodes import EpisodeSourceError
-from progresslm.data.sources import open_episodes
 from tests.data.own_data import write_frames, write_videos
 
 

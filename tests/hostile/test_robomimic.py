@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from progresslm.cli.main import main
+from progresslm.data.episode_sources import open_episodes
 from progresslm.data.episodes import EpisodeSourceError
-from progresslm.data.sources import open_episodes
 
 h5py = pytest.importorskip("h5py")
 

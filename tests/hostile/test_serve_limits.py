@@ -145,7 +145,7 @@ def test_big_images_within_the_limits_are_decoded_down_to_the_working_size():
     with make_client("constant", work_side=256) as client:
         body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(5)}}]}]}
         assert client.post("/v1/chat/completions", json=body).status_code == 200
-    from progresslm.serve.images import check_image
+    from progresslm.serve.request_images import check_image
 
     upload = check_image(base64.b64decode(png(2048)), "observation", 8_000_000, work_side=256)
     assert (upload.width, upload.height) == (2048, 2048) and upload.pil().size == (256, 256)

@@ -16,7 +16,7 @@ pytest.importorskip("metaworld")
 CHILD = """
 import os, sys
 from pathlib import Path
-from progresslm.sim.export import export_videos
+from progresslm.sim.export_videos import export_videos
 from progresslm.sim.tasks import UnknownTaskError
 try:
     export_videos(["no-such-task-v3"], 1, Path(sys.argv[1]))

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from progresslm.cli.main import main
-from progresslm.online.sources import ffmpeg_reason
+from progresslm.online.frame_sources import ffmpeg_reason
 
 
 @pytest.fixture

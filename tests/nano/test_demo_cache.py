@@ -19,7 +19,7 @@ from PIL import Image  # noqa: E402
 from progresslm import matcher as matcher_package  # noqa: E402
 from progresslm import nano as nano_package  # noqa: E402
 from progresslm.backends.base import BackendError, BackendOptions, Request  # noqa: E402
-from progresslm.backends.hf import HFBackend  # noqa: E402
+from progresslm.backends.hf_transformers import HFBackend  # noqa: E402
 from progresslm.backends.registry import create_backend  # noqa: E402
 from progresslm.bench.format import load_bench  # noqa: E402
 from progresslm.images import ImageStore  # noqa: E402

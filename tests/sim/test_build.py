@@ -15,8 +15,8 @@ from helpers import TINY_SIM_CAMERAS as CAMERAS
 from helpers import tiny_sim_config as tiny
 
 from progresslm.bench.format import load_bench
-from progresslm.sim.build import SimBuildConfig, SimBuildError, assign_splits, build
 from progresslm.sim.samples import MIN_EDIT_CHANGE_PCT
+from progresslm.sim.sim_build import SimBuildConfig, SimBuildError, assign_splits, build
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +181,7 @@ def test_build_workers_exit_without_gl_tracebacks(built, tmp_path):
     script = (
         "import sys; sys.path.insert(0, %r)\n"
         "from helpers import tiny_sim_config\n"
-        "from progresslm.sim.build import build\n"
+        "from progresslm.sim.sim_build import build\n"
         "import dataclasses\n"
         "outcome = build(dataclasses.replace(tiny_sim_config(%r), workers=2), progress=False)\n"
         "assert outcome.built == 2, outcome.built\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from progresslm.sim.build import simulator_problem
+from progresslm.sim.sim_build import simulator_problem
 
 pytestmark = pytest.mark.skipif(simulator_problem() is not None, reason=f"no simulator: {simulator_problem()}")
 

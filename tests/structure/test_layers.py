@@ -87,7 +87,7 @@ def test_the_check_finds_an_import_that_goes_up():
 
 
 def test_the_package_level_graph_has_no_cycle():
-    """Folders (and top-level modules) as nodes: `progresslm.sim.build -> progresslm.data.video` is sim -> data."""
+    """Folders (and top-level modules) as nodes: `progresslm.sim.sim_build -> progresslm.data.video` is sim -> data."""
     packages: dict[str, set[str]] = {}
     for importer, imported in ((a, b) for a, bs in graph().items() for b in bs):
         a, b = (importer.split(".") + [""])[1], (imported.split(".") + [""])[1]

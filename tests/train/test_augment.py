@@ -7,8 +7,8 @@ from progresslm.bench.format import load_bench
 from progresslm.bench.sampling import anchors
 from progresslm.parsing import parse_two_stage
 from progresslm.train.augment import augment, cut_demo, demo_cuts, self_demos, swap_negatives
-from progresslm.train.data import label_problem, sft_records
 from progresslm.train.traces import template_trace
+from progresslm.train.training_data import label_problem, sft_records
 from progresslm.types import Demo, Modality, Sample, View
 
 

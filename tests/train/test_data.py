@@ -8,9 +8,9 @@ from helpers import BENCH_FILES, fixture, write_images
 
 from progresslm.bench.format import load_bench
 from progresslm.prompts import build_prompt
-from progresslm.train.data import DatasetError, grpo_records, sft_records, to_dataset
 from progresslm.train.rewards import make_reward_funcs
 from progresslm.train.traces import template_trace
+from progresslm.train.training_data import DatasetError, grpo_records, sft_records, to_dataset
 
 
 @pytest.fixture(scope="module")

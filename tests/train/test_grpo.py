@@ -120,7 +120,7 @@ def test_grpo_continues_an_sft_adapter_and_the_result_loads_for_evaluation(tiny_
     from safetensors.torch import load_file
 
     from progresslm.backends.base import BackendOptions
-    from progresslm.backends.hf import HFBackend
+    from progresslm.backends.hf_transformers import HFBackend
 
     sft_out = run_sft(
         load_recipe(

@@ -96,7 +96,7 @@ def test_output_holds_adapter_processor_and_recipe(trained):
 
 
 def _generate(model_dir: Path, samples, image_root: Path) -> list[str]:
-    from progresslm.backends.hf import HFBackend
+    from progresslm.backends.hf_transformers import HFBackend
 
     backend = HFBackend(BackendOptions(model=str(model_dir), device="cpu", max_new_tokens=8, batch_size=2), "two-stage")
     store, requests = ImageStore(), []

@@ -8,7 +8,7 @@ from progresslm.backends.base import Backend, BackendOptions
 
 BACKENDS: dict[str, str] = {
     "openai": "progresslm.backends.openai_compat:OpenAIBackend",
-    "hf": "progresslm.backends.hf:HFBackend",
+    "hf": "progresslm.backends.hf_transformers:HFBackend",
     "vllm": "progresslm.backends.vllm_engine:VLLMBackend",
     "replay": "progresslm.backends.replay:ReplayBackend",
     "constant": "progresslm.backends.baselines:ConstantBackend",

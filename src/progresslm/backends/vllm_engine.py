@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from progresslm.backends.base import Backend, BackendError, BackendOptions, Reply, Request
-from progresslm.backends.hf import resolve_model, strip_end_tokens
+from progresslm.backends.hf_transformers import resolve_model, strip_end_tokens
 
 INSTALL_HINT = "pip install -e '.[vllm]' (in the progresslm clone) (vLLM runs on a CUDA GPU; on a CPU use the hf backend)"
 END_TOKENS = ("<|im_end|>", "<|endoftext|>")

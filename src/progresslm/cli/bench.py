@@ -80,7 +80,7 @@ def run_example(args: argparse.Namespace) -> int:
 
 
 def add_hf_parsers(commands) -> None:
-    """`bench export` and `bench fetch-official` (progresslm.data.hf; docs/hf.md)."""
+    """`bench export` and `bench fetch-official` (progresslm.data.hf_datasets; docs/hf.md)."""
     export = commands.add_parser(
         "export",
         help="write a benchmark folder as a Hugging Face dataset (save_to_disk, parquet shards, dataset card)",
@@ -125,7 +125,7 @@ def add_hf_parsers(commands) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from progresslm.bench.format import BenchFormatError
-    from progresslm.data.hf import HFDataError, export_hf, push_to_hub
+    from progresslm.data.hf_datasets import HFDataError, export_hf, push_to_hub
 
     try:
         result = export_hf(args.folder, args.out, image_root=args.image_root, split=args.split,
@@ -152,7 +152,7 @@ def run_export(args: argparse.Namespace) -> int:
 def run_fetch_official(args: argparse.Namespace) -> int:
     import shlex
 
-    from progresslm.data.hf import HFDataError
+    from progresslm.data.hf_datasets import HFDataError
     from progresslm.data.release import fetch_official
     from progresslm.io import data_home
 

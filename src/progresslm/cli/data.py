@@ -95,7 +95,7 @@ def _source(args: argparse.Namespace) -> str:
 
 def run_build(args: argparse.Namespace) -> int:
     from progresslm.builder.engines import EngineError, JobError
-    from progresslm.data.build import DataBuildConfig, DataBuildError, build
+    from progresslm.data.data_build import DataBuildConfig, DataBuildError, build
     from progresslm.data.episodes import EpisodeSourceError
     from progresslm.data.video import VideoError
 
@@ -121,8 +121,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_episodes(args: argparse.Namespace) -> int:
+    from progresslm.data.episode_sources import open_episodes
     from progresslm.data.episodes import EpisodeSourceError
-    from progresslm.data.sources import open_episodes
     from progresslm.data.video import VideoError
 
     try:
@@ -145,9 +145,9 @@ def run_episodes(args: argparse.Namespace) -> int:
 
 
 def run_export_lerobot(args: argparse.Namespace) -> int:
+    from progresslm.data.episode_sources import open_episodes, select
     from progresslm.data.episodes import EpisodeSourceError
     from progresslm.data.lerobot_export import LeRobotExportError, export_lerobot
-    from progresslm.data.sources import open_episodes, select
     from progresslm.data.video import VideoError
 
     options = {k: v for k, v in (("fps", args.fps), ("task", args.task)) if v is not None}

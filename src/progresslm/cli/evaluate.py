@@ -70,7 +70,7 @@ def default_out(bench: list[str], backend: str, model: str | None, mode: str, va
 def default_bench(quiet: bool) -> tuple[list[str], str]:
     """The small simulated benchmark (built on first use); the drawn example when the simulator cannot run here
     (MuJoCo / Meta-World not installed, no offscreen GL). The check comes first, so nothing half-built is left."""
-    from progresslm.sim.build import build_small_bench, simulator_problem, small_bench_ready
+    from progresslm.sim.sim_build import build_small_bench, simulator_problem, small_bench_ready
 
     problem = None if small_bench_ready() else simulator_problem()
     if problem is None:
@@ -87,8 +87,8 @@ def default_bench(quiet: bool) -> tuple[list[str], str]:
 def exported_bench(bench: list[str], image_root: str | None, split: str | None,
                    quiet: bool) -> tuple[list[str], str | None]:  # fmt: skip
     """`--bench` as given, unless it is an exported folder or a Hub dataset id: then the JSONL files and image root it
-    is written back to (progresslm.data.hf.materialize, in the data folder's hf/)."""
-    from progresslm.data.hf import HFDataError, hf_location, materialize
+    is written back to (progresslm.data.hf_datasets.materialize, in the data folder's hf/)."""
+    from progresslm.data.hf_datasets import HFDataError, hf_location, materialize
 
     location = bench[0]
     if len(bench) > 1 or hf_location(location) is None:
@@ -176,7 +176,7 @@ def print_run_summary(out: Path) -> None:
     """The run beside its floors, in one table that fits 100 columns (`progresslm.summary`)."""
     import json
 
-    from progresslm.report import Run, load_run
+    from progresslm.report_tables import Run, load_run
     from progresslm.summary import print_summary
 
     runs = [load_run(out)]

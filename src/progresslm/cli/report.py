@@ -33,7 +33,7 @@ def is_run_folder(path: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from progresslm import report
+    from progresslm import report_tables
     from progresslm.paired import like_for_like
     from progresslm.summary import print_like_for_like, print_summary
 
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     try:
-        runs = [report.load_run(path) for path in folders]
+        runs = [report_tables.load_run(path) for path in folders]
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     for run, folder in zip(runs, folders):
         if names.count(run.name) > 1:  # one model run twice (with and without hints, say): tell them apart
             run.name = f"{folder.name}: {run.name}" if names.count(folder.name) <= 1 else str(folder)
-    for warning in report.comparison_warnings(runs):
+    for warning in report_tables.comparison_warnings(runs):
         print(f"warning: {warning}", file=sys.stderr)
     print_summary(runs)
     pairs = None
@@ -70,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
     print_like_for_like(pairs or [], runs)
     plots = {run.name: sorted(folder.glob("*.png")) for run, folder in zip(runs, folders)}
     if args.md:
-        Path(args.md).write_text(report.compare_markdown(runs, plots, relative_to=Path(args.md).parent, pairs=pairs))
+        Path(args.md).write_text(report_tables.compare_markdown(runs, plots, relative_to=Path(args.md).parent, pairs=pairs))
     if args.html:
-        Path(args.html).write_text(report.compare_html(runs, plots, pairs=pairs))
+        Path(args.html).write_text(report_tables.compare_html(runs, plots, pairs=pairs))
     if args.md or args.html:
         print(f"full comparison: {', '.join(p for p in (args.md, args.html) if p)}")
     return 0

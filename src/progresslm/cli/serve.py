@@ -14,7 +14,7 @@ log = logging.getLogger("progresslm")
 
 
 def add_parser(subparsers) -> None:
-    from progresslm.serve.config import ServeConfig
+    from progresslm.serve.serve_config import ServeConfig
 
     d = ServeConfig()
     parser = subparsers.add_parser(
@@ -86,7 +86,7 @@ def add_parser(subparsers) -> None:
 def config_from_args(args: argparse.Namespace):
     import os
 
-    from progresslm.serve.config import ServeConfig, ServeConfigError
+    from progresslm.serve.serve_config import ServeConfig, ServeConfigError
 
     options = backend_options(args)
     fields = ("host", "port", "backend", "mode", "batch_wait_ms", "max_queue", "max_body_mb", "max_images",
@@ -106,7 +106,7 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from progresslm.backends.base import BackendError
     from progresslm.backends.registry import UnknownBackendError, create_backend
-    from progresslm.serve.config import ServeConfigError
+    from progresslm.serve.serve_config import ServeConfigError
 
     try:
         config = config_from_args(args)

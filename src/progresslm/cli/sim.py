@@ -59,8 +59,8 @@ def add_parser(subparsers) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     from progresslm.builder.engines import EngineError, JobError
-    from progresslm.sim.build import SimBuildConfig, SimBuildError, build
     from progresslm.sim.render import RenderError
+    from progresslm.sim.sim_build import SimBuildConfig, SimBuildError, build
 
     command = "progresslm " + " ".join(sys.argv[1:]) if sys.argv and "sim" in sys.argv else "progresslm sim build"
     try:
@@ -81,9 +81,9 @@ def run_build(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from progresslm.sim.build import simulator_problem
-    from progresslm.sim.export import export_videos
+    from progresslm.sim.export_videos import export_videos
     from progresslm.sim.render import RenderError
+    from progresslm.sim.sim_build import simulator_problem
     from progresslm.sim.tasks import UnknownTaskError
 
     problem = simulator_problem()

@@ -56,7 +56,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the recipe's or the data's fault: reported in one line, no traceback."""
     from progresslm.bench.format import BenchFormatError
     from progresslm.train.config import RecipeError
-    from progresslm.train.data import DatasetError
+    from progresslm.train.training_data import DatasetError
 
     return RecipeError, DatasetError, BenchFormatError
 

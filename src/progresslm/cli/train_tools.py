@@ -98,7 +98,7 @@ def run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from progresslm.train.config import RecipeError
-    from progresslm.train.export import export_model, merge_lora
+    from progresslm.train.export_model import export_model, merge_lora
 
     try:
         if args.eval_run and not (Path(args.eval_run) / "metrics.json").is_file():

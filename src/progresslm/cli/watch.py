@@ -19,7 +19,15 @@ from progresslm.backends.registry import BACKENDS, DEFAULT_BACKEND
 from progresslm.cli.options import OptionError, add_backend_options, backend_options
 from progresslm.io import slug
 from progresslm.online.drawing import DrawingError
-from progresslm.online.sources import DIR_FPS, VIDEO_FPS, SourceError, clip, episode_source, image_files, open_source
+from progresslm.online.frame_sources import (
+    DIR_FPS,
+    VIDEO_FPS,
+    SourceError,
+    clip,
+    episode_source,
+    image_files,
+    open_source,
+)
 from progresslm.online.watching import WatchError
 from progresslm.prompts import MODES
 
@@ -115,7 +123,7 @@ def demo_episode(args: argparse.Namespace, episodes):
         return video_episode(Path(args.demo_video))
     if episodes is None:
         raise WatchError("--demo-episode needs --source (the episodes it indexes)")
-    from progresslm.data.sources import select
+    from progresslm.data.episode_sources import select
 
     return select(episodes, str(args.demo_episode))[0]
 
@@ -162,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             raise WatchError("give one source: a VIDEO or FRAME_DIR, or --source SOURCE for episodes of robot data")
         episodes = None
         if args.episodes_source:
-            from progresslm.data.sources import open_episodes, select
+            from progresslm.data.episode_sources import open_episodes, select
 
             episodes = open_episodes(args.episodes_source)
             chosen = select(episodes, args.episodes)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from progresslm.bench.format import FILE_STEMS, read_official
-from progresslm.data.hf import HFDataError, hub_errors, hub_reason, safe_relative, staging_dir
+from progresslm.data.hf_datasets import HFDataError, hub_errors, hub_reason, safe_relative, staging_dir
 from progresslm.io import write_text_atomic
 
 log = logging.getLogger(__name__)

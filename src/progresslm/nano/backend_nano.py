@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from progresslm.backends.base import BackendError, BackendOptions
-from progresslm.backends.hf import HFBackend
+from progresslm.backends.hf_transformers import HFBackend
 
 NANO_MAX_NEW_TOKENS = 64  # its replies are ~25 tokens; a confused one stops here instead of at 512
 DEFAULT_MAX_NEW_TOKENS = BackendOptions().max_new_tokens

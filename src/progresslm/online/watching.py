@@ -10,7 +10,7 @@ from pathlib import Path
 
 from progresslm.io import write_text_atomic
 from progresslm.online.drawing import Overlay, plot_curve
-from progresslm.online.sources import Frame, Source
+from progresslm.online.frame_sources import Frame, Source
 
 
 class WatchError(ValueError):
@@ -98,7 +98,7 @@ def watch_source(scorer, monitor, source: Source, out: Path, settings: dict, bat
 def demo_from_episode(episode, camera: str | None, keyframes: str) -> tuple[list, list[str] | None]:
     """(keyframe images, step texts or None) of an episode used as the demonstration: key frames by the rule of
     `data build --keyframes` (auto: the episode's key steps, else uniform:5)."""
-    from progresslm.data.build import keyframe_rule, plan_episode, read_times_file
+    from progresslm.data.data_build import keyframe_rule, plan_episode, read_times_file
 
     rule = keyframe_rule(keyframes)
     times = read_times_file(Path(rule[1]).expanduser()) if rule[0] == "times" else None

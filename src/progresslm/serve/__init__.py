@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from progresslm.serve.config import ServeConfig, ServeConfigError
+from progresslm.serve.serve_config import ServeConfig, ServeConfigError
 
 __all__ = ["ServeConfig", "ServeConfigError", "create_app"]
 

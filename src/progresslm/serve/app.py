@@ -25,7 +25,6 @@ from progresslm.backends.base import Backend
 from progresslm.serve.answers import format_reply, metadata
 from progresslm.serve.batcher import QueueFull, Settings, ShuttingDown
 from progresslm.serve.chat import completion
-from progresslm.serve.config import ServeConfig
 from progresslm.serve.errors import ApiError, error_body
 from progresslm.serve.handlers import (
     ChatPlan,
@@ -37,6 +36,7 @@ from progresslm.serve.handlers import (
 )
 from progresslm.serve.limits import ApiKeyAuth, BodyLimit, read_form
 from progresslm.serve.schemas import ChatCompletionBody, FramesBody, ProgressBody, SessionBody
+from progresslm.serve.serve_config import ServeConfig
 from progresslm.serve.streaming import chunks
 
 log = logging.getLogger("progresslm.serve")

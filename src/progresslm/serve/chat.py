@@ -18,7 +18,7 @@ from typing import Any
 
 from progresslm.prompts import SYSTEM, build_prompt
 from progresslm.serve.errors import ApiError
-from progresslm.serve.images import RequestPixels, Upload, decode_data_url
+from progresslm.serve.request_images import RequestPixels, Upload, decode_data_url
 from progresslm.types import Demo, Modality, Sample
 
 ROLES = ("system", "developer", "user", "assistant")

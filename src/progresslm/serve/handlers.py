@@ -18,9 +18,9 @@ from progresslm.prompts import Prompt
 from progresslm.serve.answers import Asked, mode_for, question_requests
 from progresslm.serve.batcher import BatchedBackend, Batcher, QueueFull, Settings, ShuttingDown
 from progresslm.serve.chat import generic_sample, own_prompt, read_messages, recognise_sample
-from progresslm.serve.config import ServeConfig
 from progresslm.serve.errors import ApiError
-from progresslm.serve.images import (
+from progresslm.serve.questions import NotAQuestion, read_question
+from progresslm.serve.request_images import (
     SUFFIXES,
     ImageFiles,
     PixelBudget,
@@ -29,8 +29,8 @@ from progresslm.serve.images import (
     decode_image_string,
     encode_for,
 )
-from progresslm.serve.questions import NotAQuestion, read_question
 from progresslm.serve.schemas import ChatCompletionBody, DemoFields, FramesBody, ProgressBody, SessionBody
+from progresslm.serve.serve_config import ServeConfig
 from progresslm.serve.sessions import SessionStore
 
 

@@ -11,8 +11,8 @@ from typing import Any
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from progresslm.serve.config import ServeConfig
 from progresslm.serve.errors import ApiError, error_body
+from progresslm.serve.serve_config import ServeConfig
 
 LIST_FIELDS = ("demo_images", "demo_steps", "frames", "timestamps")
 JSON_FIELDS = ("monitor",)

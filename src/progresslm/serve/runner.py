@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from progresslm.serve.config import ServeConfig
+from progresslm.serve.serve_config import ServeConfig
 
 log = logging.getLogger("progresslm.serve")
 

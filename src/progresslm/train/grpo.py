@@ -1,6 +1,6 @@
 """`progresslm train grpo`: GRPO with the format / anchor / score rewards on TRL's GRPOTrainer.
 
-Prompts come from `progresslm.train.data.grpo_records` (the evaluation prompt builder, plus the
+Prompts come from `progresslm.train.training_data.grpo_records` (the evaluation prompt builder, plus the
 ground-truth columns the rewards read). The three rewards of `progresslm.train.rewards` go to TRL
 as three functions with `GRPOConfig.reward_weights` = the recipe's weights (1:6:3), so TRL logs each
 component as `rewards/format/mean`, `rewards/ref/mean`, `rewards/score/mean`; the format function
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 def grpo_dataset(recipe: GRPORecipe):
     """The recipe's GRPO prompts with their ground-truth columns, as a datasets.Dataset."""
     from progresslm.bench.format import load_bench
-    from progresslm.train.data import grpo_records, to_dataset
+    from progresslm.train.training_data import grpo_records, to_dataset
 
     data = recipe.data
     samples = load_bench(expand_files(data.files)).samples[: data.max_samples]

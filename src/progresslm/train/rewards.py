@@ -118,7 +118,7 @@ def _ground_truth(kwargs: dict[str, Any], count: int) -> tuple[list, list, list]
         if name not in kwargs:
             raise ValueError(
                 f"reward needs the dataset column {name!r}; build the GRPO dataset with "
-                "progresslm.train.data.grpo_records and set remove_unused_columns=False"
+                "progresslm.train.training_data.grpo_records and set remove_unused_columns=False"
             )
         if len(kwargs[name]) != count:
             raise ValueError(f"column {name!r} has {len(kwargs[name])} values for {count} completions")

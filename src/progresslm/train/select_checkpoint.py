@@ -110,7 +110,7 @@ def select_checkpoint(
     """Evaluate every candidate of `runs` on one fixed subset of `bench`; copy the best to `out`."""
     from progresslm.backends.base import BackendOptions
     from progresslm.evaluation import EvalConfig, evaluate
-    from progresslm.train.export import export_model
+    from progresslm.train.export_model import export_model
 
     work = Path(work_dir)
     files = subset_bench(bench, per_file, work / "bench", seed)

@@ -1,6 +1,6 @@
 """`progresslm train sft`: LoRA (or full) supervised fine-tuning with TRL's SFTTrainer.
 
-The training rows come from `progresslm.train.data.sft_records` (the evaluation prompt builder plus
+The training rows come from `progresslm.train.training_data.sft_records` (the evaluation prompt builder plus
 a reasoning trace) and are handed to TRL as prompt/completion pairs: system and user messages as
 the prompt, the assistant reply as the completion. For that form TRL's vision collator masks the
 prompt (labels -100) and trains on the reply and its end-of-turn token only. (`assistant_only_loss`
@@ -63,7 +63,7 @@ def as_prompt_completion(dataset):
 def sft_dataset(recipe: SFTRecipe):
     """The recipe's SFT rows as a datasets.Dataset in prompt/completion form."""
     from progresslm.bench.format import load_bench
-    from progresslm.train.data import sft_records, to_dataset
+    from progresslm.train.training_data import sft_records, to_dataset
 
     data = recipe.data
     samples = load_bench(expand_files(data.files)).samples[: data.max_samples]

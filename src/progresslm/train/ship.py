@@ -40,7 +40,7 @@ def ship_matcher(source: str | Path, target: Path = MATCHER_DIR) -> Path:
 
 
 def ship_nano(source: str | Path, target: Path = VLM_DIR) -> Path:
-    from progresslm.train.export import export_model
+    from progresslm.train.export_model import export_model
 
     staging = target.with_name(target.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)

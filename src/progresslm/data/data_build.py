@@ -26,8 +26,8 @@ from progresslm.bench.sampling import derive_seed, labelled_row, sample_frames
 from progresslm.builder import core
 from progresslm.builder.card import SPLITS
 from progresslm.builder.engines import engine_problem
+from progresslm.data.episode_sources import open_episodes, select
 from progresslm.data.episodes import Episode, EpisodeSourceError, KeyStep, parse_keysteps
-from progresslm.data.sources import open_episodes, select
 from progresslm.io import slug
 
 log = logging.getLogger(__name__)

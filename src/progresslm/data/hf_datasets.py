@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import TextIO
 
 from progresslm.bench.format import FILE_STEMS, KNOWN_FIELDS, read_official, sample_to_record
-from progresslm.io import write_text_atomic
+from progresslm.io import OutsideRootError, confined, write_text_atomic
 from progresslm.types import Modality
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,17 @@ def _text(value: object) -> str | None:
     return f"{value:g}%" if isinstance(value, (int, float)) else json.dumps(value)
 
 
+def image_file(sample, name: str, image_root: str | Path, where: str) -> Path:
+    """Where an image of `sample` lives (IMAGE_ROOT/<id>/<name>), resolved, when it lies under `image_root`; an
+    absolute name, '..' that climbs out or a symlink out of the root is an HFDataError naming the row and the name,
+    so that no file from elsewhere on the machine is packed into the dataset (or uploaded with --push)."""
+    try:
+        return confined(Path(sample.trajectory_id) / name, image_root, f"{where}: image")
+    except OutsideRootError as err:
+        raise HFDataError(f"{err}; images must lie under --image-root (IMAGE_ROOT/<id>/<file name>), so the row "
+                          "was not exported") from None
+
+
 def _image(path: Path, stored: str, where: str, allow_missing: bool) -> dict | None:
     """An image as the dataset stores it (its bytes and its name), or None when it is missing and that is allowed."""
     try:
@@ -162,7 +173,8 @@ def _rows(files: tuple[str, ...], image_root: str, allow_missing: bool) -> Itera
             where = f"{file}:{sample.uid.rsplit(':', 1)[-1]}"
             record = sample_to_record(sample)
 
-            images = {name: _image(sample.image_path(name, image_root), _stored_name(name), where, allow_missing)
+            images = {name: _image(image_file(sample, name, image_root, where), _stored_name(name), where,
+                                 allow_missing)
                       for name in sample.image_names()}  # fmt: skip
             visual = sample.modality is Modality.VISUAL
             data_source = record.get("data_source")
