@@ -154,7 +154,7 @@ def stage_build(work: Path, reduced: bool) -> dict:
 
 
 def _train(kind: str, overrides: list[str]) -> dict:
-    from progresslm.train.config import load_recipe
+    from progresslm.train.recipes import load_recipe
     from progresslm.train.trainer import fit
 
     recipe_path = SFT_RECIPE if kind == "sft" else GRPO_RECIPE

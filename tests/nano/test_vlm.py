@@ -53,7 +53,7 @@ def test_sft_keeps_the_frozen_tower_exactly_and_trains_the_rest(nano_dir, tmp_pa
     """`freeze: [model.vision_tower]`: no gradient and BatchNorm in eval mode, so the tower's weights and its
     running statistics come out bit-identical, while the projector and the LM change."""
     from progresslm.bench.format import load_bench
-    from progresslm.train.config import load_recipe
+    from progresslm.train.recipes import load_recipe
     from progresslm.train.sft import run_sft
 
     files = [str(fixture(name)) for name in BENCH_FILES]
@@ -75,7 +75,7 @@ def test_sft_keeps_the_frozen_tower_exactly_and_trains_the_rest(nano_dir, tmp_pa
 def test_freeze_names_a_module_the_model_lacks(nano_dir):
     from transformers import AutoModelForImageTextToText
 
-    from progresslm.train.config import RecipeError
+    from progresslm.train.recipe_config import RecipeError
     from progresslm.train.trainer import freeze_modules
 
     model = AutoModelForImageTextToText.from_pretrained(nano_dir)

@@ -8,7 +8,10 @@ import pytest
 import yaml
 from helpers import BENCH_FILES, fixture
 
-from progresslm.train.config import GRPORecipe, RecipeError, SFTRecipe, load_recipe, save_recipe
+from progresslm.train.grpo_config import GRPORecipe
+from progresslm.train.recipe_config import RecipeError
+from progresslm.train.recipes import load_recipe, save_recipe
+from progresslm.train.sft_config import SFTRecipe
 from progresslm.train.trainer import check_environment
 
 CONFIGS = Path(__file__).parents[2] / "configs"
@@ -429,7 +432,7 @@ def test_the_grpo_objective_is_pinned_recorded_and_passed_to_trl(tmp_path, data_
     trl = pytest.importorskip("trl")
     import dataclasses
 
-    from progresslm.train.config import LOSS_TYPES, SCALE_REWARDS
+    from progresslm.train.grpo_config import LOSS_TYPES, SCALE_REWARDS
     from progresslm.train.trainer import check_trl_overrides
 
     recipe = load_recipe(None, data_overrides, kind="grpo")

@@ -13,8 +13,8 @@ pytest.importorskip("trl")
 pytest.importorskip("peft")
 
 from progresslm.bench.format import load_bench  # noqa: E402
-from progresslm.train.config import load_recipe  # noqa: E402
 from progresslm.train.grpo import build_grpo_trainer, fit  # noqa: E402
+from progresslm.train.recipes import load_recipe  # noqa: E402
 from progresslm.train.sft import run_sft  # noqa: E402
 
 CONFIGS = Path(__file__).parents[2] / "configs"
@@ -153,7 +153,7 @@ def test_grpo_continues_an_sft_adapter_and_the_result_loads_for_evaluation(tiny_
 
 
 def test_a_bad_reward_setting_fails_before_the_model_loads(tiny_vlm_dir, data_overrides, tmp_path):
-    from progresslm.train.config import RecipeError
+    from progresslm.train.recipe_config import RecipeError
 
     with pytest.raises(RecipeError, match=r"reward\.weights"):
         grpo_recipe(tiny_vlm_dir, data_overrides, tmp_path, "reward.weights=[0, 0, 0]")

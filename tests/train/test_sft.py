@@ -16,7 +16,7 @@ from progresslm.backends.base import BackendOptions, Request  # noqa: E402
 from progresslm.bench.format import load_bench  # noqa: E402
 from progresslm.images import ImageStore  # noqa: E402
 from progresslm.prompts import build_prompt  # noqa: E402
-from progresslm.train.config import load_recipe  # noqa: E402
+from progresslm.train.recipes import load_recipe  # noqa: E402
 from progresslm.train.sft import build_sft_trainer, fit, run_sft  # noqa: E402
 
 CONFIG = Path(__file__).parents[2] / "configs" / "sft_tiny_cpu.yaml"
@@ -188,7 +188,7 @@ def test_resume_continues_the_step_count(tiny_vlm_dir, bench, tmp_path, caplog):
 
 
 def test_resume_false_with_old_checkpoints_is_refused(tiny_vlm_dir, bench, tmp_path):
-    from progresslm.train.config import RecipeError
+    from progresslm.train.recipe_config import RecipeError
 
     (tmp_path / "checkpoint-7").mkdir()
     with pytest.raises(RecipeError, match="already holds checkpoint-7 and resume is false"):
@@ -233,7 +233,7 @@ def test_rows_without_images_fail_by_uid_before_the_model_loads(tiny_vlm_dir, be
 
 
 def test_lora_targets_that_match_nothing_are_a_recipe_error(tiny_vlm_dir, bench, tmp_path):
-    from progresslm.train.config import RecipeError
+    from progresslm.train.recipe_config import RecipeError
 
     recipe = tiny_recipe(tiny_vlm_dir, bench, tmp_path, "lora.target_modules=[no_such_proj]", "data.max_samples=2",
                          "batch_size=2", "per_device_batch_size=2")  # fmt: skip

@@ -228,7 +228,7 @@ def test_sft_drops_traces_that_no_longer_match_their_samples(samples, tmp_path):
     pytest.importorskip("datasets")
     import dataclasses
 
-    from progresslm.train.config import load_recipe
+    from progresslm.train.recipes import load_recipe
     from progresslm.train.sft import sft_dataset
     from progresslm.train.traces import trace_row
 

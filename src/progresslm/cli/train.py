@@ -55,7 +55,7 @@ def add_parser(subparsers) -> None:
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the recipe's or the data's fault: reported in one line, no traceback."""
     from progresslm.bench.format import BenchFormatError
-    from progresslm.train.config import RecipeError
+    from progresslm.train.recipe_config import RecipeError
     from progresslm.train.training_data import DatasetError
 
     return RecipeError, DatasetError, BenchFormatError
@@ -64,7 +64,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 def split_options(args: argparse.Namespace) -> argparse.Namespace:
     """Pick `--config FILE` / `--config=FILE` and `--dry-run` out of the overrides (they may be
     intermixed with them); anything else that starts with `--` is an error."""
-    from progresslm.train.config import RecipeError
+    from progresslm.train.recipe_config import RecipeError
 
     config, dry_run, overrides = args.config, args.dry_run, []
     items = iter(args.overrides or [])
@@ -87,7 +87,7 @@ def split_options(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def run_training(args: argparse.Namespace) -> int:
-    from progresslm.train.config import load_recipe
+    from progresslm.train.recipes import load_recipe
 
     errors = _user_errors()
     try:

@@ -102,7 +102,7 @@ def run_matcher(args: argparse.Namespace) -> int:
 
 def run_nano_init(args: argparse.Namespace) -> int:
     from progresslm.nano.modeling_nano import build_nano_vlm
-    from progresslm.train.config import RecipeError
+    from progresslm.train.recipe_config import RecipeError
     from progresslm.train.tiny_model import nano_settings
 
     try:

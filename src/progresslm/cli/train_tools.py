@@ -97,8 +97,8 @@ def add_parsers(commands) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from progresslm.train.config import RecipeError
     from progresslm.train.export_model import export_model, merge_lora
+    from progresslm.train.recipe_config import RecipeError
 
     try:
         if args.eval_run and not (Path(args.eval_run) / "metrics.json").is_file():
@@ -168,7 +168,7 @@ def run_traces(args: argparse.Namespace) -> int:
 
 
 def run_tiny_model(args: argparse.Namespace) -> int:
-    from progresslm.train.config import RecipeError
+    from progresslm.train.recipe_config import RecipeError
     from progresslm.train.tiny_model import build_tiny_qwen2_5_vl, model_settings
 
     try:

@@ -11,9 +11,10 @@ import logging
 import shutil
 from pathlib import Path
 
-from progresslm.train.config import RECIPE_FILE, RecipeError
 from progresslm.train.model_card import write_model_card
 from progresslm.train.models import _HUB_ID, ADAPTER_CONFIG, adapter_base, is_adapter_dir, load_model, load_processor
+from progresslm.train.recipe_config import RecipeError
+from progresslm.train.recipes import RECIPE_FILE
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ import logging
 from pathlib import Path
 
 from progresslm.io import expand_files, image_root_path
-from progresslm.train.config import GRPORecipe, reward_config, save_recipe
+from progresslm.train.grpo_config import GRPORecipe, reward_config
+from progresslm.train.recipes import save_recipe
 from progresslm.train.trainer import (
     LOG_FILE,
     TrainerRun,

@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from progresslm.train.config import RecipeError
+from progresslm.train.recipe_config import RecipeError
 
 ADAPTER_CONFIG = "adapter_config.json"
 

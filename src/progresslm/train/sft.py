@@ -20,7 +20,9 @@ import warnings
 from pathlib import Path
 
 from progresslm.io import expand_files, image_root_path
-from progresslm.train.config import RecipeError, SFTRecipe, save_recipe
+from progresslm.train.recipe_config import RecipeError
+from progresslm.train.recipes import save_recipe
+from progresslm.train.sft_config import SFTRecipe
 from progresslm.train.trainer import (
     LOG_FILE,
     TrainerRun,

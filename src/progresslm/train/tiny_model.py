@@ -145,7 +145,7 @@ def prompt_corpus(files: list[str], image_root: str | None = None) -> list[str]:
 def model_settings(path: str | Path) -> dict:
     """`build_tiny_qwen2_5_vl` keyword arguments from a YAML file; `corpus_files` (benchmark JSONL,
     `~`, globs and ${VAR:-default} expanded) become the tokenizer's `corpus`."""
-    from progresslm.train.config import builder_settings
+    from progresslm.train.recipes import builder_settings
 
     settings, corpus_files = builder_settings(path, build_tiny_qwen2_5_vl)
     if corpus_files:
@@ -158,7 +158,7 @@ def nano_settings(path: str | Path) -> dict:
     ${VAR:-default} expanded) make the tokenizer's `corpus`, with examples of the hints line (whose
     numbers are digits, one token each, so a few examples teach the merges of its words)."""
     from progresslm.nano.modeling_nano import build_nano_vlm
-    from progresslm.train.config import builder_settings
+    from progresslm.train.recipes import builder_settings
 
     settings, corpus_files = builder_settings(path, build_nano_vlm)
     if corpus_files:

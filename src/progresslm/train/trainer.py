@@ -18,20 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from progresslm.io import expand_path
-from progresslm.train.config import (
-    GRPORecipe,
-    LoraSettings,
-    RecipeError,
-    SFTRecipe,
-    _Recipe,
-    reward_config,
-)
+from progresslm.train.grpo_config import GRPORecipe, reward_config
+from progresslm.train.recipe_config import LoraSettings, Recipe, RecipeError
+from progresslm.train.sft_config import SFTRecipe
 
 log = logging.getLogger(__name__)
 
 LOG_FILE = "log.jsonl"
 
-def check_trl_overrides(recipe: _Recipe, config_class: type):
+def check_trl_overrides(recipe: Recipe, config_class: type):
     """The checks that need transformers and TRL (imports them, loads no model): `lr_scheduler` and
     `report_to` against the names transformers accepts, `trl_overrides` keys against TRL's config
     class, then the config itself built from the recipe, its own validation turned into a
@@ -67,13 +62,13 @@ def build_trl_config(config_class: type, args: dict[str, Any]):
             "Fix the recipe key or trl_overrides entry it names"
         ) from error
 
-def recipe_trl_args(recipe: _Recipe, out: Path) -> dict[str, Any]:
+def recipe_trl_args(recipe: Recipe, out: Path) -> dict[str, Any]:
     """Every argument of the recipe's TRL config (SFTConfig or GRPOConfig)."""
     if isinstance(recipe, GRPORecipe):
         return grpo_trl_args(recipe, out)
     return sft_trl_args(recipe, out)
 
-def check_transformers_names(recipe: _Recipe) -> None:
+def check_transformers_names(recipe: Recipe) -> None:
     """`lr_scheduler` and `report_to` are names transformers knows (else the Trainer fails late)."""
     from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
     from transformers.trainer_utils import SchedulerType
@@ -97,7 +92,7 @@ def check_transformers_names(recipe: _Recipe) -> None:
                 f"{', '.join(INTEGRATION_TO_CALLBACK)}"
             )
 
-def check_environment(recipe: _Recipe) -> None:
+def check_environment(recipe: Recipe) -> None:
     """Checks that need this machine: CUDA and bf16 support, vLLM installed. Loads no model."""
     import importlib.util
 
@@ -144,7 +139,7 @@ def cpu_has_bf16() -> bool:
     probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(probe() for probe in probes if probe is not None)
 
-def prepare_output_dir(recipe: _Recipe) -> tuple[Path, str | None]:
+def prepare_output_dir(recipe: Recipe) -> tuple[Path, str | None]:
     """The output directory and the checkpoint to resume from (None: start fresh)."""
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -157,7 +152,7 @@ def prepare_output_dir(recipe: _Recipe) -> tuple[Path, str | None]:
         )
     return out, checkpoint
 
-def common_trl_args(recipe: _Recipe, out: Path) -> dict[str, Any]:
+def common_trl_args(recipe: Recipe, out: Path) -> dict[str, Any]:
     """The TRL/transformers arguments every recipe sets, then the recipe's `trl_overrides`."""
     args: dict[str, Any] = {
         "output_dir": str(out),
@@ -239,7 +234,7 @@ def _stay_in_eval(module, args) -> None:
     if module.training:
         module.eval()
 
-def prompt_hints(recipe: _Recipe, samples: list, image_root) -> dict[str, str] | None:
+def prompt_hints(recipe: Recipe, samples: list, image_root) -> dict[str, str] | None:
     """uid -> hints line for the recipe's `data.hints` (None when the recipe has none)."""
     data = recipe.data
     if data.hints in (None, "none"):
@@ -254,7 +249,7 @@ def prompt_hints(recipe: _Recipe, samples: list, image_root) -> dict[str, str] |
     log.info("matcher hints for %d of %d samples (%s)", len(hints), len(samples), provider.name)
     return hints
 
-def model_dtype(recipe: _Recipe):
+def model_dtype(recipe: Recipe):
     """bf16 weights only for a frozen LoRA base: fully trained weights stay fp32 under bf16 autocast,
     since updates at lr 1e-6 are below bf16's resolution and would be lost."""
     import torch
@@ -282,7 +277,7 @@ class TrainerRun:
 
     trainer: Any
     processor: Any
-    recipe: _Recipe
+    recipe: Recipe
     out: Path
     checkpoint: str | None  # the checkpoint to resume from, None for a fresh start
 
@@ -304,7 +299,7 @@ def fit(run: TrainerRun) -> Path:
         log.info("%s output in %s (step %d)", run.recipe.kind, out, trainer.state.global_step)
     return out
 
-def augmented(samples: list, recipe: _Recipe, image_root) -> list:
+def augmented(samples: list, recipe: Recipe, image_root) -> list:
     """`samples` plus the recipe's self demos, demo cuts and swapped-demo negatives (`progresslm.train.augment`)."""
     from progresslm.train.augment import augment
 
