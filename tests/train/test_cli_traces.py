@@ -52,3 +52,27 @@ def test_a_rerun_asks_only_for_what_is_missing(tmp_path, capsys):
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{") and line.endswith("}")]
     assert sorted(r["uid"] for r in rows) == sorted(s.uid for s in samples)
     assert main(args) == 0 and f"({len(samples)} reused)" in capsys.readouterr().out  # nothing left to ask
+
+
+def test_write_teacher_traces_keeps_what_holds_and_names_what_stays_on_error(tmp_path):
+    """The library call behind `train traces`: a rerun reuses the rows that hold; a teacher that cannot be created
+    is a TeacherError that says how many rows stay written."""
+    import pytest
+
+    from progresslm.backends.base import BackendOptions
+    from progresslm.train.traces import TeacherError, write_teacher_traces
+
+    bench = fixture("visual_same_view")
+    samples = read_official(bench).samples
+    write_images(samples, tmp_path / "images")
+    (tmp_path / "teacher.jsonl").write_text(
+        "".join(json.dumps({"uid": s.uid, "reply": template_trace(s)}) + "\n" for s in samples))
+    out = tmp_path / "traces.jsonl"
+    options = BackendOptions(replies=str(tmp_path / "teacher.jsonl"))
+    first = write_teacher_traces([str(bench)], out, "replay", options, image_root=tmp_path / "images", progress=False)
+    assert (first.reused, len(first.rows)) == (0, len(samples)) and all(r.kept for r in first.results)
+    out.write_text("".join(line + "\n" for line in out.read_text().splitlines()[:2]))
+    with pytest.raises(TeacherError, match=r"no-such-teacher.*; the 2 traces written so far stay in "):
+        write_teacher_traces([str(bench)], out, "no-such-teacher", options, progress=False)
+    again = write_teacher_traces([str(bench)], out, "replay", options, image_root=tmp_path / "images", progress=False)
+    assert again.reused == 2 and sorted(again.rows) == sorted(s.uid for s in samples)

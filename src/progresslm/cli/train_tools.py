@@ -114,56 +114,23 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 def run_traces(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
-    from tqdm.auto import tqdm
-
-    from progresslm.backends.base import BackendError
-    from progresslm.backends.registry import UnknownBackendError, create_backend
-    from progresslm.bench.format import BenchFormatError, load_bench
     from progresslm.cli.options import OptionError, backend_options
-    from progresslm.train.traces import TraceResult, drop_rate, iter_teacher_traces, saved_traces, trace_row
+    from progresslm.train.traces import TeacherError, drop_rate, write_teacher_traces
 
-    out = Path(args.out)
-    tolerance = args.tolerance / 100.0
-    done: dict[str, dict] = {}
     try:
-        samples = load_bench(args.bench).samples
-        done = saved_traces(out, samples)
-        todo = [s for s in samples if s.uid not in done]
-        options = backend_options(args)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():  # keep the rows that still hold (a line cut by a crash, or a changed sample, is asked again)
-            from progresslm.io import write_text_atomic
-
-            write_text_atomic(out, "".join(json.dumps(row) + "\n" for row in done.values()))
-        if todo:
-            backend = create_backend(args.backend, options, "two-stage")
-            bar = tqdm(total=len(todo), desc=f"traces {args.backend}", unit="sample", disable=args.quiet)
-            try:
-                with out.open("a", encoding="utf-8") as handle:
-                    for result, sample in iter_teacher_traces(todo, backend, args.image_root, tolerance=tolerance):
-                        row = trace_row(result, sample, tolerance)
-                        handle.write(json.dumps(row) + "\n")
-                        handle.flush()
-                        done[sample.uid] = row
-                        bar.update(1)
-            finally:
-                bar.close()
-                backend.close()
-    except (BenchFormatError, BackendError, UnknownBackendError, OptionError) as error:
-        saved = f"; the {len(done)} traces written so far stay in {out}" if out.exists() else ""
-        print(f"error: {error}{saved}", file=sys.stderr)
+        written = write_teacher_traces(args.bench, args.out, args.backend, backend_options(args),
+                                       image_root=args.image_root, tolerance=args.tolerance / 100.0,
+                                       progress=not args.quiet)  # fmt: skip
+    except (TeacherError, OptionError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted: traces so far are in {out}; rerun the same command to finish", file=sys.stderr)
+        print(f"\ninterrupted: traces so far are in {args.out}; rerun the same command to finish", file=sys.stderr)
         return 130
-    results = [TraceResult(row["uid"], row["reply"], row["kept"], row["reason"]) for row in done.values()]
+    results = written.results
     kept = sum(r.kept for r in results)
-    reused = len(samples) - len(todo)
-    print(f"{kept} of {len(results)} traces kept, drop rate {100 * drop_rate(results):.1f} % ({reused} reused); "
-          f"in {out}")  # fmt: skip
+    print(f"{kept} of {len(results)} traces kept, drop rate {100 * drop_rate(results):.1f} % ({written.reused} reused); "
+          f"in {written.path}")  # fmt: skip
     return 0
 
 

@@ -1,7 +1,8 @@
 """Reasoning traces for SFT: written from the ground truth, or asked of a teacher model.
 
 `template_trace` writes a two-stage reply from a sample's labels in varied phrasings, so SFT needs
-no teacher. `teacher_traces` sends the evaluation prompt plus a hint with the labels through any
+no teacher. `teacher_traces` (and `write_teacher_traces`, `progresslm train traces`: row by row into a file that a
+rerun completes) sends the evaluation prompt plus a hint with the labels through any
 evaluation backend and keeps a reply only when its anchor and score agree with the labels (the
 authors kept every reply; we drop the ones that disagree and report the drop rate).
 
@@ -21,7 +22,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from progresslm.io import expand_files
+from tqdm.auto import tqdm
+
+from progresslm.ask import Item, ask
+from progresslm.backends.base import BackendError, BackendOptions
+from progresslm.backends.registry import UnknownBackendError, create_backend
+from progresslm.bench.format import BenchFormatError, load_bench
+from progresslm.io import expand_files, write_text_atomic
 from progresslm.parsing import parse_two_stage
 from progresslm.prompts import MODES, Prompt, build_prompt, percent
 from progresslm.train.rewards import is_well_formed
@@ -286,8 +293,6 @@ def iter_teacher_traces(
     """Ask `backend` (any evaluation backend, created in two-stage mode) for one trace per sample; yield each
     `(TraceResult, Sample)` as its reply arrives (in any order), so a caller can save it at once. See `check_trace`
     for what is kept."""
-    from progresslm.ask import Item, ask
-
     if getattr(backend, "mode", "two-stage") != "two-stage":
         raise ValueError(f"teacher traces need a backend created in 'two-stage' mode, got {backend.mode!r}")
     unreadable_items: list[tuple[TraceResult, Sample]] = []
@@ -440,3 +445,64 @@ def saved_traces(path: Path, samples: Sequence[Sample]) -> dict[str, dict]:
         if why is None or (row.get("kept") is False and why.startswith("reply disagrees")):
             saved[sample.uid] = row
     return saved
+
+
+class TeacherError(RuntimeError):
+    """A `write_teacher_traces` run that stopped (bad benchmark, unknown or failing teacher): why, and how many
+    traces stay written."""
+
+
+@dataclass
+class TraceFile:
+    """What `write_teacher_traces` left in its file: every row by uid, and how many an earlier run had written."""
+
+    path: Path
+    rows: dict[str, dict]
+    reused: int
+
+    @property
+    def results(self) -> list[TraceResult]:
+        return [TraceResult(row["uid"], row["reply"], row["kept"], row["reason"]) for row in self.rows.values()]
+
+
+def write_teacher_traces(
+    bench: Sequence[str],
+    out: str | Path,
+    backend: str,
+    options: BackendOptions,
+    *,
+    image_root: str | Path | None = None,
+    tolerance: float = 0.05,
+    progress: bool = True,
+) -> TraceFile:
+    """`progresslm train traces`: ask the teacher `backend` (created in two-stage mode with `options`) for a trace
+    of every sample of the benchmark files, each row appended to `out` as its reply arrives (`trace_row`). The rows
+    of an earlier run that still hold (`saved_traces`) are kept and not asked again; a line cut by a crash, or a
+    changed sample, is asked again. Raises TeacherError; on Ctrl-C the rows written so far stay."""
+    out = Path(out)
+    rows: dict[str, dict] = {}
+    try:
+        samples = load_bench(list(bench)).samples
+        rows = saved_traces(out, samples)
+        todo = [s for s in samples if s.uid not in rows]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():  # keep the rows that still hold (a line cut by a crash, or a changed sample, is asked again)
+            write_text_atomic(out, "".join(json.dumps(row) + "\n" for row in rows.values()))
+        if todo:
+            teacher = create_backend(backend, options, "two-stage")
+            bar = tqdm(total=len(todo), desc=f"traces {backend}", unit="sample", disable=not progress)
+            try:
+                with out.open("a", encoding="utf-8") as handle:
+                    for result, sample in iter_teacher_traces(todo, teacher, image_root, tolerance=tolerance):
+                        row = trace_row(result, sample, tolerance)
+                        handle.write(json.dumps(row) + "\n")
+                        handle.flush()
+                        rows[sample.uid] = row
+                        bar.update(1)
+            finally:
+                bar.close()
+                teacher.close()
+    except (BenchFormatError, BackendError, UnknownBackendError) as error:
+        saved = f"; the {len(rows)} traces written so far stay in {out}" if out.exists() else ""
+        raise TeacherError(f"{error}{saved}") from error
+    return TraceFile(out, rows, len(samples) - len(todo))
