@@ -1,0 +1,153 @@
+"""The Fetch family behind the family contract (`progresslm.sim.family`): gymnasium-robotics' `-v4` Fetch scenes (the
+Fetch robot on MuJoCo), eight tasks with scripted Cartesian experts (`fetch.tasks`, `fetch.rollout`), three cameras
+and scenes rendered through one renderer per env (`fetch.scene`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import ExitStack
+
+import numpy as np
+
+from progresslm.sim.family import CameraSet, TaskInfo
+
+# Things no Fetch scene holds (it has a block or a puck, a table and the robot).
+ABSENT_OBJECTS = ("banana", "coffee mug", "tennis ball", "toy car", "sponge", "screwdriver", "red apple", "cup")
+# external_camera_0 (shipped: above the table's far end, looking back at the robot) and fetch_wide (added: the whole
+# robot, table and floor) are wide; fetch_close (added: low and oblique, 0.6 m from the table top) is close.
+CAMERAS = CameraSet(wide=("external_camera_0", "fetch_wide"), close=("fetch_close",),
+                    export=("external_camera_0", "fetch_close"))
+FRAMED = ("external_camera_0", "fetch_close")  # aimed and zoomed at the task's region; fetch_wide keeps the workspace
+MIN_FOVY = 28.0  # degrees: framing never zooms further (the close camera would see little but the gripper)
+
+
+class FetchFamily:
+    name = "fetch"
+    extra = "fetch"
+    fps = 25.0  # gymnasium-robotics' Fetch: 20 substeps of 2 ms per env step
+    edit_kinds = ("recolor", "hide", "replace")
+    absent_objects = ABSENT_OBJECTS
+    cameras = CAMERAS
+
+    def tasks(self) -> dict[str, TaskInfo]:
+        from progresslm.sim.fetch.tasks import FETCH_TASKS
+
+        return {name: TaskInfo(name, self.name, t.goal, t.object_name, t.step_descriptions)
+                for name, t in FETCH_TASKS.items()}  # fmt: skip
+
+    def problem(self) -> str | None:
+        import importlib.util
+
+        missing = [name for name in ("mujoco", "gymnasium", "gymnasium_robotics") if importlib.util.find_spec(name) is None]
+        if missing:
+            return f"{', '.join(missing)} not installed; pip install -e '.[{self.extra}]' in the progresslm clone"
+        from progresslm.sim.metaworld.family import child_check
+
+        return child_check("from progresslm.sim.mujoco_scene.render import check_gl; check_gl()")
+
+    def worker(self) -> FetchWorker:
+        return FetchWorker()
+
+
+class FetchWorker:
+    """The envs of one process (one per Fetch scene, each with one renderer per size), kept across units."""
+
+    def __init__(self):
+        from progresslm.sim.mujoco_scene.render import check_gl
+
+        check_gl()
+        from progresslm.sim.fetch.rollout import FetchEnvs
+
+        self.envs = FetchEnvs()
+
+    def rollout(self, task: str, seed: int, kind: str = "expert", stall_step: int | None = None):
+        from progresslm.sim.fetch.rollout import rollout
+
+        episode = rollout(task, seed, kind=kind, stall_step=stall_step, envs=self.envs)
+        if kind == "expert" and stall_step is None and not episode.ok:
+            return None
+        return episode
+
+    def scene(self, episode, size: int, cameras: Sequence[str]) -> FetchScene:
+        return FetchScene(episode, size, cameras, self)
+
+    def sample_style(self, level: str, scene: FetchScene, rng: np.random.Generator):
+        from progresslm.sim.fetch.scene import sample_style
+        from progresslm.sim.mujoco_scene.edits import object_colours
+
+        trace = scene.episode.trace
+        avoid = [trace.goal[0][:2]] + [p[:2] for p in trace.tcp[:: max(len(trace) // 10, 1)]]
+        if scene.has_object:
+            avoid += [p[:2] for p in trace.obj[:: max(len(trace) // 10, 1)]] + [trace.obj[-1][:2]]
+        return sample_style(level, rng, scene.model, avoid_xy=avoid,
+                            avoid_rgb=object_colours(scene.model, scene.object_geoms))
+
+    def renderer(self, env, size: int):
+        from progresslm.sim.fetch.scene import FetchRenderer
+
+        renderers = env.__dict__.setdefault("_progresslm_renderers", {})
+        renderer = renderers.get(size)
+        if renderer is None:
+            renderer = renderers[size] = FetchRenderer(env.model, size)
+        else:
+            renderer.resync()
+        return renderer
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+class FetchScene:
+    """An env restored to an episode's frames, with its renderer, style and framing. Scenes of one unit share the
+    worker's env of their task's scene: each `render` restores its own episode's state first."""
+
+    def __init__(self, episode, size: int, cameras: Sequence[str], worker: FetchWorker):
+        from progresslm.sim.fetch.rollout import new_env
+        from progresslm.sim.fetch.scene import object_geoms
+        from progresslm.sim.fetch.tasks import get_fetch_task
+
+        self.episode, self.cameras = episode, tuple(cameras)
+        self.task = get_fetch_task(episode.task)
+        envs = worker.envs._envs
+        if self.task.scene not in envs:
+            envs[self.task.scene] = new_env(self.task)
+        self.env = envs[self.task.scene]
+        self.model = self.env.model
+        self.renderer = worker.renderer(self.env, size)
+        self.has_object = self.task.has_object
+        self.object_geoms = object_geoms(self.model, self.has_object)
+        self.style = None
+        self.framing = None
+
+    def frame(self, episodes) -> None:
+        """Aim and zoom the unit's framed cameras at the region where `episodes` happen."""
+        from progresslm.sim.mujoco_scene.framing import frame_cameras
+
+        points = np.concatenate([e.region_points() for e in episodes])
+        self.framing = frame_cameras(self.model, [c for c in self.cameras if c in FRAMED], points, margin=1.5,
+                                     min_fovy=MIN_FOVY)
+
+    def render(self, frame: int, camera: str, edit: tuple[str, np.random.Generator] | None = None):
+        from progresslm.sim.fetch.rollout import restore
+        from progresslm.sim.fetch.scene import apply_style
+        from progresslm.sim.mujoco_scene.edits import edit_object
+        from progresslm.sim.mujoco_scene.framing import apply_framing
+
+        restore(self.env, self.episode.states[frame])
+        record: dict = {}
+        with ExitStack() as stack:
+            stack.enter_context(apply_framing(self.model, self.framing))
+            if self.style is not None:
+                stack.enter_context(apply_style(self.model, self.style, self.renderer, keep=self.object_geoms))
+            if edit is not None:
+                kind, rng = edit
+                record = stack.enter_context(
+                    edit_object(self.model, self.object_geoms, kind, rng, renderer=self.renderer))
+            pixels = self.renderer.render(self.env.data, camera)
+        return pixels, dict(record)
+
+    def close(self) -> None:
+        pass  # the env and its renderer stay with the worker
+
+
+FAMILY = FetchFamily()
