@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from progresslm.backends.base import Backend, BackendOptions, Request
 from progresslm.bench.format import Bench, load_bench
 from progresslm.demo_swap import SWAP_SUFFIX, swap_report, swapped_samples
 from progresslm.images import ImageReadError, ImageStore, missing_images
-from progresslm.io import write_text_atomic
+from progresslm.io import Confinement, write_text_atomic
 from progresslm.parsing import parse_reply
 from progresslm.prompts import MODES, Prompt, build_prompt
 from progresslm.results import ResultRecord, ResultStore
@@ -148,31 +147,10 @@ def check_image_root(samples: list[Sample], prompts: dict[str, Prompt], image_ro
     listing the offenders, before anything is read or sent."""
     if image_root is None or allow:
         return
-    root = Path(image_root).resolve()
-    outside: list[tuple[str, Path]] = []
-    folders: dict[str, str] = {}  # folder -> its real path: resolved once, as many images share a folder
-    verdicts: dict[str, bool] = {}  # image path -> inside the root
-
-    def inside(path: str) -> bool:
-        if ".." in Path(path).parts:  # '..' after a symlinked folder must follow the link: resolve it all
-            return Path(path).resolve().is_relative_to(root)
-        folder, name = os.path.split(os.path.abspath(path))
-        real = folders.get(folder)
-        if real is None:
-            real = folders[folder] = os.path.realpath(folder)
-        target = os.path.join(real, name)
-        if os.path.islink(target) or name in ("", ".", ".."):
-            target = os.path.realpath(target)
-        return Path(target).is_relative_to(root)
-
-    for sample in samples:
-        for path in prompts[sample.uid].images:
-            key = str(path)
-            verdict = verdicts.get(key)
-            if verdict is None:
-                verdict = verdicts[key] = inside(key)
-            if not verdict:
-                outside.append((sample.uid, path))
+    guard = Confinement(image_root)
+    root = guard.root
+    outside = [(sample.uid, path) for sample in samples for path in prompts[sample.uid].images
+               if not guard.inside(path)]  # fmt: skip
     if outside:
         shown = "\n  ".join(f"{uid}: {path}" for uid, path in outside[:10])
         more = f"\n  ... {len(outside) - 10} more" if len(outside) > 10 else ""

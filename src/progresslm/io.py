@@ -165,3 +165,37 @@ def confined(path: str | Path, root: str | Path, what: str, resolve: bool = True
     if not target.is_relative_to(base):
         raise OutsideRootError(f"{what} {str(path)!r} leads outside {base}{os.sep}")
     return target
+
+
+class Confinement:
+    """Many paths checked against one root, as `confined` checks one: `inside(path)` is whether `path` (absolute, or
+    relative to the working folder) resolves under `root`, following symlinks. Each folder is resolved once and each
+    path judged once, since a benchmark's images share a few folders (eval checks every image of every prompt:
+    resolving each path whole made 198k lstat calls on 3,000 samples)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        self._folders: dict[str, str] = {}  # folder -> its real path
+        self._verdicts: dict[str, bool] = {}  # path -> inside the root
+
+    def inside(self, path: str | Path) -> bool:
+        key = str(path)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._verdicts[key] = self._judge(key)
+        return verdict
+
+    def _judge(self, path: str) -> bool:
+        if "\0" in path:
+            return False
+        if ".." in Path(path).parts:  # '..' after a symlinked folder must follow the link: resolve it all
+            return Path(path).resolve().is_relative_to(self.root)
+        folder, name = os.path.split(os.path.abspath(path))
+        real = self._folders.get(folder)
+        if real is None:
+            real = self._folders[folder] = os.path.realpath(folder)
+        target = os.path.join(real, name)
+        if os.path.islink(target) or name in ("", ".", ".."):
+            target = os.path.realpath(target)
+        return Path(target).is_relative_to(self.root)
+
