@@ -4,6 +4,7 @@ and defaulted the same in `eval`, `watch` and `serve`), and safe names for defau
 from __future__ import annotations
 
 import argparse
+import math
 
 from progresslm.backends.base import BackendOptions
 
@@ -96,11 +97,24 @@ def add_backend_options(parser: argparse.ArgumentParser, omit: tuple[str, ...] =
             adder()
 
 
+NUMBERS = (  # (field, option, low, high, low excluded): NaN and infinity pass argparse's float()
+    ("temperature", "--temperature", 0.0, math.inf, False),
+    ("top_p", "--top-p", 0.0, 1.0, True),
+    ("timeout_s", "--timeout", 0.0, math.inf, True),
+    ("value", "--value", 0.0, 100.0, False),
+)
+
+
 def backend_options(args: argparse.Namespace) -> BackendOptions:
     """BackendOptions from the options `add_backend_options` added (an omitted one keeps its default).
     `--calibration FILE` is the retrieval backend's model file."""
     defaults = BackendOptions()
     values = {name: getattr(args, name, getattr(defaults, name)) for name in BackendOptions.__dataclass_fields__}
+    for name, option, low, high, low_open in NUMBERS:
+        value = values[name]
+        if not (math.isfinite(value) and (low < value if low_open else low <= value) and value <= high):
+            bound = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if math.isfinite(high) else "")
+            raise OptionError(f"{option}: expected a number {bound}, got {value:g}")
     urls = values.get("base_url")
     if isinstance(urls, list):  # one URL stays a string, as it always was; several are a list (JSON in config.json)
         values["base_url"] = urls[0] if len(urls) == 1 else urls or None

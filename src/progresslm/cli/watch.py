@@ -10,7 +10,6 @@ OUT/summary.json and OUT/grid.png across episodes. See docs/watch.md and docs/ow
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -24,7 +23,6 @@ from progresslm.online.frame_sources import (
     VIDEO_FPS,
     SourceError,
     clip,
-    episode_source,
     image_files,
     open_source,
 )
@@ -97,7 +95,7 @@ def demo_items(args: argparse.Namespace, episodes=None) -> tuple[list, str]:
         from progresslm.online.watching import demo_from_episode
 
         episode = demo_episode(args, episodes)
-        images, _ = demo_from_episode(episode, args.camera, args.demo_keyframes)
+        images, _, args.demo_camera = demo_from_episode(episode, args.camera, args.demo_keyframes)
         args.goal = args.goal or episode.task
         return images, "visual"
     if args.demo_dir:
@@ -125,16 +123,24 @@ def demo_episode(args: argparse.Namespace, episodes):
         raise WatchError("--demo-episode needs --source (the episodes it indexes)")
     from progresslm.data.episode_sources import select
 
-    return select(episodes, str(args.demo_episode))[0]
+    return select(episodes, str(args.demo_episode), "--demo-episode")[0]
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    if not args.goal or not args.goal.strip():
+def _check_args(args: argparse.Namespace, goal: bool = True) -> None:
+    """Every number checked where it enters (NaN and infinity pass argparse's float()); `goal=False` before the
+    demonstration episode may have given the goal."""
+    if goal and (not args.goal or not args.goal.strip()):
         raise WatchError("--goal: give the task goal, e.g. --goal 'open the drawer'")
     if args.mode not in MODES:
         raise WatchError(f"--mode: {args.mode!r} is not one of {', '.join(MODES)}")
     if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
         raise WatchError(f"--fps: expected a rate > 0, got {args.fps:g}")
+    for name in ("start", "end"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise WatchError(f"--{name}: expected seconds >= 0 from the start, got {value:g}")
+    if args.start is not None and args.end is not None and args.start > args.end:
+        raise WatchError(f"--start {args.start:g} is after --end {args.end:g}")
     for name in ("every", "batch_size", "num_samples", "done_frames", "off_task_frames"):
         if getattr(args, name) < 1:
             raise WatchError(f"--{name.replace('_', '-')}: expected a whole number >= 1, got {getattr(args, name)}")
@@ -153,6 +159,15 @@ def _check_args(args: argparse.Namespace) -> None:
 # ---- the command --------------------------------------------------------------------------
 
 
+def monitor_settings(args: argparse.Namespace) -> dict:
+    """ProgressMonitor's keyword arguments from the monitor options (percentages as fractions)."""
+    return {"samples": args.num_samples, "stall_seconds": args.stall_seconds or None,
+            "stall_frames": args.stall_frames, "min_gain": args.min_gain / 100,
+            "regression_drop": args.regression_drop / 100, "done_threshold": args.done_threshold / 100,
+            "done_frames": args.done_frames, "off_task_frames": args.off_task_frames,
+            "milestones": args.milestones}  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     from progresslm.backends.base import BackendError
     from progresslm.backends.registry import UnknownBackendError, backend_class
@@ -160,15 +175,18 @@ def run(args: argparse.Namespace) -> int:
     from progresslm.data.video import VideoError
     from progresslm.online.monitor import MonitorError
     from progresslm.online.scorer import ScorerError
+    from progresslm.online.watching import WatchRun, episode_sources, watch
 
     bad_input = (UnknownBackendError, WatchError, SourceError, DrawingError, OptionError, EpisodeSourceError,
                  VideoError, ValueError)
+    args.demo_camera = None
     try:
         backend_class(args.backend)
         options = backend_options(args)
         if (args.source is None) == (args.episodes_source is None):
             raise WatchError("give one source: a VIDEO or FRAME_DIR, or --source SOURCE for episodes of robot data")
-        episodes = None
+        _check_args(args, goal=False)
+        episodes = chosen = None
         if args.episodes_source:
             from progresslm.data.episode_sources import open_episodes, select
 
@@ -176,19 +194,24 @@ def run(args: argparse.Namespace) -> int:
             chosen = select(episodes, args.episodes)
         demo, demo_kind = demo_items(args, episodes)
         _check_args(args)
-        if episodes is None:
+        if chosen is None:
             sources = [clip(open_source(Path(args.source), args.fps, args.every, args.on_bad_frame), args.start, args.end)]
             outs = [Path(args.out or Path("runs") / "watch" / (slug(sources[0].path.stem) or "source"))]
         else:
-            sources = [episode_source(e, args.camera, args.fps, args.every, args.start, args.end) for e in chosen]
             root = Path(args.out or Path("runs") / "watch" / (slug(Path(args.episodes_source).name) or "episodes"))
-            outs = [root / (slug(e.id) or str(e.index)) for e in chosen]
+            sources, outs = episode_sources(chosen, args.camera, args.fps, args.every, args.start, args.end, root)
     except bad_input as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = outs[0] if episodes is None else outs[0].parent
+    plan = WatchRun(goal=args.goal, demo=demo, demo_kind=demo_kind, backend=args.backend, options=options,
+                    mode=args.mode, monitor=monitor_settings(args), batch_size=args.batch_size, video=args.video,
+                    quiet=args.quiet, fps=args.fps, every=args.every, start=args.start, end=args.end,
+                    demo_source=args.demo_video or args.demo_episode, demo_camera=args.demo_camera,
+                    demo_episode=args.demo_episode if args.demo_video is None else None,
+                    episodes_source=args.episodes_source)  # fmt: skip
+    out = outs[0] if chosen is None else outs[0].parent
     try:
-        return _watch(args, options, sources, outs, demo, demo_kind, chosen if episodes else None)
+        watched = watch(plan, sources, outs, chosen)
     except (WatchError, SourceError, DrawingError, MonitorError, ScorerError, EpisodeSourceError, VideoError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -198,53 +221,15 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: frames scored so far are in the events.json files under {out}", file=sys.stderr)
         return 130
-
-
-def _watch(args: argparse.Namespace, options, sources, outs: list[Path], demo: list, demo_kind: str, episodes) -> int:
-    from progresslm import __version__
-    from progresslm.online.monitor import ProgressMonitor
-    from progresslm.online.scorer import ProgressScorer
-    from progresslm.online.watching import plot_grid, summary_table, watch_source, write_json
-
-    rows, curves = [], []
-    with ProgressScorer(args.goal, demo, backend=args.backend, options=options, mode=args.mode,
-                        demo_kind=demo_kind) as scorer:  # fmt: skip
-        for k, (source, out) in enumerate(zip(sources, outs)):
-            monitor = ProgressMonitor(
-                scorer, samples=args.num_samples, stall_seconds=args.stall_seconds or None,
-                stall_frames=args.stall_frames, min_gain=args.min_gain / 100, regression_drop=args.regression_drop / 100,
-                done_threshold=args.done_threshold / 100, done_frames=args.done_frames,
-                off_task_frames=args.off_task_frames, milestones=args.milestones,
-            )
-            settings = {
-                "progresslm": __version__,
-                "source": str(source.path), "source_kind": source.kind, "native_fps": source.native_fps,
-                "fps": args.fps or (DIR_FPS if source.kind == "frames" else VIDEO_FPS), "every": args.every,
-                "start": args.start, "end": args.end, "batch": args.batch_size, "goal": scorer.goal,
-                "demo": [d if isinstance(d, str) else f"keyframe {i}" for i, d in enumerate(demo)],
-                "demo_kind": demo_kind, "demo_source": args.demo_video or args.demo_episode,
-                "backend": args.backend, "model": scorer.backend.model_name, "mode": args.mode,
-                "options": dataclasses.asdict(options), "monitor": monitor.settings(),
-            }  # fmt: skip
-            summary = watch_source(scorer, monitor, source, out, settings, args.batch_size, args.video, scorer.goal,
-                                   quiet=args.quiet)
-            if episodes is None:
-                for event in monitor.events:
-                    print(f"{event.t:8.1f}s  {event.kind:<10} {event.detail}")
-                progress = "n/a" if summary["progress"] is None else f"{summary['progress']:.0f}%"
-                voc = "n/a" if summary["voc"] is None else f"{summary['voc']:.3f}"
-                print(f"{summary['frames']} frames ({summary['na']} N/A, {summary['parse_failures']} unreadable), "
-                      f"final progress {progress}, VOC {voc}, done: {'yes' if summary['done'] else 'no'}; outputs in {out}")  # fmt: skip
-                return 0
-            episode = episodes[k]
-            rows.append(dict(summary, episode=episode.id, task=episode.task))
-            voc = "n/a" if summary["voc"] is None else f"{summary['voc']:.2f}"
-            curves.append((f"{episode.id} (VOC {voc})", list(monitor.history)))
-    root = outs[0].parent
-    table = summary_table(rows)
-    (root / "summary.md").write_text(table)
-    write_json(root / "summary.json", {"settings": settings, "episodes": rows})
-    plot_grid(curves, root / "grid.png")
-    print(table)
-    print(f"per episode: curve.png and events.json under {root}; across episodes: summary.md, summary.json, grid.png")
+    if chosen is None:
+        summary = watched.summaries[0]
+        for event in watched.monitors[0].events:
+            print(f"{event.t:8.1f}s  {event.kind:<10} {event.detail}")
+        progress = "n/a" if summary["progress"] is None else f"{summary['progress']:.0f}%"
+        voc = "n/a" if summary["voc"] is None else f"{summary['voc']:.3f}"
+        print(f"{summary['frames']} frames ({summary['na']} N/A, {summary['parse_failures']} unreadable), "
+              f"final progress {progress}, VOC {voc}, done: {'yes' if summary['done'] else 'no'}; outputs in {out}")  # fmt: skip
+        return 0
+    print(watched.table)
+    print(f"per episode: curve.png and events.json under {out}; across episodes: summary.md, summary.json, grid.png")
     return 0

@@ -75,8 +75,10 @@ def open_episodes(spec: str, **options) -> list[Episode]:
     return open_hdf5(path, **options)
 
 
-def select(episodes: list[Episode], ranges: str | None) -> list[Episode]:
-    """The episodes whose index is in `ranges` ("0-9,12"; None: all); an error names indices the source lacks.
+def select(episodes: list[Episode], ranges: str | None, option: str = "--episodes") -> list[Episode]:
+    """The episodes whose index is in `ranges` ("0-9,12"; None: all); an EpisodeSourceError naming `option` (the
+    command-line option the ranges came from) for a range written backwards (3-1), one beyond the source's indices
+    (checked before any index is listed, so 0-20000000 costs nothing) or an index the source lacks.
 
     >>> eps = [Episode("x", str(i), i, "t", ("c",), 10.0, 5, reader=None) for i in range(5)]
     >>> [e.index for e in select(eps, "0-1,4")]
@@ -84,17 +86,26 @@ def select(episodes: list[Episode], ranges: str | None) -> list[Episode]:
     """
     if not ranges:
         return episodes
-    wanted: list[int] = []
-    for part in ranges.split(","):
+    if not episodes:
+        raise EpisodeSourceError(f"{option} {ranges!r}: the source has no episodes")
+    by_index = {e.index: e for e in episodes}
+    low, high = min(by_index), max(by_index)
+    have = f"it has {len(episodes)} episodes: {low}-{high}"
+    spans: list[tuple[int, int]] = []
+    for part in str(ranges).split(","):
         a, sep, b = part.strip().partition("-")
         try:
             lo, hi = int(a), int(b) if sep else int(a)
         except ValueError:
-            raise EpisodeSourceError(f"--episodes {ranges!r}: write indices and ranges like 0-9,12") from None
-        wanted.extend(range(lo, hi + 1))
-    by_index = {e.index: e for e in episodes}
+            raise EpisodeSourceError(f"{option} {ranges!r}: write indices and ranges like 0-9,12") from None
+        if hi < lo:
+            raise EpisodeSourceError(f"{option} {ranges!r}: the range {part.strip()} runs backwards (write {hi}-{lo})")
+        if lo < low or hi > high:
+            raise EpisodeSourceError(f"{option} {ranges!r}: the source has no episode "
+                                     f"{lo if lo < low else hi} ({have})")  # fmt: skip
+        spans.append((lo, hi))
+    wanted = [i for lo, hi in spans for i in range(lo, hi + 1)]  # each span lies inside the source's indices
     missing = [i for i in wanted if i not in by_index]
     if missing:
-        raise EpisodeSourceError(f"--episodes: the source has no episode {missing[0]} "
-                                 f"(it has {len(episodes)}: {min(by_index)}-{max(by_index)})")
+        raise EpisodeSourceError(f"{option}: the source has no episode {missing[0]} ({have})")
     return [by_index[i] for i in dict.fromkeys(wanted)]
