@@ -11,14 +11,13 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
+from progresslm.images import ImageReadError, read_image
 from progresslm.types import Modality, Prediction, Sample, Status
 
 THUMB = 96  # longest side of a thumbnail, px
 
 
 def _thumb(path: Path) -> str:
-    from progresslm.images import ImageReadError, read_image
-
     try:
         image = read_image(path)
     except (ImageReadError, OSError):

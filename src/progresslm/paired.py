@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from progresslm.bench.format import BenchFormatError, load_bench
 from progresslm.metrics import mean_interval, nse_term
 from progresslm.report_tables import Run, bench_key
+from progresslm.results import ResultStore
 from progresslm.types import Status
 
 PAIRED_SPLITS = ("visual_same_view", "visual_cross_view", "text")
@@ -63,8 +65,6 @@ class Pair:
 
 def load_answers(folder: str | Path, name: str) -> Answers:
     """The first draw's numeric answers of a run folder (the latest record per sample wins, as in `eval`)."""
-    from progresslm.results import ResultStore
-
     latest, _, _ = ResultStore(Path(folder) / "results.jsonl").latest()
     scores = {}
     for (uid, draw), record in latest.items():
@@ -77,8 +77,6 @@ def load_answers(folder: str | Path, name: str) -> Answers:
 
 def load_labels(config: dict) -> Labels | None:
     """The answerable samples of the benchmark a run's `config.json` names; None when its files are not readable."""
-    from progresslm.bench.format import BenchFormatError, load_bench
-
     files = config.get("bench") or []
     if not files:
         return None

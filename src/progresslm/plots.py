@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from progresslm.types import SPLITS, Prediction, Sample, Status
+from progresslm.types import SPLITS, Prediction, Sample, Status, task_of
 
 DPI = 100
 PRED_COLOUR = "#1f77b4"
@@ -89,8 +89,6 @@ def plot_score_histograms(samples: Sequence[Sample], preds: Sequence[Prediction]
 def _pick_trajectories(samples: Sequence[Sample], preds: Sequence[Prediction], limit: int):
     """Answerable (trajectory_id, split) groups spread over the tasks: each task's largest group in turn (ties by
     name), then each task's second, and so on, so that every task shows before any shows twice."""
-    from progresslm.types import task_of
-
     groups: dict[tuple[str, str], list[tuple[Sample, Prediction]]] = defaultdict(list)
     task: dict[tuple[str, str], str] = {}
     for sample, pred in zip(samples, preds):

@@ -19,7 +19,7 @@ pytest.importorskip("pyarrow")
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from progresslm.data import video  # noqa: E402
+from progresslm.data import lerobot, video  # noqa: E402
 from progresslm.data.episode_sources import open_episodes  # noqa: E402
 from progresslm.data.episodes import EpisodeSourceError  # noqa: E402
 from progresslm.data.lerobot import fetch_lerobot, open_lerobot  # noqa: E402
@@ -98,7 +98,7 @@ def test_decoding_is_lazy_and_one_pass_per_read(datasets, monkeypatch):
         calls.append((Path(path).name, list(kwargs["times"])))
         return real(path, **kwargs)
 
-    monkeypatch.setattr(video, "decode", counting)
+    monkeypatch.setattr(lerobot, "decode", counting)  # the reader's own name for it
     episodes = open_lerobot(str(datasets["v3.0", "libx264"]))
     assert calls == []
     frames = episodes[4].read(CAMERAS[0], [3, 1, 2])

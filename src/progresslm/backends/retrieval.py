@@ -45,6 +45,7 @@ import numpy as np
 
 from progresslm.backends.base import Backend, BackendError, BackendOptions, Reply, Request
 from progresslm.calibrate import Calibration, CalibrationError, best_threshold
+from progresslm.features import FeatureModelError, ImageFeatures
 from progresslm.prompts import percent
 from progresslm.types import Demo, Modality, Sample
 
@@ -112,8 +113,6 @@ def match(similarities: Sequence[float], demo: Demo) -> Match:
 
 
 def _features_or_error(options: BackendOptions) -> ImageFeatures:
-    from progresslm.features import FeatureModelError, ImageFeatures
-
     try:
         return ImageFeatures(device=options.device)
     except FeatureModelError as err:
@@ -226,8 +225,6 @@ def calibrate_threshold(
     with `max_afrr`, among thresholds that refuse at most that share of the answerable samples.
     `features` is an `ImageFeatures` to reuse; one is built when None.
     """
-    from progresslm.features import ImageFeatures
-
     visual = [s for s in samples if s.modality is Modality.VISUAL]
     features = features or ImageFeatures()
     scores = best_similarities(visual, image_root, features)

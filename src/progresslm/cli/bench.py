@@ -7,6 +7,14 @@ import argparse
 import json
 import sys
 
+from progresslm.backends.retrieval import calibrate_threshold
+from progresslm.bench.example import build_example, default_example_dir
+from progresslm.bench.format import BenchFormatError, load_bench
+from progresslm.bench.stats import bench_stats, format_stats
+from progresslm.data.hf_datasets import HFDataError, export_hf, push_to_hub
+from progresslm.data.release import fetch_official
+from progresslm.io import data_home
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="describe or build benchmarks")
@@ -39,9 +47,6 @@ def add_parser(subparsers) -> None:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    from progresslm.bench.format import BenchFormatError, load_bench
-    from progresslm.bench.stats import bench_stats, format_stats
-
     try:
         bench = load_bench(args.files)
     except BenchFormatError as err:
@@ -53,9 +58,6 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from progresslm.backends.retrieval import calibrate_threshold
-    from progresslm.bench.format import BenchFormatError, load_bench
-
     try:
         samples = load_bench(args.bench).samples
         calibration = calibrate_threshold(
@@ -70,8 +72,6 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def run_example(args: argparse.Namespace) -> int:
-    from progresslm.bench.example import build_example, default_example_dir
-
     out = build_example(args.out or default_example_dir(), seed=args.seed)
     print(f"example benchmark in {out.root}")
     for path in out.files:
@@ -124,9 +124,6 @@ def add_hf_parsers(commands) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from progresslm.bench.format import BenchFormatError
-    from progresslm.data.hf_datasets import HFDataError, export_hf, push_to_hub
-
     try:
         result = export_hf(args.folder, args.out, image_root=args.image_root, split=args.split,
                            allow_missing=args.allow_missing_images, license=args.license, overwrite=args.overwrite,
@@ -152,9 +149,6 @@ def run_export(args: argparse.Namespace) -> int:
 def run_fetch_official(args: argparse.Namespace) -> int:
     import shlex
 
-    from progresslm.data.hf_datasets import HFDataError
-    from progresslm.data.release import fetch_official
-    from progresslm.io import data_home
 
     try:
         release = fetch_official(args.out or data_home() / "official", args.revision, args.include)

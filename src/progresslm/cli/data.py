@@ -7,7 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from progresslm.builder.engines import ENGINES
+from progresslm.builder.engines import ENGINES, EngineError, JobError
+from progresslm.data.data_build import DataBuildConfig, DataBuildError, build
+from progresslm.data.episode_sources import open_episodes, select
+from progresslm.data.episodes import EpisodeSourceError
+from progresslm.data.lerobot_export import LeRobotExportError, export_lerobot
+from progresslm.data.video import VideoError
 
 SOURCE_HELP = ("lerobot:DIR (or a Hub dataset id), videos:DIR, frames:DIR or hdf5:FILE; a bare path is recognised "
                "by what it holds")
@@ -94,11 +99,6 @@ def _source(args: argparse.Namespace) -> str:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from progresslm.builder.engines import EngineError, JobError
-    from progresslm.data.data_build import DataBuildConfig, DataBuildError, build
-    from progresslm.data.episodes import EpisodeSourceError
-    from progresslm.data.video import VideoError
-
     command = "progresslm " + " ".join(sys.argv[1:]) if sys.argv and "data" in sys.argv else "progresslm data build"
     try:
         config = DataBuildConfig(
@@ -121,10 +121,6 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_episodes(args: argparse.Namespace) -> int:
-    from progresslm.data.episode_sources import open_episodes
-    from progresslm.data.episodes import EpisodeSourceError
-    from progresslm.data.video import VideoError
-
     try:
         options = {k: v for k, v in (("fps", args.fps), ("task", args.task)) if v is not None}
         episodes = open_episodes(_source(args), **options)
@@ -145,11 +141,6 @@ def run_episodes(args: argparse.Namespace) -> int:
 
 
 def run_export_lerobot(args: argparse.Namespace) -> int:
-    from progresslm.data.episode_sources import open_episodes, select
-    from progresslm.data.episodes import EpisodeSourceError
-    from progresslm.data.lerobot_export import LeRobotExportError, export_lerobot
-    from progresslm.data.video import VideoError
-
     options = {k: v for k, v in (("fps", args.fps), ("task", args.task)) if v is not None}
     try:
         episodes = select(open_episodes(_source(args), **options), args.episodes)

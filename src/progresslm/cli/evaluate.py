@@ -7,10 +7,18 @@ import logging
 import sys
 from pathlib import Path
 
-from progresslm.backends.registry import BACKENDS, DEFAULT_BACKEND
+from progresslm.backends.base import BackendError
+from progresslm.backends.registry import BACKENDS, DEFAULT_BACKEND, UnknownBackendError, backend_class
+from progresslm.bench.example import build_example, default_example_dir
+from progresslm.bench.format import BenchFormatError
 from progresslm.cli.options import OptionError, add_backend_options, backend_options
+from progresslm.data.hf_datasets import HFDataError, hf_location, materialize
+from progresslm.evaluation import EvalConfig, EvalError, evaluate
 from progresslm.io import slug
 from progresslm.prompts import MODES
+from progresslm.report_tables import Run, load_run
+from progresslm.sim.sim_build import build_small_bench, simulator_problem, small_bench_ready
+from progresslm.summary import print_summary
 
 log = logging.getLogger("progresslm")
 
@@ -70,15 +78,12 @@ def default_out(bench: list[str], backend: str, model: str | None, mode: str, va
 def default_bench(quiet: bool) -> tuple[list[str], str]:
     """The small simulated benchmark (built on first use); the drawn example when the simulator cannot run here
     (MuJoCo / Meta-World not installed, no offscreen GL). The check comes first, so nothing half-built is left."""
-    from progresslm.sim.sim_build import build_small_bench, simulator_problem, small_bench_ready
-
     problem = None if small_bench_ready() else simulator_problem()
     if problem is None:
         outcome = build_small_bench(progress=not quiet)
         log.info("no --bench given: using the small simulated benchmark in %s", outcome.out)
         return [str(path) for path in outcome.bench_files()], str(outcome.image_root)
     log.warning("the simulator is not available (%s): using the drawn example benchmark instead", problem)
-    from progresslm.bench.example import build_example, default_example_dir
 
     example = build_example(default_example_dir())
     return [str(path) for path in example.files], str(example.root / "images")
@@ -88,8 +93,6 @@ def exported_bench(bench: list[str], image_root: str | None, split: str | None,
                    quiet: bool) -> tuple[list[str], str | None]:  # fmt: skip
     """`--bench` as given, unless it is an exported folder or a Hub dataset id: then the JSONL files and image root it
     is written back to (progresslm.data.hf_datasets.materialize, in the data folder's hf/)."""
-    from progresslm.data.hf_datasets import HFDataError, hf_location, materialize
-
     location = bench[0]
     if len(bench) > 1 or hf_location(location) is None:
         if split:
@@ -104,11 +107,6 @@ def exported_bench(bench: list[str], image_root: str | None, split: str | None,
 
 
 def run(args: argparse.Namespace) -> int:
-    from progresslm.backends.base import BackendError
-    from progresslm.backends.registry import UnknownBackendError, backend_class
-    from progresslm.bench.format import BenchFormatError
-    from progresslm.evaluation import EvalConfig, EvalError, evaluate
-
     try:
         backend_class(args.backend)
     except UnknownBackendError as err:
@@ -176,8 +174,6 @@ def print_run_summary(out: Path) -> None:
     """The run beside its floors, in one table that fits 100 columns (`progresslm.summary`)."""
     import json
 
-    from progresslm.report_tables import Run, load_run
-    from progresslm.summary import print_summary
 
     runs = [load_run(out)]
     floors = out / "floors.json"

@@ -8,6 +8,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from progresslm import report_tables
+from progresslm.paired import like_for_like
+from progresslm.summary import print_like_for_like, print_summary
+
 EXAMPLES = """examples:
   progresslm report runs/example/*                                  # every run folder; other entries are skipped
   progresslm report runs/a runs/b --html compare.html --md compare.md
@@ -33,10 +37,6 @@ def is_run_folder(path: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from progresslm import report_tables
-    from progresslm.paired import like_for_like
-    from progresslm.summary import print_like_for_like, print_summary
-
     folders = []
     for name in args.runs:
         path = Path(name)

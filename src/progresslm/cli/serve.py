@@ -6,16 +6,17 @@ import argparse
 import logging
 import sys
 
-from progresslm.backends.registry import BACKENDS, DEFAULT_BACKEND
+from progresslm.backends.base import BackendError
+from progresslm.backends.registry import BACKENDS, DEFAULT_BACKEND, UnknownBackendError, create_backend
 from progresslm.cli.options import OptionError, add_backend_options, backend_options
 from progresslm.prompts import MODES
+from progresslm.serve.runner import serve_forever
+from progresslm.serve.serve_config import ServeConfig, ServeConfigError
 
 log = logging.getLogger("progresslm")
 
 
 def add_parser(subparsers) -> None:
-    from progresslm.serve.serve_config import ServeConfig
-
     d = ServeConfig()
     parser = subparsers.add_parser(
         "serve",
@@ -86,7 +87,6 @@ def add_parser(subparsers) -> None:
 def config_from_args(args: argparse.Namespace):
     import os
 
-    from progresslm.serve.serve_config import ServeConfig, ServeConfigError
 
     options = backend_options(args)
     fields = ("host", "port", "backend", "mode", "batch_wait_ms", "max_queue", "max_body_mb", "max_images",
@@ -104,18 +104,13 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from progresslm.backends.base import BackendError
-    from progresslm.backends.registry import UnknownBackendError, create_backend
-    from progresslm.serve.serve_config import ServeConfigError
-
     try:
         config = config_from_args(args)
     except (ServeConfigError, OptionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    try:
+    try:  # lazy: FastAPI comes with the app (the [serve] extra); every other command imports this module
         from progresslm.serve.app import create_app
-        from progresslm.serve.runner import serve_forever
     except ImportError as err:
         print(f"error: progresslm serve needs FastAPI and uvicorn: pip install -e '.[serve]' (in the progresslm clone) ({err})", file=sys.stderr)
         return 2

@@ -17,6 +17,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from progresslm.bench.format import BenchFormatError
+from progresslm.cli.train_nano import add_parsers as add_nano_parsers
+from progresslm.cli.train_tools import add_parsers as add_tool_parsers
+from progresslm.train.grpo import run_grpo
+from progresslm.train.recipe_config import RecipeError
+from progresslm.train.recipes import load_recipe
+from progresslm.train.sft import run_sft
+from progresslm.train.trainer import check_trl_overrides
+from progresslm.train.training_data import DatasetError
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("train", help="fine-tune a VLM (SFT, GRPO), merge LoRA adapters")
@@ -43,8 +53,6 @@ def add_parser(subparsers) -> None:
         )  # fmt: skip
         command.set_defaults(handler=run_training, kind=kind)
 
-    from progresslm.cli.train_nano import add_parsers as add_nano_parsers
-    from progresslm.cli.train_tools import add_parsers as add_tool_parsers
 
     add_tool_parsers(commands)
 
@@ -54,18 +62,12 @@ def add_parser(subparsers) -> None:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the recipe's or the data's fault: reported in one line, no traceback."""
-    from progresslm.bench.format import BenchFormatError
-    from progresslm.train.recipe_config import RecipeError
-    from progresslm.train.training_data import DatasetError
-
     return RecipeError, DatasetError, BenchFormatError
 
 
 def split_options(args: argparse.Namespace) -> argparse.Namespace:
     """Pick `--config FILE` / `--config=FILE` and `--dry-run` out of the overrides (they may be
     intermixed with them); anything else that starts with `--` is an error."""
-    from progresslm.train.recipe_config import RecipeError
-
     config, dry_run, overrides = args.config, args.dry_run, []
     items = iter(args.overrides or [])
     for item in items:
@@ -87,16 +89,12 @@ def split_options(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def run_training(args: argparse.Namespace) -> int:
-    from progresslm.train.recipes import load_recipe
-
     errors = _user_errors()
     try:
         args = split_options(args)
         recipe = load_recipe(args.config, args.overrides, kind=args.kind)
         if args.dry_run:
             import yaml
-
-            from progresslm.train.trainer import check_trl_overrides
 
             if args.kind == "sft":
                 from trl import SFTConfig as config_class
@@ -105,11 +103,7 @@ def run_training(args: argparse.Namespace) -> int:
             check_trl_overrides(recipe, config_class)
             print(yaml.safe_dump({"kind": recipe.kind, **recipe.to_dict()}, sort_keys=False), end="")
             return 0
-        if args.kind == "sft":
-            from progresslm.train.sft import run_sft as run
-        else:
-            from progresslm.train.grpo import run_grpo as run
-        out = run(recipe)
+        out = (run_sft if args.kind == "sft" else run_grpo)(recipe)
     except errors as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

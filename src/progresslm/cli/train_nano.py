@@ -11,6 +11,13 @@ import argparse
 import json
 import sys
 
+from progresslm.bench.format import BenchFormatError
+from progresslm.matcher.encoders import EncoderError, ImageSpec, Tap
+from progresslm.matcher.training_matcher import MatcherTrainConfig, MatcherTrainError, train_folds, train_matcher
+from progresslm.nano.modeling_nano import build_nano_vlm
+from progresslm.train.recipe_config import RecipeError
+from progresslm.train.tiny_model import nano_settings
+
 
 def add_parsers(commands) -> None:
     matcher = commands.add_parser(
@@ -62,8 +69,6 @@ def add_parsers(commands) -> None:
 
 
 def parse_taps(text: str):
-    from progresslm.matcher.encoders import Tap
-
     taps = []
     for part in text.split(","):
         stage, _, cells = part.partition(":")
@@ -75,10 +80,6 @@ def parse_taps(text: str):
 
 
 def run_matcher(args: argparse.Namespace) -> int:
-    from progresslm.bench.format import BenchFormatError
-    from progresslm.matcher.encoders import EncoderError, ImageSpec
-    from progresslm.matcher.training_matcher import MatcherTrainConfig, MatcherTrainError, train_folds, train_matcher
-
     try:
         if args.folds < 0 or args.folds == 1:
             raise MatcherTrainError(f"--folds must be 0 (none) or at least 2, got {args.folds}")
@@ -101,10 +102,6 @@ def run_matcher(args: argparse.Namespace) -> int:
 
 
 def run_nano_init(args: argparse.Namespace) -> int:
-    from progresslm.nano.modeling_nano import build_nano_vlm
-    from progresslm.train.recipe_config import RecipeError
-    from progresslm.train.tiny_model import nano_settings
-
     try:
         settings = nano_settings(args.config)
         out = build_nano_vlm(args.out, **settings)

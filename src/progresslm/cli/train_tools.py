@@ -11,6 +11,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from progresslm.bench.format import BenchFormatError
+from progresslm.cli.options import OptionError, add_backend_options, backend_options
+from progresslm.evaluation import EvalError
+from progresslm.io import expand_files, expand_path
+from progresslm.train.export_model import export_model, merge_lora
+from progresslm.train.recipe_config import RecipeError
+from progresslm.train.select_checkpoint import select_checkpoint
+from progresslm.train.tiny_model import build_tiny_qwen2_5_vl, model_settings
+from progresslm.train.traces import TeacherError, drop_rate, write_teacher_traces
+
 
 def add_parsers(commands) -> None:
     export = commands.add_parser(
@@ -43,7 +53,6 @@ def add_parsers(commands) -> None:
         "each row is written as its reply arrives, and a rerun of the same command asks only for what is missing",
     )  # fmt: skip
     traces.add_argument("--quiet", action="store_true", help="no progress bar")
-    from progresslm.cli.options import add_backend_options
 
     add_backend_options(traces, omit=("value",), model="teacher model name (openai) or path (hf, vllm)",
                         temperature="teacher sampling temperature (0: greedy)")
@@ -97,8 +106,6 @@ def add_parsers(commands) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from progresslm.train.export_model import export_model, merge_lora
-    from progresslm.train.recipe_config import RecipeError
 
     try:
         if args.eval_run and not (Path(args.eval_run) / "metrics.json").is_file():
@@ -114,9 +121,6 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 def run_traces(args: argparse.Namespace) -> int:
-    from progresslm.cli.options import OptionError, backend_options
-    from progresslm.train.traces import TeacherError, drop_rate, write_teacher_traces
-
     try:
         written = write_teacher_traces(args.bench, args.out, args.backend, backend_options(args),
                                        image_root=args.image_root, tolerance=args.tolerance / 100.0,
@@ -135,9 +139,6 @@ def run_traces(args: argparse.Namespace) -> int:
 
 
 def run_tiny_model(args: argparse.Namespace) -> int:
-    from progresslm.train.recipe_config import RecipeError
-    from progresslm.train.tiny_model import build_tiny_qwen2_5_vl, model_settings
-
     try:
         settings = (
             model_settings(args.config) if args.config else {"image_size": args.image_size, "tie_embeddings": False}
@@ -159,10 +160,6 @@ def run_select(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from progresslm.bench.format import BenchFormatError
-    from progresslm.evaluation import EvalError
-    from progresslm.io import expand_files, expand_path
-    from progresslm.train.select_checkpoint import select_checkpoint
 
     try:
         if args.per_file < 1:

@@ -7,6 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from progresslm.data.episodes import VIDEO_SUFFIXES, Episode, EpisodeSourceError, kind_is_hub_id
+from progresslm.data.folders import open_frames, open_videos
+from progresslm.data.hdf5 import open_hdf5
+from progresslm.data.lerobot import open_lerobot
+from progresslm.images import IMAGE_SUFFIXES
 
 KINDS = ("lerobot", "videos", "frames", "hdf5")
 
@@ -37,7 +41,6 @@ def detect_kind(path: Path) -> str:
     entries = list(path.rglob("*"))
     if any(p.suffix.lower() in VIDEO_SUFFIXES for p in entries):
         return "videos"
-    from progresslm.images import IMAGE_SUFFIXES
 
     if any(p.suffix.lower() in IMAGE_SUFFIXES for p in entries):
         return "frames"
@@ -55,18 +58,11 @@ def open_episodes(spec: str, **options) -> list[Episode]:
         else:
             kind = detect_kind(path)
     if kind == "lerobot":
-        from progresslm.data.lerobot import open_lerobot
-
         return open_lerobot(location, **options)
     if kind == "videos":
-        from progresslm.data.folders import open_videos
-
         return open_videos(path, **options)
     if kind == "frames":
-        from progresslm.data.folders import open_frames
-
         return open_frames(path, **options)
-    from progresslm.data.hdf5 import open_hdf5
 
     file, mark, key = location.rpartition("#")
     if mark and key and not path.exists():  # FILE#KEY: robomimic's filter key, written into the source name so

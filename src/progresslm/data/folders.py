@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from progresslm.data.episodes import VIDEO_SUFFIXES, Episode, EpisodeSourceError, check_fps, parse_keysteps
+from progresslm.data.video import count_frames, decode
 from progresslm.images import IMAGE_SUFFIXES, ImageReadError, list_images, natural_key, read_frame
 
 FRAMES_FPS = 10.0  # frame rate assumed for frame folders that state none
@@ -87,8 +88,6 @@ def _camera_of(stem: str) -> tuple[str, str]:
 
 def _video_episode(files: dict[str, Path], name: str, index: int, task: str, info: dict) -> Episode:
     """One episode from its cameras' video files; frames are read by decoding at i / fps from the first frame."""
-    from progresslm.data.video import count_frames, decode
-
     lengths = {camera: count_frames(path) for camera, path in files.items()}
     fps = float(info.get("fps") or next(iter(lengths.values()))[0])
     length = min(n for _, n, _ in lengths.values())

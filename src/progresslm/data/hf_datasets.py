@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import TextIO
 
 from progresslm.bench.format import FILE_STEMS, KNOWN_FIELDS, read_official, sample_to_record
-from progresslm.io import OutsideRootError, confined, write_text_atomic
+from progresslm.io import OutsideRootError, confined, data_home, write_text_atomic
 from progresslm.types import Modality
 
 log = logging.getLogger(__name__)
@@ -563,8 +563,6 @@ def materialize(location: str, out_dir: str | Path | None = None, split: str | N
         raise HFDataError(f"{location} (split {split}) is not a progresslm export: columns {', '.join(lacking)} are "
                           f"missing (it has: {', '.join(columns)})")
     if out_dir is None:
-        from progresslm.io import data_home
-
         out_dir = data_home() / "hf" / _cache_name(location, split)
     out_dir = Path(out_dir)
     marker = out_dir / MARKER

@@ -43,6 +43,7 @@ from progresslm.data.episodes import (
     kind_is_hub_id,
     parse_keysteps,
 )
+from progresslm.data.video import VideoError, decode
 from progresslm.io import OutsideRootError, confined
 
 log = logging.getLogger(__name__)
@@ -433,8 +434,6 @@ class _FrameReader:
         return path
 
     def _video(self, camera: str, indices: Sequence[int]) -> list[np.ndarray]:
-        from progresslm.data.video import VideoError, decode
-
         window = self.record.videos[camera]
         path = self._local(window.path)
         fps = self.layout.fps

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from progresslm.data.episodes import Episode
+from progresslm.io import OutsideRootError, confined
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +152,6 @@ def _write_manifest(folder: Path) -> None:
 
 def _own_file(root: Path, relative: str) -> Path | None:
     """`root/relative` when it is a plain file reached without a symlink on the way; else None (left alone)."""
-    from progresslm.io import OutsideRootError, confined
-
     try:
         path = confined(relative, root, "manifest entry", resolve=False)
     except OutsideRootError:

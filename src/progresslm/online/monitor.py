@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from progresslm.metrics import spearman
 from progresslm.online.scorer import Estimate, ScorerError, as_pil
 from progresslm.types import Status, is_number
 
@@ -64,7 +65,6 @@ def value_order_correlation(steps) -> float | None:
     """
     import math
 
-    from progresslm.metrics import spearman
 
     answered = [(s.t, s.raw) for s in steps if s.raw is not None]
     if len(answered) < 2 or len({raw for _, raw in answered}) < 2:

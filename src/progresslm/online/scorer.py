@@ -26,7 +26,9 @@ from typing import Any
 
 from progresslm.ask import Item, ask
 from progresslm.backends.base import Backend, BackendOptions
-from progresslm.images import IMAGE_SUFFIXES, ImageStore, hold, release
+from progresslm.backends.registry import DEFAULT_BACKEND, create_backend
+from progresslm.images import IMAGE_SUFFIXES, ImageReadError, ImageStore, hold, read_image, release
+from progresslm.matcher.hints import HintError, HintProvider, check_source
 from progresslm.parsing import parse_reply
 from progresslm.prompts import build_prompt
 from progresslm.types import Demo, Modality, Sample, Status
@@ -82,7 +84,6 @@ def as_pil(image: Any, where: str):
         path = Path(image)
         if not path.is_file():
             raise ScorerError(f"{where}: image file {path} does not exist")
-        from progresslm.images import ImageReadError, read_image
 
         try:
             return read_image(path)
@@ -140,8 +141,6 @@ class ProgressScorer:
         hints: str | None = None,
         hints_model: str | None = None,
     ):
-        from progresslm.backends.registry import DEFAULT_BACKEND, create_backend
-
         if not isinstance(goal, str) or not goal.strip():
             raise ScorerError("goal: give the task goal as a non-empty string")
         if not isinstance(demo, Sequence) or isinstance(demo, (str, bytes)) or len(demo) == 0:
@@ -185,7 +184,6 @@ class ProgressScorer:
         source = hints if hints is not None else getattr(self.backend, "default_hints", None)
         if source in (None, "none"):
             return None
-        from progresslm.matcher.hints import HintError, HintProvider, check_source
 
         try:
             check_source(source)

@@ -18,6 +18,6 @@ __all__ = ["ServeConfig", "ServeConfigError", "create_app"]
 
 def create_app(config: ServeConfig, backend: Any = None):
     """The FastAPI app (see `progresslm.serve.app.create_app`)."""
-    from progresslm.serve.app import create_app as build
+    from progresslm.serve.app import create_app as build  # lazy: FastAPI (the [serve] extra), see above
 
     return build(config, backend)

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from progresslm.backends.base import Backend
+from progresslm.backends.registry import create_backend
 from progresslm.serve.answers import format_reply, metadata
 from progresslm.serve.batcher import QueueFull, Settings, ShuttingDown
 from progresslm.serve.chat import completion
@@ -46,8 +47,6 @@ def create_app(config: ServeConfig, backend: Backend | None = None) -> FastAPI:
     """The app for `config`; `backend` (already built) is shared and left open, else one is built and owned."""
     owns_backend = backend is None
     if backend is None:
-        from progresslm.backends.registry import create_backend
-
         backend = create_backend(config.backend, config.options, config.mode)
     state = ServerState(config, backend)
 

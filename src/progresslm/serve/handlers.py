@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from progresslm.backends.base import Backend, Request
+from progresslm.matcher.hints import HintError, HintProvider
+from progresslm.online.monitor import MonitorError, ProgressMonitor
 from progresslm.online.scorer import ProgressScorer, ScorerError
 from progresslm.prompts import Prompt
 from progresslm.serve.answers import Asked, mode_for, question_requests
@@ -71,8 +73,6 @@ class ServerState:
     def hint_lines(self, samples: list) -> dict[str, str]:
         """uid -> the hints line the backend's model was trained with, from the matcher (built once, on first use;
         one caller at a time: its caches are not thread-safe)."""
-        from progresslm.matcher.hints import HintError, HintProvider
-
         with self._hints_lock:
             if self._hints is None:
                 try:
@@ -250,8 +250,6 @@ def progress_estimate(state: ServerState, body: ProgressBody) -> dict:
 
 
 def start_session(state: ServerState, body: SessionBody) -> dict:
-    from progresslm.online.monitor import MonitorError, ProgressMonitor
-
     config = state.config
     samples = body.monitor.samples
     if not 1 <= samples * config.max_frames_per_call <= config.max_queue:
@@ -274,8 +272,6 @@ def start_session(state: ServerState, body: SessionBody) -> dict:
 
 
 def session_frames(state: ServerState, session_id: str, body: FramesBody) -> dict:
-    from progresslm.online.monitor import MonitorError
-
     config = state.config
     if len(body.frames) > config.max_frames_per_call:
         raise ApiError(400, f"{len(body.frames)} frames; send at most {config.max_frames_per_call} per call "

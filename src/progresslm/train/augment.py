@@ -24,6 +24,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from progresslm.demo_swap import swapped_samples
 from progresslm.types import Demo, Modality, Sample, View
 
 CUT_SUFFIX = "#cut"
@@ -86,8 +87,6 @@ def swap_negatives(
 ) -> list[Sample]:
     """About `rate` N/A samples per answerable sample: the observation with another task's goal
     and demonstration (`progresslm.demo_swap.swapped_samples`, drawn with its own seed)."""
-    from progresslm.demo_swap import swapped_samples
-
     if rate <= 0:
         return []
     keep = [s for s in samples if random.Random(f"{seed}:swap:{s.uid}").random() < rate]

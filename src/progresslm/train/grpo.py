@@ -19,9 +19,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from progresslm.bench.format import load_bench
 from progresslm.io import expand_files, image_root_path
 from progresslm.train.grpo_config import GRPORecipe, reward_config
+from progresslm.train.models import adapter_base, is_adapter_dir, load_model, load_processor, resolve_model
 from progresslm.train.recipes import save_recipe
+from progresslm.train.rewards import make_reward_funcs
 from progresslm.train.trainer import (
     LOG_FILE,
     TrainerRun,
@@ -39,15 +42,13 @@ from progresslm.train.trainer import (
     prepare_output_dir,
     prompt_hints,
 )
+from progresslm.train.training_data import grpo_records, to_dataset
 
 log = logging.getLogger(__name__)
 
 
 def grpo_dataset(recipe: GRPORecipe):
     """The recipe's GRPO prompts with their ground-truth columns, as a datasets.Dataset."""
-    from progresslm.bench.format import load_bench
-    from progresslm.train.training_data import grpo_records, to_dataset
-
     data = recipe.data
     samples = load_bench(expand_files(data.files)).samples[: data.max_samples]
     image_root = image_root_path(data.image_root)
@@ -61,8 +62,6 @@ def build_grpo_trainer(recipe: GRPORecipe) -> TrainerRun:
     GRPOTrainer (nothing is trained yet)."""
     from trl import GRPOConfig, GRPOTrainer
 
-    from progresslm.train.models import adapter_base, is_adapter_dir, load_model, load_processor, resolve_model
-    from progresslm.train.rewards import make_reward_funcs
 
     check_trl_overrides(recipe, GRPOConfig)
     check_environment(recipe)

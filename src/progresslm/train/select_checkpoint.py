@@ -23,7 +23,11 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from progresslm.backends.base import BackendOptions
+from progresslm.evaluation import EvalConfig, evaluate
 from progresslm.metrics import selection_score
+from progresslm.train.export_model import export_model
+from progresslm.train.models import PROCESSOR_FILES
 from progresslm.types import ANSWERABLE_SPLITS
 
 log = logging.getLogger(__name__)
@@ -82,8 +86,6 @@ def subset_bench(files: Sequence[str | Path], per_file: int, out_dir: Path, seed
 def _processor_dir(model_dir: Path) -> Path:
     """Where `model_dir`'s processor is: the directory itself, or for a `checkpoint-N` saved without
     one, its run's directory."""
-    from progresslm.train.models import PROCESSOR_FILES
-
     run = model_dir.parent if model_dir.name.startswith("checkpoint-") else model_dir
     for place in (model_dir, run):
         if any((place / name).is_file() for name in PROCESSOR_FILES):
@@ -108,10 +110,6 @@ def select_checkpoint(
     hints_model: str | None = None,
 ) -> dict:
     """Evaluate every candidate of `runs` on one fixed subset of `bench`; copy the best to `out`."""
-    from progresslm.backends.base import BackendOptions
-    from progresslm.evaluation import EvalConfig, evaluate
-    from progresslm.train.export_model import export_model
-
     work = Path(work_dir)
     files = subset_bench(bench, per_file, work / "bench", seed)
     rows = []

@@ -19,10 +19,13 @@ import logging
 import warnings
 from pathlib import Path
 
+from progresslm.bench.format import load_bench
 from progresslm.io import expand_files, image_root_path
+from progresslm.train.models import is_adapter_dir, load_model, load_processor, resolve_model
 from progresslm.train.recipe_config import RecipeError
 from progresslm.train.recipes import save_recipe
 from progresslm.train.sft_config import SFTRecipe
+from progresslm.train.traces import TraceError, load_traces, match_traces
 from progresslm.train.trainer import (
     LOG_FILE,
     TrainerRun,
@@ -40,6 +43,7 @@ from progresslm.train.trainer import (
     prompt_hints,
     sft_trl_args,
 )
+from progresslm.train.training_data import sft_records, to_dataset
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +68,10 @@ def as_prompt_completion(dataset):
 
 def sft_dataset(recipe: SFTRecipe):
     """The recipe's SFT rows as a datasets.Dataset in prompt/completion form."""
-    from progresslm.bench.format import load_bench
-    from progresslm.train.training_data import sft_records, to_dataset
-
     data = recipe.data
     samples = load_bench(expand_files(data.files)).samples[: data.max_samples]
     traces = None
     if data.traces:
-        from progresslm.train.traces import TraceError, load_traces, match_traces
-
         try:
             traces, dropped = match_traces(samples, load_traces(data.traces))
         except TraceError as error:
@@ -107,7 +106,6 @@ def build_sft_trainer(recipe: SFTRecipe) -> TrainerRun:
     set up TRL's SFTTrainer (nothing is trained yet)."""
     from trl import SFTConfig, SFTTrainer
 
-    from progresslm.train.models import is_adapter_dir, load_model, load_processor, resolve_model
 
     check_trl_overrides(recipe, SFTConfig)
     check_environment(recipe)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from progresslm.matcher import MATCHER_DIR
 from progresslm.nano import VLM_DIR
+from progresslm.train.export_model import export_model
 
 KEEP = ("README.md",)
 
@@ -40,8 +41,6 @@ def ship_matcher(source: str | Path, target: Path = MATCHER_DIR) -> Path:
 
 
 def ship_nano(source: str | Path, target: Path = VLM_DIR) -> Path:
-    from progresslm.train.export_model import export_model
-
     staging = target.with_name(target.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
     export_model(source, staging)  # a failure leaves the shipped model as it was

@@ -12,6 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from progresslm.bench.format import load_bench
+from progresslm.io import expand_files
+from progresslm.matcher.hints import hints_text
+from progresslm.matcher.modeling_matcher import MatchResult
 from progresslm.nano.configuration_nano import (
     CHAT_TEMPLATE,
     CHAT_TOKENS,
@@ -19,6 +23,11 @@ from progresslm.nano.configuration_nano import (
     base_corpus,
     train_tokenizer,
 )
+from progresslm.nano.modeling_nano import build_nano_vlm
+from progresslm.prompts import build_prompt
+from progresslm.train.recipes import builder_settings
+from progresslm.train.traces import template_trace
+from progresslm.types import Demo, Modality, Sample
 
 
 def build_tiny_qwen2_5_vl(
@@ -125,11 +134,6 @@ def prompt_corpus(files: list[str], image_root: str | None = None) -> list[str]:
     """Texts the tokenizer learns from, from benchmark JSONL files: every prompt's text (goals, step
     lists, questions) and the short two-stage reply of each sample, repeated as often as they occur,
     so the merges follow what the model reads most (the fixed instructions end up as few tokens)."""
-    from progresslm.bench.format import load_bench
-    from progresslm.io import expand_files
-    from progresslm.prompts import build_prompt
-    from progresslm.train.traces import template_trace
-
     texts: list[str] = []
     for sample in load_bench(expand_files(files)).samples:
         prompt = build_prompt(sample, "two-stage", image_root)
@@ -145,8 +149,6 @@ def prompt_corpus(files: list[str], image_root: str | None = None) -> list[str]:
 def model_settings(path: str | Path) -> dict:
     """`build_tiny_qwen2_5_vl` keyword arguments from a YAML file; `corpus_files` (benchmark JSONL,
     `~`, globs and ${VAR:-default} expanded) become the tokenizer's `corpus`."""
-    from progresslm.train.recipes import builder_settings
-
     settings, corpus_files = builder_settings(path, build_tiny_qwen2_5_vl)
     if corpus_files:
         settings["corpus"] = prompt_corpus(corpus_files)
@@ -157,9 +159,6 @@ def nano_settings(path: str | Path) -> dict:
     """`build_nano_vlm` keyword arguments from a YAML file; `corpus_files` (benchmark JSONL, `~`, globs and
     ${VAR:-default} expanded) make the tokenizer's `corpus`, with examples of the hints line (whose
     numbers are digits, one token each, so a few examples teach the merges of its words)."""
-    from progresslm.nano.modeling_nano import build_nano_vlm
-    from progresslm.train.recipes import builder_settings
-
     settings, corpus_files = builder_settings(path, build_nano_vlm)
     if corpus_files:
         settings["corpus"] = prompt_corpus(corpus_files) + hint_examples()
@@ -170,9 +169,6 @@ def hint_examples(n: int = 200, seed: int = 0) -> list[str]:
     """Hints lines with random numbers, in both forms (keyframes, steps), for the tokenizer's corpus."""
     import random
 
-    from progresslm.matcher.hints import hints_text
-    from progresslm.matcher.modeling_matcher import MatchResult
-    from progresslm.types import Demo, Modality, Sample
 
     rng = random.Random(seed)
     lines = []

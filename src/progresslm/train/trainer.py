@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from progresslm.io import expand_path
+from progresslm.matcher.hints import HintError, HintProvider
+from progresslm.train.augment import augment
 from progresslm.train.grpo_config import GRPORecipe, reward_config
+from progresslm.train.model_card import write_model_card
 from progresslm.train.recipe_config import LoraSettings, Recipe, RecipeError
 from progresslm.train.sft_config import SFTRecipe
 
@@ -239,7 +242,6 @@ def prompt_hints(recipe: Recipe, samples: list, image_root) -> dict[str, str] | 
     data = recipe.data
     if data.hints in (None, "none"):
         return None
-    from progresslm.matcher.hints import HintError, HintProvider
 
     try:
         provider = HintProvider(expand_path(data.hints_model) if data.hints_model else None)
@@ -292,8 +294,6 @@ def fit(run: TrainerRun) -> Path:
     trainer.save_model(str(out))
     trainer.save_state()
     if trainer.is_world_process_zero():
-        from progresslm.train.model_card import write_model_card
-
         run.processor.save_pretrained(str(out))
         write_model_card(out)  # over TRL's generic card
         log.info("%s output in %s (step %d)", run.recipe.kind, out, trainer.state.global_step)
@@ -301,8 +301,6 @@ def fit(run: TrainerRun) -> Path:
 
 def augmented(samples: list, recipe: Recipe, image_root) -> list:
     """`samples` plus the recipe's self demos, demo cuts and swapped-demo negatives (`progresslm.train.augment`)."""
-    from progresslm.train.augment import augment
-
     data = recipe.data
     if not data.demo_cuts and not data.swap_negatives and not data.self_demos:
         return samples
