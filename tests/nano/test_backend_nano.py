@@ -8,21 +8,34 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
+
+from helpers import fixture, write_images  # noqa: E402
 
 from progresslm import matcher as matcher_package  # noqa: E402
 from progresslm import nano as nano_package  # noqa: E402
+from progresslm.ask import Item, ask  # noqa: E402
 from progresslm.backends.base import BackendError, BackendOptions  # noqa: E402
 from progresslm.backends.registry import create_backend  # noqa: E402
+from progresslm.bench.format import read_official  # noqa: E402
 from progresslm.checkpoints import weights_id  # noqa: E402
 from progresslm.cli.main import main  # noqa: E402
 from progresslm.nano import backend_nano  # noqa: E402
 from progresslm.parsing import parse_two_stage  # noqa: E402
+from progresslm.prompts import build_prompt  # noqa: E402
 from progresslm.types import Status  # noqa: E402
 
 SHIPPED = (nano_package.VLM_DIR / "model.safetensors").is_file() and (matcher_package.MATCHER_DIR / "model.safetensors").is_file()
 SIM = Path(__file__).resolve().parents[1] / "fixtures" / "sim_sample"
+
+
+def greedy_reply(backend, tmp_path):
+    """The backend's reply to the two-stage prompt of one fixture sample (its images written under tmp_path)."""
+    sample = read_official(fixture("visual_same_view")).samples[0]
+    write_images([sample], tmp_path / "images")
+    (answer,) = ask(backend, [Item(sample, build_prompt(sample, "two-stage", tmp_path / "images"))])
+    return answer.reply
 
 
 def test_a_missing_checkpoint_says_how_to_get_one(monkeypatch, tmp_path):
@@ -92,6 +105,14 @@ def test_export_copies_a_full_model_without_training_state(tiny_vlm_dir, tmp_pat
     names = {path.name for path in out.iterdir()}
     assert "model.safetensors" in names and "config.json" in names and "export.json" in names
     assert "checkpoint-5" not in names and "optimizer.pt" not in names
-    backend = create_backend("hf", BackendOptions(model=str(out), device="cpu"), "two-stage")
-    assert backend.model is not None
+    # The export computes what the trained model computes, and answers a real prompt as it does.
+    exported, trained = (create_backend("hf", BackendOptions(model=str(path), device="cpu", max_new_tokens=6),
+                                        "two-stage") for path in (out, source))  # fmt: skip
+    ids = torch.arange(3, 19)[None]
+    with torch.no_grad():
+        logits = exported.model(input_ids=ids).logits
+        assert logits.shape[:2] == (1, 16) and torch.isfinite(logits).all()
+        assert torch.equal(logits, trained.model(input_ids=ids).logits)
+    replies = [greedy_reply(backend, tmp_path) for backend in (exported, trained)]
+    assert replies[0].error is None and replies[0].completion_tokens and replies[0].text == replies[1].text
     assert main(["train", "export", "--model", str(tmp_path / "nothing"), "--out", str(out)]) == 2

@@ -148,8 +148,24 @@ def test_grpo_continues_an_sft_adapter_and_the_result_loads_for_evaluation(tiny_
     assert adapter["base_model_name_or_path"] == str(Path(tiny_vlm_dir).resolve())
     assert adapter["r"] == 8
     assert "rank: 4" in (out / "recipe.yaml").read_text()  # recorded as given, not used
+    # The trained adapter loads on its base and changes what the model computes (the SFT LoRA is not zero), and the
+    # backend answers a real prompt with it.
+    import torch
+
+    from progresslm.ask import Item, ask
+    from progresslm.bench.format import read_official
+    from progresslm.prompts import build_prompt
+
     backend = HFBackend(BackendOptions(model=str(out), device="cpu", max_new_tokens=4), "two-stage")
-    assert backend.model is not None
+    base = HFBackend(BackendOptions(model=str(tiny_vlm_dir), device="cpu", max_new_tokens=4), "two-stage")
+    ids = torch.arange(3, 19)[None]
+    with torch.no_grad():
+        tuned, untuned = backend.model(input_ids=ids).logits, base.model(input_ids=ids).logits
+    assert tuned.shape == untuned.shape and tuned.shape[:2] == (1, 16) and not torch.equal(tuned, untuned)
+    sample = read_official(fixture("visual_same_view")).samples[0]
+    write_images([sample], tmp_path / "images")
+    (answer,) = ask(backend, [Item(sample, build_prompt(sample, "two-stage", tmp_path / "images"))])
+    assert answer.reply.error is None and answer.reply.completion_tokens
 
 
 def test_a_bad_reward_setting_fails_before_the_model_loads(tiny_vlm_dir, data_overrides, tmp_path):
