@@ -99,7 +99,7 @@ def _source(args: argparse.Namespace) -> str:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    command = "progresslm " + " ".join(sys.argv[1:]) if sys.argv and "data" in sys.argv else "progresslm data build"
+    command = getattr(args, "command_line", None) or "progresslm data build"
     try:
         config = DataBuildConfig(
             source=_source(args), out=args.out, keyframes=args.keyframes, per_interval=args.per_interval,

@@ -152,9 +152,19 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
             sys.modules["huggingface_hub"].utils.disable_progress_bars()
 
 
+def command_line(argv: list[str]) -> str:
+    """The command as typed, quoted so that it can be pasted back into a shell (`shlex.join`): a build's card
+    records it (`--task 'lift the cube'`, not `--task lift the cube`)."""
+    import shlex
+
+    return shlex.join(["progresslm", *argv])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.command_line = command_line(argv)
     configure_logging(verbose=args.verbose, quiet=getattr(args, "quiet", False))
     if not getattr(args, "handler", None):
         parser.print_help()

@@ -62,7 +62,7 @@ def run_build(args: argparse.Namespace) -> int:
     from progresslm.sim.render import RenderError
     from progresslm.sim.sim_build import SimBuildConfig, SimBuildError, build
 
-    command = "progresslm " + " ".join(sys.argv[1:]) if sys.argv and "sim" in sys.argv else "progresslm sim build"
+    command = getattr(args, "command_line", None) or "progresslm sim build"
     try:
         config = SimBuildConfig(
             preset=args.preset, out=args.out, tasks=args.tasks, cameras=args.cameras, size=args.size,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from progresslm.builder import core
 from progresslm.builder.card import SPLITS
 from progresslm.builder.engines import engine_problem
 from progresslm.data.episode_sources import open_episodes, select
-from progresslm.data.episodes import Episode, EpisodeSourceError, KeyStep, parse_keysteps
+from progresslm.data.episodes import Episode, EpisodeSourceError, KeyStep, parse_keysteps, scene_first
 from progresslm.io import slug
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,8 @@ def parse_shares(text: str) -> dict[str, float]:
             share = float(value)
         except ValueError:
             share = -1.0
+        if not math.isfinite(share):
+            raise DataBuildError(f"--splits {text!r}: {part.strip()} is not a share (a finite number >= 0)")
         if name not in SPLITS or share < 0:
             raise DataBuildError(f"--splits {text!r}: write shares like bench:0.5,sft:0.4,rl:0.1 (splits {', '.join(SPLITS)})")
         shares[name] = share
@@ -266,7 +269,8 @@ def plan_units(splits: dict[str, list[Episode]], all_episodes: list[Episode], co
                 if not cameras:
                     raise DataBuildError(f"episodes {obs.id} and {demo.id}: no camera in common among "
                                          f"{', '.join(config.cameras or obs.cameras)}")
-                obs_camera = cameras[int(rng.integers(len(cameras)))]
+                views = cameras if config.cameras else scene_first(cameras)  # by default no wrist observation
+                obs_camera = views[int(rng.integers(len(views)))]
                 rest = [c for c in cameras if c != obs_camera]
                 cross = rest[int(rng.integers(len(rest)))] if rest else None
                 units.append(Unit(split, position[id(obs)], position[id(demo)], other, obs_camera, cross))

@@ -18,6 +18,44 @@ class EpisodeSourceError(ValueError):
     """A source that cannot be read (missing files, wrong layout, unknown episode): says what and where."""
 
 
+WRIST_MARKS = ("eye_in_hand", "wrist", "gripper")  # camera names that are on the robot's hand
+
+
+def is_wrist(camera: str) -> bool:
+    """Whether a camera is mounted on the robot's hand (robomimic's robot0_eye_in_hand, a "wrist" camera).
+
+    >>> is_wrist("robot0_eye_in_hand_image"), is_wrist("agentview"), is_wrist("left_wrist")
+    (True, False, True)
+    """
+    return any(mark in camera.lower() for mark in WRIST_MARKS)
+
+
+def scene_first(cameras: Sequence[str]) -> list[str]:
+    """The cameras an observation is drawn from by default: the third-person (scene) ones, or all when every one
+    is on the robot's hand; a wrist view shows the gripper, not the task's progress.
+
+    >>> scene_first(["hand_wrist", "scene", "top"]), scene_first(["left_wrist", "right_wrist"])
+    (['scene', 'top'], ['left_wrist', 'right_wrist'])
+    """
+    scene = [c for c in cameras if not is_wrist(c)]
+    return scene or list(cameras)
+
+
+def text_name(name: str) -> str:
+    """A file or folder name as text that can be written as UTF-8: a name that is not valid UTF-8 (Python holds its
+    bytes as surrogates, e.g. a Latin-1 'caf\\xe9') shows those bytes as \\xNN, so it stays apart from other
+    names and every JSON or Markdown file that names it can be written.
+
+    >>> text_name("pick_cup"), text_name("caf\\udce9_cup"), text_name("抽屉")
+    ('pick_cup', 'caf\\\\xe9_cup', '抽屉')
+    """
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 @dataclass(frozen=True)
 class KeyStep:
     """One annotated step of an episode: it ends `end` seconds after the episode's first frame."""

@@ -17,11 +17,21 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
-from progresslm.data.episodes import VIDEO_SUFFIXES, Episode, EpisodeSourceError, check_fps, parse_keysteps
+from progresslm.data.episodes import (
+    VIDEO_SUFFIXES,
+    Episode,
+    EpisodeSourceError,
+    check_fps,
+    parse_keysteps,
+    text_name,
+)
 from progresslm.data.video import count_frames, decode
 from progresslm.images import IMAGE_SUFFIXES, ImageReadError, list_images, natural_key, read_frame
+
+log = logging.getLogger(__name__)
 
 FRAMES_FPS = 10.0  # frame rate assumed for frame folders that state none
 
@@ -45,7 +55,11 @@ def _task_text(folder: Path) -> str:
         if not text:
             raise EpisodeSourceError(f"{sidecar} is empty; write the task text in it")
         return text
-    return folder.name.replace("_", " ").strip()
+    name = text_name(folder.name)
+    if name != folder.name:
+        log.warning("%s: the folder name is not valid UTF-8, so its task text shows those bytes as \\xNN (%r); "
+                    "write the task text in task.txt in it", text_name(str(folder)), name.replace("_", " ").strip())
+    return name.replace("_", " ").strip()
 
 
 def _sidecar(folder: Path, stem: str) -> dict:
@@ -82,6 +96,7 @@ def _sidecar(folder: Path, stem: str) -> dict:
 
 def _camera_of(stem: str) -> tuple[str, str]:
     """(episode stem, camera) of a video file stem: `ep01.top` -> ("ep01", "top"), `ep01` -> ("ep01", "video")."""
+    stem = text_name(stem)  # names as text: a name that is not UTF-8 keeps its bytes as \\xNN
     episode, dot, camera = stem.rpartition(".")
     return (episode, camera) if dot and episode else (stem, "video")
 
@@ -126,7 +141,7 @@ def open_videos(root: Path, **ignored) -> list[Episode]:
         task = _task_text(folder)
         for stem, files in groups.items():
             info = _sidecar(folder, stem)
-            name = stem if folder == root else f"{folder.name}/{stem}"
+            name = stem if folder == root else f"{text_name(folder.name)}/{stem}"
             episodes.append(_video_episode(files, name, len(episodes), str(info.get("task") or task), info))
     if not episodes:
         raise EpisodeSourceError(f"{root}: no videos ({', '.join(VIDEO_SUFFIXES)}) found in it or its sub-folders")
@@ -142,7 +157,7 @@ def open_frames(root: Path, fps: float | None = None, **ignored) -> list[Episode
         for episode_dir in sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
             own = list_images(episode_dir)
             cameras = {"frames": own} if own else {
-                p.name: list_images(p) for p in sorted(episode_dir.iterdir()) if p.is_dir() and list_images(p)
+                text_name(p.name): list_images(p) for p in sorted(episode_dir.iterdir()) if p.is_dir() and list_images(p)
             }
             if not cameras:
                 continue
@@ -158,7 +173,7 @@ def open_frames(root: Path, fps: float | None = None, **ignored) -> list[Episode
                 except ImageReadError as err:
                     raise EpisodeSourceError(str(err)) from None
 
-            name = episode_dir.name if folder == root else f"{folder.name}/{episode_dir.name}"
+            name = text_name(episode_dir.name if folder == root else f"{folder.name}/{episode_dir.name}")
             episodes.append(Episode("frames", name, len(episodes), str(info.get("task") or task), tuple(cameras),
                                     rate, next(iter(counts.values())), reader, info.get("keysteps")))
     if not episodes:

@@ -16,12 +16,11 @@ import json
 import logging
 from pathlib import Path
 
-from progresslm.data.episodes import Cameras, Episode, EpisodeSourceError, check_fps, parse_keysteps
+from progresslm.data.episodes import Cameras, Episode, EpisodeSourceError, check_fps, is_wrist, parse_keysteps
 
 log = logging.getLogger(__name__)
 
 HDF5_FPS = 20.0  # robosuite's default control_freq, for files whose env_args state none
-WRIST_MARKS = ("eye_in_hand", "wrist", "gripper")  # camera names that are on the robot's hand
 NEXT_STEP = ("robomimic's dataset_states_to_obs makes them: python robomimic/scripts/dataset_states_to_obs.py "
              "--dataset demo.hdf5 --output_name image.hdf5 --done_mode 2 --camera_names agentview robot0_eye_in_hand "
              "--camera_height 84 --camera_width 84")
@@ -47,15 +46,6 @@ def _json_attr(group, key: str, where: str) -> dict:
     if not isinstance(value, dict):
         raise EpisodeSourceError(f"{where}: attrs[{key!r}] is not a JSON object")
     return value
-
-
-def is_wrist(camera: str) -> bool:
-    """Whether a camera is mounted on the robot's hand (robomimic's robot0_eye_in_hand, a "wrist" camera).
-
-    >>> is_wrist("robot0_eye_in_hand_image"), is_wrist("agentview"), is_wrist("left_wrist")
-    (True, False, True)
-    """
-    return any(mark in camera.lower() for mark in WRIST_MARKS)
 
 
 def _cameras(obs) -> Cameras:
