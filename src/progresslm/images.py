@@ -200,6 +200,24 @@ def read_frame(path: Path):
         pixels = np.asarray(read_image(path))
     except ImageReadError as err:
         raise ImageReadError(str(err).replace("cannot read image", "not a readable image")) from None
-    if min(pixels.shape[:2]) < MIN_SIDE:
-        raise ImageReadError(f"{path}: the frame is {pixels.shape[1]} x {pixels.shape[0]} pixels, too small to score")
+    return check_frame(pixels, str(path))
+
+
+def check_frame(pixels, where: str):
+    """`pixels` (an H x W x C array) when a frame can be scored; one smaller than MIN_SIDE on a side is an
+    ImageReadError "<where>: the frame is W x H pixels, too small to score". The one policy for tiny frames: files
+    (read_frame) and every Episode reader (`data.episodes.Episode.read`) use it, so 1 x 1 and 2 x 2 frames are
+    treated alike by the LeRobot, videos, frames and HDF5 readers.
+
+    >>> import numpy as np; check_frame(np.zeros((8, 8, 3)), "f").shape
+    (8, 8, 3)
+    >>> check_frame(np.zeros((2, 2, 3)), "ep 0 frame 3")
+    Traceback (most recent call last):
+    ...
+    progresslm.images.ImageReadError: ep 0 frame 3: the frame is 2 x 2 pixels, too small to score (at least 8 a side)
+    """
+    shape = getattr(pixels, "shape", ())
+    if len(shape) < 2 or min(shape[:2]) < MIN_SIDE:
+        size = f"{shape[1]} x {shape[0]}" if len(shape) >= 2 else "not an image:"
+        raise ImageReadError(f"{where}: the frame is {size} pixels, too small to score (at least {MIN_SIDE} a side)")
     return pixels

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from progresslm.images import ImageReadError, check_frame
+
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 
 
@@ -117,7 +119,13 @@ class Episode:
         bad = [i for i in indices if not 0 <= i < self.length]
         if bad:
             raise EpisodeSourceError(f"episode {self.id}: frame {bad[0]} outside 0..{self.length - 1}")
-        return self.reader(camera, list(indices))
+        frames = self.reader(camera, list(indices))
+        try:  # images.MIN_SIDE: the one policy for tiny frames, whatever the reader
+            for index, pixels in zip(indices, frames):
+                check_frame(pixels, f"episode {self.id} camera {camera} frame {index}")
+        except ImageReadError as err:
+            raise EpisodeSourceError(str(err)) from None
+        return frames
 
     def time(self, index: int) -> float:
         """Seconds from the episode's first frame."""

@@ -167,13 +167,17 @@ def open_frames(root: Path, fps: float | None = None, **ignored) -> list[Episode
             info = _sidecar(folder, episode_dir.name)
             rate = info.get("fps") or (check_fps(fps, "--fps") if fps is not None else FRAMES_FPS)
 
-            def reader(camera, indices, cameras=cameras):
-                try:
-                    return [read_frame(cameras[camera][i]) for i in indices]
-                except ImageReadError as err:
-                    raise EpisodeSourceError(str(err)) from None
-
             name = text_name(episode_dir.name if folder == root else f"{folder.name}/{episode_dir.name}")
+
+            def reader(camera, indices, cameras=cameras, name=name):
+                frames = []
+                for i in indices:
+                    try:
+                        frames.append(read_frame(cameras[camera][i]))
+                    except ImageReadError as err:
+                        raise EpisodeSourceError(f"episode {name} camera {camera} frame {i}: {err}") from None
+                return frames
+
             episodes.append(Episode("frames", name, len(episodes), str(info.get("task") or task), tuple(cameras),
                                     rate, next(iter(counts.values())), reader, info.get("keysteps")))
     if not episodes:
