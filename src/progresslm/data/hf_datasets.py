@@ -426,8 +426,68 @@ def _pick_split(names: list[str], split: str | None, where: str) -> str:
 
 def _batches(dataset) -> Iterator[dict]:
     """Rows with images as stored ({"bytes", "path"}), not decoded."""
-    for table in dataset.with_format("arrow").iter(batch_size=64):
-        yield from table.to_pylist()
+    try:
+        for table in dataset.with_format("arrow").iter(batch_size=64):
+            yield from table.to_pylist()
+    except (ValueError, OSError) as err:
+        files = ", ".join(Path(f["filename"]).name for f in getattr(dataset, "cache_files", [])) or "its arrow files"
+        raise HFDataError(f"{files}: a damaged arrow file ({_reason(err)})") from None
+
+
+def _reason(err: BaseException) -> str:
+    """An error's message on one line."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _parquet(path: Path):
+    """A parquet file opened (its footer read), or an HFDataError naming it."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (ValueError, OSError) as err:
+        raise HFDataError(f"{path}: not a readable parquet file ({_reason(err)})") from None
+
+
+def check_saved(arrow: Path) -> None:
+    """A folder written by `DatasetDict.save_to_disk` read file by file before `datasets` loads it: its
+    dataset_dict.json, each split's state.json and dataset_info.json must parse, and each arrow file must read to
+    its end (an IPC stream); the first that does not is an HFDataError naming it, where `load_from_disk` would raise
+    a JSONDecodeError or an ArrowInvalid that names no file."""
+    import pyarrow as pa
+
+    def parsed(path: Path) -> object:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise HFDataError(f"{path}: missing (the saved dataset is incomplete)") from None
+        except (ValueError, UnicodeDecodeError) as err:
+            raise HFDataError(f"{path}: not valid JSON ({_reason(err)})") from None
+
+    splits = parsed(arrow / "dataset_dict.json")
+    names = splits.get("splits") if isinstance(splits, dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise HFDataError(f"{arrow / 'dataset_dict.json'}: expected {{\"splits\": [names]}}")
+    for name in names:
+        folder = safe_relative(name, "split", str(arrow / "dataset_dict.json"))
+        state = parsed(arrow / folder / "state.json")
+        files = state.get("_data_files") if isinstance(state, dict) else None
+        if not isinstance(files, list):
+            raise HFDataError(f"{arrow / folder / 'state.json'}: no _data_files list")
+        parsed(arrow / folder / "dataset_info.json")
+        for entry in files:
+            shard = arrow / folder / safe_relative(entry.get("filename") if isinstance(entry, dict) else None,
+                                                   "arrow file", str(arrow / folder / "state.json"))  # fmt: skip
+            try:
+                with pa.memory_map(str(shard)) as source:
+                    reader = pa.ipc.open_stream(source)
+                    while True:
+                        try:
+                            reader.read_next_batch()
+                        except StopIteration:
+                            break
+            except (ValueError, OSError) as err:
+                raise HFDataError(f"{shard}: a damaged arrow file ({_reason(err)})") from None
 
 
 def _open(location: str, split: str | None) -> tuple[Iterator[dict], list[str], str, str]:
@@ -438,25 +498,32 @@ def _open(location: str, split: str | None) -> tuple[Iterator[dict], list[str], 
     if hf_location(location) == "folder":
         arrow = path / "arrow" if (path / "arrow" / "dataset_dict.json").is_file() else path
         if (arrow / "dataset_dict.json").is_file():
-            parts = datasets.load_from_disk(str(arrow))
+            check_saved(arrow)
+            try:
+                parts = datasets.load_from_disk(str(arrow))
+            except (ValueError, OSError, KeyError, TypeError) as err:  # a damage check_saved did not see
+                raise HFDataError(f"{arrow}: cannot be loaded as a saved dataset ({_reason(err)})") from None
             name = _pick_split(list(parts), split, location)
             # the fingerprint `datasets` keeps for the saved split: it changes when the data does
             return _batches(parts[name]), parts[name].column_names, name, parts[name]._fingerprint
-        import pyarrow.parquet as pq
 
         shards: dict[str, list[Path]] = {}
         for shard in sorted((path / "data").glob("*.parquet")):
             shards.setdefault(shard.name.split("-", 1)[0], []).append(shard)
         name = _pick_split(list(shards), split, location)
         stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in shards[name]]
+        columns = [_parquet(shard).schema_arrow.names for shard in shards[name]][0]  # every footer read first
 
         def rows() -> Iterator[dict]:
             for shard in shards[name]:
-                for batch in pq.ParquetFile(shard).iter_batches(batch_size=64):
-                    yield from batch.to_pylist()
+                try:
+                    for batch in _parquet(shard).iter_batches(batch_size=64):
+                        yield from batch.to_pylist()
+                except (ValueError, OSError) as err:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
+                    raise HFDataError(f"{shard}: a damaged parquet file ({_reason(err)})") from None
 
         fingerprint = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
-        return rows(), pq.ParquetFile(shards[name][0]).schema_arrow.names, name, fingerprint
+        return rows(), columns, name, fingerprint
     try:
         name = _pick_split(datasets.get_dataset_split_names(location), split, f"Hub dataset {location}")
         part = datasets.load_dataset(location, split=name)
@@ -568,8 +635,11 @@ def materialize(location: str, out_dir: str | Path | None = None, split: str | N
     marker = out_dir / MARKER
     source = {"location": location, "split": split, "fingerprint": fingerprint}
     if marker.is_file():
-        done = json.loads(marker.read_text())
-        if {k: done.get(k) for k in source} == source:
+        try:
+            done = json.loads(marker.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            done = {}  # a marker cut short: made again below
+        if isinstance(done, dict) and {k: done.get(k) for k in source} == source:
             files = [out_dir / name for name in done["files"]]
             return Materialized(files, out_dir / "images", out_dir, split, done["rows"], reused=True)
     staging = staging_dir(out_dir)
@@ -587,7 +657,7 @@ def materialize(location: str, out_dir: str | Path | None = None, split: str | N
                 _write_row(row, where, staging / "images", written)
                 if kind_name not in handles:
                     handles[kind_name] = (staging / f"{kind_name}.jsonl").open("w", encoding="utf-8")
-                handles[kind_name].write(json.dumps(record, ensure_ascii=False) + "\n")
+                handles[kind_name].write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
         finally:
             for handle in handles.values():
                 handle.close()
@@ -595,7 +665,8 @@ def materialize(location: str, out_dir: str | Path | None = None, split: str | N
             raise HFDataError(f"{location}: split {split} holds no rows")
         (staging / "images").mkdir(exist_ok=True)
         names = [f"{k}.jsonl" for k in handles]
-        write_text_atomic(staging / MARKER, json.dumps({**source, "files": names, "rows": count}, indent=2) + "\n")
+        write_text_atomic(staging / MARKER, json.dumps({**source, "files": names, "rows": count}, indent=2,
+                                                       allow_nan=False) + "\n")
         _commit(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

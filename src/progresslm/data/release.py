@@ -161,7 +161,13 @@ def fetch_official(out: str | Path, revision: str | None = None, include: list[s
     images.mkdir(parents=True, exist_ok=True)
     archives = [f for f in files if f.name.endswith(ARCHIVE_SUFFIXES)]
     stamps_file = images / "unpacked.json"
-    stamps = json.loads(stamps_file.read_text()) if stamps_file.is_file() else {}
+    try:
+        stamps = json.loads(stamps_file.read_text(encoding="utf-8")) if stamps_file.is_file() else {}
+    except (ValueError, UnicodeDecodeError):
+        stamps = None
+    if not isinstance(stamps, dict):  # cut short or garbled: unpack everything again rather than trust it
+        log.warning("%s is not a JSON object of archive sizes; unpacking every archive again", stamps_file)
+        stamps = {}
     prefixes = _id_prefixes(jsonl) if archives else set()
     for archive in archives:
         key, stamp = str(archive.relative_to(release)), archive.stat().st_size
@@ -169,7 +175,7 @@ def fetch_official(out: str | Path, revision: str | None = None, include: list[s
             log.info("unpacking %s", archive)
             _extract(archive, images, prefixes)
             stamps[key] = stamp
-            write_text_atomic(stamps_file, json.dumps(stamps, indent=2) + "\n")
+            write_text_atomic(stamps_file, json.dumps(stamps, indent=2, allow_nan=False) + "\n")
     bench, others = _pick_bench_files(jsonl)
     near = [images, release]
     candidates = near + [d for base in near for d in sorted(base.glob("*/")) + sorted(base.glob("*/*/"))
