@@ -17,7 +17,10 @@ ABSENT_OBJECTS = ("banana", "coffee mug", "tennis ball", "toy car", "sponge", "s
 # robot, table and floor) are wide; fetch_close (added: low and oblique, 0.6 m from the table top) is close.
 CAMERAS = CameraSet(wide=("external_camera_0", "fetch_wide"), close=("fetch_close",),
                     export=("external_camera_0", "fetch_close"))
-FRAMED = ("external_camera_0", "fetch_close")  # aimed and zoomed at the task's region; fetch_wide keeps the workspace
+# Every camera is aimed at the task's region (object, goal, fingertip paths) and zoomed until it fits with a margin:
+# a small one for the close and the external camera, a large one for fetch_wide, which keeps robot and table in view
+# (a 5-cm block must cover enough pixels that recolouring or hiding it shows).
+FRAMING_MARGINS = {1.3: ("external_camera_0", "fetch_close"), 2.6: ("fetch_wide",)}
 MIN_FOVY = 28.0  # degrees: framing never zooms further (the close camera would see little but the gripper)
 
 
@@ -121,11 +124,15 @@ class FetchScene:
 
     def frame(self, episodes) -> None:
         """Aim and zoom the unit's framed cameras at the region where `episodes` happen."""
-        from progresslm.sim.mujoco_scene.framing import frame_cameras
+        from progresslm.sim.mujoco_scene.framing import Framing, frame_cameras
 
         points = np.concatenate([e.region_points() for e in episodes])
-        self.framing = frame_cameras(self.model, [c for c in self.cameras if c in FRAMED], points, margin=1.5,
-                                     min_fovy=MIN_FOVY)
+        aimed = {}
+        for margin, names in FRAMING_MARGINS.items():
+            chosen = [c for c in self.cameras if c in names]
+            if chosen:
+                aimed.update(frame_cameras(self.model, chosen, points, margin=margin, min_fovy=MIN_FOVY).cameras)
+        self.framing = Framing(aimed)
 
     def render(self, frame: int, camera: str, edit: tuple[str, np.random.Generator] | None = None):
         from progresslm.sim.fetch.rollout import restore

@@ -4,7 +4,7 @@ kept (so any frame re-renders from any camera: `restore`), key steps detected on
 The experts steer the gripper's mocap target with a proportional law (an action of 1 moves it 5 cm) through the
 phases of their task; the phases are the experts' own business: key steps are found afterwards by the task's
 detectors (`fetch.tasks`) on what the simulator recorded. Besides the expert, `rollout` runs two kinds of failure:
-`failure` (the expert's motions aimed at a phantom object 12 cm beside the real one, so the object is never grasped or
+`failure` (the expert's motions aimed at a phantom object 16 cm beside the real one, so the object is never grasped or
 moved) and `random` (uniform random actions), and a stalled expert (`stall_step=k`: stops when key step k has ended and
 holds still).
 
@@ -23,7 +23,7 @@ from progresslm.sim.fetch.tasks import BLOCK_HALF, TABLE_TOP, FetchTask, FetchTr
 STATE_PARTS = ("mjSTATE_FULLPHYSICS", "mjSTATE_CTRL", "mjSTATE_MOCAP_POS", "mjSTATE_MOCAP_QUAT", "mjSTATE_EQ_ACTIVE")
 MIN_STEP_FRAMES = 2
 GAIN = 12.0  # action per metre of error (an action of 1 moves the mocap 5 cm)
-PHANTOM_OFFSET = 0.12  # metres between the real object and the one a `failure` rollout aims at
+PHANTOM_OFFSET = 0.16  # metres between the real object and the one a `failure` rollout aims at
 STALL_HOLD = 25  # frames a stalled expert holds still
 CORNER = np.array([1.3 + 0.25 - 0.07, 0.75 + 0.35 - 0.07])  # FetchPush's table: far (+x) left (+y) corner, 7 cm in
 
