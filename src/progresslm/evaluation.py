@@ -13,14 +13,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from progresslm import __version__, report_tables
+from progresslm import metrics as metrics_lib
+from progresslm import plots as plots_lib
+from progresslm.ask import Item, ask
 from progresslm.backends.base import Backend, BackendOptions, Request
+from progresslm.backends.baselines import ConstantBackend, RandomBackend
+from progresslm.backends.registry import create_backend
 from progresslm.bench.format import Bench, load_bench
 from progresslm.demo_swap import SWAP_SUFFIX, swap_report, swapped_samples
+from progresslm.gallery import write_gallery
 from progresslm.images import ImageReadError, ImageStore, missing_images
 from progresslm.io import Confinement, write_text_atomic
+from progresslm.matcher.hints import HintError, HintProvider
 from progresslm.parsing import parse_reply
 from progresslm.prompts import MODES, Prompt, build_prompt
-from progresslm.results import ResultRecord, ResultStore
+from progresslm.results import ResultRecord, ResultStore, RunLock, RunLockedError
 from progresslm.types import Prediction, Sample
 
 log = logging.getLogger(__name__)
@@ -218,7 +226,6 @@ def resolve_hints(config: EvalConfig, backend: Backend):
     source = config.hints if config.hints is not None else getattr(backend, "default_hints", None)
     if source in (None, "none"):
         return None
-    from progresslm.matcher.hints import HintError, HintProvider
 
     try:
         return HintProvider(config.hints_model, device=config.options.device)
@@ -259,8 +266,6 @@ def run_requests(
     on_record: Callable[[ResultRecord], None] = lambda record: None,
 ) -> int:
     """Send the work to the backend (`progresslm.ask`), saving each reply as it comes. Returns replies saved."""
-    from progresslm.ask import Item, ask
-
     def unreadable(item: Item, err: ImageReadError) -> None:
         raise EvalError(f"sample {item.sample.uid}: {err}; fix or remove the file, then re-run to resume") from err
 
@@ -279,7 +284,6 @@ def evaluate(config: EvalConfig, backend: Backend | None = None, progress: bool 
     folder's lock: a second run into the same folder is refused instead of duplicating every reply."""
     import errno
 
-    from progresslm.results import RunLock, RunLockedError
 
     check_out_folder(Path(config.out))
     try:
@@ -300,8 +304,6 @@ def evaluate(config: EvalConfig, backend: Backend | None = None, progress: bool 
 
 
 def _evaluate(config: EvalConfig, backend: Backend | None, progress: bool) -> EvalOutcome:
-    from progresslm.backends.registry import create_backend
-
     out = Path(config.out)
     bench = load_samples(config)
     samples = bench.samples
@@ -386,8 +388,6 @@ def write_backend_stats(out: Path, backend: Backend) -> None:
 
 
 def write_config(out: Path, config: EvalConfig, identity: dict, bench: Bench) -> None:
-    from progresslm import __version__
-
     out.mkdir(parents=True, exist_ok=True)
     resolved = asdict(config)
     resolved["options"].pop("api_key_env", None)
@@ -431,9 +431,6 @@ def floor_predictions(
     samples: list[Sample], prompts: dict[str, Prompt], config: EvalConfig
 ) -> dict[str, list[Prediction]]:
     """Shortcut baselines computed in process: what a model must beat to mean anything."""
-    from progresslm.ask import Item, ask
-    from progresslm.backends.baselines import ConstantBackend, RandomBackend
-
     floors = {}
     items = [Item(s, prompts[s.uid]) for s in samples]
     index = {s.uid: i for i, s in enumerate(samples)}
@@ -453,9 +450,6 @@ def finish(
     out: Path, samples: list[Sample], config: EvalConfig, prompts: dict[str, Prompt], swapped: list[Sample] = ()
 ) -> dict:
     """metrics.json, report.md, report.html and plots from the results file (read once)."""
-    from progresslm import metrics as metrics_lib
-    from progresslm import report_tables
-
     done, _, _ = ResultStore(out / "results.jsonl").latest({uid: prompt.hash for uid, prompt in prompts.items()})
     per_draw = collect_predictions(done, samples, config.num_samples)
     refused = sum(record.error is not None for record in done.values())
@@ -499,13 +493,10 @@ def finish(
     run = report_tables.load_run(out)
     plots = []
     if config.plots:
-        from progresslm import plots as plots_lib
-
         first = [(s, p) for s, p in zip(samples, per_draw[0]) if p is not None]
         if first:
             plots.append(str(plots_lib.plot_score_histograms([s for s, _ in first], [p for _, p in first], out / "score_hist.png")))
             plots.append(str(plots_lib.plot_trajectories([s for s, _ in first], [p for _, p in first], out / "trajectories.png")))
-            from progresslm.gallery import write_gallery
 
             replies = {uid: record.reply for (uid, draw), record in done.items() if draw == 0}
             write_gallery(out / "gallery.html", [s for s, _ in first], [p for _, p in first], replies,

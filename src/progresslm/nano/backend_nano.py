@@ -21,6 +21,9 @@ from typing import Any, ClassVar
 
 from progresslm.backends.base import BackendError, BackendOptions
 from progresslm.backends.hf_transformers import HFBackend
+from progresslm.checkpoints import CheckpointError, weights_id
+from progresslm.nano import VLM_DIR, vlm_dir
+from progresslm.nano.demo_cache import DemoCache
 
 NANO_MAX_NEW_TOKENS = 64  # its replies are ~25 tokens; a confused one stops here instead of at 512
 DEFAULT_MAX_NEW_TOKENS = BackendOptions().max_new_tokens
@@ -32,9 +35,6 @@ class NanoBackend(HFBackend):
     default_hints: ClassVar[str | None] = "matcher"
 
     def __init__(self, options: BackendOptions, mode: str):
-        from progresslm.checkpoints import CheckpointError
-        from progresslm.nano import vlm_dir
-
         changes = {}
         if not options.model:
             try:
@@ -44,7 +44,6 @@ class NanoBackend(HFBackend):
         if options.max_new_tokens == DEFAULT_MAX_NEW_TOKENS:
             changes["max_new_tokens"] = NANO_MAX_NEW_TOKENS
         super().__init__(dataclasses.replace(options, **changes), mode)
-        from progresslm.nano.demo_cache import DemoCache
 
         # None for a checkpoint the cache does not fit (not a FastVLM): it is then asked like any hf model.
         self.demo_cache = None if DemoCache.unsupported(self.model, self.processor) else DemoCache(self.model, self.processor)
@@ -60,9 +59,6 @@ class NanoBackend(HFBackend):
 
     @property
     def model_name(self) -> str:
-        from progresslm.checkpoints import weights_id
-        from progresslm.nano import VLM_DIR
-
         model = Path(self.options.model)
         if model.resolve() == VLM_DIR.resolve():
             return f"progresslm-nano@{weights_id(VLM_DIR)}"

