@@ -36,7 +36,7 @@ def main() -> None:
     from progresslm.backends.base import BackendOptions
     from progresslm.backends.pixel_nn import PixelNNBackend
     from progresslm.online.reward import MetaWorldCamera, ProgressReward, demo_from_expert
-    from progresslm.sim.rollout import make_env
+    from progresslm.sim.metaworld.rollout import make_env
 
     class SlowModel(PixelNNBackend):
         """pixel-nn answers after a fixed wait per batch, like a model on another device."""

@@ -25,7 +25,7 @@ def setup(task: str, size: int, steps: int) -> None:
     """Per process: a Meta-World scene, the states of one expert episode and a renderer."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     warnings.filterwarnings("ignore", module="metaworld")  # its expert warns about its own gains
-    from progresslm.sim.render import FrameRenderer, check_gl
+    from progresslm.sim.mujoco_scene.render import FrameRenderer, check_gl
 
     check_gl()
     import metaworld
@@ -54,8 +54,9 @@ def render_chunk(job: tuple[int, int, str, int]) -> int:
     import mujoco
     import numpy as np
 
-    from progresslm.sim.render import SCENE_CAMERAS
-    from progresslm.sim.scene import Randomizer, goal_sites, hide_sites, task_object_geoms
+    from progresslm.sim.mujoco_scene.edits import goal_sites, hide_sites, task_object_geoms
+    from progresslm.sim.mujoco_scene.randomise import Randomizer
+    from progresslm.sim.mujoco_scene.render import SCENE_CAMERAS
 
     start, count, level, seed = job
     model, data, states, renderer = _worker["model"], _worker["data"], _worker["states"], _worker["renderer"]

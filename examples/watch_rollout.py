@@ -29,38 +29,35 @@ def main() -> None:
     parser.add_argument("--out", default="runs/watch_example")
     args = parser.parse_args()
 
-    from progresslm.sim.render import SCENE_CAMERAS, check_gl
+    from PIL import Image
 
-    check_gl()
-    from progresslm.sim.rollout import rollout
-    from progresslm.sim.samples import Unit, UnitResult, _Scene, _style
-    from progresslm.sim.scene import Randomizer
-    from progresslm.sim.tasks import get_task
+    from progresslm.sim.family import get_family
 
-    spec = get_task(args.task)
-    run, demo = rollout(spec, args.seed), rollout(spec, args.seed + 1)
+    family = get_family("metaworld")
+    worker = family.worker()  # sets up offscreen GL before anything imports MuJoCo
+    spec = family.tasks()[args.task]
+    run, demo = worker.rollout(args.task, args.seed), worker.rollout(args.task, args.seed + 1)
     if run is None or demo is None:
         raise SystemExit(f"{args.task}: the expert failed on seed {args.seed} or {args.seed + 1}; try another --seed")
     out = Path(args.out)
-    unit = Unit("bench", args.task, 0, args.task, 0, args.size, tuple(SCENE_CAMERAS), "default", 1, False)
-    result = UnitResult(unit=unit)
     rng = np.random.default_rng(args.seed)
-    randomizer = Randomizer("default")
-    scenes = [_Scene(demo, None, unit, out / "keyframes", result), _Scene(run, None, unit, out / "frames", result)]
+    scenes = [worker.scene(demo, args.size, family.cameras.all), worker.scene(run, args.size, family.cameras.all)]
+    frames = list(range(0, run.n_frames, args.stride))
     try:
         scenes[0].frame([demo, run])
         scenes[1].framing = scenes[0].framing  # one camera for both, as a same-view benchmark pair
         for scene in scenes:
-            scene.style = _style(randomizer, scene, rng)
-        for i, f in enumerate(demo.key_frames):
-            scenes[0].save(f, args.camera, f"k{i}.jpg")
-        frames = list(range(0, run.n_frames, args.stride))
-        for f in frames:
-            scenes[1].save(f, args.camera, f"f{f:04d}.jpg")
+            scene.style = worker.sample_style("default", scene, rng)
+        for folder, scene, names in ((out / "keyframes", scenes[0], {f: f"k{i}.jpg" for i, f in enumerate(demo.key_frames)}),
+                                     (out / "frames", scenes[1], {f: f"f{f:04d}.jpg" for f in frames})):
+            folder.mkdir(parents=True, exist_ok=True)
+            for f, name in names.items():
+                Image.fromarray(scene.render(f, args.camera)[0]).save(folder / name, quality=90)
     finally:
         for scene in scenes:
             scene.close()
-    truth = {"task": args.task, "goal": spec.goal, "steps": spec.step_descriptions, "camera": args.camera,
+        worker.close()
+    truth = {"task": args.task, "goal": spec.goal, "steps": list(spec.step_descriptions), "camera": args.camera,
              "frames": len(frames), "key_frames": run.key_frames, "stride": args.stride}  # fmt: skip
     (out / "rollout.json").write_text(json.dumps(truth, indent=2) + "\n")
     print(f"{len(frames)} frames in {out / 'frames'}, {len(demo.key_frames)} keyframes in {out / 'keyframes'}")

@@ -20,7 +20,7 @@ KEEP_TARGET = 0.8
 
 
 def _run(job: tuple[str, int, int]):
-    from progresslm.sim.rollout import rollout
+    from progresslm.sim.metaworld.rollout import rollout
 
     task, seed, max_steps = job
     return rollout(task, seed, max_steps, keep_failures=True)
@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from progresslm.sim.tasks import get_task, list_tasks
+    from progresslm.sim.metaworld.tasks import get_task, list_tasks
 
     tasks = args.tasks or list_tasks()
     for name in tasks:

@@ -69,7 +69,7 @@ def tiny_nano_dir(tmp_path_factory) -> Path:
 def tiny_sim_build(tmp_path_factory):
     """`tiny_sim_config` built once per test session (the sim and training tests share it)."""
     pytest.importorskip("metaworld")
-    from progresslm.sim.render import RenderError, check_gl
+    from progresslm.sim.mujoco_scene.render import RenderError, check_gl
     from progresslm.sim.sim_build import build
 
     try:

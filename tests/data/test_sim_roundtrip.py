@@ -18,7 +18,7 @@ def test_sim_videos_build_the_simulators_labels(tmp_path):
     from progresslm.cli.main import main
     from progresslm.data.data_build import DataBuildConfig, build
     from progresslm.sim.export_videos import export_videos
-    from progresslm.sim.rollout import progress_labels, rollout
+    from progresslm.sim.metaworld.rollout import progress_labels, rollout
 
     videos = tmp_path / "videos"
     sidecars = export_videos(["drawer-open-v3", "button-press-topdown-v3"], 2, videos, size=64)

@@ -17,7 +17,7 @@ CHILD = """
 import os, sys
 from pathlib import Path
 from progresslm.sim.export_videos import export_videos
-from progresslm.sim.tasks import UnknownTaskError
+from progresslm.sim.metaworld.tasks import UnknownTaskError
 try:
     export_videos(["no-such-task-v3"], 1, Path(sys.argv[1]))
 except UnknownTaskError:

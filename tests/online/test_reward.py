@@ -30,8 +30,8 @@ from progresslm.online.reward import (  # noqa: E402
     ScoringWorker,
     demo_from_expert,
 )
-from progresslm.sim.rollout import make_env  # noqa: E402
-from progresslm.sim.tasks import get_task  # noqa: E402
+from progresslm.sim.metaworld.rollout import make_env  # noqa: E402
+from progresslm.sim.metaworld.tasks import get_task  # noqa: E402
 
 TASK = "handle-press-side-v3"  # the expert succeeds in 39 steps
 NA = None

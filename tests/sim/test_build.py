@@ -73,7 +73,7 @@ def test_labels_monotone_and_anchors_consistent(built):
 
 
 def test_keyframes_sit_at_detected_step_ends(built):
-    from progresslm.sim.rollout import rollout
+    from progresslm.sim.metaworld.rollout import rollout
 
     r = rows(built)["visual_same_view"][0]
     sim = r["sim"]

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.skipif(simulator_problem() is not None, reason=f"no sim
 
 
 def test_reused_env_rolls_out_the_same_episode():
-    from progresslm.sim.rollout import EnvPool, rollout
+    from progresslm.sim.metaworld.rollout import EnvPool, rollout
 
     pool = EnvPool()
     try:
@@ -26,9 +26,9 @@ def test_reused_env_rolls_out_the_same_episode():
 
 
 def test_reused_renderer_undoes_another_episodes_textures():
-    from progresslm.sim.render import FrameRenderer
-    from progresslm.sim.rollout import EnvPool, make_env, restore, rollout
-    from progresslm.sim.scene import Randomizer
+    from progresslm.sim.metaworld.rollout import EnvPool, make_env, restore, rollout
+    from progresslm.sim.mujoco_scene.randomise import Randomizer
+    from progresslm.sim.mujoco_scene.render import FrameRenderer
 
     episode = rollout("button-press-topdown-v3", 5)
     pool = EnvPool()

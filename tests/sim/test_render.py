@@ -9,25 +9,16 @@ import sys
 import numpy as np
 import pytest
 
-from progresslm.sim.render import (
+from progresslm.sim.mujoco_scene.edits import EDIT_KINDS, edit_object, goal_sites, hide_sites, task_object_geoms
+from progresslm.sim.mujoco_scene.framing import apply_framing, frame_cameras
+from progresslm.sim.mujoco_scene.randomise import LEVEL_RANGES, Randomizer, SceneStyle
+from progresslm.sim.mujoco_scene.render import (
     OVERLAY,
     SCENE_CAMERAS,
     FrameRenderer,
     RenderError,
     UnknownCameraError,
     check_gl,
-)
-from progresslm.sim.scene import (
-    EDIT_KINDS,
-    LEVEL_RANGES,
-    Randomizer,
-    SceneStyle,
-    apply_framing,
-    edit_object,
-    frame_cameras,
-    goal_sites,
-    hide_sites,
-    task_object_geoms,
 )
 
 # Every model field a style or an edit may write; after leaving the context they must be bit-identical.
@@ -230,7 +221,7 @@ def test_goal_marker_can_be_hidden(model):
 
 
 def test_missing_gl_backend_says_what_to_install():
-    script = "from progresslm.sim.render import check_gl; check_gl()"
+    script = "from progresslm.sim.mujoco_scene.render import check_gl; check_gl()"
     environment = {**os.environ, "MUJOCO_GL": "no-such-backend"}
     result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True)
     assert result.returncode != 0

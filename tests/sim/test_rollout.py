@@ -8,14 +8,14 @@ import pickle
 import numpy as np
 import pytest
 
-from progresslm.sim.rollout import (
+from progresslm.sim.metaworld.rollout import (
     Episode,
     KeyStepNotFound,
     SimTrace,
     detect_key_frames,
     progress_labels,
 )
-from progresslm.sim.tasks import SUCCESS, KeyStep, TaskSpec, UnknownTaskError, above, get_task
+from progresslm.sim.metaworld.tasks import SUCCESS, KeyStep, TaskSpec, UnknownTaskError, above, get_task
 
 needs_metaworld = pytest.mark.skipif(importlib.util.find_spec("metaworld") is None, reason="metaworld not installed")
 
@@ -82,7 +82,7 @@ def test_progress_labels_by_hand():
 @pytest.fixture(scope="module")
 def episodes() -> dict[str, Episode]:
     pytest.importorskip("metaworld")
-    from progresslm.sim.rollout import rollout
+    from progresslm.sim.metaworld.rollout import rollout
 
     out = {}
     for name, seed in CASES:
@@ -126,7 +126,7 @@ def test_progress_labels_of_a_rollout(episodes, name):
 
 @needs_metaworld
 def test_same_seed_same_states_other_seed_other_positions(episodes):
-    from progresslm.sim.rollout import rollout
+    from progresslm.sim.metaworld.rollout import rollout
 
     name, seed = CASES[0]
     again = rollout(name, seed)
@@ -143,7 +143,7 @@ def test_same_seed_same_states_other_seed_other_positions(episodes):
 @needs_metaworld
 @pytest.mark.parametrize("name", [name for name, _ in CASES])
 def test_restore_reproduces_body_positions(episodes, name):
-    from progresslm.sim.rollout import _new_env, make_env, restore
+    from progresslm.sim.metaworld.rollout import _new_env, make_env, restore
 
     episode = episodes[name]
     frames = sorted(set(episode.key_frames) | {episode.n_steps // 2})
@@ -176,7 +176,7 @@ def test_episodes_are_compact_and_picklable(episodes):
 
 @needs_metaworld
 def test_failures_are_reported():
-    from progresslm.sim.rollout import make_env, rollout
+    from progresslm.sim.metaworld.rollout import make_env, rollout
 
     assert rollout("pick-place-v3", 0, max_steps=5) is None
     failed = rollout("pick-place-v3", 0, max_steps=5, keep_failures=True)

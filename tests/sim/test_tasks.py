@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from progresslm.sim.tasks import (
+from progresslm.sim.metaworld.tasks import (
     SUCCESS,
     KeyStep,
     SimState,

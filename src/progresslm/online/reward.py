@@ -17,7 +17,7 @@ step waits for every pending frame, so the episode's shaped return is complete. 
 scores each frame in `step()` itself, for when the shaping must not be delayed.
 
     from progresslm.online.reward import MetaWorldCamera, ProgressReward, demo_from_expert
-    from progresslm.sim.rollout import make_env
+    from progresslm.sim.metaworld.rollout import make_env
 
     demo = demo_from_expert("drawer-open-v3", seed=0, camera="corner2", size=224)
     env = make_env("drawer-open-v3", seed=1)
@@ -48,7 +48,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
 
 from progresslm.backends.base import Backend, BackendOptions
 from progresslm.online.scorer import Estimate, ProgressScorer
-from progresslm.sim.experts import ExpertDemo, MetaWorldCamera, demo_from_expert, meta_world_goal
+from progresslm.sim.metaworld.experts import ExpertDemo, MetaWorldCamera, demo_from_expert, meta_world_goal
 from progresslm.types import is_number
 
 SHAPINGS = ("delta", "absolute", "pbrs")

@@ -1,11 +1,11 @@
-"""One unit of a simulated benchmark: a demonstration episode and an observation episode of one task,
-rendered and turned into samples of every axis (rows of the authors' JSONL format).
+"""One unit of a simulated benchmark, for any simulator family (`sim.family`): a demonstration episode and an
+observation episode of one task, rendered and turned into samples of every axis (rows of the authors' JSONL format).
 
-Labels come from task state: key steps end where their detectors fire (`sim.tasks`), progress is
-linear in time between key-step ends, the anchor is the nearest keyframe. Unanswerable samples are
-made in the simulator: the observation re-rendered with the task object recoloured, hidden or
-replaced; text naming an object the scene does not have; another task's demonstration. Each row
-records how it was made under the key `sim`.
+Labels come from task state: key steps end where the family's detectors fire, progress is linear in time between
+key-step ends, the anchor is the nearest keyframe. Unanswerable samples are made in the simulator: the observation
+re-rendered with the task object edited (the family's edit kinds: recoloured, hidden, replaced); text naming an
+object the scene does not have; another task's demonstration. Each row records how it was made under the key `sim`
+(with `family` for every family but Meta-World, whose rows stay as they were before families).
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from progresslm.bench.sampling import derive_seed, labelled_row, sample_frames
-
-# Things no Meta-World scene holds, for text that names an object the scene does not have.
-ABSENT_OBJECTS = ("banana", "teddy bear", "red apple", "coffee mug", "tennis ball", "toy car", "sponge", "screwdriver")
-EDIT_ORDER = ("recolor", "hide", "replace")
+from progresslm.sim.family import DEFAULT_FAMILY, get_family, progress_labels
 
 
 @dataclass(frozen=True)
@@ -37,6 +34,7 @@ class Unit:
     per_interval: int
     same_episode: bool
     quality: int = 90
+    family: str = DEFAULT_FAMILY
 
     @property
     def key(self) -> str:
@@ -77,91 +75,41 @@ def episode_seed(unit: Unit, role: str, attempt: int) -> int:
     )
 
 
-def _rollout(task: str, unit: Unit, role: str, counts: UnitResult, pool=None):
+def _rollout(task: str, unit: Unit, role: str, counts: UnitResult, worker):
     """A successful episode with every key step found, trying the role's seeds until one works."""
-    from progresslm.sim.rollout import rollout
-
     for attempt in range(TRIES):
         seed = episode_seed(unit, role, attempt)
         counts.attempts[task] = counts.attempts.get(task, 0) + 1
-        episode = rollout(task, seed, pool=pool)
+        episode = worker.rollout(task, seed)
         if episode is not None:
             counts.successes[task] = counts.successes.get(task, 0) + 1
             return episode
     raise RuntimeError(f"{task}: no successful episode with all key steps in {TRIES} seeds (last {seed})")
 
 
-class _Scene:
-    """An env restored to an episode's frames, with its renderer, style, framing and image writer."""
+class _Images:
+    """Renders a family's scenes into the unit's image folder, counting frames."""
 
-    def __init__(self, episode, style, unit: Unit, folder: Path, result: UnitResult, pool=None):
-        from progresslm.sim.rollout import EnvPool
-        from progresslm.sim.scene import goal_sites
-        from progresslm.sim.tasks import get_task, object_geom_ids
+    def __init__(self, folder: Path, result: UnitResult, quality: int):
+        self.folder, self.result, self.quality = folder, result, quality
 
-        self.episode, self.style, self.unit, self.folder, self.result = episode, style, unit, folder, result
-        self.pool = pool if pool is not None else EnvPool(keep=0)  # keep=0: closed when the scene closes
-        self.env = self.pool.acquire(episode.task, episode.seed)[0]
-        self.model = self.env.model
-        self.renderer = self.pool.renderer(self.env, unit.size)
-        self.object_geoms = object_geom_ids(self.model, get_task(episode.task))
-        self.goal_sites = goal_sites(self.model)  # found once per episode, hidden in every frame
-        self.framing = None
-
-    def frame(self, episodes) -> None:
-        """Aim and zoom every camera of the unit at the region where `episodes` happen."""
-        from progresslm.sim.scene import frame_cameras
-
-        self.framing = frame_cameras(self.model, self.unit.cameras, region_points(episodes))
-
-    def render(self, frame: int, camera: str, edit: tuple[str, np.random.Generator] | None = None):
-        """The pixels of `frame` from `camera` (uint8 array), and the edit record when editing."""
-        from contextlib import ExitStack
-
-        from progresslm.sim.rollout import restore
-        from progresslm.sim.scene import Randomizer, apply_framing, edit_object, hide_sites
-
-        restore(self.env, self.episode.states[frame])
-        record: dict = {}
-        with ExitStack() as stack:
-            stack.enter_context(apply_framing(self.model, self.framing))
-            stack.enter_context(hide_sites(self.model, self.goal_sites))  # no goal markers in a real scene
-            stack.enter_context(Randomizer.apply(self.model, self.style, keep=self.object_geoms, renderer=self.renderer))
-            if edit is not None:
-                kind, rng = edit
-                record = stack.enter_context(
-                    edit_object(self.model, self.object_geoms, kind, rng, renderer=self.renderer)
-                )
-            pixels = self.renderer.render(self.env.data, camera)
+    def render(self, scene, frame: int, camera: str, edit=None) -> tuple[np.ndarray, dict]:
+        pixels, record = scene.render(frame, camera, edit)
         self.result.frames_rendered += 1
-        return pixels, dict(record)
+        return pixels, record
 
     def write(self, pixels: np.ndarray, name: str) -> None:
         from PIL import Image
 
         path = self.folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(path, quality=self.unit.quality)
+        Image.fromarray(pixels).save(path, quality=self.quality)
 
-    def save(self, frame: int, camera: str, name: str) -> np.ndarray:
+    def save(self, scene, frame: int, camera: str, name: str) -> np.ndarray:
         """Render `frame` from `camera` into `folder/name`; returns the pixels."""
-        pixels, _ = self.render(frame, camera)
+        pixels, _ = self.render(scene, frame, camera)
         self.write(pixels, name)
         return pixels
-
-    def close(self) -> None:
-        self.pool.release(self.episode.task, self.env)
-
-
-def region_points(episodes) -> np.ndarray:
-    """The world points a task happens at in `episodes`: object(s), goal and fingertip paths."""
-    points = []
-    for episode in episodes:
-        trace = episode.trace
-        points += [trace.obj, trace.tcp, trace.goal[:1]]
-        if np.abs(trace.obj2).sum() > 0:  # zeros when the task tracks one object
-            points.append(trace.obj2)
-    return np.concatenate(points)
 
 
 # An edited observation must show its edit: at least this share of the pixels changes by more than
@@ -183,33 +131,42 @@ def changed_pct(a: np.ndarray, b: np.ndarray) -> float:
     return round(100.0 * float(np.mean(diff > CHANGE_LEVEL)), 3)
 
 
-def _style(randomizer, scene: _Scene, rng):
-    """A scene look whose distractors keep off the object's path and do not share its colours."""
-    from progresslm.sim.scene import object_colours
+def view_pair(family, cameras: tuple[str, ...], rng: np.random.Generator) -> tuple[str, str]:
+    """The observation camera and the cross-view demonstration's camera. When the unit has both wide and close
+    cameras of its family, the two are of different kinds (a wide demo with a close observation, or the reverse)."""
+    kinds = {c: family.cameras.kind(c) for c in cameras}
+    if len(set(kinds.values())) < 2:  # one kind (Meta-World's corners): any two
+        return tuple(str(c) for c in rng.choice(cameras, size=2, replace=False))
+    obs = str(rng.choice(cameras))
+    return obs, str(rng.choice([c for c in cameras if kinds[c] != kinds[obs]]))
 
-    trace = scene.episode.trace
-    avoid = [trace.obj[0][:2], trace.goal[0][:2], trace.obj[-1][:2]] + [p[:2] for p in trace.hand[:: max(len(trace) // 8, 1)]]
-    return randomizer.sample(rng, avoid_xy=avoid, avoid_rgb=object_colours(scene.model, scene.object_geoms))
+
+def build_unit(unit: Unit, images_root: Path, worker=None) -> UnitResult:
+    """Roll out, render and label one unit. Runs in a worker process; `worker` (the family's `Worker`) keeps envs and
+    renderers for the next unit (without one, a worker is made and closed here)."""
+    family = get_family(unit.family)
+    own = worker is None
+    worker = family.worker() if own else worker
+    try:
+        return _build_unit(unit, images_root, family, worker)
+    finally:
+        if own:
+            worker.close()
 
 
-def build_unit(unit: Unit, images_root: Path, pool=None) -> UnitResult:
-    """Roll out, render and label one unit. Runs in a worker process; `pool` (an `EnvPool`) keeps envs and
-    renderers for the next unit."""
-    from progresslm.sim.rollout import progress_labels
-    from progresslm.sim.scene import Randomizer
-    from progresslm.sim.tasks import get_task
-
+def _build_unit(unit: Unit, images_root: Path, family, worker) -> UnitResult:
     result = UnitResult(unit=unit)
     rng = np.random.default_rng(derive_seed(unit.seed, unit.key, "rng"))
-    spec, other = get_task(unit.task), get_task(unit.other_task)
-    demo_ep = _rollout(unit.task, unit, "demo", result, pool)
-    obs_ep = demo_ep if unit.same_episode else _rollout(unit.task, unit, "obs", result, pool)
-    other_ep = _rollout(unit.other_task, unit, "other", result, pool)
-    randomizer = Randomizer(unit.level)
-    obs_camera, demo_camera_cross = (str(c) for c in rng.choice(unit.cameras, size=2, replace=False))
+    tasks = family.tasks()
+    spec, other = tasks[unit.task], tasks[unit.other_task]
+    demo_ep = _rollout(unit.task, unit, "demo", result, worker)
+    obs_ep = demo_ep if unit.same_episode else _rollout(unit.task, unit, "obs", result, worker)
+    other_ep = _rollout(unit.other_task, unit, "other", result, worker)
+    obs_camera, demo_camera_cross = view_pair(family, unit.cameras, rng)
     folder = images_root / unit.trajectory_id
-    labels = progress_labels(obs_ep)
-    T = len(spec.steps)
+    images = _Images(folder, result, unit.quality)
+    labels = progress_labels(obs_ep.key_frames, obs_ep.n_frames)
+    T = len(spec.step_descriptions)
     frames = sample_frames(obs_ep.key_frames, unit.per_interval)
     made = {
         "task": unit.task,
@@ -218,17 +175,19 @@ def build_unit(unit: Unit, images_root: Path, pool=None) -> UnitResult:
         "same_episode": unit.same_episode,
         "level": unit.level,
     }
+    if unit.family != DEFAULT_FAMILY:
+        made = {"family": unit.family, **made}
 
     scenes = []
     try:
-        demo_scene = _Scene(demo_ep, None, unit, folder, result, pool)
+        demo_scene = worker.scene(demo_ep, unit.size, unit.cameras)
         scenes.append(demo_scene)
-        obs_scene = demo_scene if unit.same_episode else _Scene(obs_ep, None, unit, folder, result, pool)
+        obs_scene = demo_scene if unit.same_episode else worker.scene(obs_ep, unit.size, unit.cameras)
         scenes.append(obs_scene)
-        other_scene = _Scene(other_ep, None, unit, folder, result, pool)
+        other_scene = worker.scene(other_ep, unit.size, unit.cameras)
         scenes.append(other_scene)
-        demo_scene.style = other_scene.style = _style(randomizer, demo_scene, rng)
-        obs_scene.style = demo_scene.style if unit.same_episode else _style(randomizer, obs_scene, rng)
+        demo_scene.style = other_scene.style = worker.sample_style(unit.level, demo_scene, rng)
+        obs_scene.style = demo_scene.style if unit.same_episode else worker.sample_style(unit.level, obs_scene, rng)
         made["demo_style"], made["obs_style"] = demo_scene.style.to_dict(), obs_scene.style.to_dict()
 
         # One framing for demo and observation (a same-view pair shares its camera); the other
@@ -242,11 +201,11 @@ def build_unit(unit: Unit, images_root: Path, pool=None) -> UnitResult:
         for camera in (obs_camera, demo_camera_cross):
             demo_names[camera] = [f"demo/{camera}_{f:04d}.jpg" for f in demo_ep.key_frames]
             for f, name in zip(demo_ep.key_frames, demo_names[camera]):
-                demo_scene.save(f, camera, name)
-        obs_pixels = {f: obs_scene.save(f, obs_camera, f"{obs_camera}_{f:04d}.jpg") for f in frames}
+                images.save(demo_scene, f, camera, name)
+        obs_pixels = {f: images.save(obs_scene, f, obs_camera, f"{obs_camera}_{f:04d}.jpg") for f in frames}
         other_names = [f"demo_other/{obs_camera}_{f:04d}.jpg" for f in other_ep.key_frames]
         for f, name in zip(other_ep.key_frames, other_names):
-            other_scene.save(f, obs_camera, name)
+            images.save(other_scene, f, obs_camera, name)
 
         rows = result.rows
         for stem in ("visual_same_view", "visual_cross_view", "text-normal", "visual-unanswerable", "text-unanswerable"):
@@ -268,15 +227,15 @@ def build_unit(unit: Unit, images_root: Path, pool=None) -> UnitResult:
                 {"sim": dict(sim, demo_camera=demo_camera_cross, obs_camera=obs_camera)},
                 cameras=(demo_camera_cross, obs_camera)))
             rows["text-normal"].append(row(
-                spec.goal, spec.step_descriptions, obs, p, {"sim": dict(sim, obs_camera=obs_camera)}, text=True))
+                spec.goal, list(spec.step_descriptions), obs, p, {"sim": dict(sim, obs_camera=obs_camera)}, text=True))
 
         # (a) the observation re-rendered with the object edited; the demonstration as it was
         inner = [f for f in frames if 0 < f < obs_ep.key_frames[-1]]
         order = [int(f) for f in rng.permutation(inner)]
-        for kind in EDIT_ORDER:
+        for kind in family.edit_kinds:
             found = None
             for f in order:
-                pixels, record = obs_scene.render(f, obs_camera, edit=(kind, rng))
+                pixels, record = images.render(obs_scene, f, obs_camera, edit=(kind, rng))
                 record["changed_pct"] = changed_pct(pixels, obs_pixels[f])
                 if record["changed_pct"] >= MIN_EDIT_CHANGE_PCT:
                     found = f, pixels, record
@@ -287,7 +246,7 @@ def build_unit(unit: Unit, images_root: Path, pool=None) -> UnitResult:
             f, pixels, record = found
             order.remove(f)
             name = f"{obs_camera}_{f:04d}_edit.jpg"
-            obs_scene.write(pixels, name)
+            images.write(pixels, name)
             rows["visual-unanswerable"].append(row(
                 spec.goal, demo_names[obs_camera], name, None,
                 {"sim": dict(made, obs_frame=f, obs_camera=obs_camera, demo_camera=obs_camera,
@@ -303,12 +262,12 @@ def build_unit(unit: Unit, images_root: Path, pool=None) -> UnitResult:
         for j, f in enumerate(frames[::2]):
             obs = f"{obs_camera}_{f:04d}.jpg"
             if j % 2 == 0:
-                absent = ABSENT_OBJECTS[int(rng.integers(len(ABSENT_OBJECTS)))]
+                absent = family.absent_objects[int(rng.integers(len(family.absent_objects)))]
                 goal = spec.goal.replace(spec.object_name, absent)
                 steps = [s.replace(spec.object_name, absent) for s in spec.step_descriptions]
                 how = {"unanswerable": "text_object", "object": spec.object_name, "named": absent}
             else:
-                goal, steps = other.goal, other.step_descriptions
+                goal, steps = other.goal, list(other.step_descriptions)
                 how = {"unanswerable": "other_task", "demo_task": other.name}
             rows["text-unanswerable"].append(row(
                 goal, steps, obs, None, {"sim": dict(made, obs_frame=f, **how)}, text=True, steps=len(steps)))

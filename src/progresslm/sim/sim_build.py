@@ -1,6 +1,7 @@
-"""`progresslm sim build`: a Progress-Bench-style benchmark and training pools from the simulator.
+"""`progresslm sim build`: a Progress-Bench-style benchmark and training pools from the simulator families
+(`sim.family`: Meta-World by default, `--family panda`, or tasks of several families in one build).
 
-Tasks are split into `bench`, `sft` and `rl` with disjoint task sets (deterministic from the seed),
+Tasks of each family are split into `bench`, `sft` and `rl` with disjoint task sets (deterministic from the seed),
 each task contributes episodes ("units"), and units are built in parallel over a process pool
 or a Ray cluster (progresslm.builder.engines). Every finished unit is saved at once under `OUT/units/`,
 so a killed build resumes where it stopped, with either engine; the split files, the dataset
@@ -24,11 +25,8 @@ from progresslm.builder import core
 from progresslm.builder.card import SPLITS
 from progresslm.builder.engines import engine_problem
 from progresslm.io import data_home
-from progresslm.sim.render import SCENE_CAMERAS, check_gl
-from progresslm.sim.rollout import EnvPool
+from progresslm.sim.family import DEFAULT_FAMILY, LEVELS, UnknownFamilyError, all_tasks, family_names, get_family
 from progresslm.sim.samples import Unit, build_unit, unit_to_json
-from progresslm.sim.scene import LEVELS
-from progresslm.sim.tasks import list_tasks
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +42,7 @@ class Preset:
     rl_tasks: int
     episodes: dict[str, int]  # split -> episodes per task
     per_interval: int
+    families: tuple[str, ...] = (DEFAULT_FAMILY,)  # the families whose tasks the build draws from
 
 
 PRESETS = {
@@ -53,6 +52,8 @@ PRESETS = {
     "full": Preset(bench_tasks=8, rl_tasks=6, episodes={"bench": 8, "sft": 7, "rl": 34}, per_interval=3),
     # For tests: seconds, not minutes.
     "tiny": Preset(bench_tasks=1, rl_tasks=1, episodes={"bench": 1, "sft": 1, "rl": 0}, per_interval=1),
+}, per_interval=3,
+                           families=("metaworld",)),  # add a family here when it is registered
 }
 
 
@@ -64,8 +65,9 @@ class SimBuildError(ValueError):
 class SimBuildConfig:
     preset: str = "small"
     out: str | None = None
-    tasks: list[str] | None = None  # default: every registered task
-    cameras: list[str] | None = None  # default: the cameras that show the scene
+    tasks: list[str] | None = None  # default: every task of the families
+    family: str | None = None  # build one family's tasks (default: the tasks' families, else the preset's)
+    cameras: list[str] | None = None  # default: each family's cameras (one family only)
     size: int = 224
     seed: int = 0
     level: str = "default"  # scene randomisation between demo and observation episodes
@@ -81,13 +83,24 @@ class SimBuildConfig:
 
         if self.preset not in PRESETS:
             raise SimBuildError(f"unknown preset {self.preset!r}; valid presets: {', '.join(PRESETS)}")
-        valid = list_tasks()
+        if self.family is not None and self.family not in family_names():
+            raise SimBuildError(f"unknown simulator family {self.family!r}; valid families: {', '.join(family_names())}")
+        try:
+            valid = all_tasks(self.families)
+        except UnknownFamilyError as error:
+            raise SimBuildError(str(error)) from None
         unknown = [t for t in self.tasks or () if t not in valid]
         if unknown:
             raise SimBuildError(f"unknown task(s) {', '.join(unknown)}; valid tasks: {', '.join(valid)}")
-        bad = [c for c in self.cameras or () if c not in SCENE_CAMERAS]
-        if bad:
-            raise SimBuildError(f"unknown camera(s) {', '.join(bad)}; valid cameras: {', '.join(SCENE_CAMERAS)}")
+        if self.cameras is not None:
+            if len(self.families) > 1:
+                raise SimBuildError("--cameras needs a build of one family; this one has "
+                                    f"{', '.join(self.families)} (use --family or --tasks of one family)")
+            own = get_family(self.families[0]).cameras.all
+            bad = [c for c in self.cameras if c not in own]
+            if bad:
+                raise SimBuildError(f"unknown camera(s) {', '.join(bad)}; valid {self.families[0]} cameras: "
+                                    f"{', '.join(own)}")
         if self.cameras is not None and len(self.cameras) < 2:
             raise SimBuildError("give at least 2 cameras: cross-view samples need a second one")
         if self.level not in LEVELS:
@@ -104,11 +117,34 @@ class SimBuildConfig:
     def resolved_preset(self) -> Preset:
         return PRESETS[self.preset]
 
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The build's families: --family, else those of --tasks, else the preset's."""
+        if self.family is not None:
+            return (self.family,)
+        if self.tasks:
+            tasks = all_tasks()
+            return tuple(dict.fromkeys(tasks[t].family for t in self.tasks if t in tasks)) or (DEFAULT_FAMILY,)
+        return self.resolved_preset.families
+
+    def task_names(self) -> list[str]:
+        return list(self.tasks or all_tasks(self.families))
+
+    def default_out(self) -> Path:
+        """DATA_HOME/sim-[FAMILIES-]PRESET-sSEED-vVERSION (Meta-World alone keeps the name it had)."""
+        names = "+".join(self.families)
+        prefix = "" if self.families == (DEFAULT_FAMILY,) or self.preset.startswith("worlds") else names + "-"
+        return data_home() / f"sim-{prefix}{self.preset}-s{self.seed}-v{FORMAT_VERSION}"
+
     def card_settings(self) -> dict:
         """What the dataset card records of these settings."""
-        return {"preset": self.preset, "seed": self.seed, "size": self.size, "level": self.level,
-                "same_episode": self.same_episode, "cameras": list(self.cameras or []) or "all scene cameras",
-                "command": self.command, "settings_shown": ["seed", "size", "level", "same_episode", "cameras"]}
+        settings = {"preset": self.preset, "seed": self.seed, "size": self.size, "level": self.level,
+                    "same_episode": self.same_episode, "cameras": list(self.cameras or []) or "all scene cameras",
+                    "command": self.command, "settings_shown": ["seed", "size", "level", "same_episode", "cameras"]}
+        if self.families != (DEFAULT_FAMILY,):
+            settings["families"] = list(self.families)
+            settings["settings_shown"].insert(0, "families")
+        return settings
 
     def identity(self) -> dict:
         """What must match for an existing folder to be resumed."""
@@ -117,6 +153,11 @@ class SimBuildConfig:
             data.pop(key)
         data["version"] = FORMAT_VERSION
         data["preset_values"] = asdict(self.resolved_preset)
+        # Meta-World-only builds keep the identity they had before families, so their folders still resume.
+        if data["preset_values"]["families"] == [DEFAULT_FAMILY]:
+            del data["preset_values"]["families"]
+        if data["family"] is None:
+            del data["family"]
         return data
 
 
@@ -140,24 +181,45 @@ def assign_splits(tasks: list[str], seed: int, bench_tasks: int, rl_tasks: int) 
     }
 
 
+def split_tasks(config: SimBuildConfig) -> dict[str, list[str]]:
+    """The build's task splits: each family's tasks split on their own (so every family has bench tasks), merged."""
+    preset = config.resolved_preset
+    known = all_tasks(config.families)
+    by_family: dict[str, list[str]] = {}
+    for task in config.task_names():
+        by_family.setdefault(known[task].family, []).append(task)
+    if len(by_family) == 1:
+        return assign_splits(next(iter(by_family.values())), config.seed, preset.bench_tasks, preset.rl_tasks)
+    merged: dict[str, list[str]] = {split: [] for split in SPLITS}
+    for tasks in by_family.values():
+        for split, names in assign_splits(tasks, config.seed, preset.bench_tasks, preset.rl_tasks).items():
+            merged[split] += names
+    return merged
+
+
 def plan_units(config: SimBuildConfig, splits: dict[str, list[str]]) -> list[Unit]:
 
     preset = config.resolved_preset
     episodes = {**preset.episodes, **(config.episodes or {})}
-    cameras = tuple(config.cameras or SCENE_CAMERAS)
+    known = all_tasks(config.families)
     units = []
     for split in SPLITS:
         tasks = splits[split]
-        for position, task in enumerate(tasks):
+        for task in tasks:
+            family = known[task].family
+            cameras = tuple(config.cameras or get_family(family).cameras.all)
             for index in range(episodes.get(split, 0)):
-                # The wrong-task demonstration comes from the same split, so bench never shows training tasks.
-                others = [t for t in tasks if t != task] or [t for s in SPLITS for t in splits[s] if t != task]
-                other = others[(position + index) % len(others)]
+                # The wrong-task demonstration comes from the same split and family, so bench never shows training
+                # tasks and another world's scene never stands for a wrong task.
+                kin = [t for t in tasks if known[t].family == family]
+                others = [t for t in kin if t != task] or [
+                    t for s in SPLITS for t in splits[s] if t != task and known[t].family == family]
+                other = others[(kin.index(task) + index) % len(others)]
                 units.append(Unit(
                     split=split, task=task, index=index, other_task=other, seed=config.seed, size=config.size,
                     cameras=cameras, level=config.level,
                     per_interval=config.per_interval if config.per_interval is not None else preset.per_interval,
-                    same_episode=config.same_episode,
+                    same_episode=config.same_episode, family=family,
                 ))  # fmt: skip
     return units
 
@@ -181,33 +243,30 @@ class BuildOutcome:
         return self.out / "images"
 
 
-_POOL = None  # the worker process's EnvPool: envs and renderers live across units and tasks
+_WORKERS: dict = {}  # the process's family workers: envs and renderers live across units and tasks
 
 
 def _worker(args: tuple[Unit, str]) -> dict:
-    global _POOL
     unit, images = args
-    check_gl()
-    if _POOL is None:
-        _POOL = EnvPool()
+    if unit.family not in _WORKERS:
+        _WORKERS[unit.family] = get_family(unit.family).worker()
         # Closed before the interpreter tears down: a GL context left to the garbage collector at exit prints an
         # EGLError traceback per context. Registered here, after MuJoCo's EGL set-up registered its own exit
         # handlers, because atexit runs the last registered first (registered at import, it runs too late).
         atexit.unregister(_close_pool)  # once per process, however many builds it runs
         atexit.register(_close_pool)
-    result = build_unit(unit, Path(images), _POOL)
+    result = build_unit(unit, Path(images), _WORKERS[unit.family])
     return unit_to_json(result)
 
 
 def build(config: SimBuildConfig, progress: bool = True) -> BuildOutcome:
     """Build (or resume, or reuse) the dataset described by `config`."""
-    out = Path(config.out) if config.out else data_home() / f"sim-{config.preset}-s{config.seed}-v{FORMAT_VERSION}"
+    out = Path(config.out) if config.out else config.default_out()
     identity = config.identity()
     if core.open_build(out, identity, SimBuildError):
         return _outcome_from_disk(out)
 
-    tasks = config.tasks or list_tasks()
-    splits = assign_splits(tasks, config.seed, config.resolved_preset.bench_tasks, config.resolved_preset.rl_tasks)
+    splits = split_tasks(config)
     units = plan_units(config, splits)
     core.write_manifest(out, {"identity": identity, "splits": splits, "units": len(units), "command": config.command})
     paths = [out / "units" / f"{u.key}.json" for u in units]
@@ -224,10 +283,8 @@ def build(config: SimBuildConfig, progress: bool = True) -> BuildOutcome:
 
 
 def _close_pool() -> None:
-    global _POOL
-    if _POOL is not None:
-        _POOL.close()
-        _POOL = None
+    while _WORKERS:
+        _WORKERS.popitem()[1].close()
 
 
 def assemble(out: Path, units: list[Unit], splits: dict[str, list[str]], config: SimBuildConfig) -> BuildOutcome:
@@ -259,25 +316,13 @@ def _outcome_from_disk(out: Path) -> BuildOutcome:
     return BuildOutcome(out=out, files=files, samples=counts, success=card.get("success", {}))
 
 
-def simulator_problem() -> str | None:
-    """Why the simulator cannot run on this machine (a package missing, no working offscreen GL), or None. Creates
-    nothing: callers ask before a build, so that a machine without the simulator is left no partial build. The GL
-    check renders in a child process: a GL context in this one could clash with what it loads later (torch)."""
-    import importlib.util
-    import subprocess
-    import sys
-
-    missing = [name for name in ("mujoco", "metaworld", "gymnasium") if importlib.util.find_spec(name) is None]
-    if missing:
-        return f"{', '.join(missing)} not installed; pip install -e '.[sim]' in the progresslm clone"
-    check = "from progresslm.sim.render import check_gl; check_gl()"
-    try:
-        done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"the offscreen GL check could not run ({error})"
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        return lines[-1] if lines else f"the offscreen GL check failed (exit code {done.returncode})"
+def simulator_problem(families: tuple[str, ...] = (DEFAULT_FAMILY,)) -> str | None:
+    """Why the simulator families cannot run on this machine (a package missing, no working offscreen GL), or None.
+    Creates nothing: callers ask before a build, so that a machine without the simulator is left no partial build."""
+    for name in families:
+        problem = get_family(name).problem()
+        if problem:
+            return problem if len(families) == 1 else f"{name}: {problem}"
     return None
 
 

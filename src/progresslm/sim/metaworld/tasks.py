@@ -28,7 +28,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class SimState:
-    """What a key-step detector may look at in one frame; built by `progresslm.sim.rollout`.
+    """What a key-step detector may look at in one frame; built by `progresslm.sim.metaworld.rollout`.
 
     Positions are world coordinates in metres. `obj` and `obj2` are the points Meta-World tracks for
     the task (its observation's object slots: a puck's centre, a drawer's handle, a stick and the

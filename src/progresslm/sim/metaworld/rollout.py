@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from progresslm.sim.tasks import SimState, TaskSpec, get_task
+from progresslm.sim.metaworld.tasks import SimState, TaskSpec, get_task
 
 # Meta-World's max_path_length: stepping an env further raises.
 MAX_EPISODE_STEPS = 500
@@ -245,7 +245,7 @@ class EnvPool:
     def renderer(self, env: Any, size: int):
         """The env's renderer of `size` pixels, made once and kept with the env; textures are re-checked against
         the model before its next frame (a previous user may have left edited textures on the GPU)."""
-        from progresslm.sim.render import FrameRenderer
+        from progresslm.sim.mujoco_scene.render import FrameRenderer
 
         renderers = env.__dict__.setdefault("_progresslm_renderers", {})
         renderer = renderers.get(size)
@@ -391,3 +391,99 @@ def rollout(
         failure=failure,
     )
     return episode if episode.ok or keep_failures else None
+
+
+# --------------------------------------------------------------------------- failures and stalls (sim export-videos)
+
+STALL_HOLD_MIN = 30  # a stalled expert holds still for at least this many steps
+FAILURE_VARIANTS = 20  # other variants tried for a failure whose object is never touched
+RANDOM_STEPS = 150
+STILL_M = 0.01  # an object that moves less than this never moved (metres, or joint units)
+
+
+def reached_key_frames(task: TaskSpec, trace: SimTrace, success: bool) -> list[int]:
+    """Frame 0 plus the end of each key step reached in order in an episode that need not succeed; the last step
+    counts only at a success."""
+    key_frames = [0]
+    for k, step in enumerate(task.steps):
+        if k == len(task.steps) - 1 and not success:
+            break
+        end = next((t for t in range(key_frames[-1] + 1, len(trace)) if step.detector(trace.at(t))), None)
+        if end is None:
+            break
+        key_frames.append(end)
+    return key_frames
+
+
+def rollout_other(task: TaskSpec | str, seed: int, kind: str, stall_step: int | None = None,
+                  pool: EnvPool | None = None) -> Episode | None:
+    """Episodes that are not a clean success (`sim export-videos`). `expert` with `stall_step` k: the expert of
+    `seed` until key step k ends, then holding still (no motion, the gripper as it was) for as long as the rest of the
+    task took (at least STALL_HOLD_MIN steps). `failure`: the expert's motions of `seed` replayed on another variant,
+    the first whose task object (and fixture) never moves. `random`: uniform random actions for RANDOM_STEPS steps.
+    `failure` on the episode says what it is; None when the expert of `seed` fails or no variant keeps still."""
+    spec = get_task(task) if isinstance(task, str) else task
+    if kind == "random":
+        actions = np.random.default_rng(seed).uniform(-1.0, 1.0, size=(RANDOM_STEPS, 4)).astype(np.float32)
+        return _replay(spec, seed, actions, pool, "a random policy")
+    expert = rollout(spec, seed, pool=pool)
+    if expert is None:
+        return None
+    if kind == "expert":
+        steps = len(spec.steps)
+        if stall_step is None or not 1 <= stall_step < steps:
+            raise ValueError(f"stall_step must be in 1..{steps - 1} for {spec.name}, got {stall_step!r}")
+        stop = expert.key_frames[stall_step]
+        hold = np.zeros((min(max(expert.n_steps - stop, STALL_HOLD_MIN), MAX_EPISODE_STEPS - stop), 4), np.float32)
+        hold[:, 3] = expert.actions[stop - 1, 3]  # the gripper keeps its grip
+        actions = np.concatenate([expert.actions[:stop], hold])
+        return _replay(spec, seed, actions, pool, f"the expert stalled after step {stall_step}", stall=stop)
+    if kind == "failure":
+        for offset in range(1, FAILURE_VARIANTS + 1):
+            episode = _replay(spec, seed + offset * 1_000, expert.actions, pool,
+                              f"the expert's motions of seed {seed} on another variant: the object is never moved")
+            trace = episode.trace
+            moved = max(float(np.abs(trace.obj - trace.obj[0]).max()), float(np.abs(trace.obj2 - trace.obj2[0]).max()),
+                        float(np.abs(trace.joint).max()))
+            if not episode.success and moved < STILL_M:
+                return episode
+        return None
+    raise ValueError(f"unknown rollout kind {kind!r}; valid kinds: expert (with stall_step), failure, random")
+
+
+def _replay(spec: TaskSpec, seed: int, actions: np.ndarray, pool: EnvPool | None, what: str,
+            stall: int | None = None) -> Episode:
+    """`actions` played open-loop on the variant of `seed` (no stop at success before `stall`'s hold)."""
+    import mujoco
+
+    env, _ = pool.acquire(spec.name, seed) if pool is not None else _new_env(spec.name, seed)
+    joint_address = int(env.model.jnt_qposadr[env.model.joint(spec.joint).id]) if spec.joint else None
+    state_bits = state_spec()
+    size = mujoco.mj_stateSize(env.model, state_bits)
+    states, rows = [_get_state(env, state_bits, size)], [_snapshot(env, joint_address, None)]
+    success = False
+    try:
+        for action in actions:
+            _, _, _, truncated, info = env.step(action)
+            states.append(_get_state(env, state_bits, size))
+            rows.append(_snapshot(env, joint_address, info))
+            success = success or bool(info["success"])
+            if truncated:
+                break
+    finally:
+        if pool is not None:
+            pool.release(spec.name, env)
+        else:
+            env.close()
+    trace = SimTrace.from_rows(rows)
+    if joint_address is not None:
+        trace.joint -= trace.joint[0]
+    n = len(states) - 1
+    key_frames = reached_key_frames(spec, trace, success and stall is None)
+    if stall is not None:  # nothing is done after the stall, whatever a detector reads while the arm holds
+        key_frames = [f for f in key_frames if f <= stall]
+    return Episode(task=spec.name, seed=int(seed), success=False, n_steps=n, states=np.stack(states),
+                   actions=np.asarray(actions[:n], dtype=np.float32), trace=trace,
+                   key_frames=key_frames,
+                   step_descriptions=spec.step_descriptions, state_spec=state_bits,
+                   failure=what if stall is None else f"{what} (frame {stall})")

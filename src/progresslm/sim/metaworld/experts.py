@@ -24,7 +24,7 @@ def meta_world_goal(env: gymnasium.Env) -> str | None:
         return None
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
-    from progresslm.sim.tasks import TASKS
+    from progresslm.sim.metaworld.tasks import TASKS
 
     names = [name for name, cls in ALL_V3_ENVIRONMENTS.items() if cls is kind and name in TASKS]
     return TASKS[names[0]].goal if names else None
@@ -43,7 +43,7 @@ class ExpertDemo:
     keyframes: tuple[np.ndarray, ...]
     frame_indices: tuple[int, ...]  # env steps of the keyframes in the episode
     steps: tuple[str, ...]  # the key step descriptions (a text demonstration of the same task)
-    framing: Any = None  # the camera framing the keyframes were rendered with (`progresslm.sim.scene.Framing`)
+    framing: Any = None  # the camera framing the keyframes were rendered with (`progresslm.sim.mujoco_scene.framing.Framing`)
 
 
 def demo_from_expert(
@@ -56,13 +56,13 @@ def demo_from_expert(
     `MetaWorldCamera` so the observations are framed the same way. Use the camera and size the wrapper
     renders with, so the observations look like the demonstration.
     """
-    from progresslm.sim.render import FrameRenderer, check_gl
+    from progresslm.sim.mujoco_scene.render import FrameRenderer, check_gl
 
     check_gl()  # before mujoco is imported, so headless machines get EGL
-    from progresslm.sim.rollout import make_env, restore, rollout
-    from progresslm.sim.samples import region_points
-    from progresslm.sim.scene import apply_framing, frame_cameras
-    from progresslm.sim.tasks import get_task
+    from progresslm.sim.metaworld.family import region_points
+    from progresslm.sim.metaworld.rollout import make_env, restore, rollout
+    from progresslm.sim.metaworld.tasks import get_task
+    from progresslm.sim.mujoco_scene.framing import apply_framing, frame_cameras
 
     spec = get_task(task)
     episode = rollout(spec, seed, keep_failures=True)
@@ -94,7 +94,7 @@ class MetaWorldCamera:
     """
 
     def __init__(self, env: gymnasium.Env, camera: str = "corner2", size: int = 224, framing: Any = None):
-        from progresslm.sim.render import FrameRenderer
+        from progresslm.sim.mujoco_scene.render import FrameRenderer
 
         self.camera = camera
         self.framing = framing
@@ -102,7 +102,7 @@ class MetaWorldCamera:
         self._renderer.camera_id(camera)  # fail now on an unknown camera
 
     def __call__(self, env: gymnasium.Env) -> np.ndarray:
-        from progresslm.sim.scene import apply_framing
+        from progresslm.sim.mujoco_scene.framing import apply_framing
 
         with apply_framing(env.unwrapped.model, self.framing):
             return self._renderer.render(env.unwrapped.data, self.camera)
