@@ -21,6 +21,7 @@ def add_parser(subparsers) -> None:
     build.add_argument("--preset", default="small", help="small (demo, ~500 samples) | full (>= 3,000 bench samples, "
                        ">= 10,000 per training pool) | tiny (tests)")
     build.add_argument("--tasks", nargs="+", metavar="TASK", help="restrict to these tasks (`progresslm sim tasks`)")
+    build.add_argument("--family", help="build one simulator family's tasks (default: metaworld; docs/sim_families.md)")
     build.add_argument("--cameras", nargs="+", metavar="CAMERA", help="cameras to draw from (at least 2)")
     build.add_argument("--out", help="output folder (default: $PROGRESSLM_HOME or ~/.cache/progresslm, sim-PRESET-sSEED)")
     build.add_argument("--size", type=int, default=224, help="image side in pixels")
@@ -59,13 +60,13 @@ def add_parser(subparsers) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     from progresslm.builder.engines import EngineError, JobError
-    from progresslm.sim.render import RenderError
+    from progresslm.sim.mujoco_scene.render import RenderError
     from progresslm.sim.sim_build import SimBuildConfig, SimBuildError, build
 
     command = getattr(args, "command_line", None) or "progresslm sim build"
     try:
         config = SimBuildConfig(
-            preset=args.preset, out=args.out, tasks=args.tasks, cameras=args.cameras, size=args.size,
+            preset=args.preset, out=args.out, tasks=args.tasks, family=args.family, cameras=args.cameras, size=args.size,
             seed=args.seed, level=args.level, same_episode=args.same_episode, workers=args.workers,
             engine=args.engine, ray_address=args.ray_address, per_interval=args.per_interval, command=command,
         )
@@ -82,9 +83,9 @@ def run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from progresslm.sim.export_videos import export_videos
-    from progresslm.sim.render import RenderError
+    from progresslm.sim.metaworld.tasks import UnknownTaskError
+    from progresslm.sim.mujoco_scene.render import RenderError
     from progresslm.sim.sim_build import simulator_problem
-    from progresslm.sim.tasks import UnknownTaskError
 
     problem = simulator_problem()
     if problem:
@@ -101,7 +102,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_tasks(args: argparse.Namespace) -> int:
-    from progresslm.sim.tasks import get_task, list_tasks
+    from progresslm.sim.metaworld.tasks import get_task, list_tasks
 
     for name in list_tasks():
         task = get_task(name)

@@ -1,5 +1,3 @@
-"""The MuJoCo trajectory source: Meta-World v3 tasks, scripted rollouts and key steps from task state.
-
-`tasks` holds the task registry (goals, object names, key steps with their detectors) and imports
-nothing heavy; `rollout` runs the scripted experts and imports mujoco and metaworld only when called.
-"""
+"""Simulated benchmarks from simulator families behind one contract (`family`): Meta-World (`metaworld/`), MuJoCo
+scene tools (`mujoco_scene/`), the family-generic unit builder (`samples`), `sim build` (`sim_build`) and
+`sim export-videos` (`export_videos`). docs/sim_families.md says how to add a family."""

@@ -52,8 +52,6 @@ PRESETS = {
     "full": Preset(bench_tasks=8, rl_tasks=6, episodes={"bench": 8, "sft": 7, "rl": 34}, per_interval=3),
     # For tests: seconds, not minutes.
     "tiny": Preset(bench_tasks=1, rl_tasks=1, episodes={"bench": 1, "sft": 1, "rl": 0}, per_interval=1),
-}, per_interval=3,
-                           families=("metaworld",)),  # add a family here when it is registered
 }
 
 
