@@ -19,6 +19,12 @@ def export_videos(tasks: list[str], episodes: int, out: Path, cameras: tuple[str
                   size: int = 128, stride: int = 1, seed: int = 0, level: str = "default",
                   codec: str = "libx264") -> list[Path]:
     """Roll out `episodes` successful expert episodes of each task and write their videos; returns the sidecars."""
+    from progresslm.sim.mujoco_scene.render import check_gl
+
+    # Before anything imports MuJoCo: mujoco picks its GL backend once, at import, and without MUJOCO_GL on a machine
+    # with no display it would try GLFW. check_gl sets the EGL default, as `sim build` does, and raises RenderError
+    # saying what to install when offscreen GL does not work.
+    check_gl()
     from progresslm.data.video import write_video
     from progresslm.sim.family import family_of, get_family
     from progresslm.sim.samples import TRIES

@@ -33,6 +33,10 @@ class UnknownFamilyError(ValueError):
     pass
 
 
+class UnknownTaskError(UnknownFamilyError):
+    """A task name no registered family has; the message lists the valid ones."""
+
+
 @dataclass(frozen=True)
 class TaskInfo:
     """What the shared builder needs to know of a task: its family, goal sentence, the task object's name (text
@@ -168,7 +172,7 @@ def family_of(task: str, families: Sequence[str] | None = None) -> str:
     """The family that registers `task`; an unknown task lists the valid ones."""
     tasks = all_tasks(families)
     if task not in tasks:
-        raise UnknownFamilyError(f"unknown sim task {task!r}; valid tasks: {', '.join(tasks)}")
+        raise UnknownTaskError(f"unknown sim task {task!r}; valid tasks: {', '.join(tasks)}")
     return tasks[task].family
 
 

@@ -23,6 +23,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from progresslm.sim import family
+
 # --------------------------------------------------------------------------- state seen by detectors
 
 
@@ -495,8 +497,7 @@ _SPECS: list[TaskSpec] = [
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in _SPECS}
 
 
-class UnknownTaskError(ValueError):
-    pass
+UnknownTaskError = family.UnknownTaskError  # one class for every family's unknown task
 
 
 def list_tasks() -> list[str]:
