@@ -8,6 +8,7 @@ from progresslm.matcher.encoders import ImageSpec, Tap
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+READOUTS = ("expected", "local")
 
 
 class MatcherError(RuntimeError):
@@ -30,6 +31,25 @@ class MatcherConfig:
     text: bool = True  # a text branch (needs the sentence encoder)
     na_threshold: float = 0.5  # N/A when the head's probability is above this (set by training)
     text_na_threshold: float = 0.5
+    # Out-of-domain settings (issue 27); each default is the v1 behaviour, so an old config.json answers as before.
+    # How the position is read from the anchor distribution: "expected" (the mean over every keyframe: far
+    # keyframes pull it toward the middle) or "local" (the mean over the best keyframe and its two neighbours).
+    readout: str = "expected"
+    # Test-time keyframe check: an observation whose similarity to one keyframe is at least this (1.0: the same
+    # features) reads that keyframe's progress exactly, as answerable. None: off.
+    snap_similarity: float | None = None
+    # Compare in the demonstration's own statistics: keyframe and observation features centred on the
+    # keyframes' mean and scaled by their spread (per feature) before the similarity, and the N/A head also
+    # reads the observation's distance to the demonstration relative to the keyframes' distances to each other.
+    demo_norm: bool = False
+    # The keyframes' known order as an N/A check: how far the similarity profile is from one peak that falls
+    # off along the keyframe order (an observation of this task is most like one keyframe and its neighbours).
+    order_check: bool = False
+    # Text calibration (set by training with calibrate_text): the progress is shrunk toward 50 % by the factor
+    # of the first bin whose upper edge the anchor distribution's peak weight is under: [[upper, factor], ...].
+    text_shrink: list = field(default_factory=list)
+    # A text answer whose peak weight is under this is N/A (abstain). None: off.
+    text_abstain: float | None = None
     version: str = "1"
     made_from: dict = field(default_factory=dict)  # what training wrote: data, steps, selection figures
 
@@ -42,7 +62,10 @@ class MatcherConfig:
     def from_dict(cls, data: dict) -> MatcherConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["image"] = ImageSpec.from_dict(data["image"])
-        return cls(**known)
+        config = cls(**known)
+        if config.readout not in READOUTS:
+            raise ValueError(f"readout {config.readout!r} is not one of {', '.join(READOUTS)}")
+        return config
 
     @property
     def cell_tap(self) -> Tap | None:

@@ -36,6 +36,8 @@ from progresslm.matcher.configuration_matcher import CONFIG_FILE, WEIGHTS_FILE, 
 from progresslm.matcher.encoders import TEXT_DIM
 
 PROFILE_FEATURES = 6  # best, second best, mean, spread, max - min, normalised entropy
+DEMO_NORM_FEATURES = 2  # log of the observation's distance to the demo over the keyframes' spacing, two feature kinds
+ORDER_FEATURES = 2  # agreement of the similarity profile with one peak along the keyframe order; its peak's edge
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ def _build(config: MatcherConfig):
                     raise MatcherError(f"similarity {config.similarity!r} needs a tap with cells (e.g. 4:4)")
                 channels = STAGE_CHANNELS[config.cell_tap.stage]
                 self.match_cell_proj = _projection(channels, config.match_cell_dim, config.dropout)
-            self.na_visual = _mlp(PROFILE_FEATURES + 2 + 3 * cells, config.na_hidden)
+            extra = (DEMO_NORM_FEATURES if config.demo_norm else 0) + (ORDER_FEATURES if config.order_check else 0)
+            self.na_visual = _mlp(PROFILE_FEATURES + 2 + 3 * cells + extra, config.na_hidden)
             if config.text:
                 self.text_image_proj = _projection(dim, config.embed_dim, config.dropout)
                 self.text_proj = _projection(TEXT_DIM, config.embed_dim, config.dropout)
@@ -95,13 +98,28 @@ def _build(config: MatcherConfig):
         def visual(self, obs, keys, mask, points):
             """obs (B, D), keys (B, K, D), mask (B, K) bool, points (B, K) progress of each keyframe.
             Returns logits (B, K), similarities, position (B,), progress (B,), N/A logit (B,)."""
-            sims = self.similarities(obs, keys)
-            logits, position, progress = _place(sims, mask, points, self.log_scale.exp())
+            if config.demo_norm:
+                sims = self.similarities(*_demo_standardise(obs, keys, mask))
+            else:
+                sims = self.similarities(obs, keys)
+            logits, position, progress = _place(sims, mask, points, self.log_scale.exp(), config.readout)
             task = self.task_similarity(obs, keys, mask)
             parts = [_profile(sims, logits, mask), task[:, None], task[:, None] * self.task_log_scale.exp()]
             if config.na_tap is not None:
                 parts.append(self._cells(obs, keys, mask, logits))
-            return logits, sims, position, progress, self.na_visual(torch.cat(parts, -1)).squeeze(-1)
+            if config.demo_norm:
+                views = [(self._global(obs), self._global(keys))]
+                tap = config.cell_tap or config.na_tap
+                part = config.tap_slice(tap) if tap is not None else slice(None)
+                views.append((obs[:, part], keys[:, :, part]))
+                parts.append(_demo_distances(views, mask))
+            if config.order_check:
+                parts.append(_order_agreement(sims, mask))
+            na_logit = self.na_visual(torch.cat(parts, -1)).squeeze(-1)
+            if config.snap_similarity is not None and not self.training:
+                position, progress, na_logit = _snap(sims, mask, points, position, progress, na_logit,
+                                                     config.snap_similarity)
+            return logits, sims, position, progress, na_logit
 
         def similarities(self, obs, keys):
             """(B, K) similarity of each observation with each of its keyframes (`config.similarity`)."""
@@ -174,12 +192,18 @@ def _build(config: MatcherConfig):
             z_items = nn.functional.normalize(torch.cat([start, z_steps], 1), dim=-1)
             full_mask = torch.cat([torch.ones_like(mask[:, :1]), mask], 1)
             sims = torch.einsum("bd,bkd->bk", z_obs, z_items)
-            logits, position, progress = _place(sims, full_mask, points, self.text_log_scale.exp())
+            logits, position, progress = _place(sims, full_mask, points, self.text_log_scale.exp(), config.readout)
             z_goal = nn.functional.normalize(self.text_proj(goal), dim=-1)
             goal_sim = (z_obs * z_goal).sum(-1, keepdim=True)
             step_sims = sims[:, 1:].masked_fill(~mask, -1.0).max(-1, keepdim=True).values
             features = torch.cat([_profile(sims, logits, full_mask), goal_sim, step_sims], -1)
-            return logits, sims, position, progress, self.na_text(features).squeeze(-1)
+            na_logit = self.na_text(features).squeeze(-1)
+            if not self.training and (config.text_shrink or config.text_abstain is not None):
+                peak = logits.softmax(-1).max(-1).values
+                progress = shrink_text(progress, peak, config.text_shrink)
+                if config.text_abstain is not None:
+                    na_logit = torch.where(peak < config.text_abstain, torch.full_like(na_logit, 50.0), na_logit)
+            return logits, sims, position, progress, na_logit
 
     return Matcher()
 
@@ -196,13 +220,19 @@ def _mlp(inputs: int, hidden: int):
     return nn.Sequential(nn.LayerNorm(inputs), nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
 
-def _place(sims, mask, points, scale):
-    """Masked softmax of scale * sims, the expected position and the progress interpolated there."""
+def _place(sims, mask, points, scale, readout: str = "expected"):
+    """Masked softmax of scale * sims, the expected position and the progress interpolated there.
+    readout "local": the position is the mean over the best item and its two neighbours only."""
     import torch
 
     logits = (sims * scale).masked_fill(~mask, -1e4)
-    weights = logits.softmax(-1)
     index = torch.arange(sims.shape[1], device=sims.device, dtype=sims.dtype)
+    if readout == "local":
+        best = logits.argmax(-1, keepdim=True)
+        near = ((index[None, :] - best).abs() <= 1) & mask
+        weights = logits.masked_fill(~near, -1e4).softmax(-1)
+    else:
+        weights = logits.softmax(-1)
     position = (weights * index).sum(-1)
     low = position.floor().long().clamp(max=sims.shape[1] - 1)
     high = (low + 1).clamp(max=sims.shape[1] - 1)
@@ -211,6 +241,89 @@ def _place(sims, mask, points, scale):
     frac = position - low.to(position.dtype)
     progress = torch.lerp(points.gather(1, low[:, None]), points.gather(1, high[:, None]), frac[:, None]).squeeze(1)
     return logits, position, progress.clamp(0.0, 1.0)
+
+
+def _demo_standardise(obs, keys, mask):
+    """Observation and keyframes centred on the keyframes' mean and divided by their spread, per feature (the
+    spread floored at the mean spread, so a feature the keyframes agree on is not blown up): what the
+    demonstration itself says varies, instead of what our worlds taught the projection to look at."""
+    m = mask[..., None].to(keys.dtype)
+    count = m.sum(1).clamp(min=1.0)
+    mean = (keys * m).sum(1) / count  # (B, D)
+    var = (((keys - mean[:, None]) ** 2) * m).sum(1) / count
+    scale = (var + var.mean(-1, keepdim=True) + 1e-6).sqrt()
+    return (obs - mean) / scale, (keys - mean[:, None]) / scale[:, None]
+
+
+def _demo_distances(views, mask):
+    """(B, 2): log(distance of the observation to its nearest keyframe / median distance of a keyframe to its
+    nearest other keyframe), for each (obs, keys) pair of `views` (the global features, a grid of cells), each
+    vector layer-normalised first. Scale-free and measured inside the user's own world: near 0 or below when the observation sits among
+    the keyframes as they sit among themselves, large when it comes from elsewhere."""
+    import torch
+    import torch.nn.functional as F
+
+    out = []
+    for obs, keys in views:
+        o = F.layer_norm(obs, obs.shape[-1:])
+        k = F.layer_norm(keys, keys.shape[-1:])
+        to_obs = (k - o[:, None]).norm(dim=-1).masked_fill(~mask, 1e6).min(-1).values  # (B,)
+        pair = torch.cdist(k, k)  # (B, K, K)
+        eye = torch.eye(k.shape[1], dtype=torch.bool, device=k.device)[None]
+        pair = pair.masked_fill(eye | ~mask[:, None, :] | ~mask[:, :, None], 1e6)
+        nearest = pair.min(-1).values.masked_fill(~mask, float("nan"))
+        spacing = torch.nanmedian(nearest, dim=-1).values
+        spacing = torch.where(torch.isfinite(spacing) & (spacing < 1e5), spacing, torch.ones_like(spacing))
+        out.append(torch.log((to_obs + 1e-3) / (spacing + 1e-3)))
+    return torch.stack(out, -1)
+
+
+def _order_agreement(sims, mask):
+    """(B, 2): Pearson correlation of the similarities with -|k - best| over the keyframes (1: one peak that
+    falls off along the known order), and the drop from the peak to its neighbours' mean."""
+    import torch
+
+    m = mask.to(sims.dtype)
+    count = m.sum(-1).clamp(min=1.0)
+    index = torch.arange(sims.shape[1], device=sims.device, dtype=sims.dtype)
+    best = sims.masked_fill(~mask, -2.0).argmax(-1, keepdim=True)
+    shape = -(index[None] - best.to(sims.dtype)).abs()
+
+    def centred(x):
+        return (x - (x * m).sum(-1, keepdim=True) / count[:, None]) * m
+
+    a, b = centred(sims), centred(shape)
+    corr = (a * b).sum(-1) / ((a * a).sum(-1).sqrt() * (b * b).sum(-1).sqrt()).clamp(min=1e-6)
+    near = ((index[None] - best).abs() == 1) & mask
+    peak = sims.gather(1, best).squeeze(1)
+    neighbours = (sims * near).sum(-1) / near.sum(-1).clamp(min=1)
+    return torch.stack([corr, peak - neighbours], -1)
+
+
+def _snap(sims, mask, points, position, progress, na_logit, threshold: float):
+    """Where the observation is one of the keyframes (similarity at least `threshold`), its exact place."""
+    import torch
+
+    best = sims.masked_fill(~mask, -2.0).max(-1)
+    hit = best.values >= threshold
+    if not bool(hit.any()):
+        return position, progress, na_logit
+    exact = points.gather(1, best.indices[:, None]).squeeze(1)
+    return (torch.where(hit, best.indices.to(position.dtype), position), torch.where(hit, exact, progress),
+            torch.where(hit, torch.full_like(na_logit, -50.0), na_logit))
+
+
+def shrink_text(progress, peak, bins):
+    """Text progress shrunk toward 0.5 by the factor of the first `[upper, factor]` bin whose upper edge the
+    anchor distribution's peak weight is below (the last bin takes the rest); no bins: unchanged."""
+    import torch
+
+    if not bins:
+        return progress
+    factor = torch.full_like(progress, float(bins[-1][1]))
+    for upper, value in reversed(bins[:-1]):
+        factor = torch.where(peak < upper, torch.full_like(progress, float(value)), factor)
+    return 0.5 + factor * (progress - 0.5)
 
 
 def _profile(sims, logits, mask):

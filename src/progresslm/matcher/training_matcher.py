@@ -76,6 +76,19 @@ class MatcherTrainConfig:
     # Cross-fitting folds train without held-out checks: each branch is taken at the step the main matcher
     # selected ({"visual": 200, "text": 200}) and training stops after the last of them.
     fixed_steps: dict[str, int] = field(default_factory=dict)
+    # Generalisation (issue 27); each default keeps the v1 recipe.
+    readout: str = "expected"  # MatcherConfig.readout
+    demo_norm: bool = False  # MatcherConfig.demo_norm
+    order_check: bool = False  # MatcherConfig.order_check
+    snap_similarity: float | None = None  # MatcherConfig.snap_similarity (test time only)
+    augment_views: int = 0  # augmented copies per training image (matcher.augmentation), encoded once and cached
+    augment_strength: float = 0.6
+    augment_rate: float = 0.5  # chance that an image of a training row is one of its copies instead of itself
+    keyframe_rate: float = 0.0  # share of visual rows whose observation is one of the keyframes (a copy if any)
+    hard_negative_rate: float = 0.0  # share of swapped demos taken as the most alike of 8 other tasks' demos
+    family_negative_rate: float = 0.0  # share of swapped demos from another simulator family (when there are several)
+    calibrate_text: bool = False  # fit MatcherConfig.text_shrink on the --val pool
+    text_abstain_afrr: float = 0.0  # > 0: also abstain on weak text evidence, refusing at most this share on --val
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -90,17 +103,28 @@ class Pool:
     texts: np.ndarray  # (n_texts, 384)
     visual: list[dict]  # per visual sample: obs, keys, points, anchor (0-based), progress, na, task, i
     textual: list[dict]  # per text sample: obs, steps, goal, total, anchor (0..T), progress, na, task, i
+    views: np.ndarray | None = None  # (n_images, V): rows of `images` holding augmented copies of each image
 
 
 def image_key(path: Path) -> str:
     return str(Path(path).resolve())
 
 
+def family_of(sample: Sample) -> str:
+    """The simulator family a sample comes from ("metaworld" for Meta-World rows, which carry no family), or
+    "data" for samples from users' data."""
+    sim = sample.extra.get("sim")
+    if not isinstance(sim, dict):
+        return "data"
+    return str(sim.get("family") or "metaworld")
+
+
 def build_pool(
     samples: Sequence[Sample], image_root, image_store: FeatureStore, text_store: FeatureStore | None,
-    image_encoder, text_encoder,
+    image_encoder, text_encoder, augment: tuple[FeatureStore, int, float, int] | None = None,
 ) -> Pool:  # fmt: skip
-    """Features for every image and text of `samples` (cached in the stores), and the index rows."""
+    """Features for every image and text of `samples` (cached in the stores), and the index rows.
+    `augment` (store, views, strength, seed): also `views` augmented copies of every image, cached in `store`."""
     image_keys: dict[str, int] = {}
     text_keys: dict[str, int] = {}
 
@@ -121,6 +145,7 @@ def build_pool(
         # row is answerable, the other task for a swapped demonstration, and "?" (matching nothing) for an
         # edited object or a goal naming an absent object: the scene is not the one the demo shows.
         demo_task = sim.get("demo_task") or (task if sample.answerable else "?")
+        family = family_of(sample)
         obs = image_index(sample, sample.observation)
         na = not sample.answerable
         demo = sample.demo
@@ -128,6 +153,7 @@ def build_pool(
             visual.append({
                 "obs": obs, "keys": [image_index(sample, n) for n in demo.items],
                 "points": demo.progress_points(), "na": na, "task": task, "demo_task": demo_task, "i": i,
+                "family": family,
                 "anchor": None if na else sample.closest_idx - 1, "progress": sample.progress,
             })  # fmt: skip
         elif text_store is not None:
@@ -135,16 +161,47 @@ def build_pool(
             textual.append({
                 "obs": obs, "steps": [text_index(t) for t in demo.items], "goal": text_index(sample.goal),
                 "total": total, "na": na, "task": task, "demo_task": demo_task, "i": i, "progress": sample.progress,
+                "family": family,
                 "anchor": None if na else int(round(sample.progress * total)),
             })  # fmt: skip
     keys = list(image_keys)
     images = image_store.get(keys, lambda missing: image_encoder().encode_files(missing))
     image_store.save()
+    views = None
+    if augment is not None and augment[1] > 0:
+        copies = augmented_features(keys, augment, image_encoder)
+        views = (len(keys) + np.arange(len(copies))).reshape(len(keys), augment[1])
+        images = np.concatenate([images, copies])
     texts = np.zeros((0, TEXT_DIM), np.float32)
     if text_store is not None and text_keys:
         texts = text_store.get(list(text_keys), lambda missing: text_encoder().encode(missing))
         text_store.save()
-    return Pool(list(samples), images, texts, visual, textual)
+    return Pool(list(samples), images, texts, visual, textual, views)
+
+
+def augmented_features(keys: list[str], augment: tuple[FeatureStore, int, float, int], image_encoder,
+                       chunk: int = 256) -> np.ndarray:
+    """Features of `views` augmented copies of each image file in `keys` (key-major), computed in chunks and
+    saved after each, so a killed run keeps what it encoded."""
+    from progresslm.images import read_image
+    from progresslm.matcher.augmentation import augment_image, view_seed
+
+    store, n_views, strength, seed = augment
+
+    def compute(missing):
+        images = []
+        for key in missing:
+            path, view = key.rsplit("#aug", 1)
+            rng = np.random.default_rng(view_seed(path, int(view), seed))
+            images.append(augment_image(read_image(path), rng, strength))
+        return image_encoder().encode(images)
+
+    wanted = [f"{k}#aug{v}" for k in keys for v in range(n_views)]
+    missing = [k for k in wanted if k not in store]
+    for start in range(0, len(missing), chunk):
+        store.get(missing[start : start + chunk], compute)
+        store.save()
+    return store.get(wanted, compute)
 
 
 # -- batches ------------------------------------------------------------------------------------
@@ -174,33 +231,83 @@ def _cut(row: dict, rng: random.Random, text: bool) -> dict | None:
     return dict(row, keys=row["keys"][: m + 1], points=[i / m for i in range(m + 1)], progress=q, anchor=int(round(q * m)))
 
 
-def _swap(row: dict, rows: list[dict], rng: random.Random) -> dict | None:
-    """The row's observation with the demonstration of another task: N/A."""
+def _swap(row: dict, rows: list[dict], rng: random.Random, pool: Pool | None = None, hard: bool = False) -> dict | None:
+    """The row's observation with the demonstration of another task: N/A. `hard` (needs `pool`): of 8 other
+    tasks' demonstrations, the one whose keyframes' mean feature is most like the observation's."""
+    candidates = []
     for _ in range(20):
         other = rows[rng.randrange(len(rows))]
         if other["task"] != row["task"]:
-            return dict(other, obs=row["obs"], na=True, anchor=None, progress=None, task=row["task"],
-                        demo_task=other["task"])
-    return None
+            candidates.append(other)
+            if not hard or len(candidates) == 8:
+                break
+    if not candidates:
+        return None
+    other = candidates[0]
+    if hard and pool is not None and len(candidates) > 1 and "keys" in other:
+        obs = pool.images[row["obs"]]
+        means = np.stack([pool.images[c["keys"]].mean(0) for c in candidates])
+        cos = means @ obs / (np.linalg.norm(means, axis=1) * np.linalg.norm(obs) + 1e-9)
+        other = candidates[int(np.argmax(cos))]
+    return dict(other, obs=row["obs"], na=True, anchor=None, progress=None, task=row["task"],
+                demo_task=other["task"], family=row.get("family", ""))
 
 
-def sample_batch(rows: list[dict], size: int, rng: random.Random, config: MatcherTrainConfig, text: bool) -> list[dict]:
+def _keyframe(row: dict, rng: random.Random) -> dict:
+    """The row's demonstration with one of its own keyframes as the observation: that keyframe's progress."""
+    k = rng.randrange(len(row["keys"]))
+    return dict(row, obs=row["keys"][k], anchor=k, progress=row["points"][k])
+
+
+def sample_batch(rows: list[dict], size: int, rng: random.Random, config: MatcherTrainConfig, text: bool,
+                 pool: Pool | None = None) -> list[dict]:
     answerable = [r for r in rows if not r["na"]]
+    families = {r.get("family", "") for r in answerable}
     batch = []
     n_swap = int(size * config.swap_rate) if answerable else 0
     for _ in range(n_swap):
-        made = _swap(rng.choice(answerable), answerable, rng)
+        row = rng.choice(answerable)
+        source = answerable
+        if len(families) > 1 and config.family_negative_rate > 0 and rng.random() < config.family_negative_rate:
+            source = _other_family(answerable, row.get("family", ""))
+        hard = not text and config.hard_negative_rate > 0 and rng.random() < config.hard_negative_rate
+        made = _swap(row, source, rng, pool, hard)
         if made:
             batch.append(made)
     while len(batch) < size:
         row = rng.choice(rows)
-        if not row["na"] and rng.random() < config.cut_rate:
+        if not row["na"] and not text and config.keyframe_rate > 0 and rng.random() < config.keyframe_rate:
+            row = _keyframe(row, rng)
+        elif not row["na"] and rng.random() < config.cut_rate:
             row = _cut(row, rng, text) or row
         batch.append(row)
     return batch
 
 
-def visual_tensors(batch: list[dict], pool: Pool):
+_FAMILY_ROWS: dict[tuple[int, str], list[dict]] = {}
+
+
+def _other_family(rows: list[dict], family: str) -> list[dict]:
+    """The rows of `rows` from other families than `family` (memoised per list)."""
+    key = (id(rows), family)
+    if key not in _FAMILY_ROWS:
+        _FAMILY_ROWS[key] = [r for r in rows if r.get("family", "") != family] or rows
+    return _FAMILY_ROWS[key]
+
+
+def _views(index: np.ndarray, pool: Pool, rng: np.random.Generator | None, rate: float) -> np.ndarray:
+    """Each image index replaced, with probability `rate`, by one of its augmented copies (training only)."""
+    if rng is None or pool.views is None or rate <= 0:
+        return index
+    flat = index.reshape(-1)
+    use = (rng.random(flat.shape) < rate) & (flat < len(pool.views))
+    choice = rng.integers(0, pool.views.shape[1], flat.shape)
+    out = flat.copy()
+    out[use] = pool.views[flat[use], choice[use]]
+    return out.reshape(index.shape)
+
+
+def visual_tensors(batch: list[dict], pool: Pool, rng: np.random.Generator | None = None, rate: float = 0.0):
     import torch
 
     keys, mask = _pad([r["keys"] for r in batch])
@@ -208,15 +315,16 @@ def visual_tensors(batch: list[dict], pool: Pool):
     for i, r in enumerate(batch):
         points[i, : len(r["points"])] = r["points"]
         points[i, len(r["points"]) :] = r["points"][-1]
+    obs = _views(np.array([r["obs"] for r in batch]), pool, rng, rate)
     return (
-        torch.from_numpy(pool.images[[r["obs"] for r in batch]]),
-        torch.from_numpy(pool.images[keys]),
+        torch.from_numpy(pool.images[obs]),
+        torch.from_numpy(pool.images[_views(keys, pool, rng, rate)]),
         torch.from_numpy(mask),
         torch.from_numpy(points),
     )
 
 
-def text_tensors(batch: list[dict], pool: Pool):
+def text_tensors(batch: list[dict], pool: Pool, rng: np.random.Generator | None = None, rate: float = 0.0):
     import torch
 
     steps, mask = _pad([r["steps"] for r in batch])
@@ -226,7 +334,7 @@ def text_tensors(batch: list[dict], pool: Pool):
         points[i, : len(pts)] = pts
         points[i, len(pts) :] = pts[-1]
     return (
-        torch.from_numpy(pool.images[[r["obs"] for r in batch]]),
+        torch.from_numpy(pool.images[_views(np.array([r["obs"] for r in batch]), pool, rng, rate)]),
         torch.from_numpy(pool.texts[steps]),
         torch.from_numpy(mask),
         torch.from_numpy(points),
@@ -234,11 +342,13 @@ def text_tensors(batch: list[dict], pool: Pool):
     )
 
 
-def batch_loss(module, batch: list[dict], pool: Pool, config: MatcherTrainConfig, text: bool):
+def batch_loss(module, batch: list[dict], pool: Pool, config: MatcherTrainConfig, text: bool,
+               views_rng: np.random.Generator | None = None):
     import torch
     import torch.nn.functional as F
 
-    tensors = text_tensors(batch, pool) if text else visual_tensors(batch, pool)
+    make = text_tensors if text else visual_tensors
+    tensors = make(batch, pool, views_rng, config.augment_rate)
     logits, _, _, progress, na_logit = (module.text if text else module.visual)(*tensors)
     na = torch.tensor([r["na"] for r in batch], dtype=torch.float32)
     answerable = na == 0
@@ -427,7 +537,12 @@ def train_matcher(config: MatcherTrainConfig, progress: bool = True) -> dict:
         return encoders.setdefault("text", TextEncoder(device=config.device))
 
     started = time.perf_counter()
-    train = build_pool(train_samples, image_root, image_store, text_store, image_encoder, text_encoder)
+    augment = None
+    if config.augment_views > 0:
+        name = f"{config.image.name}-aug{config.augment_strength:g}-s{config.seed}"
+        augment = (FeatureStore(features / name, config.image.dim, name), config.augment_views,
+                   config.augment_strength, config.seed)  # fmt: skip
+    train = build_pool(train_samples, image_root, image_store, text_store, image_encoder, text_encoder, augment)
     val = build_pool(val_samples, image_root, image_store, text_store, image_encoder, text_encoder)
     feature_seconds = time.perf_counter() - started
     if not [r for r in train.visual if not r["na"]]:
@@ -438,9 +553,11 @@ def train_matcher(config: MatcherTrainConfig, progress: bool = True) -> dict:
     rng = random.Random(config.seed)
     matcher_config = MatcherConfig(
         image=config.image, embed_dim=config.embed_dim, text=config.text and bool(train.textual), dropout=config.dropout,
-        similarity=config.similarity,
+        similarity=config.similarity, readout=config.readout, demo_norm=config.demo_norm,
+        order_check=config.order_check, snap_similarity=config.snap_similarity,
     )
     matcher = Matcher(matcher_config)
+    views_rng = np.random.default_rng(config.seed)
     module = matcher.module
     log.info("matcher: %d parameters", sum(p.numel() for p in module.parameters()))
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -457,9 +574,11 @@ def train_matcher(config: MatcherTrainConfig, progress: bool = True) -> dict:
     bar = tqdm(range(1, last + 1), desc="train matcher", unit="step", disable=not progress)
     for step in bar:
         module.train()
-        losses = batch_loss(module, sample_batch(train.visual, config.batch_size, rng, config, False), train, config, False)
+        visual_batch = sample_batch(train.visual, config.batch_size, rng, config, False, train)
+        losses = batch_loss(module, visual_batch, train, config, False, views_rng)
         if matcher_config.text:
-            text_losses = batch_loss(module, sample_batch(train.textual, config.batch_size // 2, rng, config, True), train, config, True)
+            text_batch = sample_batch(train.textual, config.batch_size // 2, rng, config, True, train)
+            text_losses = batch_loss(module, text_batch, train, config, True, views_rng)
             losses.update({f"text_{k}": v for k, v in text_losses.items()})
         loss = sum(losses.values())
         optimizer.zero_grad()
@@ -506,6 +625,10 @@ def train_matcher(config: MatcherTrainConfig, progress: bool = True) -> dict:
                   "feature_seconds": round(feature_seconds, 1), "seconds": round(time.perf_counter() - started, 1)}
         (out / "select.json").write_text(json.dumps(report, indent=2) + "\n")
         return report
+    if config.calibrate_text and matcher.config.text:
+        matcher.config.text_shrink, matcher.config.text_abstain = calibrate_text(matcher, val, config.text_abstain_afrr)
+        matcher.config.made_from["text_calibration"] = {"shrink": matcher.config.text_shrink,
+                                                        "abstain": matcher.config.text_abstain}
     final, scores, chosen = evaluate_pool(matcher, val, config)  # the branches are independent: same thresholds
     matcher.config.na_threshold, matcher.config.text_na_threshold = chosen
     matcher.save(out)
@@ -516,6 +639,57 @@ def train_matcher(config: MatcherTrainConfig, progress: bool = True) -> dict:
               "feature_seconds": round(feature_seconds, 1), "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     (out / "select.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def text_evidence(matcher: Matcher, pool: Pool) -> list[tuple[float, float, float]]:
+    """(progress as read, label, peak weight of the anchor distribution) of every answerable text row, read
+    without any text calibration."""
+    import torch
+
+    config = matcher.config
+    saved = config.text_shrink, config.text_abstain
+    config.text_shrink, config.text_abstain = [], None
+    rows = [r for r in pool.textual if not r["na"]]
+    out = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(rows), 1024):
+                batch = rows[start : start + 1024]
+                logits, _, _, progress, _ = matcher.module.text(*text_tensors(batch, pool))
+                peak = logits.softmax(-1).max(-1).values
+                out.extend((float(p), float(r["progress"]), float(w)) for r, p, w in zip(batch, progress, peak))
+    finally:
+        config.text_shrink, config.text_abstain = saved
+    return out
+
+
+def calibrate_text(matcher: Matcher, pool: Pool, abstain_afrr: float = 0.0, bins: int = 4) -> tuple[list, float | None]:
+    """Shrink factors toward 50 % per quantile bin of the text anchor distribution's peak weight, each the factor
+    (0, 0.05, ..., 1) with the lowest mean normalised score error on `pool` (held-out tasks); and, with
+    `abstain_afrr` > 0, the peak weight under which a text answer is N/A, refusing at most that share of the
+    pool's answerable text rows. Weak evidence gets pulled toward the middle, where a wrong answer costs least."""
+    from progresslm.metrics import nse_term
+
+    rows = text_evidence(matcher, pool)
+    if len(rows) < 4 * bins:
+        return [], None
+    read, label, peak = (np.array(x) for x in zip(*rows))
+    edges = list(np.quantile(peak, [(b + 1) / bins for b in range(bins - 1)])) + [1.01]
+    lower = -1.0
+    shrink = []
+    for upper in edges:
+        inside = (peak >= lower) & (peak < upper)
+        lower = upper
+        if not inside.any():
+            shrink.append([round(float(upper), 4), 1.0])
+            continue
+        best = min(np.linspace(0, 1, 21), key=lambda c: np.mean([nse_term(g, 0.5 + c * (r - 0.5))
+                                                                  for r, g in zip(read[inside], label[inside])]))
+        shrink.append([round(float(upper), 4), round(float(best), 2)])
+    abstain = None
+    if abstain_afrr > 0:
+        abstain = round(float(np.quantile(peak, abstain_afrr)), 4)
+    return shrink, abstain
 
 
 def _plain(config: MatcherTrainConfig) -> dict:
