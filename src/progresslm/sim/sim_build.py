@@ -97,8 +97,8 @@ class SimBuildConfig:
             own = get_family(self.families[0]).cameras.all
             bad = [c for c in self.cameras if c not in own]
             if bad:
-                raise SimBuildError(f"unknown camera(s) {', '.join(bad)}; valid {self.families[0]} cameras: "
-                                    f"{', '.join(own)}")
+                raise SimBuildError(f"unknown camera(s) {', '.join(bad)}; valid cameras: {', '.join(own)} "
+                                    f"({self.families[0]})")
         if self.cameras is not None and len(self.cameras) < 2:
             raise SimBuildError("give at least 2 cameras: cross-view samples need a second one")
         if self.level not in LEVELS:
@@ -152,7 +152,7 @@ class SimBuildConfig:
         data["version"] = FORMAT_VERSION
         data["preset_values"] = asdict(self.resolved_preset)
         # Meta-World-only builds keep the identity they had before families, so their folders still resume.
-        if data["preset_values"]["families"] == [DEFAULT_FAMILY]:
+        if list(data["preset_values"]["families"]) == [DEFAULT_FAMILY]:
             del data["preset_values"]["families"]
         if data["family"] is None:
             del data["family"]
