@@ -109,3 +109,23 @@ def test_unit_is_byte_identical_across_runs(tmp_path, monkeypatch):
         outs.append((result.rows, [(p.relative_to(tmp_path / str(run)), p.read_bytes()) for p in files]))
     assert outs[0][0] == outs[1][0]
     assert outs[0][1] == outs[1][1] and len(outs[0][1]) > 5
+
+
+def test_sim_build_family_fetch_makes_every_axis(tmp_path):
+    """`sim build --family fetch` goes through the registry and the shared builder: every file stem has rows, the rows
+    name their family, the card names the family's tasks."""
+    import json
+
+    from progresslm.bench.format import FILE_STEMS
+    from progresslm.cli.main import main
+    from progresslm.sim.family import all_tasks, family_of
+
+    assert family_of("fetch-push") == "fetch" and set(FETCH_TASKS) <= set(all_tasks())
+    out = tmp_path / "fetch"
+    assert main(["sim", "build", "--family", "fetch", "--preset", "tiny", "--out", str(out), "--workers", "1",
+                 "--quiet"]) in (0, None)
+    rows = {stem: [json.loads(line) for line in (out / "bench" / f"{stem}.jsonl").read_text().splitlines()]
+            for stem in FILE_STEMS}
+    assert all(rows[stem] for stem in FILE_STEMS), {stem: len(r) for stem, r in rows.items()}
+    assert {row["sim"]["family"] for stem in FILE_STEMS for row in rows[stem]} == {"fetch"}
+    assert "fetch-" in (out / "card.md").read_text()

@@ -24,6 +24,7 @@ import numpy as np
 # name -> "module:attribute" of the family object; lazily imported. Task names are unique across families.
 FAMILIES: dict[str, str] = {
     "metaworld": "progresslm.sim.metaworld.family:FAMILY",
+    "fetch": "progresslm.sim.fetch.family:FAMILY",
 }
 DEFAULT_FAMILY = "metaworld"
 ROLLOUT_KINDS = ("expert", "failure", "random")  # what `Worker.rollout` can run (export-videos writes all three)
