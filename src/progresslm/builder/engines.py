@@ -166,7 +166,10 @@ def _run_ray(function: Callable, jobs: Sequence[Any], names: Sequence[str], work
              address: str | None) -> Iterator[Finished]:
     import ray
 
+    from progresslm.builder import reaper
+
     started = not ray.is_initialized()  # a connection this process made already is reused, and left open
+    watcher = None
     if started:
         if address:
             _check_reachable(address)
@@ -175,6 +178,7 @@ def _run_ray(function: Callable, jobs: Sequence[Any], names: Sequence[str], work
                 ray.init(address=address)
             else:
                 ray.init(num_cpus=max(workers, 1), include_dashboard=False)
+                watcher = reaper.watch(os.getpid())  # the instance's agents end with this process, even on kill -9
         except (ConnectionError, RuntimeError, ValueError) as error:
             if not address:
                 raise EngineError(f"could not start a local Ray instance: {error}") from error
@@ -201,3 +205,4 @@ def _run_ray(function: Callable, jobs: Sequence[Any], names: Sequence[str], work
             ray.cancel(ref)
         if started:
             ray.shutdown()
+            reaper.release(watcher)
