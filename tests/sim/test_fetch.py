@@ -68,12 +68,12 @@ def test_restored_state_renders_identically_and_hides_the_goal(envs):
         import mujoco
 
         plain = mujoco.MjvOption()
-        ours = renderer.option
-        renderer.option = plain
+        ours = renderer.scene_option
+        renderer.scene_option = plain
         try:
             shown = renderer.render(env.data, "fetch_close")
         finally:
-            renderer.option = ours
+            renderer.scene_option = ours
         red = lambda img: ((img[..., 0] > 150) & (img[..., 1] < 60) & (img[..., 2] < 60)).sum()  # noqa: E731
         assert red(shown) > 5 and red(first) == 0
     finally:

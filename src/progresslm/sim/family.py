@@ -15,6 +15,9 @@ so `progresslm --help` and a Meta-World-only install import no other simulator.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -187,3 +190,29 @@ def progress_labels(key_frames: Sequence[int], n_frames: int) -> np.ndarray:
     key = np.asarray(key_frames, dtype=float)
     steps = len(key) - 1
     return np.interp(np.arange(n_frames), key, np.arange(steps + 1) / steps)
+
+
+def package_problem(packages: Sequence[str], extra: str) -> str | None:
+    """Which of a family's `packages` are not installed, with the pip line that installs its extra; None when all are."""
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed; pip install -e '.[{extra}]' in the progresslm clone"
+    return None
+
+
+def child_check(code: str, timeout: float = 120) -> str | None:
+    """Run `code` in a child Python; its last line of stderr when it fails, else None."""
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"the offscreen GL check could not run ({error})"
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        return lines[-1] if lines else f"the offscreen GL check failed (exit code {done.returncode})"
+    return None
+
+
+def gl_problem() -> str | None:
+    """Why MuJoCo cannot render offscreen here, or None. The check renders in a child process: a GL context in this
+    one could clash with what it loads later (torch)."""
+    return child_check("from progresslm.sim.mujoco_scene.render import check_gl; check_gl()")

@@ -9,7 +9,7 @@ from contextlib import ExitStack
 
 import numpy as np
 
-from progresslm.sim.family import CameraSet, TaskInfo
+from progresslm.sim.family import CameraSet, TaskInfo, gl_problem, package_problem
 
 # Things no Fetch scene holds (it has a block or a puck, a table and the robot).
 ABSENT_OBJECTS = ("banana", "coffee mug", "tennis ball", "toy car", "sponge", "screwdriver", "red apple", "cup")
@@ -39,14 +39,8 @@ class FetchFamily:
                 for name, t in FETCH_TASKS.items()}  # fmt: skip
 
     def problem(self) -> str | None:
-        import importlib.util
-
-        missing = [name for name in ("mujoco", "gymnasium", "gymnasium_robotics") if importlib.util.find_spec(name) is None]
-        if missing:
-            return f"{', '.join(missing)} not installed; pip install -e '.[{self.extra}]' in the progresslm clone"
-        from progresslm.sim.metaworld.family import child_check
-
-        return child_check("from progresslm.sim.mujoco_scene.render import check_gl; check_gl()")
+        """Why Fetch cannot run here (a package missing, no working offscreen GL), or None."""
+        return package_problem(("mujoco", "gymnasium", "gymnasium_robotics"), self.extra) or gl_problem()
 
     def worker(self) -> FetchWorker:
         return FetchWorker()

@@ -18,12 +18,13 @@ from __future__ import annotations
 import colorsys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from progresslm.sim.family import LEVELS
-from progresslm.sim.mujoco_scene.render import SHAPES, ExtraGeom, FrameRenderer, RenderError
+from progresslm.sim.mujoco_scene.randomise import style_to_dict
+from progresslm.sim.mujoco_scene.render import SHAPES, ExtraGeom, FrameRenderer, RenderError, check_gl
 
 NOISE_LIMIT = 25.0  # mean |horizontal pixel difference|; clean Fetch frames stay under 10
 NOISE_RETRIES = 2
@@ -71,42 +72,22 @@ class FetchStyle:
     distractors: tuple[ExtraGeom, ...] = field(default=())
 
     def to_dict(self) -> dict:
-        out = {}
-        for key, value in asdict(self).items():
-            if key == "distractors":
-                out[key] = [g.to_dict() for g in self.distractors]
-            elif isinstance(value, (tuple, list)):
-                out[key] = [round(float(v), 4) for v in value]
-            elif isinstance(value, float):
-                out[key] = round(value, 4)
-            else:
-                out[key] = value
-        return out
+        return style_to_dict(self)
 
 
 class FetchRenderer(FrameRenderer):
     """`FrameRenderer` drawing no sites and no rangefinder rays, refusing GL-noise frames."""
 
     def __init__(self, model, size: int):
-        super().__init__(model, size)
-        import mujoco
+        check_gl()  # before mujoco's first import picks a GL backend
+        import mujoco  # lazy: mujoco is the sim extra's, and MUJOCO_GL must be set first
 
-        self.option = mujoco.MjvOption()
-        self.option.sitegroup[:] = 0
-        self.option.geomgroup[:] = 0
-        self.option.geomgroup[:3] = 1
-        self.option.flags[mujoco.mjtVisFlag.mjVIS_RANGEFINDER] = 0
-
-    def _prepare(self, data, camera: str) -> bool:
-        import mujoco
-
-        camera_id = self.camera_id(camera)
-        if self._stale_textures:
-            self._upload_stale_textures()
-        mujoco.mj_camlight(self.model, data)
-        self._renderer.update_scene(data, camera_id, scene_option=self.option)
-        self._draw_overlays(data)
-        return False
+        option = mujoco.MjvOption()
+        option.sitegroup[:] = 0
+        option.geomgroup[:] = 0
+        option.geomgroup[:3] = 1
+        option.flags[mujoco.mjtVisFlag.mjVIS_RANGEFINDER] = 0
+        super().__init__(model, size, scene_option=option)
 
     def render(self, data, camera: str) -> np.ndarray:
         for _ in range(NOISE_RETRIES + 1):

@@ -8,7 +8,7 @@ from contextlib import ExitStack
 
 import numpy as np
 
-from progresslm.sim.family import CameraSet, TaskInfo
+from progresslm.sim.family import CameraSet, TaskInfo, gl_problem, package_problem
 
 # Things no Meta-World scene holds, for text that names an object the scene does not have.
 ABSENT_OBJECTS = ("banana", "teddy bear", "red apple", "coffee mug", "tennis ball", "toy car", "sponge", "screwdriver")
@@ -31,32 +31,11 @@ class MetaWorldFamily:
                 for name, spec in TASKS.items()}  # fmt: skip
 
     def problem(self) -> str | None:
-        """Why Meta-World cannot run here (a package missing, no working offscreen GL), or None. The GL check renders
-        in a child process: a GL context in this one could clash with what it loads later (torch)."""
-        import importlib.util
-
-        missing = [name for name in ("mujoco", "metaworld", "gymnasium") if importlib.util.find_spec(name) is None]
-        if missing:
-            return f"{', '.join(missing)} not installed; pip install -e '.[{self.extra}]' in the progresslm clone"
-        return child_check("from progresslm.sim.mujoco_scene.render import check_gl; check_gl()")
+        """Why Meta-World cannot run here (a package missing, no working offscreen GL), or None."""
+        return package_problem(("mujoco", "metaworld", "gymnasium"), self.extra) or gl_problem()
 
     def worker(self) -> MetaWorldWorker:
         return MetaWorldWorker()
-
-
-def child_check(code: str, timeout: float = 120) -> str | None:
-    """Run `code` in a child Python; its last line of stderr when it fails, else None."""
-    import subprocess
-    import sys
-
-    try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"the offscreen GL check could not run ({error})"
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        return lines[-1] if lines else f"the offscreen GL check failed (exit code {done.returncode})"
-    return None
 
 
 class MetaWorldWorker:

@@ -125,17 +125,23 @@ class SceneStyle:
 
     def to_dict(self) -> dict:
         """Plain values, to record in a sample how its frames were made."""
-        out = {}
-        for key, value in asdict(self).items():
-            if key == "distractors":
-                out[key] = [geom.to_dict() for geom in self.distractors]
-            elif isinstance(value, tuple):
-                out[key] = [round(float(v), 4) for v in value]
-            elif isinstance(value, float):
-                out[key] = round(value, 4)
-            else:
-                out[key] = value
-        return out
+        return style_to_dict(self)
+
+
+def style_to_dict(style) -> dict:
+    """A scene-style dataclass as plain rounded values (vectors as lists, distractors as their dicts), for a sample's
+    record of how its frames were made; every family's style records itself this way."""
+    out = {}
+    for key, value in asdict(style).items():
+        if key == "distractors":
+            out[key] = [geom.to_dict() for geom in style.distractors]
+        elif isinstance(value, (tuple, list)):
+            out[key] = [round(float(v), 4) for v in value]
+        elif isinstance(value, float):
+            out[key] = round(value, 4)
+        else:
+            out[key] = value
+    return out
 
 
 class Randomizer:

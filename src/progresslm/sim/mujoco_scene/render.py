@@ -152,11 +152,13 @@ class FrameRenderer:
         with FrameRenderer(model, size=224) as renderer:
             image = renderer.render(data, "corner3")  # uint8 array, 224 x 224 x 3
 
-    Before each frame the camera and light poses are recomputed from the model (`mj_camlight`), so
+    `scene_option` (a `mujoco.MjvOption`) chooses what is drawn, e.g. no sites for a family whose goal markers are
+    sites. Before each frame the camera and light poses are recomputed from the model (`mj_camlight`), so
     live edits of `model.cam_pos` / `model.light_dir` show up without stepping the simulation.
     """
 
-    def __init__(self, model: mujoco.MjModel, size: int = DEFAULT_SIZE):
+    def __init__(self, model: mujoco.MjModel, size: int = DEFAULT_SIZE,
+                 scene_option: mujoco.MjvOption | None = None):
         check_gl()
         import mujoco
 
@@ -164,6 +166,7 @@ class FrameRenderer:
             raise ValueError(f"size must be a positive number of pixels, got {size}")
         self.model = model
         self.size = size
+        self.scene_option = scene_option  # what to draw (geom and site groups, visual flags); None: mujoco's default
         self._overlays: list[Overlay] = []
         self._stale_textures: set[int] = set()
         self._sent_textures: dict[int, np.ndarray] = {}  # texture id -> data last uploaded
@@ -251,7 +254,7 @@ class FrameRenderer:
         if self._stale_textures:
             self._upload_stale_textures()
         mujoco.mj_camlight(self.model, data)  # picks up live edits of camera and light poses
-        self._renderer.update_scene(data, camera_id)
+        self._renderer.update_scene(data, camera_id, scene_option=self.scene_option)
         self._draw_overlays(data)
         return camera in FLIPPED_CAMERAS
 
