@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+import tracemalloc
+import zlib
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -222,6 +224,75 @@ def test_a_reply_past_the_size_cap_is_that_replicas_failure_not_memory(good, req
             assert "more than" in error and "1,000" in error
         finally:
             bad.stop()
+
+
+def flood(total: int, how: str, sent: list[int]) -> Script:
+    """A chat completion of `total` bytes, 1 MiB a write, sent `how` (unsized / chunked / gzip); `sent` gets the
+    bytes written before the client hung up."""
+    head, tail = b'{"choices": [{"message": {"content": "', b'"}}]}'
+
+    def blocks():
+        yield head
+        for _ in range(total // 2**20):
+            yield b"9" * 2**20
+        yield tail
+
+    def script(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Transfer-Encoding" if how == "chunked" else "Connection", "chunked" if how == "chunked"
+                      else "close")  # fmt: skip
+        parts = blocks()
+        if how == "gzip":
+            h.send_header("Content-Encoding", "gzip")
+            packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            parts = (packer.compress(block) for block in blocks())
+        h.end_headers()
+        count = 0
+        try:
+            for part in parts:
+                h.wfile.write(b"%x\r\n%s\r\n" % (len(part), part) if how == "chunked" else part)
+                count += len(part)
+            if how == "chunked":
+                h.wfile.write(b"0\r\n\r\n")
+        finally:
+            sent.append(count)
+
+    return script
+
+
+@pytest.mark.parametrize("how", ["unsized", "chunked", "gzip"])
+def test_a_flood_is_cut_off_at_the_cap_not_read_to_its_end(how, good, requests):
+    """A 256 MB reply (or a gzip bomb that decodes to it) with no Content-Length to refuse it by: the client stops
+    reading once the cap is passed, so the replica gets to send the cap plus what socket buffers hold, not 256 MB;
+    the request fails over, and with no other replica the error says why. What the client allocates at the peak is
+    measured too, since a gzip bomb is small on the wire."""
+    total, cap = 256 * 2**20, 2**20
+    sent: list[int] = []
+    bad = RawServer(flood(total, how, sent))
+    try:
+        backend = backend_for(bad.base_url, good.base_url)
+        backend.max_reply_bytes = cap
+        assert answers(backend, requests[:1]) == {0: "77%"}
+        alone = backend_for(bad.base_url)
+        alone.max_reply_bytes = cap
+        tracemalloc.start()
+        try:
+            with pytest.raises(BackendError, match="the reply passed 1,048,576 bytes, more than a chat completion may"):
+                answers(alone, requests[:1])
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        # what the request held at most: the cap, a decoded chunk or two, the stub's 1 MiB blocks (it read 256 MB
+        # into a bytes object when the body was read whole)
+        assert peak < 48 * 2**20, f"{peak:,} bytes allocated at the peak for a reply capped at {cap:,}"
+        deadline = time.monotonic() + 5
+        while len(sent) < 2 and time.monotonic() < deadline:  # the stub notices the hang-up on its next write
+            time.sleep(0.01)
+        assert len(sent) == 2, "the stub was still sending 5 s after the client gave up"
+        assert max(sent) < cap + 32 * 2**20, f"the client read {max(sent):,} bytes of a {total:,}-byte reply"
+    finally:
+        bad.stop()
 
 
 def drip(head: bytes, body: bytes, every_s: float, headers_too: bool) -> Callable:
