@@ -10,6 +10,12 @@ from contextlib import ExitStack
 import numpy as np
 
 from progresslm.sim.family import CameraSet, TaskInfo, gl_problem, package_problem
+from progresslm.sim.fetch.rollout import FetchEnvs, new_env, restore, rollout
+from progresslm.sim.fetch.scene import FetchRenderer, apply_style, object_geoms, sample_style
+from progresslm.sim.fetch.tasks import FETCH_TASKS, get_fetch_task
+from progresslm.sim.mujoco_scene.edits import edit_object, object_colours
+from progresslm.sim.mujoco_scene.framing import Framing, apply_framing, frame_cameras
+from progresslm.sim.mujoco_scene.render import check_gl
 
 # Things no Fetch scene holds (it has a block or a puck, a table and the robot).
 ABSENT_OBJECTS = ("banana", "coffee mug", "tennis ball", "toy car", "sponge", "screwdriver", "red apple", "cup")
@@ -33,8 +39,6 @@ class FetchFamily:
     cameras = CAMERAS
 
     def tasks(self) -> dict[str, TaskInfo]:
-        from progresslm.sim.fetch.tasks import FETCH_TASKS
-
         return {name: TaskInfo(name, self.name, t.goal, t.object_name, t.step_descriptions)
                 for name, t in FETCH_TASKS.items()}  # fmt: skip
 
@@ -50,16 +54,11 @@ class FetchWorker:
     """The envs of one process (one per Fetch scene, each with one renderer per size), kept across units."""
 
     def __init__(self):
-        from progresslm.sim.mujoco_scene.render import check_gl
-
         check_gl()
-        from progresslm.sim.fetch.rollout import FetchEnvs
 
         self.envs = FetchEnvs()
 
     def rollout(self, task: str, seed: int, kind: str = "expert", stall_step: int | None = None):
-        from progresslm.sim.fetch.rollout import rollout
-
         episode = rollout(task, seed, kind=kind, stall_step=stall_step, envs=self.envs)
         if kind == "expert" and stall_step is None and not episode.ok:
             return None
@@ -69,9 +68,6 @@ class FetchWorker:
         return FetchScene(episode, size, cameras, self)
 
     def sample_style(self, level: str, scene: FetchScene, rng: np.random.Generator):
-        from progresslm.sim.fetch.scene import sample_style
-        from progresslm.sim.mujoco_scene.edits import object_colours
-
         trace = scene.episode.trace
         avoid = [trace.goal[0][:2]] + [p[:2] for p in trace.tcp[:: max(len(trace) // 10, 1)]]
         if scene.has_object:
@@ -80,8 +76,6 @@ class FetchWorker:
                             avoid_rgb=object_colours(scene.model, scene.object_geoms))
 
     def renderer(self, env, size: int):
-        from progresslm.sim.fetch.scene import FetchRenderer
-
         renderers = env.__dict__.setdefault("_progresslm_renderers", {})
         renderer = renderers.get(size)
         if renderer is None:
@@ -99,10 +93,6 @@ class FetchScene:
     worker's env of their task's scene: each `render` restores its own episode's state first."""
 
     def __init__(self, episode, size: int, cameras: Sequence[str], worker: FetchWorker):
-        from progresslm.sim.fetch.rollout import new_env
-        from progresslm.sim.fetch.scene import object_geoms
-        from progresslm.sim.fetch.tasks import get_fetch_task
-
         self.episode, self.cameras = episode, tuple(cameras)
         self.task = get_fetch_task(episode.task)
         envs = worker.envs._envs
@@ -118,7 +108,6 @@ class FetchScene:
 
     def frame(self, episodes) -> None:
         """Aim and zoom the unit's framed cameras at the region where `episodes` happen."""
-        from progresslm.sim.mujoco_scene.framing import Framing, frame_cameras
 
         points = np.concatenate([e.region_points() for e in episodes])
         aimed = {}
@@ -129,11 +118,6 @@ class FetchScene:
         self.framing = Framing(aimed)
 
     def render(self, frame: int, camera: str, edit: tuple[str, np.random.Generator] | None = None):
-        from progresslm.sim.fetch.rollout import restore
-        from progresslm.sim.fetch.scene import apply_style
-        from progresslm.sim.mujoco_scene.edits import edit_object
-        from progresslm.sim.mujoco_scene.framing import apply_framing
-
         restore(self.env, self.episode.states[frame])
         record: dict = {}
         with ExitStack() as stack:

@@ -71,7 +71,7 @@ class FetchEpisode:
 
 
 def state_spec() -> int:
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     spec = 0
     for part in STATE_PARTS:
@@ -93,7 +93,7 @@ def _with_cameras(env_class):
     """`env_class` whose model gains `EXTRA_CAMERAS` (compiled from its XML with MjSpec; physics unchanged)."""
 
     def _initialize_simulation(self):
-        import mujoco
+        import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
         setup = dict(self.initial_qpos)  # the joint values _env_setup applies (it replaces the attribute)
 
@@ -137,9 +137,13 @@ def _with_cameras(env_class):
 def new_env(task: FetchTask):
     """A gymnasium-robotics Fetch env of the task's scene with `EXTRA_CAMERAS`; no time limit, no render mode (no
     GL)."""
-    from gymnasium_robotics.envs.fetch.pick_and_place import MujocoFetchPickAndPlaceEnv
+    from gymnasium_robotics.envs.fetch.pick_and_place import (
+        MujocoFetchPickAndPlaceEnv,  # lazy: the fetch extra; imports mujoco, so only after check_gl
+    )
     from gymnasium_robotics.envs.fetch.push import MujocoFetchPushEnv
-    from gymnasium_robotics.envs.fetch.reach import MujocoFetchReachEnv
+    from gymnasium_robotics.envs.fetch.reach import (
+        MujocoFetchReachEnv,  # lazy: the fetch extra; imports mujoco, so only after check_gl
+    )
     from gymnasium_robotics.envs.fetch.slide import MujocoFetchSlideEnv
 
     classes = {"reach": MujocoFetchReachEnv, "push": MujocoFetchPushEnv, "slide": MujocoFetchSlideEnv,
@@ -150,7 +154,7 @@ def new_env(task: FetchTask):
 def reset(env, task: FetchTask, seed: int) -> None:
     """Put `env` on the variant of `seed`: the object's start from gymnasium-robotics' own sampling, the goal from its
     sampling (`goal_kind` env) or drawn by the task's own rule."""
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -183,7 +187,7 @@ def reset(env, task: FetchTask, seed: int) -> None:
 
 def restore(env, state: np.ndarray) -> None:
     """Put a stored frame state into `env` (made for the same task's scene) and recompute positions."""
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     spec = state_spec()
     expected = mujoco.mj_stateSize(env.model, spec)
@@ -195,7 +199,7 @@ def restore(env, state: np.ndarray) -> None:
 
 
 def _get_state(env, spec: int, size: int) -> np.ndarray:
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     out = np.empty(size, dtype=np.float64)
     mujoco.mj_getState(env.model, env.data, out, spec)
@@ -406,7 +410,7 @@ def rollout(task: FetchTask | str, seed: int, kind: str = "expert", stall_step: 
     """Run `task` on the variant of `seed`: the expert (`failure` set unless it succeeds with every key step, each at
     least `MIN_STEP_FRAMES` long), a `failure` (phantom-object expert) or a `random` policy; `stall_step` k stops the
     expert when key step k has ended and holds still for `STALL_HOLD` frames."""
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     spec = get_fetch_task(task) if isinstance(task, str) else task
     if kind not in ("expert", "failure", "random"):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from progresslm.sim.family import LEVELS
+from progresslm.sim.mujoco_scene.model import restoring
 from progresslm.sim.mujoco_scene.randomise import style_to_dict
 from progresslm.sim.mujoco_scene.render import SHAPES, ExtraGeom, FrameRenderer, RenderError, check_gl
 
@@ -207,7 +208,7 @@ def _distractors(rng, model, count: tuple[int, int], avoid_xy, avoid_rgb) -> tup
 
 
 def _matrix(rotvec) -> np.ndarray:
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     angle = float(np.linalg.norm(rotvec))
     if angle < 1e-9:
@@ -222,13 +223,12 @@ def _matrix(rotvec) -> np.ndarray:
 @contextmanager
 def apply_style(model, style: FetchStyle, renderer: FrameRenderer, keep: Sequence[int] = ()) -> Iterator[None]:
     """Context manager: `style` applied to `model` (and drawn by `renderer`) inside the block; undone exactly."""
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
-    from progresslm.sim.mujoco_scene.model import _restored
 
     kept = set(keep)
     with ExitStack() as stack:
-        stack.enter_context(_restored(model))
+        stack.enter_context(restoring(model))
         headlight = model.vis.headlight
         saved = headlight.diffuse.copy(), headlight.ambient.copy()
         stack.callback(lambda: (headlight.diffuse.__setitem__(slice(None), saved[0]),

@@ -9,6 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from progresslm.sim.metaworld.family import region_points
+from progresslm.sim.metaworld.rollout import make_env, restore, rollout
+from progresslm.sim.metaworld.tasks import TASKS, get_task
+from progresslm.sim.mujoco_scene.framing import apply_framing, frame_cameras
+from progresslm.sim.mujoco_scene.render import FrameRenderer, check_gl
+
 if TYPE_CHECKING:
     import gymnasium
 
@@ -22,9 +28,8 @@ def meta_world_goal(env: gymnasium.Env) -> str | None:
     kind = type(env.unwrapped)
     if not kind.__module__.startswith("metaworld."):
         return None
-    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS  # lazy: the sim extra; imports mujoco, so only after check_gl
 
-    from progresslm.sim.metaworld.tasks import TASKS
 
     names = [name for name, cls in ALL_V3_ENVIRONMENTS.items() if cls is kind and name in TASKS]
     return TASKS[names[0]].goal if names else None
@@ -56,13 +61,8 @@ def demo_from_expert(
     `MetaWorldCamera` so the observations are framed the same way. Use the camera and size the wrapper
     renders with, so the observations look like the demonstration.
     """
-    from progresslm.sim.mujoco_scene.render import FrameRenderer, check_gl
 
     check_gl()  # before mujoco is imported, so headless machines get EGL
-    from progresslm.sim.metaworld.family import region_points
-    from progresslm.sim.metaworld.rollout import make_env, restore, rollout
-    from progresslm.sim.metaworld.tasks import get_task
-    from progresslm.sim.mujoco_scene.framing import apply_framing, frame_cameras
 
     spec = get_task(task)
     episode = rollout(spec, seed, keep_failures=True)
@@ -94,16 +94,12 @@ class MetaWorldCamera:
     """
 
     def __init__(self, env: gymnasium.Env, camera: str = "corner2", size: int = 224, framing: Any = None):
-        from progresslm.sim.mujoco_scene.render import FrameRenderer
-
         self.camera = camera
         self.framing = framing
         self._renderer = FrameRenderer(env.unwrapped.model, size)
         self._renderer.camera_id(camera)  # fail now on an unknown camera
 
     def __call__(self, env: gymnasium.Env) -> np.ndarray:
-        from progresslm.sim.mujoco_scene.framing import apply_framing
-
         with apply_framing(env.unwrapped.model, self.framing):
             return self._renderer.render(env.unwrapped.data, self.camera)
 

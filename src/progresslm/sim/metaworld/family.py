@@ -9,6 +9,12 @@ from contextlib import ExitStack
 import numpy as np
 
 from progresslm.sim.family import CameraSet, TaskInfo, gl_problem, package_problem
+from progresslm.sim.metaworld.rollout import EnvPool, restore, rollout, rollout_other
+from progresslm.sim.metaworld.tasks import TASKS, get_task, object_geom_ids
+from progresslm.sim.mujoco_scene.edits import edit_object, goal_sites, hide_sites, object_colours
+from progresslm.sim.mujoco_scene.framing import apply_framing, frame_cameras
+from progresslm.sim.mujoco_scene.randomise import Randomizer
+from progresslm.sim.mujoco_scene.render import check_gl
 
 # Things no Meta-World scene holds, for text that names an object the scene does not have.
 ABSENT_OBJECTS = ("banana", "teddy bear", "red apple", "coffee mug", "tennis ball", "toy car", "sponge", "screwdriver")
@@ -25,8 +31,6 @@ class MetaWorldFamily:
     cameras = CAMERAS
 
     def tasks(self) -> dict[str, TaskInfo]:
-        from progresslm.sim.metaworld.tasks import TASKS
-
         return {name: TaskInfo(name, self.name, spec.goal, spec.object_name, tuple(spec.step_descriptions))
                 for name, spec in TASKS.items()}  # fmt: skip
 
@@ -42,19 +46,13 @@ class MetaWorldWorker:
     """Envs and renderers of one process (`EnvPool`), kept across units and tasks."""
 
     def __init__(self, keep: int = 12):
-        from progresslm.sim.mujoco_scene.render import check_gl
-
         check_gl()  # before anything imports mujoco: picks EGL on a headless machine
-        from progresslm.sim.metaworld.rollout import EnvPool
 
         self.pool = EnvPool(keep=keep)
 
     def rollout(self, task: str, seed: int, kind: str = "expert", stall_step: int | None = None):
-        from progresslm.sim.metaworld.rollout import rollout
-
         if kind == "expert" and stall_step is None:
             return rollout(task, seed, pool=self.pool)
-        from progresslm.sim.metaworld.rollout import rollout_other
 
         return rollout_other(task, seed, kind, stall_step, pool=self.pool)
 
@@ -63,8 +61,6 @@ class MetaWorldWorker:
 
     def sample_style(self, level: str, scene: MetaWorldScene, rng: np.random.Generator):
         """A scene look whose distractors keep off the object's path and do not share its colours."""
-        from progresslm.sim.mujoco_scene.edits import object_colours
-        from progresslm.sim.mujoco_scene.randomise import Randomizer
 
         trace = scene.episode.trace
         avoid = [trace.obj[0][:2], trace.goal[0][:2], trace.obj[-1][:2]]
@@ -79,9 +75,6 @@ class MetaWorldScene:
     """An env restored to an episode's frames, with its renderer, style and framing."""
 
     def __init__(self, episode, size: int, cameras: Sequence[str], pool):
-        from progresslm.sim.metaworld.tasks import get_task, object_geom_ids
-        from progresslm.sim.mujoco_scene.edits import goal_sites
-
         self.episode, self.cameras, self.pool = episode, tuple(cameras), pool
         self.style = None
         self.env = pool.acquire(episode.task, episode.seed)[0]
@@ -93,16 +86,10 @@ class MetaWorldScene:
 
     def frame(self, episodes) -> None:
         """Aim and zoom every camera of the unit at the region where `episodes` happen."""
-        from progresslm.sim.mujoco_scene.framing import frame_cameras
 
         self.framing = frame_cameras(self.model, self.cameras, region_points(episodes))
 
     def render(self, frame: int, camera: str, edit: tuple[str, np.random.Generator] | None = None):
-        from progresslm.sim.metaworld.rollout import restore
-        from progresslm.sim.mujoco_scene.edits import edit_object, hide_sites
-        from progresslm.sim.mujoco_scene.framing import apply_framing
-        from progresslm.sim.mujoco_scene.randomise import Randomizer
-
         restore(self.env, self.episode.states[frame])
         record: dict = {}
         with ExitStack() as stack:

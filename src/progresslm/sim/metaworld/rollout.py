@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from progresslm.sim.metaworld.tasks import SimState, TaskSpec, get_task
+from progresslm.sim.mujoco_scene.render import FrameRenderer
 
 # Meta-World's max_path_length: stepping an env further raises.
 MAX_EPISODE_STEPS = 500
@@ -172,7 +173,7 @@ def progress_labels(episode: Episode) -> np.ndarray:
 
 def state_spec() -> int:
     """The `mjtState` bit mask of what `Episode.states` holds."""
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     spec = 0
     for part in STATE_PARTS:
@@ -182,7 +183,7 @@ def state_spec() -> int:
 
 @functools.lru_cache(maxsize=128)  # a worker meets the same tasks again: MT1 builds 50 variants in ~0.4 s
 def _variants(task_name: str, block: int) -> tuple[Any, ...]:
-    import metaworld
+    import metaworld  # lazy: the sim extra; imports mujoco, so only after check_gl
 
     return tuple(metaworld.MT1(task_name, seed=block).train_tasks)
 
@@ -195,7 +196,7 @@ def _check_seed(seed: int) -> None:
 def _new_env(task_name: str, seed: int) -> tuple[Any, np.ndarray]:
     get_task(task_name)  # fails with the list of valid names
     _check_seed(seed)
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
     env = ALL_V3_ENVIRONMENTS[task_name]()  # render_mode None: no GL needed
@@ -209,7 +210,7 @@ def _new_env(task_name: str, seed: int) -> tuple[Any, np.ndarray]:
 
 def _reset_to(env: Any, task_name: str, seed: int) -> np.ndarray:
     """Put a (possibly used) env of `task_name` on the variant of `seed` and reset it, as `_new_env` leaves a new one."""
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     _check_seed(seed)
     env.set_task(_variants(task_name, seed // VARIANTS_PER_BLOCK)[seed % VARIANTS_PER_BLOCK])
@@ -245,7 +246,6 @@ class EnvPool:
     def renderer(self, env: Any, size: int):
         """The env's renderer of `size` pixels, made once and kept with the env; textures are re-checked against
         the model before its next frame (a previous user may have left edited textures on the GPU)."""
-        from progresslm.sim.mujoco_scene.render import FrameRenderer
 
         renderers = env.__dict__.setdefault("_progresslm_renderers", {})
         renderer = renderers.get(size)
@@ -280,7 +280,7 @@ def restore(env: Any, state: np.ndarray) -> None:
 
     `env` must come from `make_env` with the episode's task and seed.
     """
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     spec = state_spec()
     expected = mujoco.mj_stateSize(env.model, spec)
@@ -294,7 +294,7 @@ def restore(env: Any, state: np.ndarray) -> None:
 
 
 def _get_state(env: Any, spec: int, size: int) -> np.ndarray:
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     out = np.empty(size, dtype=np.float64)
     mujoco.mj_getState(env.model, env.data, out, spec)
@@ -335,7 +335,7 @@ def rollout(
     spec = get_task(task) if isinstance(task, str) else task
     if not 1 <= max_steps <= MAX_EPISODE_STEPS:
         raise ValueError(f"max_steps must be in 1..{MAX_EPISODE_STEPS} (Meta-World's episode limit), got {max_steps}")
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
     from metaworld.policies import ENV_POLICY_MAP
 
     env, obs = pool.acquire(spec.name, seed) if pool is not None else _new_env(spec.name, seed)
@@ -454,7 +454,7 @@ def rollout_other(task: TaskSpec | str, seed: int, kind: str, stall_step: int | 
 def _replay(spec: TaskSpec, seed: int, actions: np.ndarray, pool: EnvPool | None, what: str,
             stall: int | None = None) -> Episode:
     """`actions` played open-loop on the variant of `seed` (no stop at success before `stall`'s hold)."""
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     env, _ = pool.acquire(spec.name, seed) if pool is not None else _new_env(spec.name, seed)
     joint_address = int(env.model.jnt_qposadr[env.model.joint(spec.joint).id]) if spec.joint else None

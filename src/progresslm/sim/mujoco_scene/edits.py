@@ -1,6 +1,6 @@
 """Object edits of a MuJoCo model for unanswerable samples: `edit_object` recolours, hides or replaces the task object,
 so the observation shows a scene the demonstration does not match; `hide_sites` hides goal markers. Context managers,
-undone exactly on exit (`model._restored`); physics is never touched."""
+undone exactly on exit (`model.restoring`); physics is never touched."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import numpy as np
 from progresslm.sim.mujoco_scene.model import (
     RGB,
     VISIBLE_GROUPS,
-    _apparent_rgb,
-    _far_colour,
-    _restored,
-    _shape_geom,
-    _shown_rgba,
-    _visible,
+    apparent_rgb,
+    far_colour,
     geom_ids,
+    geom_visible,
+    restoring,
+    shape_geom,
+    shown_rgba,
 )
 from progresslm.sim.mujoco_scene.randomise import SCENERY_ROOTS
 from progresslm.sim.mujoco_scene.render import SHAPES, ExtraGeom, FrameRenderer
@@ -51,17 +51,17 @@ def edit_object(
     if kind == "replace" and renderer is None:
         raise ValueError("edit kind 'replace' draws the new object, which needs renderer=FrameRenderer(...)")
     ids = geom_ids(model, geoms)
-    shown = [g for g in ids if _visible(model, g)]
+    shown = [g for g in ids if geom_visible(model, g)]
     if not shown:
         raise ValueError(f"none of the geoms {list(geoms)} is visible, so there is nothing to edit")
     record: dict = {"kind": kind, "geoms": [model.geom(g).name or str(g) for g in ids]}
-    original = np.mean([_apparent_rgb(model, g) for g in shown], axis=0)
+    original = np.mean([apparent_rgb(model, g) for g in shown], axis=0)
     with ExitStack() as stack:
-        stack.enter_context(_restored(model))
+        stack.enter_context(restoring(model))
         if kind == "recolor":
-            name, rgb = _far_colour(rng, original)
+            name, rgb = far_colour(rng, original)
             for g in shown:
-                model.geom_rgba[g] = (*rgb, _shown_rgba(model, g)[3])
+                model.geom_rgba[g] = (*rgb, shown_rgba(model, g)[3])
                 material = model.geom_matid[g]
                 if material >= 0 and np.any(model.mat_texid[material] >= 0):
                     model.geom_matid[g] = -1  # a texture darkens the new colour (red wood -> teal wood)
@@ -85,13 +85,13 @@ def edit_object(
 @contextmanager
 def hide_sites(model: mujoco.MjModel, sites: Sequence[int | str]) -> Iterator[list[str]]:
     """Context manager: the given sites (e.g. `goal_sites(model)`) transparent inside the block."""
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     ids = [s if isinstance(s, int) else mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, s) for s in sites]
     if any(i < 0 for i in ids):
         valid = [model.site(i).name for i in range(model.nsite)]
         raise ValueError(f"unknown site in {list(sites)}; valid sites: {', '.join(valid)}")
-    with _restored(model):
+    with restoring(model):
         model.site_rgba[ids, 3] = 0.0
         yield [model.site(i).name for i in ids]
 
@@ -107,7 +107,7 @@ def goal_sites(model: mujoco.MjModel) -> list[int]:
 
 def object_colours(model: mujoco.MjModel, geoms: Sequence[int | str]) -> list[RGB]:
     """Roughly the colours the visible `geoms` appear in, for `Randomizer.sample(avoid_rgb=...)`."""
-    return [tuple(float(v) for v in _apparent_rgb(model, g)) for g in geom_ids(model, geoms) if _visible(model, g)]
+    return [tuple(float(v) for v in apparent_rgb(model, g)) for g in geom_ids(model, geoms) if geom_visible(model, g)]
 
 
 def task_object_geoms(model: mujoco.MjModel) -> list[int]:
@@ -122,7 +122,7 @@ _SIMILAR_SHAPES = {"sphere": "ellipsoid", "ellipsoid": "sphere", "cylinder": "ca
 
 def _replacement(model, shown: list[int], original: np.ndarray, rng: np.random.Generator) -> tuple[str, ExtraGeom]:
     """A geom of another shape and colour, about the object's size (position filled in per frame)."""
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     half_sizes = model.geom_aabb[shown, 3:]
     largest = shown[int(np.argmax(np.prod(half_sizes, axis=1)))]
@@ -131,6 +131,6 @@ def _replacement(model, shown: list[int], original: np.ndarray, rng: np.random.G
     choices = [s for s in SHAPES if s not in (own, _SIMILAR_SHAPES.get(own))]
     shape = choices[int(rng.integers(len(choices)))]
     half = float(np.clip(half_sizes.max() * 1.2, 0.025, 0.10))  # small shapes are thinner than the box
-    size, _ = _shape_geom(shape, half, rng)
-    colour, rgb = _far_colour(rng, original)
+    size, _ = shape_geom(shape, half, rng)
+    colour, rgb = far_colour(rng, original)
     return colour, ExtraGeom(shape, size, (0.0, 0.0, 0.0), (*rgb, 1.0), float(rng.uniform(0.0, np.pi)))

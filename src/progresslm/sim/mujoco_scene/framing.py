@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from progresslm.sim.mujoco_scene.model import _restored
+from progresslm.sim.mujoco_scene.model import restoring
 
 if TYPE_CHECKING:
     import mujoco
@@ -46,7 +46,7 @@ def frame_cameras(
     narrow its field of view until they all fit, with `margin`. The turn is the smallest rotation
     of the optical axis, so the camera keeps its roll (the corner cameras stay upside down, as the
     renderer expects). The field of view never widens and never goes below `min_fovy`."""
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     out = {}
@@ -75,9 +75,9 @@ def frame_cameras(
 @contextmanager
 def apply_framing(model: mujoco.MjModel, framing: Framing | None) -> Iterator[Framing | None]:
     """Context manager: the cameras of `framing` turned and zoomed inside the block."""
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
-    with _restored(model):
+    with restoring(model):
         for name, (quat, fovy) in (framing.cameras if framing else {}).items():
             c = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, name)
             model.cam_quat[c] = quat
@@ -86,7 +86,7 @@ def apply_framing(model: mujoco.MjModel, framing: Framing | None) -> Iterator[Fr
 
 
 def _quat_matrix(quat) -> np.ndarray:
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     matrix = np.zeros(9)
     mujoco.mju_quat2Mat(matrix, np.asarray(quat, dtype=np.float64))
@@ -95,7 +95,7 @@ def _quat_matrix(quat) -> np.ndarray:
 
 def _turned_toward(quat, direction) -> np.ndarray:
     """`quat` rotated (in the world frame) by the smallest turn that points its -z axis along `direction`."""
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     axis_now = -_quat_matrix(quat)[:, 2]
     target = np.asarray(direction, dtype=np.float64)

@@ -38,7 +38,7 @@ RGB = tuple[float, float, float]
 
 def geom_ids(model: mujoco.MjModel, geoms: Sequence[int | str]) -> list[int]:
     """Geom ids from ids or names; an unknown name fails listing the named geoms."""
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     ids = []
     for geom in geoms:
@@ -59,11 +59,11 @@ _SAVED_ARRAYS += ("site_rgba", "cam_fovy")
 
 
 @contextmanager
-def _restored(model, textures: Sequence[int] = (), renderer: FrameRenderer | None = None) -> Iterator[None]:
+def restoring(model, textures: Sequence[int] = (), renderer: FrameRenderer | None = None) -> Iterator[None]:
     """Saves every model array a style or edit writes, and writes them back on exit."""
     arrays = {name: getattr(model, name).copy() for name in _SAVED_ARRAYS}
     headlight = {name: getattr(model.vis.headlight, name).copy() for name in ("ambient", "diffuse")}
-    texels = {t: model.tex_data[_texture_slice(model, t)].copy() for t in textures}
+    texels = {t: model.tex_data[texture_slice(model, t)].copy() for t in textures}
     try:
         yield
     finally:
@@ -72,13 +72,13 @@ def _restored(model, textures: Sequence[int] = (), renderer: FrameRenderer | Non
         for name, saved in headlight.items():
             getattr(model.vis.headlight, name)[...] = saved
         for t, saved in texels.items():
-            model.tex_data[_texture_slice(model, t)] = saved
+            model.tex_data[texture_slice(model, t)] = saved
         if texels and renderer is not None:
             renderer.refresh_textures(list(texels))
 
 
 
-def _texture_slice(model, texture: int) -> slice:
+def texture_slice(model, texture: int) -> slice:
     start = int(model.tex_adr[texture])
     size = int(model.tex_width[texture] * model.tex_height[texture] * model.tex_nchannel[texture])
     return slice(start, start + size)
@@ -87,7 +87,7 @@ def _texture_slice(model, texture: int) -> slice:
 # -- model queries -----------------------------------------------------------------------------
 
 
-def _shown_rgba(model, g: int) -> np.ndarray:
+def shown_rgba(model, g: int) -> np.ndarray:
     """The colour a geom is drawn with: its own, or its material's when its own is unset."""
     rgba, material = model.geom_rgba[g], model.geom_matid[g]
     if material >= 0 and tuple(rgba) == DEFAULT_RGBA:
@@ -95,64 +95,64 @@ def _shown_rgba(model, g: int) -> np.ndarray:
     return rgba.copy()
 
 
-def _apparent_rgb(model, g: int) -> np.ndarray:
+def apparent_rgb(model, g: int) -> np.ndarray:
     """Roughly the colour a geom appears in: its colour times its texture's mean colour."""
-    rgb = _shown_rgba(model, g)[:3]
+    rgb = shown_rgba(model, g)[:3]
     material = model.geom_matid[g]
     textures = model.mat_texid[material][model.mat_texid[material] >= 0] if material >= 0 else []
     if len(textures):
         texture = int(textures[0])
         channels = int(model.tex_nchannel[texture])
-        texels = model.tex_data[_texture_slice(model, texture)].reshape(-1, channels)[::61, :3]  # a sample is enough
+        texels = model.tex_data[texture_slice(model, texture)].reshape(-1, channels)[::61, :3]  # a sample is enough
         rgb = rgb * texels.mean(axis=0) / 255.0
     return rgb
 
 
-def _not_default(rgba) -> np.ndarray:
+def not_default(rgba) -> np.ndarray:
     rgba = np.asarray(rgba, dtype=np.float32)
     if tuple(rgba) == DEFAULT_RGBA:  # would let the material's colour show through instead
         rgba[0] += 0.004
     return rgba
 
 
-def _visible(model, g: int) -> bool:
-    return model.geom_group[g] < VISIBLE_GROUPS and _shown_rgba(model, g)[3] > 0
+def geom_visible(model, g: int) -> bool:
+    return model.geom_group[g] < VISIBLE_GROUPS and shown_rgba(model, g)[3] > 0
 
 
-def _body_geoms(model, bodies: Sequence[str]) -> list[int]:
+def body_geom_ids(model, bodies: Sequence[str]) -> list[int]:
     return [g for g in range(model.ngeom) if model.body(model.geom_bodyid[g]).name in bodies]
 
 
-def _root_geoms(model, root: str) -> list[int]:
+def root_geom_ids(model, root: str) -> list[int]:
     return [g for g in range(model.ngeom) if model.body(model.body_rootid[model.geom_bodyid[g]]).name == root]
 
 
 # -- sampling ----------------------------------------------------------------------------------
 
 
-def _unit(rng: np.random.Generator) -> np.ndarray:
+def random_unit(rng: np.random.Generator) -> np.ndarray:
     vector = rng.normal(size=3)
     return vector / np.linalg.norm(vector)
 
 
-def _rotation(rng: np.random.Generator, max_deg: float) -> tuple[float, float, float]:
-    return tuple(float(v) for v in _unit(rng) * np.radians(rng.uniform(0.0, max_deg)))
+def random_rotation(rng: np.random.Generator, max_deg: float) -> tuple[float, float, float]:
+    return tuple(float(v) for v in random_unit(rng) * np.radians(rng.uniform(0.0, max_deg)))
 
 
-def _axis_angle(rotation_vector) -> tuple[np.ndarray, float]:
+def axis_angle(rotation_vector) -> tuple[np.ndarray, float]:
     vector = np.asarray(rotation_vector, dtype=np.float64)
     angle = float(np.linalg.norm(vector))
     return (vector / angle if angle > 0 else np.array([0.0, 0.0, 1.0])), angle
 
 
-def _rotation_matrix(rotation_vector) -> np.ndarray:
-    axis, angle = _axis_angle(rotation_vector)
+def rotation_matrix(rotation_vector) -> np.ndarray:
+    axis, angle = axis_angle(rotation_vector)
     cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
     return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
 
 
 
-def _far_colour(rng: np.random.Generator, original: np.ndarray) -> tuple[str, RGB]:
+def far_colour(rng: np.random.Generator, original: np.ndarray) -> tuple[str, RGB]:
     """A palette colour at least MIN_COLOUR_DISTANCE from `original` (the farthest if none is)."""
     names = list(PALETTE)
     distances = np.array([np.linalg.norm(np.asarray(PALETTE[n]) - original) for n in names])
@@ -161,7 +161,7 @@ def _far_colour(rng: np.random.Generator, original: np.ndarray) -> tuple[str, RG
     return name, PALETTE[name]
 
 
-def _household_colour(rng: np.random.Generator, avoid_rgb: Sequence[Sequence[float]]) -> RGB:
+def household_colour(rng: np.random.Generator, avoid_rgb: Sequence[Sequence[float]]) -> RGB:
     for _ in range(20):
         rgb = np.asarray(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.35, 0.9), rng.uniform(0.35, 0.95)))
         if all(np.linalg.norm(rgb - np.asarray(a)[:3]) >= 0.3 for a in avoid_rgb):
@@ -169,7 +169,7 @@ def _household_colour(rng: np.random.Generator, avoid_rgb: Sequence[Sequence[flo
     return tuple(float(v) for v in rgb)
 
 
-def _shape_geom(shape: str, half: float, rng: np.random.Generator) -> tuple[tuple[float, float, float], float]:
+def shape_geom(shape: str, half: float, rng: np.random.Generator) -> tuple[tuple[float, float, float], float]:
     """MuJoCo size of a `shape` about `half` metres in half-size, and the height of its centre."""
     if shape == "box":
         size = (half, half * rng.uniform(0.6, 1.4), half * rng.uniform(0.6, 1.5))

@@ -20,20 +20,20 @@ import numpy as np
 from progresslm.sim.family import LEVELS
 from progresslm.sim.mujoco_scene.model import (
     RGB,
-    _axis_angle,
-    _body_geoms,
-    _household_colour,
-    _not_default,
-    _restored,
-    _root_geoms,
-    _rotation,
-    _rotation_matrix,
-    _shape_geom,
-    _shown_rgba,
-    _texture_slice,
-    _unit,
-    _visible,
+    axis_angle,
+    body_geom_ids,
     geom_ids,
+    geom_visible,
+    household_colour,
+    not_default,
+    random_rotation,
+    random_unit,
+    restoring,
+    root_geom_ids,
+    rotation_matrix,
+    shape_geom,
+    shown_rgba,
+    texture_slice,
 )
 from progresslm.sim.mujoco_scene.render import SHAPES, ExtraGeom, FrameRenderer
 
@@ -174,7 +174,7 @@ class Randomizer:
             level=self.level,
             light_intensity=float(rng.uniform(*r.light_intensity)),
             light_tint=_tint(rng, (1.0, 1.0), r.light_saturation),
-            light_turn=_rotation(rng, r.light_turn_deg),
+            light_turn=random_rotation(rng, r.light_turn_deg),
             floor_tint=_tint(rng, r.surface_brightness, r.surface_saturation),
             floor_plain=_pick(rng, FLOOR_COLOURS) if rng.random() < r.plain_floor_p else None,
             # Wood stays wood: half the colour cast of the other surfaces.
@@ -182,8 +182,8 @@ class Randomizer:
             rim_tint=_tint(rng, r.surface_brightness, r.surface_saturation),
             background_tint=_tint(rng, r.surface_brightness, r.surface_saturation),
             robot_paint=_pick(rng, ROBOT_COLOURS) if rng.random() < r.robot_paint_p else None,
-            camera_shift=tuple(_unit(rng) * rng.uniform(0.0, r.camera_shift_m)),
-            camera_turn=_rotation(rng, r.camera_turn_deg),
+            camera_shift=tuple(random_unit(rng) * rng.uniform(0.0, r.camera_shift_m)),
+            camera_turn=random_rotation(rng, r.camera_turn_deg),
             distractors=_distractors(rng, r, avoid_xy, avoid_rgb),
         )
 
@@ -212,7 +212,7 @@ def apply_style(
     renderer: FrameRenderer | None = None,
 ) -> Iterator[SceneStyle]:
     """See `Randomizer.apply`."""
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     if renderer is None and (style.distractors or style.background_tint is not None):
         raise ValueError(
@@ -224,7 +224,7 @@ def apply_style(
     kept = set(geom_ids(model, keep))
     skies = [t for t in range(model.ntex) if model.tex_type[t] == mujoco.mjtTexture.mjTEXTURE_SKYBOX]
     with ExitStack() as stack:
-        stack.enter_context(_restored(model, textures=skies if style.background_tint else (), renderer=renderer))
+        stack.enter_context(restoring(model, textures=skies if style.background_tint else (), renderer=renderer))
         _light(model, style)
         _surfaces(model, style, kept)
         _camera(model, style)
@@ -245,7 +245,7 @@ def _light(model, style: SceneStyle) -> None:
     headlight.diffuse[:] = np.clip(headlight.diffuse * gain, 0.0, 1.0)
     headlight.ambient[:] = np.clip(headlight.ambient * style.light_intensity, 0.0, 1.0)
     if style.light_turn is not None:
-        turn = _rotation_matrix(style.light_turn)
+        turn = rotation_matrix(style.light_turn)
         model.light_dir[:] = model.light_dir @ turn.T
         model.light_pos[:] = model.light_pos @ turn.T
 
@@ -255,9 +255,9 @@ def _surfaces(model, style: SceneStyle, kept: set[int]) -> None:
         for g in geoms:
             if g in kept or rgb is None:
                 continue
-            base = _shown_rgba(model, g)
+            base = shown_rgba(model, g)
             colour = base[:3] * np.asarray(rgb) if multiply else np.asarray(rgb)
-            model.geom_rgba[g] = _not_default((*np.clip(colour, 0.0, 1.0), base[3]))
+            model.geom_rgba[g] = not_default((*np.clip(colour, 0.0, 1.0), base[3]))
 
     floor = [g for g in range(model.ngeom) if model.geom(g).name in FLOOR_GEOMS]
     if style.floor_plain is not None:
@@ -267,10 +267,10 @@ def _surfaces(model, style: SceneStyle, kept: set[int]) -> None:
         paint(floor, style.floor_plain, multiply=False)
     else:
         paint(floor, style.floor_tint, multiply=True)
-    paint(_body_geoms(model, TABLE_BODIES), style.table_tint, multiply=True)
-    paint(_body_geoms(model, RIM_BODIES), style.rim_tint, multiply=True)
+    paint(body_geom_ids(model, TABLE_BODIES), style.table_tint, multiply=True)
+    paint(body_geom_ids(model, RIM_BODIES), style.rim_tint, multiply=True)
     if style.robot_paint is not None:
-        robot = [g for g in _root_geoms(model, ROBOT_ROOT) if _visible(model, g) and model.geom_matid[g] < 0]
+        robot = [g for g in root_geom_ids(model, ROBOT_ROOT) if geom_visible(model, g) and model.geom_matid[g] < 0]
         if robot:
             colours, counts = np.unique(model.geom_rgba[robot, :3], axis=0, return_counts=True)
             body_colour = colours[np.argmax(counts)]  # the arm's paint; leaves grippers and screen alone
@@ -278,12 +278,12 @@ def _surfaces(model, style: SceneStyle, kept: set[int]) -> None:
 
 
 def _camera(model, style: SceneStyle) -> None:
-    import mujoco
+    import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
     if style.camera_shift is None and style.camera_turn is None:
         return
     turn = np.zeros(4)
-    mujoco.mju_axisAngle2Quat(turn, *_axis_angle(style.camera_turn or (0.0, 0.0, 0.0)))
+    mujoco.mju_axisAngle2Quat(turn, *axis_angle(style.camera_turn or (0.0, 0.0, 0.0)))
     for c in range(model.ncam):
         orientation = np.zeros(9)
         mujoco.mju_quat2Mat(orientation, model.cam_quat[c])
@@ -294,7 +294,7 @@ def _camera(model, style: SceneStyle) -> None:
 
 
 def _tint_texture(model, texture: int, rgb: RGB) -> None:
-    span = _texture_slice(model, texture)
+    span = texture_slice(model, texture)
     channels = int(model.tex_nchannel[texture])
     texels = model.tex_data[span].reshape(-1, channels).astype(np.float32)
     texels[:, :3] *= np.asarray(rgb, dtype=np.float32)
@@ -332,8 +332,8 @@ def _distractors(rng, ranges: LevelRanges, avoid_xy, avoid_rgb) -> tuple[ExtraGe
         else:
             continue  # the table is too crowded: fewer distractors
         shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        size, height = _shape_geom(shape, rng.uniform(*ranges.distractor_size_m), rng)
-        rgb = _household_colour(rng, avoid_rgb)
+        size, height = shape_geom(shape, rng.uniform(*ranges.distractor_size_m), rng)
+        rgb = household_colour(rng, avoid_rgb)
         yaw = float(rng.uniform(0.0, np.pi))
         out.append(ExtraGeom(shape, size, (float(xy[0]), float(xy[1]), TABLE_TOP_Z + height), (*rgb, 1.0), yaw))
         placed.append(xy)

@@ -81,7 +81,7 @@ def check_gl() -> str:
         return backend
     active = backend
     try:
-        import mujoco
+        import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
         # mujoco chose its GL backend when first imported, perhaps before MUJOCO_GL was set.
         context = getattr(mujoco.gl_context, "GLContext", None)
@@ -160,7 +160,7 @@ class FrameRenderer:
     def __init__(self, model: mujoco.MjModel, size: int = DEFAULT_SIZE,
                  scene_option: mujoco.MjvOption | None = None):
         check_gl()
-        import mujoco
+        import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
         if size < 1:
             raise ValueError(f"size must be a positive number of pixels, got {size}")
@@ -195,7 +195,7 @@ class FrameRenderer:
 
     def camera_id(self, camera: str) -> int:
         """The id of a named camera; `UnknownCameraError` lists the valid names."""
-        import mujoco
+        import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
         camera_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
         if camera_id < 0:
@@ -217,7 +217,7 @@ class FrameRenderer:
             self._overlays.remove(source)
 
     def _draw_overlays(self, data: mujoco.MjData) -> None:
-        import mujoco
+        import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
         scene = self._renderer.scene
         for source in self._overlays:
@@ -248,7 +248,7 @@ class FrameRenderer:
     # -- frames ------------------------------------------------------------------------------
 
     def _prepare(self, data: mujoco.MjData, camera: str) -> bool:
-        import mujoco
+        import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
         camera_id = self.camera_id(camera)
         if self._stale_textures:
@@ -270,7 +270,7 @@ class FrameRenderer:
         -1 marks background and non-geom pixels (sites, decorations), `OVERLAY` pixels of
         overlay geoms. Slower than `render` (meant for tests and masks, not for datasets).
         """
-        import mujoco
+        import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
         flip = self._prepare(data, camera)
         self._renderer.enable_segmentation_rendering()
@@ -293,7 +293,7 @@ class FrameRenderer:
         self._stale_textures.update(int(t) for t in texture_ids)
 
     def _upload_stale_textures(self) -> None:
-        import mujoco
+        import mujoco  # lazy: MUJOCO_GL must be set (check_gl) before mujoco's first import
 
         gl_context = getattr(self._renderer, "_gl_context", None)
         mjr_context = getattr(self._renderer, "_mjr_context", None)
