@@ -28,6 +28,7 @@ import numpy as np
 FAMILIES: dict[str, str] = {
     "metaworld": "progresslm.sim.metaworld.family:FAMILY",
     "fetch": "progresslm.sim.fetch.family:FAMILY",
+    "panda": "progresslm.sim.panda.family:FAMILY",
 }
 DEFAULT_FAMILY = "metaworld"
 ROLLOUT_KINDS = ("expert", "failure", "random")  # what `Worker.rollout` can run (export-videos writes all three)
