@@ -61,12 +61,15 @@ def slug(text: str, limit: int = KEY_LENGTH) -> str:
     """`text` as a safe file or folder name that keeps names apart: runs of other characters become `_`; a name with
     non-ASCII characters, or one cut at `limit` characters, also gets 8 hex digits of its sha256, so names that
     differ only in those characters (task folders named in Chinese, two long names with one beginning) never share
-    a key. A plain ASCII name keeps the spelling it always had.
+    a key. A name made only of dots (".", "..": a folder itself, its parent) is its hash alone. A plain ASCII name
+    keeps the spelling it always had.
 
-    >>> slug("open the drawer/ep 3"), slug("抽屉") != slug("柜子"), len(slug("x" * 100))
-    ('open_the_drawer_ep_3', True, 60)
+    >>> slug("open the drawer/ep 3"), slug("抽屉") != slug("柜子"), len(slug("x" * 100)), len(slug(".."))
+    ('open_the_drawer_ep_3', True, 60, 8)
     """
     safe = _UNSAFE.sub("_", text).strip("_")
+    if not safe.strip("."):  # "." and ".." name a folder itself and its parent: such a name is its hash alone
+        safe = ""
     if safe.isascii() and text.isascii() and len(safe) <= limit and safe:
         return safe
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
