@@ -190,3 +190,30 @@ def test_build_workers_exit_without_gl_tracebacks(built, tmp_path):
                           env=dict(os.environ))  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Exception ignored" not in done.stderr and "EGLError" not in done.stderr, done.stderr[-3000:]
+
+
+def test_mixed_presets_split_every_family_on_its_own(monkeypatch):
+    """`worlds-small` / `worlds` (issue 26): every registered family gets bench, sft and rl tasks of its own, a family
+    of a few tasks keeps training tasks, and the episodes per family and split follow the preset's plan."""
+    from progresslm.sim.family import FAMILIES, all_tasks
+    from progresslm.sim.sim_build import PRESETS, check_families, plan_units, split_tasks
+
+    config = SimBuildConfig(preset="worlds")
+    assert config.families == tuple(FAMILIES) and len(FAMILIES) >= 3
+    splits = split_tasks(config)
+    known = all_tasks(config.families)
+    for family in FAMILIES:
+        mine = {split: [t for t in tasks if known[t].family == family] for split, tasks in splits.items()}
+        assert len(mine["bench"]) >= 2 and mine["rl"] and mine["sft"], (family, mine)
+        assert not set(mine["bench"]) & set(mine["sft"]) | set(mine["rl"]) & set(mine["sft"])
+    units = plan_units(config, splits)
+    for family in FAMILIES:
+        bench = [u for u in units if u.split == "bench" and known[u.task].family == family]
+        assert len(bench) >= PRESETS["worlds"].episodes["bench"]  # per family, shared among its bench tasks
+    # a family that cannot run here stops the build before anything is written, naming the family
+    import progresslm.sim.family as family_module
+
+    broken = family_module.get_family("fetch")
+    monkeypatch.setattr(type(broken), "problem", lambda self: "gymnasium_robotics is missing: pip install '.[fetch]'")
+    with pytest.raises(SimBuildError, match="fetch cannot run here"):
+        check_families(SimBuildConfig(preset="worlds-small"), Path("/nonexistent"))

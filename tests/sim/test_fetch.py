@@ -129,3 +129,21 @@ def test_sim_build_family_fetch_makes_every_axis(tmp_path):
     assert all(rows[stem] for stem in FILE_STEMS), {stem: len(r) for stem, r in rows.items()}
     assert {row["sim"]["family"] for stem in FILE_STEMS for row in rows[stem]} == {"fetch"}
     assert "fetch-" in (out / "card.md").read_text()
+    card = json.loads((out / "card.json").read_text())
+    family = card["families"]["fetch"]  # issue 26 item 3: counts per axis and kind, pixel-nn per family
+    assert family["samples"]["bench"]["n"] == sum(len(r) for r in rows.values())
+    assert family["samples"]["bench"]["axes"]["cross_view"] == len(rows["visual_cross_view"])
+    assert sum(family["samples"]["bench"]["unanswerable_kinds"].values()) == family["samples"]["bench"]["axes"][
+        "unanswerable"] > 0
+    prc = family["baselines"]["pixel-nn"]["visual_same_view"]["prc"]
+    assert family["pixel_nn_too_good"] == (prc is not None and prc > 70)
+    assert "## Per simulator family" in (out / "card.md").read_text()
+
+
+def test_sim_tasks_lists_a_family_with_its_extra(capsys):
+    from progresslm.cli.main import main
+
+    assert main(["sim", "tasks", "--family", "fetch", "--brief"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("# fetch: 8 tasks; extra [fetch]") and len(lines) == 9
+    assert main(["sim", "tasks", "--family", "no-such-family"]) == 2

@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from progresslm import evaluation
+from progresslm import by_family, evaluation
 from progresslm.bench.format import FILE_STEMS, load_bench
 from progresslm.io import write_text_atomic
+from progresslm.types import Sample
 
 SPLITS = ("bench", "sft", "rl")
 PROVENANCE_KEYS = ("sim", "episode")
 AXES = ("visual_same_view", "visual_cross_view", "text", "visual_unanswerable", "text_unanswerable")
+# Above this same-view PRC the pixel-matching shortcut reads progress too well: the benchmark rewards matching pixels.
+PIXEL_NN_PRC_LIMIT = 70.0
 
 
 def write_splits(out: Path, rows: dict[str, dict[str, list[dict]]]) -> tuple[dict[str, list[Path]], dict[str, dict[str, int]]]:
@@ -50,19 +53,44 @@ def _fmt2(value) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def _axis_counts(files: list[Path]) -> dict[str, int]:
+def _axis_counts(samples: list[Sample]) -> dict[str, int]:
 
     counts = dict.fromkeys(AXES, 0)
-    for sample in load_bench(files).samples:
+    for sample in samples:
         counts[sample.split] += 1
     return counts
+
+
+def pixel_nn_flag(splits: dict) -> bool:
+    """Whether `pixel-nn`'s same-view PRC (`splits` of its metrics) is above PIXEL_NN_PRC_LIMIT."""
+    prc = (splits.get("visual_same_view") or {}).get("prc")
+    return prc is not None and prc > PIXEL_NN_PRC_LIMIT
+
+
+def family_cards(samples: dict[str, list[Sample]], baselines_dir: Path, baselines: dict) -> dict[str, dict]:
+    """Per simulator family: counts per split and per axis (`by_family.counts`) and per unanswerable kind, the card's
+    shortcut baselines on the family's bench samples (from their results under `baselines_dir`), and whether
+    `pixel-nn` reads same-view progress too well there. {} when no sample is simulated."""
+    groups = {split: by_family.by_family(rows) for split, rows in samples.items()}
+    names = list(dict.fromkeys(name for split in groups.values() for name in split))
+    out = {}
+    for name in names:
+        entry = {"samples": {split: by_family.counts(g[name]) for split, g in groups.items() if name in g}}
+        bench = groups.get("bench", {}).get(name)
+        if bench and baselines:
+            entry["baselines"] = {baseline: by_family.run_metrics(baselines_dir / baseline / "results.jsonl",
+                                                                  bench)["splits"] for baseline in baselines}
+            entry["pixel_nn_too_good"] = pixel_nn_flag(entry["baselines"].get("pixel-nn", {}))
+        out[name] = entry
+    return out
 
 
 def write_card(outcome, splits: dict[str, list[str]], settings: dict, title: str) -> None:
     """card.json, card.md and contact_sheet.png in the build folder. `settings` (seed, size, command, ...) lead the
     card; `title` heads card.md."""
     out = outcome.out
-    axis_counts = {split: _axis_counts(files) for split, files in outcome.files.items() if files}
+    samples = {split: load_bench(files).samples for split, files in outcome.files.items() if files}
+    axis_counts = {split: _axis_counts(rows) for split, rows in samples.items()}
     baselines = {}
     if outcome.files.get("bench"):
         baselines = evaluation.baseline_metrics(outcome.files["bench"], out / "images", out / "baselines")
@@ -87,6 +115,8 @@ def write_card(outcome, splits: dict[str, list[str]], settings: dict, title: str
         "success": getattr(outcome, "success", {}),
         "frames_rendered": getattr(outcome, "frames", None),
         "baselines": baselines,
+        "pixel_nn_too_good": pixel_nn_flag(baselines.get("pixel-nn", {})),
+        "families": family_cards(samples, out / "baselines", baselines),
     }
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     (out / "card.md").write_text(render_card(card))
@@ -167,8 +197,49 @@ def render_card(card: dict) -> str:
                 else:
                     cells.append(f"{_fmt(row.get('nse'))} / {_fmt(row.get('prc'))} / {_fmt(row.get('afrr'))}")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if card.get("pixel_nn_too_good"):
+            lines += ["", f"**Warning**: `pixel-nn` same-view PRC is above {PIXEL_NN_PRC_LIMIT:.0f}: on this benchmark "
+                      "matching pixels reads progress; look at the scene randomisation (`--level`) and the cameras."]
+    lines += render_families(card.get("families") or {})
     lines += ["", "![contact sheet](contact_sheet.png)", ""]
     return "\n".join(lines)
+
+
+FAMILY_AXES = (("visual", "visual"), ("text", "text"), ("same view", "same_view"), ("cross view", "cross_view"),
+               ("answerable", "answerable"), ("unanswerable", "unanswerable"))
+
+
+def render_families(families: dict[str, dict]) -> list[str]:
+    """The card's per-family section: counts per split and axis, unanswerable kinds, pixel-nn's same-view PRC."""
+    if not families:
+        return []
+    lines = ["", "## Per simulator family", "",
+             "Samples per family and split on each axis (visual / text, same / cross view, answerable / "
+             f"unanswerable), how the unanswerable ones were made, and `pixel-nn`'s same-view PRC on the family's bench "
+             f"samples (flagged above {PIXEL_NN_PRC_LIMIT:.0f}: there pixel matching reads progress).", "",
+             "| family | split | n | " + " | ".join(label for label, _ in FAMILY_AXES)
+             + " | unanswerable kinds | pixel-nn same-view PRC |", "|---|---|" + "---:|" * (len(FAMILY_AXES) + 1)
+             + "---|---:|"]
+    for name, entry in families.items():
+        pixel = (entry.get("baselines", {}).get("pixel-nn") or {}).get("visual_same_view") or {}
+        for split, c in entry["samples"].items():
+            kinds = ", ".join(f"{k} {v}" for k, v in c["unanswerable_kinds"].items()) or "–"
+            prc = "–"
+            if split == "bench" and "baselines" in entry:
+                prc = _fmt(pixel.get("prc")) + (f" **> {PIXEL_NN_PRC_LIMIT:.0f}: too good**" if entry.get("pixel_nn_too_good") else "")
+            lines.append(f"| {name} | {split} | {c['n']} | " + " | ".join(str(c["axes"][key]) for _, key in FAMILY_AXES)
+                         + f" | {kinds} | {prc} |")
+    if any("baselines" in entry for entry in families.values()):
+        lines += ["", "Shortcut baselines per family on the bench split (NSE↓ / PRC↑ on answerable axes, UDA↑ on "
+                  "unanswerable ones):", "", "| family | baseline | " + " | ".join(AXES) + " |",
+                  "|---|---|" + "---:|" * len(AXES)]
+        for name, entry in families.items():
+            for baseline, splits in entry.get("baselines", {}).items():
+                cells = [_fmt((splits.get(a) or {}).get("uda")) if a.endswith("unanswerable") else
+                         f"{_fmt((splits.get(a) or {}).get('nse'))} / {_fmt((splits.get(a) or {}).get('prc'))}"
+                         for a in AXES]
+                lines.append(f"| {name} | {baseline} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def contact_sheet(outcome, path: Path, tasks: int = 4, thumb: int = 112) -> Path:

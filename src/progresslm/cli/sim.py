@@ -19,7 +19,8 @@ def add_parser(subparsers) -> None:
         "tasks, every axis, a dataset card and a contact sheet. A killed build resumes where it stopped.",
     )
     build.add_argument("--preset", default="small", help="small (demo, ~500 samples) | full (>= 3,000 bench samples, "
-                       ">= 10,000 per training pool) | tiny (tests)")
+                       ">= 10,000 per training pool) | tiny (tests), of one family (default Meta-World; --family); "
+                       "worlds-small | worlds: small / training-sized for every registered family (docs/sim_families.md)")
     build.add_argument("--tasks", nargs="+", metavar="TASK", help="restrict to these tasks (`progresslm sim tasks`)")
     build.add_argument("--family", help="build one simulator family's tasks (default: metaworld; docs/sim_families.md)")
     build.add_argument("--cameras", nargs="+", metavar="CAMERA", help="cameras to draw from (at least 2)")
@@ -53,7 +54,12 @@ def add_parser(subparsers) -> None:
     export.add_argument("--codec", default="libx264", choices=["libx264", "libsvtav1"], help="H.264 or AV1")
     export.set_defaults(handler=run_export)
 
-    tasks = commands.add_parser("tasks", help="list the tasks with their key steps")
+    tasks = commands.add_parser("tasks", help="list each simulator family's tasks with their key steps",
+                                description="List the tasks of every registered simulator family (or of --family "
+                                "NAME) with their key steps, and say per family the pip extra that installs it and "
+                                "whether it can run on this machine.")
+    tasks.add_argument("--family", help="one family (`progresslm sim tasks` lists them all)")
+    tasks.add_argument("--brief", action="store_true", help="task names and goals only, without the key steps")
     tasks.set_defaults(handler=run_tasks)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 
@@ -102,11 +108,23 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_tasks(args: argparse.Namespace) -> int:
-    from progresslm.sim.metaworld.tasks import get_task, list_tasks
+    from progresslm.sim.family import UnknownFamilyError, family_names, get_family
 
-    for name in list_tasks():
-        task = get_task(name)
-        print(f"{name}: {task.goal}")
-        for number, step in enumerate(task.steps, start=1):
-            print(f"  {number}. {step.description}")
+    names = [args.family] if args.family else family_names()
+    for number, name in enumerate(names):
+        try:
+            family = get_family(name)
+        except UnknownFamilyError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        problem = family.problem()
+        state = "runs here" if problem is None else f"cannot run here: {problem}"
+        tasks = family.tasks()
+        print(("\n" if number else "") + f"# {name}: {len(tasks)} tasks; extra [{family.extra}] "
+              f"(pip install -e '.[{family.extra}]'); {state}")
+        for task in tasks.values():
+            print(f"{task.name}: {task.goal}")
+            if not args.brief:
+                for step, description in enumerate(task.step_descriptions, start=1):
+                    print(f"  {step}. {description}")
     return 0

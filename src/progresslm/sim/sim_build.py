@@ -25,7 +25,15 @@ from progresslm.builder import core
 from progresslm.builder.card import SPLITS
 from progresslm.builder.engines import engine_problem
 from progresslm.io import data_home
-from progresslm.sim.family import DEFAULT_FAMILY, LEVELS, UnknownFamilyError, all_tasks, family_names, get_family
+from progresslm.sim.family import (
+    DEFAULT_FAMILY,
+    FAMILIES,
+    LEVELS,
+    UnknownFamilyError,
+    all_tasks,
+    family_names,
+    get_family,
+)
 from progresslm.sim.samples import Unit, build_unit, unit_to_json
 
 log = logging.getLogger(__name__)
@@ -36,14 +44,44 @@ FORMAT_VERSION = "4"  # bump when a build would write different data: default fo
 
 @dataclass(frozen=True)
 class Preset:
-    """How many tasks go to each split and how many episodes each task gives."""
+    """How many tasks go to each split and how many episodes each task gives, for each family of the build."""
 
     bench_tasks: int
     rl_tasks: int
-    episodes: dict[str, int]  # split -> episodes per task
+    episodes: dict[str, int]  # split -> episodes per task (per family and split with `episodes_per_family`)
     per_interval: int
     families: tuple[str, ...] = (DEFAULT_FAMILY,)  # the families whose tasks the build draws from
+    # (bench, rl) shares of each family's tasks, rounded, at least 2 bench tasks and 1 rl task and at most
+    # `bench_tasks` / `rl_tasks`; None: the counts themselves (clamped so that every split keeps a task).
+    task_shares: tuple[float, float] | None = None
+    # True: `episodes` are a family's episodes per split, shared among the split's tasks (rounded up), so a family of
+    # 8 tasks gives a split as many episodes as Meta-World's 42 do.
+    episodes_per_family: bool = False
 
+    def task_counts(self, n_tasks: int) -> tuple[int, int]:
+        """(bench, rl) tasks for a family of `n_tasks` tasks, before `assign_splits` keeps a task for sft.
+
+        >>> PRESETS["worlds"].task_counts(42), PRESETS["worlds"].task_counts(8), PRESETS["worlds"].task_counts(6)
+        ((8, 6), (2, 1), (2, 1))
+        """
+        if self.task_shares is None:
+            return self.bench_tasks, self.rl_tasks
+        bench, rl = (round(share * n_tasks) for share in self.task_shares)
+        return min(max(bench, 2), self.bench_tasks), min(max(rl, 1), self.rl_tasks)
+
+    def episodes_per_task(self, split: str, n_tasks: int) -> int:
+        """Episodes each of a family's `n_tasks` tasks of `split` gives.
+
+        >>> PRESETS["worlds"].episodes_per_task("rl", 6), PRESETS["worlds"].episodes_per_task("sft", 5)
+        (34, 40)
+        """
+        episodes = self.episodes.get(split, 0)
+        return -(-episodes // max(n_tasks, 1)) if self.episodes_per_family else episodes
+
+
+# Every registered family, in registry order: the mixed presets are the same for the same code on every machine
+# (a family that cannot run here fails the build with the extra to install; a new family changes the preset).
+WORLDS = tuple(FAMILIES)
 
 PRESETS = {
     # The demo default: every axis, ~550 benchmark samples, about a minute on 2 cores.
@@ -52,7 +90,18 @@ PRESETS = {
     "full": Preset(bench_tasks=8, rl_tasks=6, episodes={"bench": 8, "sft": 7, "rl": 34}, per_interval=3),
     # For tests: seconds, not minutes.
     "tiny": Preset(bench_tasks=1, rl_tasks=1, episodes={"bench": 1, "sft": 1, "rl": 0}, per_interval=1),
+    # `small` for every family, each family's tasks split on their own: Meta-World's 5 bench tasks as in `small`,
+    # 5 of Fetch's 8 (a bench split only: no training episodes).
+    "worlds-small": Preset(bench_tasks=5, rl_tasks=4, episodes={"bench": 2, "sft": 0, "rl": 0}, per_interval=3,
+                           families=WORLDS),
+    # Training-sized, for every family: 19 % of a family's tasks for bench (2 to 8), 14 % for rl (1 to 6), the rest
+    # for sft; per family and split the episodes of `full` on Meta-World (8 x 8 bench, 28 x 7 sft, 6 x 34 rl),
+    # shared among the split's tasks: Meta-World's 42 tasks give exactly `full`'s plan, a family of 8 tasks
+    # 2 x 32 bench, 5 x 40 sft and 1 x 204 rl episodes, one of 6 tasks 2 x 32, 3 x 66 and 1 x 204.
+    "worlds": Preset(bench_tasks=8, rl_tasks=6, episodes={"bench": 64, "sft": 196, "rl": 204}, per_interval=3,
+                     families=WORLDS, task_shares=(0.19, 0.14), episodes_per_family=True),
 }
+MIXED_PRESETS = ("worlds-small", "worlds")  # the presets of every registered family
 
 
 class SimBuildError(ValueError):
@@ -129,9 +178,11 @@ class SimBuildConfig:
         return list(self.tasks or all_tasks(self.families))
 
     def default_out(self) -> Path:
-        """DATA_HOME/sim-[FAMILIES-]PRESET-sSEED-vVERSION (Meta-World alone keeps the name it had)."""
-        names = "+".join(self.families)
-        prefix = "" if self.families == (DEFAULT_FAMILY,) or self.preset.startswith("worlds") else names + "-"
+        """DATA_HOME/sim-[FAMILIES-]PRESET-sSEED-vVERSION: the families are named when they are not the preset's own
+        (`sim-small-...` is Meta-World's small preset, `sim-fetch-small-...` Fetch's, `sim-worlds-small-...` every
+        family's, `sim-metaworld+fetch-tiny-...` the tiny preset on tasks of two families)."""
+        own = self.families == self.resolved_preset.families
+        prefix = "" if own else "+".join(self.families) + "-"
         return data_home() / f"sim-{prefix}{self.preset}-s{self.seed}-v{FORMAT_VERSION}"
 
     def card_settings(self) -> dict:
@@ -151,9 +202,14 @@ class SimBuildConfig:
             data.pop(key)
         data["version"] = FORMAT_VERSION
         data["preset_values"] = asdict(self.resolved_preset)
-        # Meta-World-only builds keep the identity they had before families, so their folders still resume.
-        if list(data["preset_values"]["families"]) == [DEFAULT_FAMILY]:
-            del data["preset_values"]["families"]
+        # Meta-World-only builds keep the identity they had before families, so their folders still resume; so do
+        # the presets older than the fields that mixed presets added.
+        values = data["preset_values"]
+        if list(values["families"]) == [DEFAULT_FAMILY]:
+            del values["families"]
+        for name in ("task_shares", "episodes_per_family"):
+            if values[name] == Preset.__dataclass_fields__[name].default:
+                del values[name]
         if data["family"] is None:
             del data["family"]
         return data
@@ -187,10 +243,14 @@ def split_tasks(config: SimBuildConfig) -> dict[str, list[str]]:
     for task in config.task_names():
         by_family.setdefault(known[task].family, []).append(task)
     if len(by_family) == 1:
-        return assign_splits(next(iter(by_family.values())), config.seed, preset.bench_tasks, preset.rl_tasks)
+        tasks = next(iter(by_family.values()))
+        return assign_splits(tasks, config.seed, *preset.task_counts(len(tasks)))
     merged: dict[str, list[str]] = {split: [] for split in SPLITS}
-    for tasks in by_family.values():
-        for split, names in assign_splits(tasks, config.seed, preset.bench_tasks, preset.rl_tasks).items():
+    for family, tasks in by_family.items():
+        if len(tasks) < 2:
+            raise SimBuildError(f"family {family} has {len(tasks)} task in this build ({', '.join(tasks)}); each "
+                                "family needs at least 2 (one for bench, another for the wrong-task demonstrations)")
+        for split, names in assign_splits(tasks, config.seed, *preset.task_counts(len(tasks))).items():
             merged[split] += names
     return merged
 
@@ -206,10 +266,11 @@ def plan_units(config: SimBuildConfig, splits: dict[str, list[str]]) -> list[Uni
         for task in tasks:
             family = known[task].family
             cameras = tuple(config.cameras or get_family(family).cameras.all)
-            for index in range(episodes.get(split, 0)):
+            kin = [t for t in tasks if known[t].family == family]
+            count = episodes[split] if split in (config.episodes or {}) else preset.episodes_per_task(split, len(kin))
+            for index in range(count):
                 # The wrong-task demonstration comes from the same split and family, so bench never shows training
                 # tasks and another world's scene never stands for a wrong task.
-                kin = [t for t in tasks if known[t].family == family]
                 others = [t for t in kin if t != task] or [
                     t for s in SPLITS for t in splits[s] if t != task and known[t].family == family]
                 other = others[(kin.index(task) + index) % len(others)]
@@ -261,6 +322,8 @@ def build(config: SimBuildConfig, progress: bool = True) -> BuildOutcome:
     """Build (or resume, or reuse) the dataset described by `config`."""
     out = Path(config.out) if config.out else config.default_out()
     identity = config.identity()
+    if not (out / core.DONE).exists():
+        check_families(config, out)
     if core.open_build(out, identity, SimBuildError):
         return _outcome_from_disk(out)
 
@@ -312,6 +375,26 @@ def _outcome_from_disk(out: Path) -> BuildOutcome:
         for s, paths in files.items()
     }
     return BuildOutcome(out=out, files=files, samples=counts, success=card.get("success", {}))
+
+
+def check_families(config: SimBuildConfig, out: Path) -> None:
+    """Refuse, before anything is written, a build with a family that cannot run here (naming the extra to install),
+    and a folder a mixed preset built with other families (the registry grew since)."""
+    problems = {name: get_family(name).problem() for name in config.families}
+    problems = {name: problem for name, problem in problems.items() if problem}
+    if problems:
+        runnable = [name for name in config.families if name not in problems]
+        hint = f"; or build the families that can: --family {' / '.join(runnable)}" if runnable and len(
+            config.families) > 1 else ""
+        raise SimBuildError(f"{config.preset} build of {', '.join(config.families)}: "
+                            + "; ".join(f"{name} cannot run here: {p}" for name, p in problems.items()) + hint)
+    try:
+        previous = json.loads((out / core.MANIFEST).read_text())["identity"]["preset_values"]["families"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if tuple(previous) != config.resolved_preset.families and config.preset in MIXED_PRESETS:
+        raise SimBuildError(f"{out} was built by the {config.preset} preset with the families {', '.join(previous)}; "
+                            f"it now has {', '.join(config.resolved_preset.families)}: delete the folder or give --out")
 
 
 def simulator_problem(families: tuple[str, ...] = (DEFAULT_FAMILY,)) -> str | None:
