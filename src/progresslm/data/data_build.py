@@ -148,17 +148,36 @@ def read_times_file(path: Path) -> dict[str, list[KeyStep]]:
 
 @dataclass
 class Plan:
-    """An episode's key frames (T+1 frame indices, the first is 0) and step texts (T, or None)."""
+    """An episode's key frames (T+1 frame indices, the first is 0) and step texts (T, or None). An episode that
+    reached only k < T of its task's key steps (`Episode.total_steps`: a stall, a failure) has k+1 key frames,
+    `total` T and its `last` frame: its progress rises to k / T at its last key frame and holds there."""
 
     key_frames: list[int]
     texts: list[str] | None
+    total: int | None = None
+    last: int | None = None
 
     @property
     def steps(self) -> int:
-        return len(self.key_frames) - 1
+        return self.total if self.total is not None else len(self.key_frames) - 1
+
+    @property
+    def complete(self) -> bool:
+        """Every key step reached (only such an episode can be a demonstration)."""
+        return len(self.key_frames) - 1 == self.steps
+
+    @property
+    def sampled_keys(self) -> list[int]:
+        """The frames observations are sampled between: the key frames, and a partial episode's last frame (so that
+        its hold after the last reached step is observed too)."""
+        if self.complete or self.last is None or self.last <= self.key_frames[-1]:
+            return list(self.key_frames)
+        return [*self.key_frames, self.last]
 
     def progress(self, frame: int) -> float:
-        return float(np.interp(frame, self.key_frames, np.linspace(0.0, 1.0, len(self.key_frames))))
+        if self.complete:
+            return float(np.interp(frame, self.key_frames, np.linspace(0.0, 1.0, len(self.key_frames))))
+        return float(np.interp(frame, self.key_frames, np.arange(len(self.key_frames)) / self.steps))
 
 
 def plan_episode(episode: Episode, rule: tuple[str, str], times: dict[str, list[KeyStep]] | None) -> Plan:
@@ -168,6 +187,7 @@ def plan_episode(episode: Episode, rule: tuple[str, str], times: dict[str, list[
     if last < 1:
         raise DataBuildError(f"episode {episode.id}: {episode.length} frame(s); at least 2 are needed")
     steps: list[KeyStep] | None = None
+    total = None
     if kind == "times":
         steps = (times or {}).get(episode.id)
         if steps is None:
@@ -180,8 +200,10 @@ def plan_episode(episode: Episode, rule: tuple[str, str], times: dict[str, list[
         ends = [i for i in range(len(values) - 1) if values[i + 1] != values[i]] + [len(values) - 1]
         texts = [values[i] for i in ends]
         steps = [KeyStep(i / episode.fps, v if isinstance(v, str) else None) for i, v in zip(ends, texts)]
-    elif kind == "auto" and episode.keysteps:
-        steps = episode.keysteps
+    elif kind == "auto" and (episode.keysteps or episode.total_steps):
+        steps, total = list(episode.keysteps or []), episode.total_steps
+        if total is not None and len(steps) > total:
+            raise DataBuildError(f"episode {episode.id}: {len(steps)} key steps, more than its total_steps {total}")
     if steps is None:
         n = int(arg) if kind == "uniform" else 5
         key = [int(round(j * last / n)) for j in range(n + 1)]
@@ -196,6 +218,8 @@ def plan_episode(episode: Episode, rule: tuple[str, str], times: dict[str, list[
                                  f"not after the previous key frame {key[-1]}")
         key.append(frame)
     texts = [s.text for s in steps]
+    if total is not None and len(steps) < total:  # reached k of T steps: progress holds at k / T after the last
+        return Plan(key, texts if texts and all(texts) else None, total, last)
     return Plan(key, texts if all(texts) else None)
 
 
@@ -241,10 +265,15 @@ class Unit:
 
 
 def plan_units(splits: dict[str, list[Episode]], all_episodes: list[Episode], config: DataBuildConfig,
-               notes: list[str]) -> list[Unit]:
+               notes: list[str], plans: dict[int, Plan] | None = None) -> list[Unit]:
     """Pairs within each split: each episode observed once, with the next episode of its task (seeded cyclic order)
-    as its demonstration; another task of the split lends the unanswerable demonstration."""
+    that reached every key step as its demonstration; another task of the split lends the unanswerable
+    demonstration (an episode of it that reached every key step). With no `plans`, every episode is complete."""
     position = {id(e): i for i, e in enumerate(all_episodes)}
+
+    def whole(episode: Episode) -> bool:
+        return plans is None or plans[position[id(episode)]].complete
+
     units = []
     for split, episodes in splits.items():
         rng = np.random.default_rng(derive_seed(config.seed, "data-units", split))
@@ -257,13 +286,18 @@ def plan_units(splits: dict[str, list[Episode]], all_episodes: list[Episode], co
                 notes.append(f"{split}: task {task!r} has one episode, so no demonstration from another episode: skipped")
                 continue
             order = [members[i] for i in rng.permutation(len(members))]
-            others = [t for t in tasks if t != task]
+            others = [t for t in tasks if t != task and any(whole(e) for e in by_task[t])]
             for k, obs in enumerate(order):
-                demo = order[(k + 1) % len(order)]
+                demo = next((order[(k + j) % len(order)] for j in range(1, len(order))
+                             if whole(order[(k + j) % len(order)])), None)
+                if demo is None:
+                    notes.append(f"{split}: episode {obs.id!r} has no other episode of its task that reached every "
+                                 "key step to be its demonstration: skipped")
+                    continue
                 other = None
                 if others:
                     other_task = others[int(rng.integers(len(others)))]
-                    pool = by_task[other_task]
+                    pool = [e for e in by_task[other_task] if whole(e)]
                     other = position[id(pool[int(rng.integers(len(pool)))])]
                 cameras = [c for c in (config.cameras or obs.cameras) if c in obs.cameras and c in demo.cameras]
                 if not cameras:
@@ -305,7 +339,7 @@ def build_unit(unit: Unit, episodes: list[Episode], plans: dict[int, Plan], root
     folder = root / trajectory
     rng = np.random.default_rng(derive_seed(config.seed, "data-unit", obs.id))
     T = obs_plan.steps
-    frames = sample_frames(obs_plan.key_frames, config.per_interval)
+    frames = sample_frames(obs_plan.sampled_keys, config.per_interval)
     obs_names = [f"{slug(unit.obs_camera)}_{f:05d}.jpg" for f in frames]
     _save(obs.read(unit.obs_camera, frames), obs_names, folder, config)
     demo_names = {}
@@ -409,7 +443,7 @@ def build(config: DataBuildConfig, progress: bool = True) -> DataBuildOutcome:
     plans = {i: plan_episode(e, rule, times) for i, e in enumerate(episodes)}
     notes: list[str] = []
     splits = assign(episodes, config)
-    units = plan_units(splits, episodes, config, notes)
+    units = plan_units(splits, episodes, config, notes, plans)
     if not units:
         raise DataBuildError(f"{config.source}: no task has two episodes in one split, so no sample can pair an "
                              "observation with a demonstration from another episode" + (f" ({notes[0]})" if notes else ""))

@@ -110,6 +110,9 @@ class Episode:
     reader: Callable[[str, Sequence[int]], list[np.ndarray]] = field(repr=False, compare=False)
     keysteps: list[KeyStep] | None = None  # annotated step ends, when the source has them
     columns: dict[str, list] = field(default_factory=dict, repr=False)  # per-frame annotation columns by name
+    # The task's key steps when the episode reached only `keysteps` of them (a stall, a failure; a sidecar's
+    # `total_steps`): its progress holds at len(keysteps) / total_steps after the last one. None: all of them.
+    total_steps: int | None = None
 
     def read(self, camera: str, indices: Sequence[int]) -> list[np.ndarray]:
         if isinstance(self.cameras, Cameras):

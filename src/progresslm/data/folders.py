@@ -7,11 +7,14 @@ Layout (the same for both kinds)::
     DIR/<task folder>/<episode>/*.png               frames, natural name order (one camera, "frames")
     DIR/<task folder>/<episode>/<camera>/*.png      frames of several cameras
     DIR/<task folder>/task.txt                      the task text (default: the folder name, "_" read as " ")
-    DIR/<task folder>/<episode>.json                optional: {"task": ..., "fps": ..., "steps": [{"end": s, "text": ...}]}
+    DIR/<task folder>/<episode>.json                optional: {"task": ..., "fps": ..., "steps": [{"end": s, "text": ...}],
+                                                               "total_steps": T}
     DIR/<task folder>/<episode>.steps.csv           optional: key steps as rows "end,text" (end in seconds)
 
 Videos or episode folders directly in DIR belong to one task named by DIR (or DIR/task.txt). Key-step `end` times are
-seconds from the episode's first frame."""
+seconds from the episode's first frame. `total_steps` (optional, JSON sidecar only) is the task's number of key steps
+when the episode reached fewer (`steps` lists the reached ones, [] for none): a stalled or failed episode, whose
+progress holds at reached / total_steps after its last reached step (`sim export-videos` writes such sidecars)."""
 
 from __future__ import annotations
 
@@ -77,6 +80,11 @@ def _sidecar(folder: Path, stem: str) -> dict:
             info["fps"] = check_fps(info["fps"], f"{path}: fps")
         if info.get("task") is not None and not (isinstance(info["task"], str) and info["task"].strip()):
             raise EpisodeSourceError(f"{path}: task is {info['task']!r}, not a task text")
+    total = info.get("total_steps")
+    if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 1):
+        raise EpisodeSourceError(f"{path}: total_steps is {total!r}, not a number of key steps (a whole number >= 1)")
+    if total is not None and info.get("steps") is None:
+        raise EpisodeSourceError(f"{path}: total_steps needs steps, the key steps reached ([] for none)")
     steps = info.get("steps")
     csv_path = folder / f"{stem}.steps.csv"
     if csv_path.is_file():
@@ -90,7 +98,10 @@ def _sidecar(folder: Path, stem: str) -> dict:
         steps = [{"end": r[0], "text": r[1] if len(r) > 1 else None} for r in rows if r and r[0].strip()]
         path = csv_path
     if steps is not None:
-        info["keysteps"] = parse_keysteps(steps, path)
+        # an episode that reached none of its task's key steps (total_steps says how many it has) has no key steps
+        info["keysteps"] = [] if steps == [] and total is not None else parse_keysteps(steps, path)
+        if total is not None and len(info["keysteps"]) > total:
+            raise EpisodeSourceError(f"{path}: {len(info['keysteps'])} steps, more than total_steps {total}")
     return info
 
 
@@ -117,7 +128,8 @@ def _video_episode(files: dict[str, Path], name: str, index: int, task: str, inf
             out[slot] = image
         return out
 
-    return Episode("videos", name, index, task, tuple(sorted(files)), fps, length, reader, info.get("keysteps"))
+    return Episode("videos", name, index, task, tuple(sorted(files)), fps, length, reader, info.get("keysteps"),
+                   total_steps=info.get("total_steps"))
 
 
 def video_episode(path: Path) -> Episode:
@@ -179,7 +191,8 @@ def open_frames(root: Path, fps: float | None = None, **ignored) -> list[Episode
                 return frames
 
             episodes.append(Episode("frames", name, len(episodes), str(info.get("task") or task), tuple(cameras),
-                                    rate, next(iter(counts.values())), reader, info.get("keysteps")))
+                                    rate, next(iter(counts.values())), reader, info.get("keysteps"),
+                                    total_steps=info.get("total_steps")))
     if not episodes:
         raise EpisodeSourceError(f"{root}: no episode folders of frames ({', '.join(IMAGE_SUFFIXES)}) found")
     return episodes
