@@ -41,16 +41,27 @@ def add_parser(subparsers) -> None:
     build.set_defaults(handler=run_build)
 
     export = commands.add_parser(
-        "export-videos", help="expert episodes as a videos folder (for data build and watch --source)",
-        description="Roll out expert episodes and write them as a users'-data videos folder: TASK/epN.CAMERA.mp4 "
-        "with a sidecar epN.json holding the goal and the key steps' end times and descriptions.")
+        "export-videos", help="expert successes, failures and stalls as a videos folder (for data build and watch "
+        "--source)",
+        description="Roll out episodes of each task and write them as a users'-data videos folder: TASK/EPISODE."
+        "CAMERA.mp4 with a sidecar EPISODE.json holding the goal, the key steps reached (end times and descriptions), "
+        "the task's number of key steps, the kind and, for a stall, where it begins (docs/own-data.md, \"Simulated "
+        "videos\"). Episodes are named epN (successes) and KIND-epN (failure, random, stall).")
     export.add_argument("--tasks", nargs="+", required=True, metavar="TASK", help="tasks (`progresslm sim tasks`)")
-    export.add_argument("--episodes", type=int, default=3, help="episodes per task")
+    export.add_argument("--episodes", type=int, default=3, help="episodes per task and kind")
+    export.add_argument("--kind", default="success", help="comma list of: success (the expert, every key step), "
+                        "failure (the expert's motions, the object never grasped or moved), random (a random "
+                        "policy), stall (the expert stopping after key step k and holding still); default success")
+    export.add_argument("--stall-step", type=int, metavar="K", help="with --kind stall: stall after key step K "
+                        "(1..T-1 for a task of T steps; default: drawn per episode from --seed)")
     export.add_argument("--out", required=True, help="output folder")
-    export.add_argument("--cameras", nargs="+", default=["corner3", "topview"], metavar="CAMERA", help="cameras to render (two or more give cross-view samples)")
+    export.add_argument("--cameras", nargs="+", metavar="CAMERA", help="cameras to render (two or more give "
+                        "cross-view samples; default: each family's export cameras, e.g. corner3 topview for "
+                        "Meta-World)")
     export.add_argument("--size", type=int, default=128, help="frame side in pixels (even)")
-    export.add_argument("--stride", type=int, default=1, help="keep every Nth simulator step (10 steps = 1 s)")
-    export.add_argument("--seed", type=int, default=0, help="seed of the rollouts and scene looks")
+    export.add_argument("--stride", type=int, default=1, help="keep every Nth simulator step (Meta-World: 10 steps "
+                        "= 1 s; Fetch and panda: 25)")
+    export.add_argument("--seed", type=int, default=0, help="seed of the rollouts, stall steps and scene looks")
     export.add_argument("--codec", default="libx264", choices=["libx264", "libsvtav1"], help="H.264 or AV1")
     export.set_defaults(handler=run_export)
 
@@ -88,22 +99,32 @@ def run_build(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from progresslm.sim.export_videos import export_videos
-    from progresslm.sim.metaworld.tasks import UnknownTaskError
+    from progresslm.sim.export_videos import parse_kinds
+    from progresslm.sim.family import UnknownFamilyError, family_of
     from progresslm.sim.mujoco_scene.render import RenderError
     from progresslm.sim.sim_build import simulator_problem
 
-    problem = simulator_problem()
+    try:
+        kinds = parse_kinds(args.kind)
+        families = tuple(dict.fromkeys(family_of(task) for task in args.tasks))
+    except (UnknownFamilyError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    problem = simulator_problem(families)
     if problem:
         print(f"error: the simulator cannot run here: {problem}", file=sys.stderr)
         return 2
+    from progresslm.sim.export_videos import export_videos
+
     try:
-        written = export_videos(args.tasks, args.episodes, Path(args.out), tuple(args.cameras), args.size,
-                                args.stride, args.seed, codec=args.codec)
-    except (UnknownTaskError, RenderError, ValueError, RuntimeError) as err:
+        written = export_videos(args.tasks, args.episodes, Path(args.out), tuple(args.cameras or ()) or None,
+                                args.size, args.stride, args.seed, codec=args.codec, kinds=kinds,
+                                stall_step=args.stall_step)
+    except (RenderError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{len(written)} episodes in {args.out}; next: progresslm data build videos:{args.out} --out BENCH_DIR")
+    print(f"{len(written)} episodes ({', '.join(kinds)}) in {args.out}; next: progresslm data build "
+          f"videos:{args.out} --out BENCH_DIR")
     return 0
 
 
