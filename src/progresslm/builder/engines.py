@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import multiprocessing
 import os
+import socket
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+from progresslm.builder import reaper
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +89,6 @@ def _check_reachable(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """Fail fast on a HOST:PORT where nothing answers, or where something that is not Ray's head listens (Ray itself
     retries for minutes: a plain TCP listener held `ray.init` for 123 s); other forms ("auto", "ray://...") are left
     to Ray."""
-    import socket
-
     host, _, port = address.rpartition(":")
     if "://" in address or not host or not port.isdigit():
         return
@@ -149,8 +151,6 @@ def _finished(outcome: tuple[int, Any, _Failure | None], names: Sequence[str]) -
 
 
 def _run_pool(function: Callable, jobs: Sequence[Any], names: Sequence[str], workers: int) -> Iterator[Finished]:
-    import multiprocessing
-
     # spawn, not fork: a forked child would inherit this process's GL contexts and threads
     pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)))
     try:
@@ -164,9 +164,8 @@ def _run_pool(function: Callable, jobs: Sequence[Any], names: Sequence[str], wor
 
 def _run_ray(function: Callable, jobs: Sequence[Any], names: Sequence[str], workers: int,
              address: str | None) -> Iterator[Finished]:
-    import ray
+    import ray  # lazy: ray (the [ray] extra)
 
-    from progresslm.builder import reaper
 
     started = not ray.is_initialized()  # a connection this process made already is reused, and left open
     watcher = None

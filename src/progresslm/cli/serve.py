@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from progresslm.backends.base import BackendError
@@ -85,9 +86,6 @@ def add_parser(subparsers) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    import os
-
-
     options = backend_options(args)
     fields = ("host", "port", "backend", "mode", "batch_wait_ms", "max_queue", "max_body_mb", "max_images",
               "max_image_pixels", "max_new_tokens_cap", "max_sessions", "session_ttl_s", "max_frames_per_call",

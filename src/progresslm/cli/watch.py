@@ -14,8 +14,13 @@ import math
 import sys
 from pathlib import Path
 
-from progresslm.backends.registry import BACKENDS, DEFAULT_BACKEND
+from progresslm.backends.base import BackendError
+from progresslm.backends.registry import BACKENDS, DEFAULT_BACKEND, UnknownBackendError, backend_class
 from progresslm.cli.options import OptionError, add_backend_options, backend_options
+from progresslm.data.episode_sources import open_episodes, select
+from progresslm.data.episodes import EpisodeSourceError
+from progresslm.data.folders import video_episode
+from progresslm.data.video import VideoError
 from progresslm.io import slug
 from progresslm.online.drawing import DrawingError
 from progresslm.online.frame_sources import (
@@ -26,7 +31,9 @@ from progresslm.online.frame_sources import (
     image_files,
     open_source,
 )
-from progresslm.online.watching import WatchError
+from progresslm.online.monitor import MonitorError
+from progresslm.online.scorer import ScorerError
+from progresslm.online.watching import WatchError, WatchRun, demo_from_episode, episode_sources, watch
 from progresslm.prompts import MODES
 
 
@@ -92,8 +99,6 @@ def demo_items(args: argparse.Namespace, episodes=None) -> tuple[list, str]:
             raise WatchError("--demo-text: a step is empty")
         return steps, "text"
     if args.demo_episode is not None or args.demo_video:
-        from progresslm.online.watching import demo_from_episode
-
         episode = demo_episode(args, episodes)
         images, _, args.demo_camera = demo_from_episode(episode, args.camera, args.demo_keyframes)
         args.goal = args.goal or episode.task
@@ -116,12 +121,9 @@ def demo_items(args: argparse.Namespace, episodes=None) -> tuple[list, str]:
 
 def demo_episode(args: argparse.Namespace, episodes):
     if args.demo_video:
-        from progresslm.data.folders import video_episode
-
         return video_episode(Path(args.demo_video))
     if episodes is None:
         raise WatchError("--demo-episode needs --source (the episodes it indexes)")
-    from progresslm.data.episode_sources import select
 
     return select(episodes, str(args.demo_episode), "--demo-episode")[0]
 
@@ -169,14 +171,6 @@ def monitor_settings(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from progresslm.backends.base import BackendError
-    from progresslm.backends.registry import UnknownBackendError, backend_class
-    from progresslm.data.episodes import EpisodeSourceError
-    from progresslm.data.video import VideoError
-    from progresslm.online.monitor import MonitorError
-    from progresslm.online.scorer import ScorerError
-    from progresslm.online.watching import WatchRun, episode_sources, watch
-
     bad_input = (UnknownBackendError, WatchError, SourceError, DrawingError, OptionError, EpisodeSourceError,
                  VideoError, ValueError)
     args.demo_camera = None
@@ -188,8 +182,6 @@ def run(args: argparse.Namespace) -> int:
         _check_args(args, goal=False)
         episodes = chosen = None
         if args.episodes_source:
-            from progresslm.data.episode_sources import open_episodes, select
-
             episodes = open_episodes(args.episodes_source)
             chosen = select(episodes, args.episodes)
         demo, demo_kind = demo_items(args, episodes)

@@ -15,6 +15,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from progresslm.backends.base import Backend, BackendError, BackendOptions, Reply, Request
+from progresslm.checkpoints import CheckpointError, weights_id
+from progresslm.matcher import matcher_dir
+from progresslm.matcher.encoders import EncoderError
+from progresslm.matcher.inference import MatcherRunner
+from progresslm.matcher.modeling_matcher import MatcherError
 from progresslm.prompts import percent
 
 
@@ -25,11 +30,6 @@ class MatcherBackend(Backend):
 
     def __init__(self, options: BackendOptions, mode: str):
         super().__init__(options, mode)
-        from progresslm.checkpoints import CheckpointError
-        from progresslm.matcher import matcher_dir
-        from progresslm.matcher.encoders import EncoderError
-        from progresslm.matcher.inference import MatcherRunner
-        from progresslm.matcher.modeling_matcher import MatcherError
 
         try:
             self.folder = Path(options.model) if options.model else matcher_dir()
@@ -39,13 +39,9 @@ class MatcherBackend(Backend):
 
     @property
     def model_name(self) -> str:
-        from progresslm.checkpoints import weights_id
-
         return f"progresslm-matcher@{weights_id(self.folder)}"
 
     def generate(self, requests: Sequence[Request]) -> Iterator[tuple[int, Reply]]:
-        from progresslm.matcher.encoders import EncoderError
-
         start = time.perf_counter()
         try:
             results = self.runner.match([r.sample for r in requests], paths=[r.prompt.images for r in requests])

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from progresslm.images import read_image
+from progresslm.matcher.augmentation import augment_image
 from progresslm.types import Modality, Sample
 
 TOLERANCE = 0.05  # 5 points
@@ -46,9 +48,6 @@ def keyframe_consistency(runner, samples: Sequence[Sample], image_root=None, aug
     for paths, points in demos:
         keys = runner.image_features(paths)
         if augment > 0:
-            from progresslm.images import read_image
-            from progresslm.matcher.augmentation import augment_image
-
             observations = runner.image_encoder.encode([augment_image(read_image(p), rng, augment) for p in paths])
         else:
             observations = keys

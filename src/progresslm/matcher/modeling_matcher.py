@@ -33,7 +33,7 @@ import numpy as np
 
 from progresslm.io import atomic_path
 from progresslm.matcher.configuration_matcher import CONFIG_FILE, WEIGHTS_FILE, MatcherConfig, MatcherError
-from progresslm.matcher.encoders import TEXT_DIM
+from progresslm.matcher.encoders import STAGE_CHANNELS, TEXT_DIM
 
 PROFILE_FEATURES = 6  # best, second best, mean, spread, max - min, normalised entropy
 DEMO_NORM_FEATURES = 2  # log of the observation's distance to the demo over the keyframes' spacing, two feature kinds
@@ -60,7 +60,7 @@ class MatchResult:
 
 
 def _build(config: MatcherConfig):
-    import torch
+    import torch  # lazy: torch (the [nano] extra)
     from torch import nn
 
     class Matcher(nn.Module):
@@ -72,7 +72,6 @@ def _build(config: MatcherConfig):
             self.task_proj = _projection(config.global_dim or dim, config.task_dim, config.dropout)
             self.task_log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
             self.log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
-            from progresslm.matcher.encoders import STAGE_CHANNELS
 
             tap = config.na_tap
             if tap is not None:
@@ -209,13 +208,13 @@ def _build(config: MatcherConfig):
 
 
 def _projection(inputs: int, outputs: int, dropout: float):
-    from torch import nn
+    from torch import nn  # lazy: torch (the [nano] extra)
 
     return nn.Sequential(nn.LayerNorm(inputs), nn.Dropout(dropout), nn.Linear(inputs, outputs))
 
 
 def _mlp(inputs: int, hidden: int):
-    from torch import nn
+    from torch import nn  # lazy: torch (the [nano] extra)
 
     return nn.Sequential(nn.LayerNorm(inputs), nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
@@ -223,7 +222,7 @@ def _mlp(inputs: int, hidden: int):
 def _place(sims, mask, points, scale, readout: str = "expected"):
     """Masked softmax of scale * sims, the expected position and the progress interpolated there.
     readout "local": the position is the mean over the best item and its two neighbours only."""
-    import torch
+    import torch  # lazy: torch (the [nano] extra)
 
     logits = (sims * scale).masked_fill(~mask, -1e4)
     index = torch.arange(sims.shape[1], device=sims.device, dtype=sims.dtype)
@@ -260,7 +259,7 @@ def _demo_distances(views, mask):
     nearest other keyframe), for each (obs, keys) pair of `views` (the global features, a grid of cells), each
     vector layer-normalised first. Scale-free and measured inside the user's own world: near 0 or below when the observation sits among
     the keyframes as they sit among themselves, large when it comes from elsewhere."""
-    import torch
+    import torch  # lazy: torch (the [nano] extra)
     import torch.nn.functional as F
 
     out = []
@@ -281,7 +280,7 @@ def _demo_distances(views, mask):
 def _order_agreement(sims, mask):
     """(B, 2): Pearson correlation of the similarities with -|k - best| over the keyframes (1: one peak that
     falls off along the known order), and the drop from the peak to its neighbours' mean."""
-    import torch
+    import torch  # lazy: torch (the [nano] extra)
 
     m = mask.to(sims.dtype)
     count = m.sum(-1).clamp(min=1.0)
@@ -302,7 +301,7 @@ def _order_agreement(sims, mask):
 
 def _snap(sims, mask, points, position, progress, na_logit, threshold: float):
     """Where the observation is one of the keyframes (similarity at least `threshold`), its exact place."""
-    import torch
+    import torch  # lazy: torch (the [nano] extra)
 
     best = sims.masked_fill(~mask, -2.0).max(-1)
     hit = best.values >= threshold
@@ -316,7 +315,7 @@ def _snap(sims, mask, points, position, progress, na_logit, threshold: float):
 def shrink_text(progress, peak, bins):
     """Text progress shrunk toward 0.5 by the factor of the first `[upper, factor]` bin whose upper edge the
     anchor distribution's peak weight is below (the last bin takes the rest); no bins: unchanged."""
-    import torch
+    import torch  # lazy: torch (the [nano] extra)
 
     if not bins:
         return progress
@@ -328,7 +327,7 @@ def shrink_text(progress, peak, bins):
 
 def _profile(sims, logits, mask):
     """Shape of the similarity profile: best, second best, mean, spread, range, normalised entropy."""
-    import torch
+    import torch  # lazy: torch (the [nano] extra)
 
     count = mask.sum(-1).clamp(min=1).to(sims.dtype)
     top = sims.masked_fill(~mask, -2.0).topk(2, dim=-1).values
@@ -357,7 +356,7 @@ class Matcher:
             raise MatcherError(f"{folder}: no {CONFIG_FILE}; is it a matcher checkpoint (progresslm train matcher)?") from None
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise MatcherError(f"{folder / CONFIG_FILE}: not a matcher config ({type(err).__name__}: {err})") from None
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # lazy: safetensors (the [nano] extra)
 
         module = _build(config)
         try:
@@ -368,7 +367,7 @@ class Matcher:
         return cls(config, module)
 
     def save(self, folder: str | Path) -> Path:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # lazy: safetensors (the [nano] extra)
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -382,7 +381,7 @@ class Matcher:
 
     def match_visual(self, obs: np.ndarray, keys: np.ndarray, points: list[float]) -> MatchResult:
         """One observation (D,) against keyframe features (K, D) at progress `points`."""
-        import torch
+        import torch  # lazy: torch (the [nano] extra)
 
         with torch.inference_mode():
             out = self.module.visual(
@@ -393,7 +392,7 @@ class Matcher:
 
     def match_text(self, obs: np.ndarray, steps: np.ndarray, goal: np.ndarray, total_steps: int) -> MatchResult:
         """One observation (D,) against step sentence vectors (T, 384) and the goal's (384,)."""
-        import torch
+        import torch  # lazy: torch (the [nano] extra)
 
         if not self.config.text:
             raise MatcherError("this matcher has no text branch; it answers visual demonstrations only")

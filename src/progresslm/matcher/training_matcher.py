@@ -33,9 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-from progresslm.io import image_root_path
+from progresslm.bench.format import load_bench
+from progresslm.calibrate import best_threshold
+from progresslm.images import read_image
+from progresslm.io import expand_files, image_root_path
+from progresslm.matcher.augmentation import augment_image, view_seed
 from progresslm.matcher.encoders import TEXT_DIM, FeatureStore, ImageEncoder, ImageSpec, TextEncoder
+from progresslm.matcher.hints import FOLDS_FILE
 from progresslm.matcher.modeling_matcher import Matcher, MatcherConfig
+from progresslm.metrics import compute_metrics, nse_term, selection_score
 from progresslm.types import Modality, Prediction, Sample, Status, task_of
 
 log = logging.getLogger(__name__)
@@ -183,9 +189,6 @@ def augmented_features(keys: list[str], augment: tuple[FeatureStore, int, float,
                        chunk: int = 256) -> np.ndarray:
     """Features of `views` augmented copies of each image file in `keys` (key-major), computed in chunks and
     saved after each, so a killed run keeps what it encoded."""
-    from progresslm.images import read_image
-    from progresslm.matcher.augmentation import augment_image, view_seed
-
     store, n_views, strength, seed = augment
 
     def compute(missing):
@@ -308,7 +311,7 @@ def _views(index: np.ndarray, pool: Pool, rng: np.random.Generator | None, rate:
 
 
 def visual_tensors(batch: list[dict], pool: Pool, rng: np.random.Generator | None = None, rate: float = 0.0):
-    import torch
+    import torch  # lazy: torch (the [nano] extra)
 
     keys, mask = _pad([r["keys"] for r in batch])
     points = np.zeros(mask.shape, np.float32)
@@ -325,7 +328,7 @@ def visual_tensors(batch: list[dict], pool: Pool, rng: np.random.Generator | Non
 
 
 def text_tensors(batch: list[dict], pool: Pool, rng: np.random.Generator | None = None, rate: float = 0.0):
-    import torch
+    import torch  # lazy: torch (the [nano] extra)
 
     steps, mask = _pad([r["steps"] for r in batch])
     points = np.zeros((len(batch), mask.shape[1] + 1), np.float32)
@@ -344,7 +347,7 @@ def text_tensors(batch: list[dict], pool: Pool, rng: np.random.Generator | None 
 
 def batch_loss(module, batch: list[dict], pool: Pool, config: MatcherTrainConfig, text: bool,
                views_rng: np.random.Generator | None = None):
-    import torch
+    import torch  # lazy: torch (the [nano] extra)
     import torch.nn.functional as F
 
     make = text_tensors if text else visual_tensors
@@ -366,7 +369,7 @@ def batch_loss(module, batch: list[dict], pool: Pool, config: MatcherTrainConfig
 
 def _balanced_bce(logits, targets):
     """Binary cross-entropy with both classes weighted equally, whatever share of the batch each has."""
-    import torch
+    import torch  # lazy: torch (the [nano] extra)
     import torch.nn.functional as F
 
     positive = targets.float().mean().clamp(0.02, 0.98)
@@ -378,7 +381,7 @@ def task_loss(module, tensors, batch: list[dict], text: bool):
     """Every observation of the batch against every demonstration (visual) or goal (text) of the batch:
     "same task?" (any camera, any episode; an edited object or an absent object named counts as not the
     same), so the embedding learns what stays when the view changes and what differs between tasks."""
-    import torch
+    import torch  # lazy: torch (the [nano] extra)
 
     if text:
         obs, _, _, _, goal = tensors
@@ -397,7 +400,7 @@ def task_loss(module, tensors, batch: list[dict], text: bool):
 
 def answer_pool(matcher: Matcher, pool: Pool) -> dict[int, tuple[float, float, int, bool]]:
     """sample index -> (progress, p_na, anchor 1-based, text) for every labelled sample of the pool."""
-    import torch
+    import torch  # lazy: torch (the [nano] extra)
 
     out = {}
     module = matcher.module
@@ -415,8 +418,6 @@ def answer_pool(matcher: Matcher, pool: Pool) -> dict[int, tuple[float, float, i
 
 def thresholds(pool: Pool, answers: dict, max_afrr: float) -> tuple[float, float]:
     """N/A thresholds (visual, text) with the best balanced accuracy refusing at most `max_afrr`."""
-    from progresslm.calibrate import best_threshold
-
     chosen = []
     for text in (False, True):
         pos = [1 - answers[i][1] for i, s in enumerate(pool.samples) if i in answers and answers[i][3] == text and s.answerable]
@@ -449,8 +450,6 @@ TEXT_SPLITS = ("text", "text_unanswerable")
 
 def evaluate_pool(matcher: Matcher, pool: Pool, config: MatcherTrainConfig) -> tuple[dict, dict, tuple[float, float]]:
     """Metrics on the pool, the selection score of each branch (visual, text), and the N/A thresholds."""
-    from progresslm.metrics import compute_metrics, selection_score
-
     answers = answer_pool(matcher, pool)
     chosen = thresholds(pool, answers, config.max_afrr)
     samples, preds = predictions(pool, answers, chosen)
@@ -480,9 +479,6 @@ def summary(metrics: dict) -> dict:
 
 
 def load_pool_samples(patterns: Sequence[str]) -> list[Sample]:
-    from progresslm.bench.format import load_bench
-    from progresslm.io import expand_files
-
     files = expand_files(list(patterns))
     missing = [str(f) for f in files if not f.is_file()]
     if not files or missing:
@@ -504,7 +500,7 @@ def finished(config: MatcherTrainConfig) -> dict | None:
 def train_matcher(config: MatcherTrainConfig, progress: bool = True) -> dict:
     """Train, select and save the matcher into `config.out` (or reuse a finished run of the same settings);
     returns the selection report."""
-    import torch
+    import torch  # lazy: torch (the [nano] extra)
     from tqdm.auto import tqdm
 
     if (report := finished(config)) is not None:
@@ -644,7 +640,7 @@ def train_matcher(config: MatcherTrainConfig, progress: bool = True) -> dict:
 def text_evidence(matcher: Matcher, pool: Pool) -> list[tuple[float, float, float]]:
     """(progress as read, label, peak weight of the anchor distribution) of every answerable text row, read
     without any text calibration."""
-    import torch
+    import torch  # lazy: torch (the [nano] extra)
 
     config = matcher.config
     saved = config.text_shrink, config.text_abstain
@@ -668,8 +664,6 @@ def calibrate_text(matcher: Matcher, pool: Pool, abstain_afrr: float = 0.0, bins
     (0, 0.05, ..., 1) with the lowest mean normalised score error on `pool` (held-out tasks); and, with
     `abstain_afrr` > 0, the peak weight under which a text answer is N/A, refusing at most that share of the
     pool's answerable text rows. Weak evidence gets pulled toward the middle, where a wrong answer costs least."""
-    from progresslm.metrics import nse_term
-
     rows = text_evidence(matcher, pool)
     if len(rows) < 4 * bins:
         return [], None
@@ -705,8 +699,6 @@ def train_folds(config: MatcherTrainConfig, folds: int, progress: bool = True) -
     Each fold repeats the main matcher's training (same settings and schedule) and takes each branch at the
     step the main matcher selected, without held-out checks of its own: they would cost most of the time, and
     a fold's only use is to write hints for the tasks it never saw."""
-    from progresslm.matcher.hints import FOLDS_FILE
-
     tasks = sorted({task_of(s) for s in load_pool_samples(config.train)})
     if len(tasks) < folds:
         raise MatcherTrainError(f"--folds {folds} needs at least {folds} training tasks, found {len(tasks)}")

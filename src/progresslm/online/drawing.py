@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+from PIL import Image, ImageDraw
+
 
 class DrawingError(ValueError):
     """A drawing that needs a package that is not installed."""
@@ -22,6 +25,7 @@ def _event_label(event) -> str:
 
 def plot_curve(steps, events, path: Path, title: str) -> Path:
     """Raw answers as points, the smoothed estimate as a line inside its band, events as labelled lines."""
+    # lazy: matplotlib costs ~0.3 s at import and --help imports this module
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -64,7 +68,7 @@ class Overlay:
 
     def __init__(self, path: Path, fps: float, t_end: float | None):
         try:
-            import imageio_ffmpeg
+            import imageio_ffmpeg  # lazy: imageio-ffmpeg (the [online] extra)
         except ImportError:
             raise DrawingError("--video needs imageio-ffmpeg: pip install -e '.[online]' (in the progresslm clone)") from None
         self.path, self.fps, self.t_end = path, fps, t_end
@@ -75,9 +79,6 @@ class Overlay:
 
     def add(self, image, steps, events) -> None:
         """Draw one frame: `steps` are the monitor's steps up to and including this frame's."""
-        import numpy as np
-        from PIL import Image, ImageDraw
-
         picture = Image.fromarray(np.asarray(image)[..., :3])
         if self._size is None:
             height = max(16, round(picture.height * OVERLAY_WIDTH / picture.width / 16) * 16)

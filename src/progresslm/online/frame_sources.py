@@ -102,7 +102,7 @@ def open_source(path: Path, fps: float | None, every: int, on_bad: str = "skip")
 
 def _open_video(path: Path, fps: float, every: int) -> Source:
     try:
-        import imageio.v3 as iio
+        import imageio.v3 as iio  # lazy: imageio (the [online] extra)
     except ImportError:
         raise SourceError("reading a video needs imageio and imageio-ffmpeg: pip install -e '.[online]' (in the progresslm clone)") from None
     try:

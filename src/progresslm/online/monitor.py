@@ -42,6 +42,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from progresslm.metrics import spearman
 from progresslm.online.scorer import Estimate, ScorerError, as_pil
 from progresslm.types import Status, is_number
@@ -63,9 +65,6 @@ def value_order_correlation(steps) -> float | None:
     >>> value_order_correlation([S(t=0, raw=0.1), S(t=1, raw=0.3), S(t=2, raw=None), S(t=3, raw=0.2)])
     0.5
     """
-    import math
-
-
     answered = [(s.t, s.raw) for s in steps if s.raw is not None]
     if len(answered) < 2 or len({raw for _, raw in answered}) < 2:
         return None
@@ -316,8 +315,6 @@ class ProgressMonitor:
     def update_many(self, frames: Sequence[Any], timestamps: Sequence[float] | None = None) -> list[MonitorStep]:
         """Score frames as one batch, then filter them in order. Without `timestamps` every frame is
         taken now; give them when the frames span time (stalls and the filter run on time)."""
-        import numpy as np
-
         if isinstance(frames, np.ndarray) and frames.ndim == 3:
             raise MonitorError("frames: update_many takes a list of frames; use update() for one frame")
         _require(not isinstance(frames, (str, bytes)), "frames: expected a list of frames, got one string")

@@ -47,6 +47,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
     raise ImportError("progresslm.online.reward needs gymnasium: pip install -e '.[sim]' (in the progresslm clone)") from error
 
 from progresslm.backends.base import Backend, BackendOptions
+from progresslm.backends.registry import DEFAULT_BACKEND
 from progresslm.online.scorer import Estimate, ProgressScorer
 from progresslm.sim.metaworld.experts import ExpertDemo, MetaWorldCamera, demo_from_expert, meta_world_goal
 from progresslm.types import is_number
@@ -429,8 +430,6 @@ def _make_worker(env, demo, backend, goal, options, max_batch) -> ScoringWorker:
             return backend
         return ScoringWorker(backend, max_batch, close_when_unused=True)
     if backend is None:
-        from progresslm.backends.registry import DEFAULT_BACKEND
-
         backend = DEFAULT_BACKEND
     if not isinstance(backend, (str, Backend)):
         raise ProgressRewardError(

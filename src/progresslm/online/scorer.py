@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from progresslm.ask import Item, ask
 from progresslm.backends.base import Backend, BackendOptions
 from progresslm.backends.registry import DEFAULT_BACKEND, create_backend
@@ -75,9 +78,6 @@ def as_pil(image: Any, where: str):
     """A PIL RGB image from a PIL image, a file path, or an array or tensor: H x W x C (numpy, PIL, imageio) or
     C x H x W (torch, torchvision, LeRobot), C = 1, 3 or 4, H x W grey; uint8 values, or floats in [0, 1]
     (or [0, 255])."""
-    import numpy as np
-    from PIL import Image
-
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     if isinstance(image, (str, Path)):
@@ -111,8 +111,6 @@ def as_pil(image: Any, where: str):
 
 def _one_or_many(observations: Any) -> list:
     """`score`'s argument as a list: one image (a path, a PIL image, a 2-D or 3-D array or tensor) or several."""
-    from PIL import Image
-
     if isinstance(observations, (str, Path, Image.Image)):
         return [observations]
     ndim = getattr(observations, "ndim", None)

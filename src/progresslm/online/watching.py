@@ -7,13 +7,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+from progresslm import __version__
+from progresslm.data.data_build import keyframe_rule, plan_episode, read_times_file
 from progresslm.io import OutsideRootError, confined, slug, write_text_atomic
 from progresslm.online.drawing import Overlay, plot_curve
 from progresslm.online.frame_sources import DIR_FPS, VIDEO_FPS, Frame, Source, episode_source
+from progresslm.online.monitor import ProgressMonitor
+from progresslm.online.scorer import ProgressScorer
 
 
 class WatchError(ValueError):
@@ -63,8 +71,6 @@ def watch_source(scorer, monitor, source: Source, out: Path, settings: dict, bat
                  title: str, quiet: bool = True):
     """Score `source` frame batch by frame batch into `monitor`; OUT/events.json is rewritten after every batch
     (an interrupted run keeps what it scored), OUT/curve.png drawn at the end, OUT/overlay.mp4 with `video`."""
-    from tqdm.auto import tqdm
-
     out.mkdir(parents=True, exist_ok=True)
     overlay = Overlay(out / "overlay.mp4", source.rate, source.duration_s) if video else None
     sources: list[str] = []
@@ -102,8 +108,6 @@ def demo_from_episode(episode, camera: str | None, keyframes: str) -> tuple[list
     """(keyframe images, step texts or None, the camera read) of an episode used as the demonstration: key frames
     by the rule of `data build --keyframes` (auto: the episode's key steps, else uniform:5); `camera` when the
     episode has it, else its first."""
-    from progresslm.data.data_build import keyframe_rule, plan_episode, read_times_file
-
     rule = keyframe_rule(keyframes)
     times = read_times_file(Path(rule[1]).expanduser()) if rule[0] == "times" else None
     plan = plan_episode(episode, rule, times)
@@ -174,10 +178,6 @@ def watch(run: WatchRun, sources: list[Source], outs: list[Path], episodes=None)
     them in OUT/summary.md, OUT/summary.json and OUT/grid.png (OUT: the folders' parent). The demonstration episode,
     when it is also watched, is scored (a check: it should rise to done against itself) and marked as such, in its
     events.json, its row and the table, and left out of the mean VOC."""
-    from progresslm import __version__
-    from progresslm.online.monitor import ProgressMonitor
-    from progresslm.online.scorer import ProgressScorer
-
     done = Watched([], [], list(outs))
     curves = []
     with ProgressScorer(run.goal, run.demo, backend=run.backend, options=run.options, mode=run.mode,
@@ -233,8 +233,6 @@ def summary_table(rows: list[dict]) -> str:
                      f"{'yes' if r['done'] else 'no'} |")
     vocs = [r["voc"] for r in rows if r["voc"] is not None and not r.get("demonstration")]
     if vocs:
-        import statistics
-
         left_out = ", the demonstration left out" if any(r.get("demonstration") for r in rows) else ""
         lines.append(f"\nMean VOC over {len(vocs)} episodes{left_out}: {statistics.fmean(vocs):.3f} "
                      f"(median {statistics.median(vocs):.3f}).")
@@ -243,8 +241,7 @@ def summary_table(rows: list[dict]) -> str:
 
 def plot_grid(curves: list[tuple[str, list]], path: Path, columns: int = 4) -> Path:
     """Small multiples: each episode's raw answers and smoothed estimate against time."""
-    import math
-
+    # lazy: matplotlib costs ~0.3 s at import and --help imports this module
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
