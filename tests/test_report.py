@@ -380,3 +380,46 @@ def test_the_summary_stars_only_runs_that_answer_at_least_half_of_the_samples(ru
     header, cells, best = rows([Run("refuses", refuser, {**CONFIG, "backend": "retrieval"}), answering])
     assert best[0][same_nse] and not best[1][same_nse]
     assert "answer at least" in plain_table([answering])
+
+
+def test_report_adds_a_table_per_simulator_family(tmp_path, capsys):
+    """Issue 26 item 3: `progresslm report` over runs on a benchmark of two simulator families shows each run again on
+    each family's samples; recomputed on all samples, a run's figures are eval's own."""
+    from progresslm import by_family
+    from progresslm.bench.example import build_example
+    from progresslm.bench.format import load_bench
+    from progresslm.cli.main import main
+    from progresslm.evaluation import EvalConfig, evaluate
+
+    example = build_example(tmp_path / "example")
+    ids = sorted({json.loads(line)["id"] for f in example.files for line in f.read_text().splitlines()})
+    for path in example.files:  # half the trajectories are Fetch's, the others Meta-World's (rows that name none)
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        for row in rows:
+            row["sim"] = {"family": "fetch"} if ids.index(row["id"]) % 2 else {}
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    folders = []
+    for backend in ("pixel-nn", "constant"):
+        out = tmp_path / backend
+        evaluate(EvalConfig(bench=[str(f) for f in example.files], image_root=str(example.root / "images"),
+                            out=str(out), backend=backend, bootstrap=0, swap_demos=backend == "pixel-nn"),
+                 progress=False)  # fmt: skip
+        folders.append(out)
+    run = load_run(folders[0])
+    whole = by_family.run_metrics(folders[0] / "results.jsonl",
+                                  [s for f in by_family.by_family(load_bench(example.files).samples).values()
+                                   for s in f])
+    assert whole["splits"]["visual_same_view"]["nse"] == run.metrics["splits"]["visual_same_view"]["nse"]
+    families = by_family.family_runs([run, load_run(folders[1])], folders)
+    assert list(families) == ["metaworld", "fetch"] or list(families) == ["fetch", "metaworld"]
+    from progresslm.report_tables import sample_count
+
+    counts = [sample_count(runs[0]) for runs in families.values()]
+    assert sum(counts) == sample_count(run) and min(counts) > 0
+    assert all("demo_swap" in runs[0].metrics for runs in families.values())  # pixel-nn asked swapped demos
+    md = tmp_path / "compare.md"
+    assert main(["report", *map(str, folders), "--md", str(md)]) == 0
+    printed = capsys.readouterr().out
+    assert f"fetch: {counts[list(families).index('fetch')]} samples" in printed and "metaworld: " in printed
+    text = md.read_text()
+    assert "## Per simulator family" in text and "fetch: Table 1" in text and "metaworld: Table 2" in text

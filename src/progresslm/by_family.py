@@ -14,6 +14,7 @@ from pathlib import Path
 from progresslm.bench.format import load_bench
 from progresslm.demo_swap import SWAP_SUFFIX, swap_report
 from progresslm.metrics import compute_metrics
+from progresslm.report_tables import Run
 from progresslm.results import ResultStore
 from progresslm.types import SPLITS, Prediction, Sample
 
@@ -115,3 +116,14 @@ def family_metrics(run_folder: Path, config: dict) -> dict[str, dict]:
         return {}
     return {family: run_metrics(Path(run_folder) / "results.jsonl", group)
             for family, group in by_family(samples).items()}  # fmt: skip
+
+
+def family_runs(runs: Sequence[Run], folders: Sequence[Path]) -> dict[str, list[Run]]:
+    """For each simulator family of the runs' benchmarks, the runs recomputed on that family's samples (same names
+    and configs, `run_metrics` as their metrics), families in order of first appearance; {} when the benchmarks name
+    no family other than Meta-World (the overall table already says it all)."""
+    per_family: dict[str, list[Run]] = {}
+    for run, folder in zip(runs, folders):
+        for family, metrics in family_metrics(folder, run.config).items():
+            per_family.setdefault(family, []).append(Run(run.name, metrics, run.config))
+    return per_family if has_families(list(per_family)) else {}

@@ -359,7 +359,7 @@ def paired_table(pairs: Sequence, reference: str) -> Table:
 
 
 def _compare_sections(runs: list[Run], plots: dict[str, list[Path]] | None = None,
-                      pairs: Sequence | None = None) -> list[Section]:
+                      pairs: Sequence | None = None, families: dict[str, list[Run]] | None = None) -> list[Section]:
     config = _config_table(runs)
     config.columns.append(("", "samples"))
     for row, run in zip(config.rows, runs):
@@ -367,6 +367,14 @@ def _compare_sections(runs: list[Run], plots: dict[str, list[Path]] | None = Non
     sections = [Section("Runs", [*comparison_warnings(runs), config])]
     sections.append(Section("Results", ["Percents. NSE, AFRR: lower is better; PRC, UDA: higher is better; – = undefined.",
                                         table1(runs), table1_strict(runs), table2(runs)]))  # fmt: skip
+    if families:
+        blocks: list = ["The same runs on each simulator family's samples (a family's rows name it in their `sim` "
+                        "record; Meta-World's name none). A model trained in one world may hold there only."]
+        for family, family_runs in families.items():
+            blocks += [_titled(table1(family_runs), f"{family}: Table 1"), _titled(table2(family_runs), f"{family}: Table 2")]
+        swap = {family: _swap_table(family_runs) for family, family_runs in families.items()}
+        blocks += [_titled(table, f"{family}: demo swap") for family, table in swap.items() if table is not None]
+        sections.append(Section("Per simulator family", blocks))
     if pairs:
         sections.append(Section("Like for like", [
             "A run that answers N/A on hard samples shows a low NSE on the easy ones it keeps. Here each run is "
@@ -384,6 +392,11 @@ def _compare_sections(runs: list[Run], plots: dict[str, list[Path]] | None = Non
         blocks += (plots or {}).get(run.name, [])
         sections.append(Section(f"{run.name}: diagnostics and plots", blocks))
     return sections
+
+
+def _titled(table: Table, title: str) -> Table:
+    table.title = title
+    return table
 
 
 def _title(run: Run) -> str:
@@ -421,16 +434,19 @@ def render_report_html(run: Run, floors: Sequence[Run] = (), plots: Sequence[str
 
 
 def compare_markdown(runs: Sequence[Run], plots: dict[str, list[Path]] | None = None,
-                     relative_to: str | Path | None = None, pairs: Sequence | None = None) -> str:
+                     relative_to: str | Path | None = None, pairs: Sequence | None = None,
+                     families: dict[str, list[Run]] | None = None) -> str:
     """Several runs side by side: their configs and sample counts (with a warning when they differ), Table 1,
     PRC-strict, Table 2, the like-for-like table (`pairs` from `paired.like_for_like`), the demonstration swap,
-    and each run's diagnostics and plots (`plots`: run name -> PNGs)."""
-    return render_markdown("ProgressLM comparison", _compare_sections(list(runs), plots, pairs), relative_to)
+    and each run's diagnostics and plots (`plots`: run name -> PNGs); with `families` (`by_family.family_runs`),
+    Table 1, Table 2 and the demo swap per simulator family."""
+    return render_markdown("ProgressLM comparison", _compare_sections(list(runs), plots, pairs, families), relative_to)
 
 
-def compare_html(runs: Sequence[Run], plots: dict[str, list[Path]] | None = None, pairs: Sequence | None = None) -> str:
+def compare_html(runs: Sequence[Run], plots: dict[str, list[Path]] | None = None, pairs: Sequence | None = None,
+                 families: dict[str, list[Run]] | None = None) -> str:
     """`compare_markdown` as a self-contained HTML page."""
-    return render_html("ProgressLM comparison", _compare_sections(list(runs), plots, pairs))
+    return render_html("ProgressLM comparison", _compare_sections(list(runs), plots, pairs, families))
 
 
 # --------------------------------------------------------------------------------------------

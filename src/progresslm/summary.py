@@ -87,7 +87,7 @@ def rows(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[list[boo
     return header, cells, best
 
 
-def plain_table(runs: Sequence[Run]) -> str:
+def plain_table(runs: Sequence[Run], legend: bool = True) -> str:
     header, cells, best = rows(runs)
     marked = [[cell + ("*" if j and j <= len(COLUMNS) and best[i][j - 1] else "") for j, cell in enumerate(row)]
               for i, row in enumerate(cells)]  # fmt: skip
@@ -96,14 +96,17 @@ def plain_table(runs: Sequence[Run]) -> str:
     lines.append(" ".join("-" * w for w in widths))
     for row in marked:
         lines.append(" ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
+    if not legend:
+        return "\n".join(lines)
     lines.append("NSE, AFRR: lower is better; PRC, UDA, swap %: higher; * best model (of the runs that answer at least")
     lines.append("half of the samples); swap %: answers changed by another task's demonstration (--swap-demos);")
     lines.append("full tables: report.md / report.html")
     return "\n".join(lines)
 
 
-def print_summary(runs: Sequence[Run], title: str = "", file=None) -> None:
-    """The table to `file` (stdout): rich's when it is a terminal and rich is installed, else plain text."""
+def print_summary(runs: Sequence[Run], title: str = "", file=None, legend: bool = True) -> None:
+    """The table to `file` (stdout): rich's when it is a terminal and rich is installed, else plain text; `legend`:
+    the lines that say how to read it (left out of the tables that follow a first one)."""
     file = file or sys.stdout
     if getattr(file, "isatty", lambda: False)():
         try:
@@ -121,13 +124,14 @@ def print_summary(runs: Sequence[Run], title: str = "", file=None) -> None:
                 table.add_row(*styled, style="dim" if is_floor(runs[i]) else None)
             console = Console(file=file, width=100)
             console.print(table)
-            console.print("[dim]NSE, AFRR: lower is better; PRC, UDA, swap %: higher; green: best model (of the runs "
-                          "that answer at least half of the samples); swap %: answers changed by another task's "
-                          "demonstration (--swap-demos)[/]")
+            if legend:
+                console.print("[dim]NSE, AFRR: lower is better; PRC, UDA, swap %: higher; green: best model (of the "
+                              "runs that answer at least half of the samples); swap %: answers changed by another "
+                              "task's demonstration (--swap-demos)[/]")
             return
     if title:
         print(title, file=file)
-    print(plain_table(runs), file=file)
+    print(plain_table(runs, legend), file=file)
 
 
 SHORT_SPLITS = {"visual_same_view": "same-view", "visual_cross_view": "cross-view", "text": "text"}

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from progresslm import report_tables
+from progresslm import by_family, report_tables
 from progresslm.paired import like_for_like
 from progresslm.summary import print_like_for_like, print_summary
 
@@ -68,11 +68,17 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as err:  # the tables above do not need it
             print(f"note: no like-for-like comparison: {err}", file=sys.stderr)
     print_like_for_like(pairs or [], runs)
+    families = by_family.family_runs(runs, folders)
+    for family, family_runs in families.items():  # a row per run and family: a model may hold in one world only
+        print(file=sys.stdout)
+        print_summary(family_runs, title=f"{family}: {report_tables.sample_count(family_runs[0])} samples",
+                      legend=False)
     plots = {run.name: sorted(folder.glob("*.png")) for run, folder in zip(runs, folders)}
     if args.md:
-        Path(args.md).write_text(report_tables.compare_markdown(runs, plots, relative_to=Path(args.md).parent, pairs=pairs))
+        Path(args.md).write_text(report_tables.compare_markdown(runs, plots, relative_to=Path(args.md).parent, pairs=pairs,
+                                                                 families=families))
     if args.html:
-        Path(args.html).write_text(report_tables.compare_html(runs, plots, pairs=pairs))
+        Path(args.html).write_text(report_tables.compare_html(runs, plots, pairs=pairs, families=families))
     if args.md or args.html:
         print(f"full comparison: {', '.join(p for p in (args.md, args.html) if p)}")
     return 0
