@@ -217,3 +217,12 @@ def test_mixed_presets_split_every_family_on_its_own(monkeypatch):
     monkeypatch.setattr(type(broken), "problem", lambda self: "gymnasium_robotics is missing: pip install '.[fetch]'")
     with pytest.raises(SimBuildError, match="fetch cannot run here"):
         check_families(SimBuildConfig(preset="worlds-small"), Path("/nonexistent"))
+
+
+def test_naming_the_default_family_is_the_default_build():
+    """`sim build --family metaworld` and `sim build` (or eval's default benchmark) are one build: one folder, one
+    identity, so neither refuses the other's folder as "a build with other settings (family)"."""
+    for preset in ("small", "full"):
+        named, default = SimBuildConfig(preset=preset, family="metaworld"), SimBuildConfig(preset=preset)
+        assert named.identity() == default.identity() and named.default_out() == default.default_out()
+    assert SimBuildConfig(preset="small", family="fetch").identity() != SimBuildConfig(preset="small").identity()

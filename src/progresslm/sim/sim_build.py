@@ -210,7 +210,7 @@ class SimBuildConfig:
         for name in ("task_shares", "episodes_per_family"):
             if values[name] == Preset.__dataclass_fields__[name].default:
                 del values[name]
-        if data["family"] is None:
+        if data["family"] in (None, DEFAULT_FAMILY):  # --family metaworld is the default's build: the same folder
             del data["family"]
         return data
 
