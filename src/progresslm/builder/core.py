@@ -4,7 +4,8 @@ A builder supplies *units* (one observation episode with its demonstrations: a p
 a function that turns a unit into rows of the authors' format per file stem, writing its images on the way. The core
 does the rest, the same way for every builder:
 
-- `open_build`: the output folder and its manifest; another build's settings in the same folder are refused;
+- `open_build`: the output folder and its manifest; another build's settings in the same folder, or a manifest that
+  cannot be read, are refused; a DONE marker counts only while the files it records are whole;
 - `pending`: which units still need building: a unit counts as built only when its JSON parses and every image its
   rows name exists with the size recorded when it was written (a truncated file or a deleted image is rebuilt);
 - `run_units`: the units over the local process pool or Ray (`builder.engines`), each saved as it finishes, so a
@@ -40,19 +41,43 @@ class BuildError(ValueError):
 
 
 def open_build(out: Path, identity: dict, error: type[Exception] = BuildError) -> bool:
-    """Make `out`; refuse a folder that holds a build with other settings. True when the build there is done."""
+    """Make `out`; refuse a folder that holds a build with other settings, or whose manifest cannot be read (what
+    its units were built with is then unknown). True when the build there is done and its files are whole."""
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / MANIFEST
     if manifest.exists():
         try:
-            previous = json.loads(manifest.read_text()).get("identity") or {}
-        except (ValueError, AttributeError, UnicodeDecodeError):
-            previous = None  # a manifest cut short by a crash: written again below by the caller
-        if previous is not None and previous != identity:
+            previous = json.loads(manifest.read_text(encoding="utf-8"))["identity"]
+            if not isinstance(previous, dict):
+                raise TypeError("identity is not an object")
+        except (OSError, ValueError, KeyError, TypeError) as err:  # ValueError: not JSON, not UTF-8
+            reason = f"{type(err).__name__}: {err}".splitlines()[0]
+            raise error(f"{manifest} is not a readable build manifest ({reason}), so what {out} was built with is "
+                        "unknown: delete the folder to build it again, or choose another --out") from None
+        if previous != identity:
             changed = sorted(k for k in identity if previous.get(k) != identity[k])
             raise error(f"{out} holds a build with other settings ({', '.join(changed)}); "
                         "choose another --out or delete it")
-    return (out / DONE).exists()
+    return (out / DONE).exists() and _finished_files_whole(out)
+
+
+def _finished_files_whole(out: Path) -> bool:
+    """Whether the split files and card a finished build recorded in its DONE marker are all there with the sizes it
+    recorded. When not (a file cut short or deleted since), the marker goes and False: the build writes them again
+    from its units. A marker without a record (an older build) is trusted as before."""
+    try:
+        lines = (out / DONE).read_text(encoding="utf-8", errors="replace").splitlines()
+        sizes = json.loads(lines[1]) if len(lines) > 1 else {}
+        broken = next((name for name, size in sizes.items() if not (out / name).is_file()
+                       or (out / name).stat().st_size != size), None)
+    except (OSError, ValueError, AttributeError, TypeError):
+        broken = DONE
+    if broken is None:
+        return True
+    log.warning("%s: %s is missing or not as the build wrote it; writing the split files and card again from the "
+                "built units", out, broken)
+    (out / DONE).unlink()
+    return False
 
 
 def write_manifest(out: Path, data: dict) -> None:
@@ -149,5 +174,7 @@ def finish(outcome, rows: dict[str, dict[str, list[dict]]], task_splits: dict[st
     """Write the split files into `outcome` (files, samples), then the dataset card and the DONE marker."""
     outcome.files, outcome.samples = write_splits(outcome.out, rows)
     write_card(outcome, task_splits, settings, title)
-    (outcome.out / DONE).write_text(version + "\n")
+    files = [path for paths in outcome.files.values() for path in paths] + [outcome.out / "card.json"]
+    sizes = {str(path.relative_to(outcome.out)): path.stat().st_size for path in files if path.is_file()}
+    write_text_atomic(outcome.out / DONE, f"{version}\n{json.dumps(sizes)}\n")  # the sizes: checked on reuse
     return outcome
