@@ -6,12 +6,16 @@ folder."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from data.own_data import write_videos
 from helpers import tiny_sim_config
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from progresslm.builder import core
 from progresslm.cli.main import main
@@ -105,3 +109,146 @@ def test_sim_build_after_done_writes_a_file_cut_short_again(sim_copy, caplog, na
     assert {**split_lines(sim_copy), "card": json.loads((sim_copy / "card.json").read_text())["samples"]} == before
     assert f"{name} is missing or not as the build wrote it" in caplog.text
     assert core.open_build(sim_copy, tiny_sim_config(sim_copy).identity())  # done again, and whole
+
+
+# --- 2. every JSON that data build and watch write is strict JSON ---------------------------------------------------
+
+
+def strict_json(text: str):
+    """`json.loads` that refuses NaN, Infinity and -Infinity, as strict readers (browsers, jq, Go, Rust) do."""
+
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def assert_strict_json(out: Path) -> int:
+    """Every .json and .jsonl file under `out` parses strictly; returns how many rows name an obs_time."""
+    times = 0
+    for path in sorted(out.rglob("*.json*")):
+        texts = path.read_text().splitlines() if path.suffix == ".jsonl" else [path.read_text()]
+        for number, text in enumerate(texts, 1):
+            try:
+                data = strict_json(text)
+            except ValueError as err:
+                raise AssertionError(f"{path.relative_to(out)}:{number}: {err}") from None
+            times += isinstance(data, dict) and isinstance(data.get("episode"), dict) and "obs_time" in data["episode"]
+    return times
+
+
+def small_source(root: Path, kind: str, sidecar: dict | None = None) -> Path:
+    """Two tasks of two 10-frame episodes (32 px): `videos` or `frames`, each with `sidecar` as its JSON sidecar."""
+    from PIL import Image
+
+    from progresslm.data.video import write_video
+
+    for t, task in enumerate(("pick_cup", "open_drawer")):
+        for e in range(2):
+            frames = []
+            for i in range(10):
+                pixels = np.full((32, 32, 3), 20 + 100 * e, np.uint8)
+                pixels[4:28, 2 + i : 6 + i, t] = 250
+                frames.append(pixels)
+            if kind == "videos":
+                write_video(root / task / f"ep{e}.mp4", frames, 10.0)
+            else:
+                (root / task / f"ep{e}").mkdir(parents=True)
+                for i, pixels in enumerate(frames):
+                    Image.fromarray(pixels).save(root / task / f"ep{e}" / f"f{i:02d}.png")
+            if sidecar is not None:
+                (root / task / f"ep{e}.json").write_text(json.dumps(sidecar))  # NaN / Infinity as Python writes them
+    return root
+
+
+def build_or_refuse(source: str, out: Path, **options) -> None:
+    """A data build that must either stop with a one-line error or write only strict JSON, obs_time included."""
+    from progresslm.data.data_build import DataBuildConfig, DataBuildError, build
+    from progresslm.data.episodes import EpisodeSourceError
+
+    try:
+        config = DataBuildConfig(source=source, out=str(out), keyframes=options.pop("keyframes", "uniform:2"),
+                                 per_interval=1, size=32, **options)  # fmt: skip
+        build(config, progress=False)
+    except (DataBuildError, EpisodeSourceError) as err:
+        assert "\n" not in str(err), err
+        return
+    assert assert_strict_json(out) > 0
+
+
+HOSTILE_RATES = st.floats() | st.floats(min_value=0, max_value=1e4, exclude_min=True)
+
+
+@given(fps=HOSTILE_RATES, kind=st.sampled_from(["videos sidecar", "frames --fps"]))
+@example(fps=5e-324, kind="videos sidecar")
+@example(fps=1e-310, kind="frames --fps")
+@example(fps=math.nan, kind="videos sidecar")
+@example(fps=math.inf, kind="frames --fps")
+@example(fps=25.0, kind="videos sidecar")
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_data_build_writes_strict_json_whatever_the_frame_rate(tmp_path_factory, fps, kind):
+    """Before: a rate that passed as above 0 but vanishing (5e-324, 1e-310 fps) put frame 1 at an infinite time:
+    `"obs_time": Infinity` in the unit files and bench rows."""
+    root = tmp_path_factory.mktemp("rate")
+    if kind == "videos sidecar":
+        build_or_refuse(f"videos:{small_source(root / 'src', 'videos', {'fps': fps})}", root / "out")
+    else:
+        build_or_refuse(f"frames:{small_source(root / 'src', 'frames')}", root / "out", fps=fps)
+
+
+@given(end=st.floats(min_value=0.5))
+@example(end=1e308)
+@example(end=math.inf)
+@settings(max_examples=8, deadline=None)
+def test_data_build_writes_strict_json_whatever_the_key_step_times(tmp_path_factory, end):
+    """Before: a key step ending at 1e308 s (finite, so accepted) made `end * fps` infinite: an OverflowError
+    traceback instead of the last frame."""
+    root = tmp_path_factory.mktemp("steps")
+    sidecar = {"steps": [{"end": 0.3, "text": "reach"}, {"end": end, "text": "lift"}]}
+    build_or_refuse(f"frames:{small_source(root / 'src', 'frames', sidecar)}", root / "out", keyframes="auto")
+
+
+@pytest.mark.parametrize("fps", ["nan", "inf", "-inf", "5e-324"])
+def test_data_build_refuses_an_fps_option_that_is_not_a_rate_for_every_source(tmp_path, capsys, fps):
+    """Before: videos ignore --fps, so `--fps nan` passed unchecked into build.json as `"fps": NaN` (and the next
+    run's NaN != NaN then refused the folder as built "with other settings (fps)")."""
+    source = small_source(tmp_path / "src", "videos")
+    capsys.readouterr()
+    assert main(data_build(source, tmp_path / "out", f"--fps={fps}")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --fps is ") and "not a frame rate" in err and "\n" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fps", ["5e-324", "1e-300", "0.5", "1e300"])
+def test_watch_writes_strict_json_or_refuses_whatever_the_frame_rate(tmp_path, capsys, fps):
+    """Held already: a folder's frames at a vanishing rate are refused ("timestamps[1] ... got inf")."""
+    from PIL import Image
+
+    demo, frames = tmp_path / "demo", tmp_path / "frames"
+    for folder, count in ((demo, 3), (frames, 5)):
+        folder.mkdir()
+        for i in range(count):
+            Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(folder / f"f{i}.png")
+    out = tmp_path / "run"
+    capsys.readouterr()
+    code = main(["watch", str(frames), "--demo-dir", str(demo), "--goal", "open the drawer", "--backend", "pixel-nn",
+                 "--out", str(out), "--quiet", "--fps", fps])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code in (0, 2) and "Traceback" not in err, err
+    if code == 2:
+        assert err.startswith("error: ") and "\n" not in err, err
+    else:
+        assert (out / "events.json").is_file()
+    if out.exists():
+        assert_strict_json(out)
+
+
+def test_watch_over_episodes_refuses_a_vanishing_sidecar_rate(tmp_path, capsys):
+    source = small_source(tmp_path / "src", "videos", {"fps": 1e-310})
+    capsys.readouterr()
+    code = main(["watch", "--source", f"videos:{source}", "--demo-episode", "0", "--goal", "open the drawer",
+                 "--backend", "pixel-nn", "--out", str(tmp_path / "run"), "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "\n" not in err, err
+    assert "ep0.json: fps is 1e-310, not a frame rate" in err, err

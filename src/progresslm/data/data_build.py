@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from progresslm.bench.format import FILE_STEMS
 from progresslm.bench.sampling import derive_seed, labelled_row, sample_frames
@@ -28,7 +29,7 @@ from progresslm.builder import core
 from progresslm.builder.card import SPLITS
 from progresslm.builder.engines import engine_problem
 from progresslm.data.episode_sources import open_episodes, select
-from progresslm.data.episodes import Episode, EpisodeSourceError, KeyStep, parse_keysteps, scene_first
+from progresslm.data.episodes import Episode, EpisodeSourceError, KeyStep, check_fps, parse_keysteps, scene_first
 from progresslm.io import slug
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,11 @@ class DataBuildConfig:
         if self.per_interval < 0 or self.size < 16:
             raise DataBuildError("--per-interval must be >= 0 and --size >= 16")
         keyframe_rule(self.keyframes)
+        if self.fps is not None:  # checked for every source (videos ignore it): it enters the manifest (no NaN)
+            try:
+                check_fps(self.fps, "--fps")
+            except EpisodeSourceError as err:
+                raise DataBuildError(str(err)) from None
         if self.workers < 1:
             raise DataBuildError(f"--workers must be at least 1, got {self.workers}")
         problem = engine_problem(self.engine, self.ray_address)
@@ -212,7 +218,7 @@ def plan_episode(episode: Episode, rule: tuple[str, str], times: dict[str, list[
         return Plan(key, None)
     key = [0]
     for step in steps:
-        frame = min(int(round(step.end * episode.fps)), last)
+        frame = int(round(min(step.end * episode.fps, last)))  # an end at 1e308 s is the last frame, not inf
         if frame <= key[-1]:
             raise DataBuildError(f"episode {episode.id}: key step ending at {step.end:.2f} s falls on frame {frame}, "
                                  f"not after the previous key frame {key[-1]}")
@@ -312,8 +318,6 @@ def plan_units(splits: dict[str, list[Episode]], all_episodes: list[Episode], co
 
 
 def _save(images: list[np.ndarray], names: list[str], folder: Path, config: DataBuildConfig) -> None:
-    from PIL import Image
-
     for pixels, name in zip(images, names):
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)

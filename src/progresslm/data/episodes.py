@@ -146,24 +146,25 @@ class Episode:
 
 
 MAX_FPS = 10_000.0  # above any camera's rate: a larger figure is a unit mistake (frames per minute, a timestamp)
+MIN_FPS = 1e-3  # a frame every ~17 minutes; far smaller rates (5e-324) put frame 1 at an infinite time
 
 
 def check_fps(value: object, where: str) -> float:
-    """A frame rate as it enters (an info.json, a sidecar, --fps): a finite number of frames per second above 0 and
-    at most MAX_FPS, else an EpisodeSourceError "<where> is <value>, ...". NaN, infinite, zero and negative rates
-    would place frames at NaN or infinite times.
+    """A frame rate as it enters (an info.json, a sidecar, --fps): a finite number of frames per second from MIN_FPS
+    to MAX_FPS, else an EpisodeSourceError "<where> is <value>, ...". NaN, infinite, zero, negative and vanishing
+    rates would place frames at NaN or infinite times (written as NaN / Infinity, which strict JSON readers refuse).
 
     >>> check_fps(30, "fps"), check_fps(12.5, "fps")
     (30.0, 12.5)
     >>> check_fps(float("nan"), "meta/info.json: fps")
     Traceback (most recent call last):
     ...
-    progresslm.data.episodes.EpisodeSourceError: meta/info.json: fps is nan, not a frame rate (a number of frames per second above 0, at most 10000)
+    progresslm.data.episodes.EpisodeSourceError: meta/info.json: fps is nan, not a frame rate (a number of frames per second from 0.001 to 10000)
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0 < value <= MAX_FPS:  # fmt: skip
-        raise EpisodeSourceError(f"{where} is {value!r}, not a frame rate (a number of frames per second above 0, "
-                                 f"at most {MAX_FPS:g})")
+            or not MIN_FPS <= value <= MAX_FPS:  # fmt: skip
+        raise EpisodeSourceError(f"{where} is {value!r}, not a frame rate (a number of frames per second from "
+                                 f"{MIN_FPS:g} to {MAX_FPS:g})")
     return float(value)
 
 
