@@ -252,3 +252,109 @@ def test_watch_over_episodes_refuses_a_vanishing_sidecar_rate(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and "\n" not in err, err
     assert "ep0.json: fps is 1e-310, not a frame rate" in err, err
+
+
+# --- 3. a LeRobot dataset read from the Hugging Face cache stays in its cache folder --------------------------------
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+REPO = "someone/tiny-robot"
+
+
+@pytest.fixture(scope="module")
+def lerobot_v3(tmp_path_factory) -> Path:
+    from data.lerobot_fixture import write_lerobot
+
+    return write_lerobot(tmp_path_factory.mktemp("lerobot") / "v3", "v3.0")
+
+
+def hub_cache(cache: Path, source: Path, repo: str = REPO) -> Path:
+    """`source` laid out as huggingface_hub caches a dataset: each file a blob named by its hash in
+    `datasets--<owner>--<name>/blobs/`, linked from `snapshots/<commit>/<path>` by a relative link (`../../blobs/..`
+    and deeper), and `refs/main` naming the commit. Returns the snapshot folder."""
+    import hashlib
+    import os
+
+    folder = cache / f"datasets--{repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / COMMIT
+    for file in sorted(p for p in source.rglob("*") if p.is_file()):
+        blob = folder / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file, blob)
+        link = snapshot / file.relative_to(source)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(COMMIT)
+    return snapshot
+
+
+@pytest.fixture
+def offline_hub(monkeypatch):
+    """The real huggingface_hub, offline: snapshot_download answers from the cache alone."""
+    constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+def test_a_hub_cache_snapshot_made_of_links_to_its_blobs_is_read(lerobot_v3, tmp_path, offline_hub):
+    from data.lerobot_fixture import CAMERAS, frame_code
+
+    from progresslm.data.episode_sources import open_episodes
+
+    snapshot = hub_cache(tmp_path / "hub", lerobot_v3)
+    assert (snapshot / "meta" / "info.json").is_symlink()
+    for location in (REPO, str(snapshot)):  # by Hub id, and the snapshot folder given as a path
+        episodes = open_episodes(location, cache_dir=str(tmp_path / "hub"))
+        assert len(episodes) == 5
+        frames = episodes[4].read(CAMERAS[0], [0, 19])
+        assert [frame_code(p, CAMERAS[0]) for p in frames] == [(4, 0), (4, 19)]
+
+
+@pytest.mark.parametrize("target", ["meta/info.json", "data/chunk-000/file-000.parquet",
+                                    "videos/observation.images.top/chunk-000/file-001.mp4", "videos (a folder)",
+                                    "another dataset's blob"])  # fmt: skip
+@pytest.mark.parametrize("by", ["hub id", "snapshot path"])
+def test_a_link_in_the_hub_cache_that_leads_out_of_the_dataset_is_refused_naming_it(
+        lerobot_v3, tmp_path, offline_hub, target, by):  # fmt: skip
+    """Before: the snapshot's paths were checked by name only, so a link in it was followed anywhere on disk (here
+    to a copy of the file outside the cache, which was then read as the dataset's own; or to /etc/passwd)."""
+    from data.lerobot_fixture import CAMERAS
+
+    from progresslm.data.episode_sources import open_episodes
+    from progresslm.data.episodes import EpisodeSourceError
+
+    cache = tmp_path / "hub"
+    snapshot = hub_cache(cache, lerobot_v3)
+    outside = tmp_path / "elsewhere"
+    if target == "videos (a folder)":
+        link = snapshot / "videos"
+        shutil.copytree(lerobot_v3 / "videos", outside / "videos")
+        shutil.rmtree(link)
+        link.symlink_to(outside / "videos", target_is_directory=True)
+    else:
+        link = snapshot / (target if target != "another dataset's blob" else "meta/info.json")
+        if target == "another dataset's blob":  # inside the cache, but another dataset's folder
+            other = hub_cache(cache, lerobot_v3, "someone/other-robot")
+            real = (other / "meta" / "info.json").resolve()
+        else:
+            real = outside / target
+            real.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(lerobot_v3 / target, real)
+        link.unlink()
+        link.symlink_to(real)
+    with pytest.raises(EpisodeSourceError) as caught:
+        episodes = open_episodes(REPO if by == "hub id" else str(snapshot), cache_dir=str(cache))
+        episodes[4].read(CAMERAS[0], [0])  # the video of episode 4 is read (and linked) only now
+    message = str(caught.value)
+    assert "\n" not in message and f"{link} leads outside the dataset's Hugging Face cache folder" in message, message
+
+
+def test_a_snapshot_link_to_etc_passwd_is_refused(lerobot_v3, tmp_path, offline_hub, capsys):
+    snapshot = hub_cache(tmp_path / "hub", lerobot_v3)
+    link = snapshot / "meta" / "tasks.parquet"
+    link.unlink()
+    link.symlink_to("/etc/passwd")
+    capsys.readouterr()
+    assert main(["data", "episodes", f"lerobot:{snapshot}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    assert f"{link} leads outside" in err and "/etc/passwd" in err, err

@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -103,6 +104,8 @@ def open_lerobot(location: str, revision: str | None = None, cache_dir: str | No
     path = Path(location).expanduser()
     hub = None
     if path.exists():
+        if _cache_folder(path) is not None:  # a Hub cache snapshot given as a folder: its links must stay inside
+            _check_links(path, _tree(path), str(path))
         layout = _read_layout(path, str(path))
         missing = [p for p in layout.files(None) if not (path / p).is_file()]
         if missing:
@@ -431,6 +434,7 @@ class _FrameReader:
             self.hub.download([relative])
         if not path.is_file():
             raise EpisodeSourceError(f"{self.layout.where}: {relative} is missing (episode {self.record.index})")
+        _check_links(self.layout.root, [path], self.layout.where)
         return path
 
     def _video(self, camera: str, indices: Sequence[int]) -> list[np.ndarray]:
@@ -481,6 +485,7 @@ class _FrameReader:
                     raise EpisodeSourceError(f"{where} has neither image bytes nor a path")
                 try:
                     source = confined(name, self.layout.root, f"{where}: path", resolve=False)
+                    _check_links(self.layout.root, [source], where)
                 except OutsideRootError as err:
                     raise EpisodeSourceError(str(err)) from None
             try:
@@ -548,6 +553,37 @@ class _Hub:
         return folder
 
 
+def _cache_folder(root: Path) -> Path | None:
+    """The Hugging Face cache folder of the dataset (`<cache>/datasets--<owner>--<name>`) when `root` is one of its
+    snapshots (`snapshots/<commit>` in it), else None."""
+    if root.parent.name == "snapshots" and root.parent.parent.name.startswith(("datasets--", "models--")):
+        return root.parent.parent
+    return None
+
+
+def _tree(folder: Path) -> list[Path]:
+    """Every file and folder under `folder`, links included (not followed)."""
+    paths = []
+    for parent, folders, files in os.walk(folder):
+        paths.extend(Path(parent) / name for name in (*folders, *files))
+    return paths
+
+
+def _check_links(root: Path, paths: Iterable[Path], where: str) -> None:
+    """Refuse a path of a Hub cache snapshot `root` that leads (by a link) outside the dataset's cache folder. A
+    snapshot's files are links to `../../blobs/<hash>` in that folder by design: those are followed. A dataset folder
+    that is no cache snapshot is not checked here (its paths are checked by name)."""
+    folder = _cache_folder(root)
+    if folder is None:
+        return
+    boundary = Path(os.path.realpath(folder))
+    for path in paths:
+        target = Path(os.path.realpath(path))
+        if not target.is_relative_to(boundary):
+            raise EpisodeSourceError(f"{where}: {path} leads outside the dataset's Hugging Face cache folder "
+                                     f"{folder} (to {target}); not read")
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0].rstrip(".") if text else type(err).__name__
@@ -555,7 +591,9 @@ def _first_line(err: BaseException) -> str:
 
 def _fetch(hub: _Hub, episodes: Iterable[int] | None, videos: bool) -> _Layout:
     root = hub.download(["meta/**"])
-    layout = _read_layout(root, f"Hub dataset {hub.repo_id} ({root})")
+    where = f"Hub dataset {hub.repo_id} ({root})"
+    _check_links(root, _tree(root / "meta"), where)
+    layout = _read_layout(root, where)
     if episodes is None:  # whole folders: one pattern per file would be slow to match for thousands of episodes
         patterns = sorted({p.split("/", 1)[0] + "/**" for p in layout.files(None, videos)})
     else:
@@ -566,6 +604,7 @@ def _fetch(hub: _Hub, episodes: Iterable[int] | None, videos: bool) -> _Layout:
             raise EpisodeSourceError(f"Hub dataset {hub.repo_id} has no episode {unknown[0]}")
         patterns = layout.files(episodes, videos)
     hub.download(patterns)
+    _check_links(root, _tree(root), where)
     missing = [p for p in layout.files(episodes, videos) if not (root / p).is_file()]
     if missing:
         raise EpisodeSourceError(f"Hub dataset {hub.repo_id}: {missing[0]} is not in the dataset")
