@@ -192,3 +192,22 @@ def test_the_cli_says_what_is_wrong_in_one_line_and_writes_nothing(extra, messag
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
     assert not out.exists()
+
+
+def test_a_fetch_failure_that_knocks_the_block_is_no_failure():
+    """Seed 9000300 of fetch-pick-and-place: the expert aimed beside the block knocks it 12 cm (found in a real
+    export); the worker refuses it, so export-videos takes the next seed."""
+    if get_family("fetch").problem():
+        pytest.skip(f"fetch cannot run here: {get_family('fetch').problem()}")
+    from progresslm.sim.fetch.family import FAMILY, STILL_M, pushed
+    from progresslm.sim.fetch.rollout import rollout
+
+    knocked = rollout("fetch-pick-and-place", 9_000_300, "failure")
+    assert pushed(knocked.trace) > 0.1
+    worker = FAMILY.worker()
+    try:
+        assert worker.rollout("fetch-pick-and-place", 9_000_300, "failure") is None
+        kept = worker.rollout("fetch-pick-and-place", 9_000_301, "failure")
+        assert kept is not None and pushed(kept.trace) <= STILL_M
+    finally:
+        worker.close()

@@ -22,6 +22,20 @@ from progresslm.sim.panda.scene import (
 )
 from progresslm.sim.panda.tasks import PANDA_TASKS, get_panda_task
 
+# A `failure` leaves the task object alone: one that moved more than STILL_M (metres) in all while the gripper was
+# within TOUCH_M of it (the fingers reach a few centimetres beyond the grip point) was knocked; the worker returns
+# None for it, as for a failed expert (sim export-videos then tries the next seed).
+STILL_M = 0.005
+TOUCH_M = 0.10
+
+
+def pushed(trace) -> float:
+    """How far the task object moved on the frames the gripper was within TOUCH_M of it (metres)."""
+    steps = np.linalg.norm(np.diff(trace.obj, axis=0), axis=1)
+    near = np.linalg.norm(trace.tcp - trace.obj, axis=1)[1:] < TOUCH_M
+    return float(steps[near].sum())
+
+
 # Things no Panda scene holds (it has one or two cubes, a table and the robot).
 ABSENT_OBJECTS = ("banana", "coffee mug", "tennis ball", "toy car", "sponge", "screwdriver", "red apple", "bottle")
 CAMERAS = CameraSet(wide=("panda_wide", "panda_front"), close=("panda_close",), export=("panda_wide", "panda_close"))
@@ -59,6 +73,8 @@ class PandaWorker:
     def rollout(self, task: str, seed: int, kind: str = "expert", stall_step: int | None = None):
         episode = rollout(task, seed, kind=kind, stall_step=stall_step)
         if kind == "expert" and stall_step is None and not episode.ok:
+            return None
+        if kind == "failure" and pushed(episode.trace) > STILL_M:  # the arm knocked the object: not a failure
             return None
         return episode
 
