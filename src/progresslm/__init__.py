@@ -17,6 +17,8 @@ and `serve`.
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.3.0"
 
 _API = {
@@ -49,7 +51,6 @@ def __getattr__(name: str):
     target = _API.get(name)
     if target is None:
         raise AttributeError(f"module 'progresslm' has no attribute {name!r}")
-    import importlib
 
     module, _, attribute = target.partition(":")
     value = getattr(importlib.import_module(module), attribute)

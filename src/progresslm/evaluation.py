@@ -7,11 +7,15 @@ gives the same numbers as one that was not.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from progresslm import __version__, report_tables
 from progresslm import metrics as metrics_lib
@@ -111,8 +115,6 @@ def stratified_subset(samples: Sequence[Sample], n: int, seed: int = 0) -> list[
     >>> len(picked), len({s.trajectory_id for s in picked})  # three whole trajectories of five
     (15, 3)
     """
-    import random
-
     if n >= len(samples):
         return list(samples)
     by_split: dict[str, dict[str, list[int]]] = {}
@@ -282,9 +284,6 @@ def run_requests(
 def evaluate(config: EvalConfig, backend: Backend | None = None, progress: bool = True) -> EvalOutcome:
     """Run (or resume) one evaluation and write metrics, report and plots into `config.out`, holding the
     folder's lock: a second run into the same folder is refused instead of duplicating every reply."""
-    import errno
-
-
     check_out_folder(Path(config.out))
     try:
         with RunLock(config.out):
@@ -365,8 +364,6 @@ def _evaluate(config: EvalConfig, backend: Backend | None, progress: bool) -> Ev
 
 
 def _run_with_progress(backend, work, prompts, store, config, reused, progress) -> int:
-    from tqdm.auto import tqdm
-
     total = len(work) + reused
     bar = tqdm(total=total, initial=reused, desc=f"eval {config.backend}", unit="reply", disable=not progress)
     images = ImageStore()

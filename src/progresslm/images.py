@@ -16,6 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # what a folder of frames or keyframes may hold
 
 IMAGE_FORMATS = ("none", "data_url", "pil", "array")
@@ -53,8 +56,6 @@ def read_image(path: str | Path, mode: str = "RGB"):
 
     Any file that is not a whole, decodable image (unreadable, truncated, not an image, a decompression bomb
     over PIL's pixel limit) is an `ImageReadError` naming the file and the reason."""
-    from PIL import Image
-
     image = held(path)
     if image is not None:
         return image.convert(mode)
@@ -79,10 +80,6 @@ def missing_images(paths: Iterable[Path]) -> list[Path]:
 
 def _image_mime(data: bytes, path: Path) -> str:
     """The MIME type of image bytes, after decoding them fully; ValueError when they are not an image."""
-    import io
-
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()  # a truncated file passes `verify()` but fails here
@@ -129,7 +126,6 @@ class ImageStore:
 
     def _encode(self, path: Path, image_format: str) -> tuple[Any, int]:
         self.reads += 1
-        from PIL import Image
 
         try:
             return self._decode(path, image_format)
@@ -145,13 +141,11 @@ class ImageStore:
             mime = _image_mime(data, path)  # the bytes must decode as an image: never send a text file as one
             url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
             return url, len(url)
-        from PIL import Image
 
         with Image.open(path) as image:
             rgb = image.convert("RGB")
         if image_format == "pil":
             return rgb, rgb.width * rgb.height * 3
-        import numpy as np
 
         array = np.asarray(rgb, dtype=np.float32) / 255.0
         return array, array.nbytes
@@ -167,7 +161,6 @@ def _encode_held(image, image_format: str) -> tuple[Any, int]:
         return url, len(url)
     if image_format == "pil":
         return rgb, rgb.width * rgb.height * 3
-    import numpy as np
 
     array = np.asarray(rgb, dtype=np.float32) / 255.0
     return array, array.nbytes
@@ -194,8 +187,6 @@ MIN_SIDE = 8  # a frame smaller than this on either side shows nothing to score:
 def read_frame(path: Path):
     """One frame file as an H x W x 3 uint8 array; unreadable or degenerate (smaller than MIN_SIDE on a side) frames
     are an ImageReadError naming the file."""
-    import numpy as np
-
     try:
         pixels = np.asarray(read_image(path))
     except ImageReadError as err:

@@ -8,6 +8,7 @@ import glob
 import hashlib
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,8 +111,6 @@ def atomic_dir(path: str | Path, replace: bool = False) -> Iterator[Path]:
     `path` when the block ends without an error, removed when it raises, so `path` never holds half a result. An
     existing `path` must be an empty folder, or `replace` must be set: it is then removed, but only once the new
     folder is complete."""
-    import shutil
-
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
     if tmp.exists():

@@ -7,6 +7,7 @@ no global figure state, no display needed, nothing left open after a call.
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ BINS = [5.0 * i for i in range(21)]
 
 
 def _figure(n_panels: int, ncols: int, panel_size: tuple[float, float]):
+    # lazy: matplotlib costs ~0.3 s at import and --help imports this module
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -113,8 +115,6 @@ def panel_title(trajectory_id: str, split: str, width: int = 30) -> str:
     pick-place-wall-v3/bench-
     000123-corner2 · visual_same_view
     """
-    import re
-
     shown = trajectory_id.removeprefix("sim/")
     lines = [""]
     for piece in re.findall(r"[^/_-]+[/_-]?|[/_-]", shown):  # break after "/", "_" or "-" when a line is full

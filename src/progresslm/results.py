@@ -178,7 +178,7 @@ class RunLock:
         self._handle = None
 
     def __enter__(self) -> RunLock:
-        import fcntl
+        import fcntl  # lazy: fcntl is POSIX-only; every command imports this module
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")

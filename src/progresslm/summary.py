@@ -110,7 +110,7 @@ def print_summary(runs: Sequence[Run], title: str = "", file=None, legend: bool 
     file = file or sys.stdout
     if getattr(file, "isatty", lambda: False)():
         try:
-            from rich.console import Console
+            from rich.console import Console  # lazy: rich is optional (not a dependency): plain text without it
             from rich.table import Table
         except ImportError:
             pass

@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpcore
+import httpx
+
 
 class _Deadline(threading.local):
     at: float | None = None  # time.monotonic() by which the current request must be over
@@ -44,9 +47,6 @@ def _bounded(timeout: float | None, error: type[Exception]) -> float | None:
 def deadline_transport(**options: Any):
     """An `httpx.HTTPTransport(**options)` whose network operations honour `request_deadline`. When httpx's internals
     are not as expected, the plain transport (the caller's checks between chunks remain)."""
-    import httpcore
-    import httpx
-
     class Stream(httpcore.NetworkStream):
         def __init__(self, stream: httpcore.NetworkStream) -> None:
             self._stream = stream

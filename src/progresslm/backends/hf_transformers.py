@@ -90,7 +90,7 @@ class HFBackend(Backend):
         if options.dtype not in DTYPES:
             raise BackendError(f"unknown dtype {options.dtype!r}; valid: {', '.join(DTYPES)}")
         try:
-            import torch
+            import torch  # lazy: torch and transformers (the [hf] extra)
             import transformers  # noqa: F401
         except ImportError as error:
             raise BackendError(f"the hf backend needs torch and transformers: {INSTALL_HINT} ({error})") from error
@@ -133,7 +133,7 @@ class HFBackend(Backend):
         return getattr(torch, dtype)
 
     def _load(self, source: str) -> tuple[Any, Any]:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText, AutoProcessor  # lazy: transformers (the [hf] extra)
 
         adapter_config = Path(source) / "adapter_config.json"
         peft_model = self._peft_model_class(source) if adapter_config.is_file() else None
@@ -163,7 +163,7 @@ class HFBackend(Backend):
     @staticmethod
     def _peft_model_class(adapter_dir: str):
         try:
-            from peft import PeftModel
+            from peft import PeftModel  # lazy: peft (the [train] extra), only for a LoRA adapter
         except ImportError as error:
             hint = "pip install peft"
             raise BackendError(f"{adapter_dir} holds a LoRA adapter; loading it needs peft: {hint}") from error

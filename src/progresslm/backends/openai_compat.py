@@ -28,6 +28,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict
 from typing import Any, ClassVar
 
+import httpx
+
 from progresslm.backends.base import Backend, BackendError, BackendOptions, Reply, Request
 from progresslm.backends.deadline import deadline_transport, request_deadline
 from progresslm.backends.replicas import COOL_DOWN_S, Cancelled, Replica, ReplicaPool, stats_table
@@ -254,7 +256,6 @@ class OpenAIBackend(Backend):
 
     def __init__(self, options: BackendOptions, mode: str):
         super().__init__(options, mode)
-        import httpx
 
         self.urls = replica_urls(options.base_url)
         self.url = self.urls[0]
@@ -402,8 +403,6 @@ class OpenAIBackend(Backend):
         )
 
     def _attempt(self, url: str, body: dict) -> Reply:
-        import httpx
-
         start = time.perf_counter()
         limit = self.options.timeout_s
         try:
@@ -442,8 +441,6 @@ class OpenAIBackend(Backend):
 
     def _read(self, response: Any, deadline: float) -> bytes:
         """The reply's body, at most `max_reply_bytes` (decoded), read by `deadline` (time.monotonic())."""
-        import httpx
-
         cap = self.max_reply_bytes
         stated = response.headers.get("Content-Length", "")
         if stated.isdigit() and int(stated) > cap:

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from progresslm.backends.base import Backend, BackendOptions, Reply, Request
 from progresslm.images import read_image
@@ -37,8 +38,6 @@ class PixelNNBackend(Backend):
     def _thumb(self, path: Path) -> np.ndarray:
         thumb = self._thumbs.get(path)
         if thumb is None:
-            from PIL import Image
-
             small = read_image(path, "L").resize((THUMB, THUMB), Image.BILINEAR)
             thumb = np.asarray(small, dtype=np.float32) / 255.0
             self._thumbs[path] = thumb

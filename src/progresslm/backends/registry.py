@@ -55,6 +55,7 @@ def _read_entry_points() -> None:
     if _entry_points_read:
         return
     _entry_points_read = True
+    # lazy: importlib.metadata costs ~35 ms; the registry stays light for --help
     from importlib.metadata import entry_points
 
     for entry in entry_points(group=ENTRY_POINT_GROUP):

@@ -6,6 +6,7 @@ Images travel as data URLs in OpenAI-style `image_url` parts, the form `llm.chat
 
 from __future__ import annotations
 
+import gc
 import time
 import zlib
 from collections.abc import Iterator, Sequence
@@ -66,7 +67,7 @@ class VLLMBackend(Backend):
         super().__init__(options, mode)
         self.model_path = resolve_model(options.model, "vllm")
         try:
-            import vllm
+            import vllm  # lazy: vllm (the [vllm] extra)
         except ImportError as error:
             raise BackendError(f"the vllm backend needs vLLM: {INSTALL_HINT} ({error})") from error
         self._vllm = vllm
@@ -126,11 +127,10 @@ class VLLMBackend(Backend):
         if self._llm is None:
             return
         self._llm = None
-        import gc
 
         gc.collect()
         try:
-            import torch
+            import torch  # lazy: torch (comes with vLLM)
 
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()

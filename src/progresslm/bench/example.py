@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from progresslm.bench.format import format_percent
 from progresslm.io import data_home, write_text_atomic
@@ -77,8 +78,6 @@ def simulate(colour: str, rng: np.random.Generator) -> Episode:
 
 def render(state: dict, camera: str, colour: tuple[int, int, int], floor_shade: int = 0):
     """One frame of the scene from the `top` or the `front` camera."""
-    from PIL import Image, ImageDraw
-
     s = SIZE
     image = Image.new("RGB", (s, s), (150 + floor_shade, 130 + floor_shade, 100 + floor_shade))
     draw = ImageDraw.Draw(image)

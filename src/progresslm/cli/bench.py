@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 from progresslm.backends.retrieval import calibrate_threshold
@@ -147,9 +148,6 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_fetch_official(args: argparse.Namespace) -> int:
-    import shlex
-
-
     try:
         release = fetch_official(args.out or data_home() / "official", args.revision, args.include)
     except HFDataError as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -172,9 +173,6 @@ def run(args: argparse.Namespace) -> int:
 
 def print_run_summary(out: Path) -> None:
     """The run beside its floors, in one table that fits 100 columns (`progresslm.summary`)."""
-    import json
-
-
     runs = [load_run(out)]
     floors = out / "floors.json"
     if floors.is_file():

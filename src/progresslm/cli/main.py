@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 
 from progresslm import __version__
@@ -155,8 +156,6 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
 def command_line(argv: list[str]) -> str:
     """The command as typed, quoted so that it can be pasted back into a shell (`shlex.join`): a build's card
     records it (`--task 'lift the cube'`, not `--task lift the cube`)."""
-    import shlex
-
     return shlex.join(["progresslm", *argv])
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import yaml
+
 from progresslm.bench.format import BenchFormatError
 from progresslm.cli.train_nano import add_parsers as add_nano_parsers
 from progresslm.cli.train_tools import add_parsers as add_tool_parsers
@@ -94,9 +96,8 @@ def run_training(args: argparse.Namespace) -> int:
         args = split_options(args)
         recipe = load_recipe(args.config, args.overrides, kind=args.kind)
         if args.dry_run:
-            import yaml
-
             if args.kind == "sft":
+                # lazy: trl (the [train] extra), only --dry-run needs its config classes
                 from trl import SFTConfig as config_class
             else:
                 from trl import GRPOConfig as config_class

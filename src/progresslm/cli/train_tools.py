@@ -9,7 +9,9 @@ tiny random-init model the CPU recipes train, and pick the best checkpoint on he
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from progresslm.bench.format import BenchFormatError
 from progresslm.cli.options import OptionError, add_backend_options, backend_options
@@ -104,9 +106,6 @@ def add_parsers(commands) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-
     try:
         if args.eval_run and not (Path(args.eval_run) / "metrics.json").is_file():
             raise RecipeError(f"--eval: {args.eval_run} holds no metrics.json; give a `progresslm eval --out` folder")
@@ -157,10 +156,6 @@ def run_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 def run_select(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
-
     try:
         if args.per_file < 1:
             raise ValueError(f"--per-file must be at least 1, got {args.per_file}")

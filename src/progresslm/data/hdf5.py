@@ -16,6 +16,8 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from progresslm.data.episodes import Cameras, Episode, EpisodeSourceError, check_fps, is_wrist, parse_keysteps
 
 log = logging.getLogger(__name__)
@@ -105,7 +107,7 @@ def open_hdf5(path: Path, task: str | None = None, fps: float | None = None, fil
               **ignored) -> list[Episode]:
     """The demos of a robomimic HDF5 file (those of `mask/<filter_key>` when given) as episodes."""
     try:
-        import h5py
+        import h5py  # lazy: h5py (the [data] extra)
     except ImportError:
         raise EpisodeSourceError("reading HDF5 needs h5py: pip install -e '.[data]' (in the progresslm clone)") from None
     try:
@@ -150,8 +152,6 @@ def open_hdf5(path: Path, task: str | None = None, fps: float | None = None, fil
                 keysteps = parse_keysteps(steps, Path(f"{path}:data/{name}"))
 
             def reader(camera, indices, name=name, cameras=cameras):
-                import numpy as np
-
                 with h5py.File(path, "r") as again:
                     frames = again["data"][name]["obs"][cameras.key(camera)]
                     unique = sorted(set(indices))

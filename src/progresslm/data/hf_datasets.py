@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
+import yaml
+
 from progresslm.bench.format import FILE_STEMS, KNOWN_FIELDS, read_official, sample_to_record
 from progresslm.io import OutsideRootError, confined, data_home, write_text_atomic
 from progresslm.types import Modality
@@ -55,7 +57,7 @@ def features():
     """The one schema of every split: the authors' fields (null where a row has none), `kind`, `extra` (JSON of
     the other fields) and the images (`demo_images` beside `visual_demo`, `observation_image` beside
     `stage_to_estimate`)."""
-    from datasets import Features, Image, List, Value
+    from datasets import Features, Image, List, Value  # lazy: datasets (the [data] and [train] extras)
 
     text = Value("string")
     return Features({
@@ -69,7 +71,7 @@ def features():
 
 @contextmanager
 def _progress_bars(enabled: bool) -> Iterator[None]:
-    import datasets
+    import datasets  # lazy: datasets (the [data] and [train] extras)
 
     was = datasets.is_progress_bar_enabled()
     (datasets.enable_progress_bars if enabled else datasets.disable_progress_bars)()
@@ -216,7 +218,7 @@ def export_hf(folder: str | Path, out: str | Path, image_root: str | Path | None
               progress: bool = True) -> Export:  # fmt: skip
     """Write the benchmark in `folder` as a DatasetDict: OUT/arrow/ (save_to_disk), OUT/data/<split>-*.parquet and
     OUT/README.md (the dataset card). The folder appears complete or not at all."""
-    import datasets
+    import datasets  # lazy: datasets (the [data] and [train] extras)
 
     folder, out = Path(folder), Path(out)
     root = Path(image_root) if image_root else folder / "images"
@@ -255,7 +257,7 @@ def export_hf(folder: str | Path, out: str | Path, image_root: str | Path | None
 
 def _generate(*args, **kwargs):
     """`Dataset.from_generator`, raising the generator's own error (file:line) instead of the wrapper's."""
-    import datasets
+    import datasets  # lazy: datasets (the [data] and [train] extras)
     from datasets.exceptions import DatasetGenerationError
 
     try:
@@ -270,7 +272,7 @@ def _generate(*args, **kwargs):
 
 
 def _null_images(part) -> int:
-    import pyarrow.compute as pc
+    import pyarrow.compute as pc  # lazy: pyarrow (the [data] extra)
 
     demo = pc.list_flatten(part.data.column("demo_images"))
     return part.data.column("observation_image").null_count + demo.null_count
@@ -291,8 +293,6 @@ def _write_parquet(part, data_dir: Path, split: str) -> list[Path]:
 def dataset_card(result: Export, source: Path, license: str) -> str:
     """README.md: the Hub's YAML header (license, tags, one `default` config whose splits point at the parquet
     shards) and a short description with the rows per split and kind."""
-    import yaml
-
     header = {
         "license": license,
         "task_categories": ["robotics", "visual-question-answering"],
@@ -348,7 +348,7 @@ def hub_errors() -> tuple[type[BaseException], ...]:
     """What a Hub call raises when the Hub cannot be reached or refuses (offline, no login, no such repo)."""
     errors: list[type[BaseException]] = [OSError, ValueError]  # ConnectionError, OfflineModeIsEnabled, not found
     try:
-        from huggingface_hub.errors import HfHubHTTPError
+        from huggingface_hub.errors import HfHubHTTPError  # lazy: huggingface_hub (the [data] extra)
 
         errors.append(HfHubHTTPError)
         import httpx
@@ -366,7 +366,7 @@ def hub_reason(err: BaseException) -> str:
 
 def push_to_hub(out: str | Path, repo_id: str, private: bool = False) -> str:
     """Upload an exported folder: `DatasetDict.push_to_hub` (the parquet shards), then the folder's dataset card."""
-    import datasets
+    import datasets  # lazy: datasets (the [data] and [train] extras)
 
     out = Path(out)
     try:
@@ -441,7 +441,7 @@ def _reason(err: BaseException) -> str:
 
 def _parquet(path: Path):
     """A parquet file opened (its footer read), or an HFDataError naming it."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # lazy: pyarrow (the [data] extra)
 
     try:
         return pq.ParquetFile(path)
@@ -454,7 +454,7 @@ def check_saved(arrow: Path) -> None:
     dataset_dict.json, each split's state.json and dataset_info.json must parse, and each arrow file must read to
     its end (an IPC stream); the first that does not is an HFDataError naming it, where `load_from_disk` would raise
     a JSONDecodeError or an ArrowInvalid that names no file."""
-    import pyarrow as pa
+    import pyarrow as pa  # lazy: pyarrow (the [data] extra)
 
     def parsed(path: Path) -> object:
         try:
@@ -492,7 +492,7 @@ def check_saved(arrow: Path) -> None:
 
 def _open(location: str, split: str | None) -> tuple[Iterator[dict], list[str], str, str]:
     """(rows, column names, split, fingerprint) of one split of an exported folder or a Hub dataset."""
-    import datasets
+    import datasets  # lazy: datasets (the [data] and [train] extras)
 
     path = Path(location)
     if hf_location(location) == "folder":

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from progresslm.data.episodes import (
     Episode,
@@ -198,7 +199,7 @@ def _read_info(root: Path, where: str) -> dict:
 
 
 def _records_v3(root: Path, info: dict, video_keys: tuple[str, ...]) -> list[_Record]:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # lazy: pyarrow (the [data] extra)
 
     folder = root / "meta" / "episodes"
     files = sorted(folder.glob("*/*.parquet"))
@@ -270,7 +271,7 @@ def _task_names(layout: _Layout) -> dict[int, str]:
     if layout.version != "v3.0":
         path = layout.root / "meta" / "tasks.jsonl"
         return {_int(row, "task_index", path): str(row.get("task")) for row in _jsonl(path)}
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # lazy: pyarrow (the [data] extra)
 
     path = layout.root / "meta" / "tasks.parquet"
     if not path.is_file():
@@ -359,7 +360,7 @@ def _format(root: Path, info: dict, template_key: str, **values) -> str:
 @contextmanager
 def _parquet(path: Path) -> Iterator[None]:
     """Errors of reading a Parquet file as one line naming it."""
-    import pyarrow as pa
+    import pyarrow as pa  # lazy: pyarrow (the [data] extra)
 
     try:
         yield
@@ -372,7 +373,7 @@ def _parquet(path: Path) -> Iterator[None]:
 
 def _frame_columns(layout: _Layout) -> tuple[dict[int, dict[str, list]], dict[int, int]]:
     """Per episode: the annotation columns and timestamps by name; and the task_index of its first frame."""
-    import pyarrow as pa
+    import pyarrow as pa  # lazy: pyarrow (the [data] extra)
     import pyarrow.parquet as pq
 
     by_file: dict[str, list[_Record]] = {}
@@ -462,8 +463,7 @@ class _FrameReader:
         return frames
 
     def _images(self, camera: str, indices: Sequence[int]) -> list[np.ndarray]:
-        import pyarrow.parquet as pq
-        from PIL import Image
+        import pyarrow.parquet as pq  # lazy: pyarrow (the [data] extra)
 
         path = self._local(self.record.data_path)
         with _parquet(path):
@@ -510,7 +510,7 @@ class _Hub:
 
     def download(self, patterns: list[str]) -> Path:
         try:
-            from huggingface_hub import snapshot_download
+            from huggingface_hub import snapshot_download  # lazy: huggingface_hub (the [data] extra)
             from huggingface_hub.errors import (
                 GatedRepoError,
                 HfHubHTTPError,

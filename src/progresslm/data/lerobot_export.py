@@ -40,6 +40,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from progresslm.data.episodes import Episode
 from progresslm.io import OutsideRootError, confined
@@ -259,7 +260,7 @@ def _plan(episode: Episode, index: int, rate: float) -> _Plan:
 def _column_types(episodes: list[Episode], skip: Sequence[str]) -> dict[str, object]:
     """The source's per-frame columns that every episode has, with one numeric, boolean or string type: name ->
     arrow type. Others are left out with a warning; a column of the wrong length is an error."""
-    import pyarrow as pa
+    import pyarrow as pa  # lazy: pyarrow (the [data] extra)
 
     names = dict.fromkeys(n for e in episodes for n in e.columns if n not in STANDARD_COLUMNS and n not in skip)
     out = {}
@@ -286,7 +287,7 @@ def _column_types(episodes: list[Episode], skip: Sequence[str]) -> dict[str, obj
 
 def _scalar_type(values: list):
     """int64, float64, bool or string for a list of such scalars (None allowed); None for anything else."""
-    import pyarrow as pa
+    import pyarrow as pa  # lazy: pyarrow (the [data] extra)
 
     try:
         kind = pa.array(values).type
@@ -346,7 +347,7 @@ class _VideoWriter:
         return self.files.chunk, self.files.file, self.written / self.rate
 
     def write(self, frames: list[np.ndarray], episode: Episode, camera: str, first: int) -> None:
-        import av
+        import av  # lazy: PyAV (the [data] extra)
 
         for offset, pixels in enumerate(frames):
             pixels = np.asarray(pixels)
@@ -384,7 +385,7 @@ class _VideoWriter:
         self.batch = max(8, min(512, READ_MB * 2**20 // pixels.nbytes))
 
     def _open(self) -> None:
-        import av
+        import av  # lazy: PyAV (the [data] extra)
 
         self.path = self.root / VIDEO_PATH.format(video_key=self.key, chunk_index=self.files.chunk,
                                                   file_index=self.files.file)
@@ -425,7 +426,7 @@ class _DataWriter:
         return self.files.chunk, self.files.file
 
     def write(self, table) -> None:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # lazy: pyarrow (the [data] extra)
 
         if self.writer is None:
             self.path = self.root / DATA_PATH.format(chunk_index=self.files.chunk, file_index=self.files.file)
@@ -444,8 +445,7 @@ def _write_frames(root: Path, plans: list[_Plan], cameras: dict[str, str], colum
                   rate: float, codec: str, size: int | None, progress: bool) -> tuple[list[dict], dict]:
     """Encode every camera and write the frame rows, episode by episode; returns the episode metadata rows and each
     camera's written (height, width)."""
-    import pyarrow as pa
-    from tqdm.auto import tqdm
+    import pyarrow as pa  # lazy: pyarrow (the [data] extra)
 
     annotated = any(p.subtask is not None for p in plans)
     fields = [("index", pa.int64()), ("episode_index", pa.int64()), ("frame_index", pa.int64()),
@@ -504,7 +504,7 @@ def _write_frames(root: Path, plans: list[_Plan], cameras: dict[str, str], colum
 
 def _write_meta(root: Path, plans: list[_Plan], rows: list[dict], shapes: dict, columns: dict, tasks: list[str],
                 rate: float, codec: str, robot_type: str) -> None:
-    import pyarrow as pa
+    import pyarrow as pa  # lazy: pyarrow (the [data] extra)
     import pyarrow.parquet as pq
 
     path = root / EPISODES_PATH
@@ -563,7 +563,7 @@ def _shared_step_texts(plans: list[_Plan]) -> list[str] | None:
 def _write_indexed(path: Path, texts: list[str], index_name: str, column: str) -> None:
     """A table as LeRobot's write_tasks leaves it: a pandas frame whose index is the text, with its row number."""
     try:
-        import pandas as pd
+        import pandas as pd  # lazy: pandas (comes with datasets, the [data] extra)
     except ImportError:
         raise LeRobotExportError("writing LeRobot metadata needs pandas: pip install -e '.[data]'") from None
     pd.DataFrame({column: np.arange(len(texts), dtype=np.int64)}, index=pd.Index(texts, name=index_name)).to_parquet(

@@ -9,6 +9,8 @@ import json
 import logging
 import os
 import shutil
+import tarfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +40,7 @@ class OfficialRelease:
 
 
 def _download(repo_id: str, target: Path, revision: str | None, include: list[str] | None) -> None:
-    import huggingface_hub
+    import huggingface_hub  # lazy: huggingface_hub (the [data] extra)
 
     try:
         huggingface_hub.snapshot_download(repo_id, repo_type="dataset", revision=revision, local_dir=str(target),
@@ -86,9 +88,6 @@ def _extract(archive: Path, images: Path, prefixes: set[str]) -> None:
     """Unpack one archive into `images`. Members that would land outside are refused. An archive named after an
     id prefix (h5_franka_3rgb.tar.gz) whose members lack that folder goes under it, so that IMAGE_ROOT/<id>/<name>
     resolves either way."""
-    import tarfile
-    import zipfile
-
     staging = staging_dir(images / "unpacking")
     try:
         if archive.name.endswith(".zip"):

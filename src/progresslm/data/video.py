@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ class VideoError(ValueError):
 
 def _require_av():
     try:
-        import av
+        import av  # lazy: PyAV (the [data] extra)
     except ImportError:
         raise VideoError("reading videos needs PyAV: pip install -e '.[data]' (in the progresslm clone)") from None
     return av
@@ -122,8 +123,6 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float, codec: str = "
     av = _require_av()
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
-        from fractions import Fraction
-
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
         stream.pix_fmt = "yuv420p"

@@ -88,6 +88,7 @@ def base_corpus() -> list[str]:
 def train_tokenizer(corpus: Iterable[str], vocab_size: int = 400):
     """A byte-level BPE tokenizer in Qwen's style (digits one per token, Qwen's control tokens,
     the answer tags as single tokens), wrapped as a `PreTrainedTokenizerFast` with the chat template."""
+    # lazy: tokenizers and transformers (the [nano] extra)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

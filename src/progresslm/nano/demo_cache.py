@@ -25,6 +25,8 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from PIL import Image
+
 from progresslm.backends.base import BackendError
 
 # 256 images of nano's 16 x 256 floats are 4 MiB: every keyframe of a few dozen demonstrations.
@@ -85,8 +87,6 @@ def image_key(image: Any) -> bytes:
 def _tokens_per_image(processor: Any) -> int | None:
     """How many tokens the processor widens each image placeholder to, or None when that depends on the image
     (found by asking it about two images of different sizes and shapes)."""
-    from PIL import Image
-
     counts = set()
     for size in ((40, 40), (300, 90)):
         ids = processor(text=[processor.image_token], images=[Image.new("RGB", size)], return_tensors="pt")["input_ids"]
@@ -140,7 +140,7 @@ class DemoCache:
         """The generate inputs for chat `texts` (image placeholders not yet widened) and their `images` in
         order: ids and mask as the processor makes them, the images' features, and for one text with a
         long enough shared part before its last image, a copy of that part's KV cache."""
-        import torch
+        import torch  # lazy: torch (the [nano] extra)
 
         wide = self.image_token * self.tokens_per_image
         tokens = self.processor.tokenizer([text.replace(self.image_token, wide) for text in texts],
@@ -191,7 +191,7 @@ class DemoCache:
 
     def _features(self, images: Sequence[Any], keys: Sequence[bytes]):
         """The projected features of `images`, stacked in order; only the ones not cached go through the tower."""
-        import torch
+        import torch  # lazy: torch (the [nano] extra)
 
         found: dict[bytes, Any] = {}
         missing: dict[bytes, Any] = {}
@@ -216,7 +216,7 @@ class DemoCache:
 
     @staticmethod
     def _encoder_output(features):
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
+        from transformers.modeling_outputs import BaseModelOutputWithPooling  # lazy: transformers (the [nano] extra)
 
         return BaseModelOutputWithPooling(pooler_output=features)
 

@@ -52,7 +52,7 @@ def build_nano_vlm(
 ) -> Path:
     """Build nano (random LM, pretrained tower unless `pretrained_tower` is False, as tests do) and save
     model, tokenizer and processor to `out_dir`. Returns `out_dir`."""
-    import torch
+    import torch  # lazy: torch (the [nano] extra)
     from transformers import (
         CLIPImageProcessor,
         FastVlmConfig,

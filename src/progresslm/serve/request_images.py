@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from progresslm.io import write_bytes_atomic
 from progresslm.serve.errors import ApiError
 
@@ -92,7 +95,6 @@ class Upload:
         """The image as RGB (a copy of the pixels decoded when the request was read)."""
         if self.decoded is not None:
             return self.decoded.copy()
-        from PIL import Image
 
         with Image.open(io.BytesIO(self.data)) as image:
             return image.convert("RGB")
@@ -166,8 +168,6 @@ def check_image(data: bytes, where: str, max_pixels: int, pixels: RequestPixels 
     `work_side` on the longest side: JPEG is decoded at that scale directly (`Image.draft`), other formats
     are reduced right after decoding. A truncated file passes PIL's `verify()` but fails here, so every
     endpoint answers 400 `bad_image` for it, never a 500 from inside a model."""
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(data)) as image:  # reads the header only
             width, height, kind = image.width, image.height, image.format or "PNG"
@@ -205,8 +205,6 @@ def encode_for(upload: Upload, image_format: str) -> Any:
     if image_format == "data_url":
         return upload.data_url()
     if image_format == "array":
-        import numpy as np
-
         return np.asarray(upload.pil(), dtype=np.float32) / 255.0
     raise ValueError(f"image format {image_format!r} carries no image")
 

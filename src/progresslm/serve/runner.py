@@ -19,7 +19,7 @@ log = logging.getLogger("progresslm.serve")
 
 
 def uvicorn_config(app: Any, config: ServeConfig, log_level: str = "info"):
-    import uvicorn
+    import uvicorn  # lazy: uvicorn (the [serve] extra)
 
     return uvicorn.Config(
         app,
@@ -40,7 +40,7 @@ def serve_forever(app: Any, config: ServeConfig, log_level: str = "info") -> Non
 
     The socket is bound here, so the line saying where the server listens names the real port
     also for `--port 0` (a free one), whatever uvicorn's log level."""
-    import uvicorn
+    import uvicorn  # lazy: uvicorn (the [serve] extra)
 
     settings = uvicorn_config(app, config, log_level)
     sock = settings.bind_socket()  # exits with uvicorn's message when the port is taken
@@ -58,7 +58,7 @@ class BackgroundServer:
     Port 0 (the default) binds a free port, read back once the server listens."""
 
     def __init__(self, app: Any, config: ServeConfig | None = None, log_level: str = "warning"):
-        import uvicorn
+        import uvicorn  # lazy: uvicorn (the [serve] extra)
 
         config = config or ServeConfig(port=0)
         self.host = config.host
@@ -129,7 +129,7 @@ class ServerProcess:
     def wait_ready(self, timeout_s: float) -> None:
         """Return once /health answers 200; RuntimeError (with the server's output) if the process
         exits first or `timeout_s` passes (the process is then stopped)."""
-        import httpx
+        import httpx  # lazy: httpx costs ~0.1 s at import and --help imports this module
 
         deadline = time.monotonic() + timeout_s
         while True:

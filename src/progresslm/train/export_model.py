@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "auto", eval_run: str | Path | None = None) -> Path:
     """Merge the LoRA adapter in `adapter_dir` into its base and save a full model directory (model,
     processor, and the training recipe if there is one) at `out_dir`."""
-    import torch
+    import torch  # lazy: torch (the [hf] and [train] extras)
 
     adapter = Path(adapter_dir).expanduser()
     out = Path(out_dir).expanduser()
@@ -61,7 +61,7 @@ def export_model(
     generation config and the training recipe, without optimizer state or checkpoints. A LoRA output
     is merged (`merge_lora`). `processor_dir` gives the processor where `model_dir` has none (an
     intermediate `checkpoint-N` takes its run's)."""
-    import torch
+    import torch  # lazy: torch (the [hf] and [train] extras)
 
     source = Path(model_dir).expanduser()
     if is_adapter_dir(source):

@@ -60,7 +60,7 @@ def grpo_dataset(recipe: GRPORecipe):
 def build_grpo_trainer(recipe: GRPORecipe) -> TrainerRun:
     """Check the recipe against this machine, build the prompts, load the policy and set up TRL's
     GRPOTrainer (nothing is trained yet)."""
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig, GRPOTrainer  # lazy: trl (the [train] extra)
 
 
     check_trl_overrides(recipe, GRPOConfig)

@@ -78,7 +78,7 @@ def _loading(what: str, source: str, call):
 def load_processor(model: str, max_pixels: int | None = None):
     """The processor saved with `model` (an adapter directory's own, else its base's), with the
     image size capped at `max_pixels` so the cap is saved with the trained model."""
-    from transformers import AutoProcessor
+    from transformers import AutoProcessor  # lazy: transformers (the [hf] and [train] extras)
 
     source = model
     if is_adapter_dir(model) and not any((Path(model) / name).is_file() for name in PROCESSOR_FILES):
@@ -104,7 +104,7 @@ def load_model(model: str, dtype, *, merge_adapter: bool = True, trainable_adapt
     """A vision-language model from a model directory or hub id, or from an adapter directory: its
     base with the adapter merged in (`merge_adapter`) or kept as a PeftModel (`trainable_adapter`
     makes its weights trainable). Loading errors are RecipeErrors naming the model."""
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText  # lazy: transformers (the [hf] and [train] extras)
 
     if not is_adapter_dir(model):
         return _loading("weights", model, lambda: AutoModelForImageTextToText.from_pretrained(model, dtype=dtype))

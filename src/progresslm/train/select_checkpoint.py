@@ -17,6 +17,7 @@ answered with a number), both in percent; every figure is printed and written to
 
 from __future__ import annotations
 
+import filecmp
 import json
 import logging
 import random
@@ -55,8 +56,6 @@ def candidates(runs: Sequence[str | Path]) -> list[Path]:
 
 def _same_weights(a: Path, b: Path) -> bool:
     """Whether model directories `a` and `b` hold byte-identical safetensors weight files."""
-    import filecmp
-
     names = sorted(p.name for p in a.glob("*.safetensors"))
     if not names or names != sorted(p.name for p in b.glob("*.safetensors")):
         return False

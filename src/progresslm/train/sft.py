@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 def as_prompt_completion(dataset):
     """SFT rows (`messages` = system, user, assistant) in TRL's prompt/completion form, so that only
     the reply is trained on: the prompt is every message but the last, the completion the last."""
-    from datasets import Json
+    from datasets import Json  # lazy: datasets (the [data] and [train] extras)
 
     def split(messages):
         if not messages or messages[-1]["role"] != "assistant":
@@ -104,7 +104,7 @@ def sft_dataset(recipe: SFTRecipe):
 def build_sft_trainer(recipe: SFTRecipe) -> TrainerRun:
     """Check the recipe against this machine, build the dataset, load the model and processor, and
     set up TRL's SFTTrainer (nothing is trained yet)."""
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig, SFTTrainer  # lazy: trl (the [train] extra)
 
 
     check_trl_overrides(recipe, SFTConfig)

@@ -9,6 +9,7 @@ directory loads with `AutoProcessor.from_pretrained` and `AutoModelForImageTextT
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def build_tiny_qwen2_5_vl(
     keeps its size (rounded to multiples of 28), a larger one is scaled down to about that area.
     `corpus` adds text to the tokenizer's training text. Returns `out_dir`.
     """
-    import torch
+    import torch  # lazy: torch (the [hf] and [train] extras)
     from transformers import (
         GenerationConfig,
         Qwen2_5_VLConfig,
@@ -167,9 +168,6 @@ def nano_settings(path: str | Path) -> dict:
 
 def hint_examples(n: int = 200, seed: int = 0) -> list[str]:
     """Hints lines with random numbers, in both forms (keyframes, steps), for the tokenizer's corpus."""
-    import random
-
-
     rng = random.Random(seed)
     lines = []
     for i in range(n):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import json
 import logging
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ def check_trl_overrides(recipe: Recipe, config_class: type):
     return build_trl_config(config_class, args)
 
 def _cuda_available() -> bool:
-    import torch
+    import torch  # lazy: torch (the [hf] and [train] extras)
 
     return torch.cuda.is_available()
 
@@ -73,6 +74,7 @@ def recipe_trl_args(recipe: Recipe, out: Path) -> dict[str, Any]:
 
 def check_transformers_names(recipe: Recipe) -> None:
     """`lr_scheduler` and `report_to` are names transformers knows (else the Trainer fails late)."""
+    # lazy: transformers (the [hf] and [train] extras)
     from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
     from transformers.trainer_utils import SchedulerType
 
@@ -97,9 +99,7 @@ def check_transformers_names(recipe: Recipe) -> None:
 
 def check_environment(recipe: Recipe) -> None:
     """Checks that need this machine: CUDA and bf16 support, vLLM installed. Loads no model."""
-    import importlib.util
-
-    import torch
+    import torch  # lazy: torch (the [hf] and [train] extras)
 
     cuda = torch.cuda.is_available() and not recipe.use_cpu
     if not cuda and not recipe.use_cpu:
@@ -137,14 +137,14 @@ def cpu_has_bf16() -> bool:
     """Whether this CPU computes in bfloat16 natively (x86 AVX512-BF16 or AMX). With it, a bf16 matmul on these
     2-core machines ran 9x faster than fp32 (2,079 vs 236 GFLOPS, 700 x 2048 x 11008); without it, torch emulates
     bf16 and it is slower than fp32. torch has no public probe: a missing one counts as no."""
-    import torch
+    import torch  # lazy: torch (the [hf] and [train] extras)
 
     probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(probe() for probe in probes if probe is not None)
 
 def prepare_output_dir(recipe: Recipe) -> tuple[Path, str | None]:
     """The output directory and the checkpoint to resume from (None: start fresh)."""
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.trainer_utils import get_last_checkpoint  # lazy: transformers (the [hf] and [train] extras)
 
     out = Path(recipe.output_dir).expanduser()
     checkpoint = get_last_checkpoint(str(out)) if out.is_dir() else None
@@ -194,7 +194,7 @@ def sft_trl_args(recipe: SFTRecipe, out: Path) -> dict[str, Any]:
 
 def _checkpointing_key() -> str:
     """transformers 5.2x renamed gradient_checkpointing to activation_checkpointing (the old name warns)."""
-    from transformers import TrainingArguments
+    from transformers import TrainingArguments  # lazy: transformers (the [hf] and [train] extras)
 
     names = {f.name for f in dataclasses.fields(TrainingArguments)}
     return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
@@ -203,7 +203,7 @@ def lora_config(lora: LoraSettings | None):
     """A PEFT LoraConfig for the recipe's LoRA settings; None for full fine-tuning."""
     if lora is None:
         return None
-    from peft import LoraConfig
+    from peft import LoraConfig  # lazy: peft (the [train] extra)
 
     return LoraConfig(
         r=lora.rank,
@@ -254,14 +254,14 @@ def prompt_hints(recipe: Recipe, samples: list, image_root) -> dict[str, str] | 
 def model_dtype(recipe: Recipe):
     """bf16 weights only for a frozen LoRA base: fully trained weights stay fp32 under bf16 autocast,
     since updates at lr 1e-6 are below bf16's resolution and would be lost."""
-    import torch
+    import torch  # lazy: torch (the [hf] and [train] extras)
 
     return torch.bfloat16 if recipe.bf16 and recipe.lora is not None else torch.float32
 
 def jsonl_log(path: Path):
     """A TrainerCallback that appends every Trainer log (loss, lr, rewards, rates) to `path` as it
     happens, so a crash loses nothing and a run can be watched with `tail -f`."""
-    from transformers import TrainerCallback
+    from transformers import TrainerCallback  # lazy: transformers (the [hf] and [train] extras)
 
     class JsonlLog(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):

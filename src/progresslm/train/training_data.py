@@ -167,7 +167,7 @@ def to_dataset(records: Sequence[dict], load_images: bool = True):
     which is what TRL's SFTTrainer and GRPOTrainer pass to a Qwen2.5-VL processor. No transform is
     attached, so `remove_unused_columns` only matters for the reward columns (GRPO needs False).
     """
-    from datasets import Dataset, Features, Image, Json, List, Value
+    from datasets import Dataset, Features, Image, Json, List, Value  # lazy: datasets (the [data] and [train] extras)
 
     if not records:
         raise DatasetError("no rows to build a dataset from; check the benchmark files and skip_bad")
