@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from progresslm.bench.sampling import derive_seed, labelled_row, sample_frames
 from progresslm.sim.family import DEFAULT_FAMILY, get_family, progress_labels
@@ -99,8 +100,6 @@ class _Images:
         return pixels, record
 
     def write(self, pixels: np.ndarray, name: str) -> None:
-        from PIL import Image
-
         path = self.folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(path, quality=self.quality)

@@ -17,6 +17,7 @@ frame where the task's last key step is detected (its success).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 
@@ -86,8 +87,6 @@ class PandaEpisode:
 
 def egl_plugin_path() -> str | None:
     """The file of pybullet's `eglRenderer` plugin, or None when this pybullet has none."""
-    import importlib.util
-
     spec = importlib.util.find_spec("eglRenderer")
     return spec.origin if spec is not None and spec.origin and os.path.exists(spec.origin) else None
 
