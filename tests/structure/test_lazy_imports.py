@@ -13,13 +13,9 @@ from tests.structure.imports import PACKAGE
 
 MARK = "# lazy:"
 
-# Files other work was editing when this test came in (issue 24): their unmarked function-level imports are allowed
-# until they are marked or hoisted. Empty this list; an entry whose file has nothing left to allow fails the test.
-ALLOWED = {
-    "builder/card.py",  # numpy in edit_visibility, PIL in contact_sheet (both light: hoist them)
-    "cli/sim.py",  # progresslm.sim.* / builder.engines in run_build, run_export, run_tasks (light: hoist them)
-    "sim/export_videos.py",  # progresslm.sim.mujoco_scene.render.check_gl in export_videos (light: hoist it)
-}
+# Files whose unmarked function-level imports are allowed (none: every one is hoisted or says why it is lazy). An
+# entry whose file has nothing left to allow fails the test.
+ALLOWED: set[str] = set()
 
 
 def _marked(lines: list[str], node: ast.stmt) -> bool:

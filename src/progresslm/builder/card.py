@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+from PIL import Image, ImageDraw
+
 from progresslm import by_family, evaluation
 from progresslm.bench.format import FILE_STEMS, load_bench
 from progresslm.io import write_text_atomic
@@ -134,7 +137,6 @@ def edit_visibility(changed: dict[str, list[float]], invisible: dict[str, int]) 
     >>> edit_visibility({"edit_hide": [0.5, 1.0, 2.0]}, {"hide": 1})["edit_hide"]
     {'n': 3, 'min': 0.5, 'p10': 0.6, 'median': 1.0, 'max': 2.0, 'not_made': 1}
     """
-    import numpy as np
 
     out = {}
     for kind in sorted(set(changed) | {f"edit_{k}" for k in invisible}):
@@ -244,7 +246,6 @@ def render_families(families: dict[str, dict]) -> list[str]:
 
 def contact_sheet(outcome, path: Path, tasks: int = 4, thumb: int = 112) -> Path:
     """Per task: same-view demo keyframes; cross-view demo keyframes; observations; each unanswerable kind."""
-    from PIL import Image, ImageDraw
 
     files = outcome.files.get("bench") or next(f for f in outcome.files.values() if f)
     by_stem = {p.stem: [json.loads(line) for line in p.read_text().splitlines()] for p in files}

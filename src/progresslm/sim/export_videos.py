@@ -28,6 +28,7 @@ import numpy as np
 from progresslm.data.video import write_video
 from progresslm.io import write_text_atomic
 from progresslm.sim.family import ROLLOUT_KINDS, family_of, get_family
+from progresslm.sim.mujoco_scene.render import check_gl
 from progresslm.sim.samples import TRIES
 
 EXPORT_SEED_BASE = 9_000_000  # rollout seeds far from the builds' seeds (sim.samples.episode_seed)
@@ -185,8 +186,6 @@ def export_videos(tasks: list[str], episodes: int, out: Path, cameras: tuple[str
     Seeds: the episodes of one task and kind try seeds one after another from the task's first seed (a seed whose
     rollout is not of the kind is skipped), TRIES per episode at most, as successes always have; a stall or a
     failure of the expert's motions therefore replays the expert of a success's seed when that seed works for both."""
-    from progresslm.sim.mujoco_scene.render import check_gl
-
     # Before anything imports MuJoCo: mujoco picks its GL backend once, at import, and without MUJOCO_GL on a machine
     # with no display it would try GLFW. check_gl sets the EGL default, as `sim build` does, and raises RenderError
     # saying what to install when offscreen GL does not work.
