@@ -23,6 +23,11 @@ $(STAMP): pyproject.toml
 DIGEST = $$($(PY) -c "from progresslm.checkpoints import weights_id; from progresslm import matcher, nano; print(weights_id($(1)))")
 MATCHER_RUN = $(RUNS)/matcher-$(call DIGEST,matcher.MATCHER_DIR)
 NANO_RUN = $(RUNS)/nano-$(call DIGEST,nano.VLM_DIR)
+WORLDS = $${PROGRESSLM_HOME:-$$HOME/.cache/progresslm}/sim-worlds-small-s0-v4
+WORLDS_BENCH = --bench "$(WORLDS)/bench/*.jsonl" --image-root "$(WORLDS)/images"
+WORLDS_RUNS = $(RUNS)/worlds
+WORLDS_MATCHER = $(WORLDS_RUNS)/matcher-$(call DIGEST,matcher.MATCHER_DIR)
+WORLDS_NANO = $(WORLDS_RUNS)/nano-$(call DIGEST,nano.VLM_DIR)
 demo: setup
 	$(PY) -m progresslm.cli.main eval --backend matcher --swap-demos --out $(MATCHER_RUN) --quiet > /dev/null
 	$(PY) -m progresslm.cli.main eval --backend nano --swap-demos --out $(NANO_RUN) --quiet > /dev/null
@@ -33,6 +38,16 @@ demo: setup
 	$(PY) -m progresslm.cli.main report $(MATCHER_RUN) $(NANO_RUN) $(RUNS)/pixel-nn $(RUNS)/retrieval $(RUNS)/constant \
 		$(RUNS)/random --html $(RUNS)/compare.html
 	@echo "reports: $(MATCHER_RUN)/report.html, $(NANO_RUN)/report.html (plots, demo swap) and $(RUNS)/compare.html"
+	@echo
+	@echo "every simulator family (sim build --preset worlds-small): a table per family, the models trained on Meta-World only"
+	$(PY) -m progresslm.cli.main sim build --preset worlds-small --quiet > /dev/null
+	$(PY) -m progresslm.cli.main eval --backend matcher --swap-demos $(WORLDS_BENCH) --out $(WORLDS_MATCHER) --quiet > /dev/null
+	$(PY) -m progresslm.cli.main eval --backend nano --swap-demos $(WORLDS_BENCH) --out $(WORLDS_NANO) --quiet > /dev/null
+	$(PY) -m progresslm.cli.main eval --backend pixel-nn --swap-demos $(WORLDS_BENCH) --out $(WORLDS_RUNS)/pixel-nn --quiet > /dev/null
+	$(PY) -m progresslm.cli.main eval --backend retrieval --swap-demos $(WORLDS_BENCH) --out $(WORLDS_RUNS)/retrieval --quiet > /dev/null
+	$(PY) -m progresslm.cli.main eval --backend constant $(WORLDS_BENCH) --out $(WORLDS_RUNS)/constant --quiet > /dev/null
+	$(PY) -m progresslm.cli.main report $(WORLDS_MATCHER) $(WORLDS_NANO) \
+		$(WORLDS_RUNS)/pixel-nn $(WORLDS_RUNS)/retrieval $(WORLDS_RUNS)/constant --html $(WORLDS_RUNS)/compare.html
 
 # The default models from scratch on the CPU (configs/nano_*.yaml; seed 0), every stage resumed or skipped when
 # done: the full simulator preset; the matcher on the sft pool (selected on the rl pool's tasks) with 4

@@ -295,3 +295,18 @@ def test_swap_demos_with_a_relative_image_root(example, tmp_path, monkeypatch):
     assert not Path(relative.image_root).is_absolute()
     outcome = evaluate(relative, progress=False)
     assert outcome.metrics["demo_swap"]["visual_same_view"]["changed"] > 20
+
+
+def test_eval_reads_a_quoted_glob_and_names_a_pattern_that_matches_nothing(example, tmp_path, capsys):
+    """`--bench "OUT/bench/*.jsonl"` (quoted, as the Makefile passes it) reads every file it matches, as `train` does."""
+    from progresslm.cli.main import main
+
+    folder = example.files[0].parent
+    out = tmp_path / "glob"
+    assert main(["eval", "--backend", "constant", "--bench", str(folder / "*.jsonl"), "--image-root",
+                 str(example.root / "images"), "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    config = json.loads((out / "config.json").read_text())
+    assert sorted(config["bench"]) == sorted(str(p) for p in folder.glob("*.jsonl")) and len(config["bench"]) >= 5
+    assert main(["eval", "--backend", "constant", "--bench", str(folder / "nothing-*.jsonl"), "--out",
+                 str(tmp_path / "none"), "--quiet"]) == 2  # fmt: skip
+    assert "matches no file" in capsys.readouterr().err and not (tmp_path / "none").exists()

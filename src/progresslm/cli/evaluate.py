@@ -15,7 +15,7 @@ from progresslm.bench.format import BenchFormatError
 from progresslm.cli.options import OptionError, add_backend_options, backend_options
 from progresslm.data.hf_datasets import HFDataError, hf_location, materialize
 from progresslm.evaluation import EvalConfig, EvalError, evaluate
-from progresslm.io import slug
+from progresslm.io import expand_files, expand_path, slug
 from progresslm.prompts import MODES
 from progresslm.report_tables import Run, load_run
 from progresslm.sim.sim_build import build_small_bench, simulator_problem, small_bench_ready
@@ -98,7 +98,13 @@ def exported_bench(bench: list[str], image_root: str | None, split: str | None,
     if len(bench) > 1 or hf_location(location) is None:
         if split:
             raise HFDataError("--bench-split goes with an exported folder or a Hub dataset id, not with JSONL files")
-        return bench, image_root
+        files = []
+        for pattern in bench:  # a quoted glob ("OUT/bench/*.jsonl") as `train` reads it
+            matches = expand_files([pattern]) or [Path(p) for p in [expand_path(pattern)] if Path(p).exists()]
+            if not matches:
+                raise HFDataError(f"--bench {pattern}: the pattern matches no file")
+            files += [str(path) for path in matches]
+        return files, image_root
     if image_root:
         raise HFDataError(f"--image-root does not go with an exported dataset ({location}): its images are inside it")
     written = materialize(location, split=split, progress=not quiet)
