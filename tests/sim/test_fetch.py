@@ -130,7 +130,7 @@ def test_sim_build_family_fetch_makes_every_axis(tmp_path):
     assert {row["sim"]["family"] for stem in FILE_STEMS for row in rows[stem]} == {"fetch"}
     assert "fetch-" in (out / "card.md").read_text()
     card = json.loads((out / "card.json").read_text())
-    family = card["families"]["fetch"]  # issue 26 item 3: counts per axis and kind, pixel-nn per family
+    family = card["per_family"]["fetch"]  # issue 26 item 3: counts per axis and kind, pixel-nn per family
     assert family["samples"]["bench"]["n"] == sum(len(r) for r in rows.values())
     assert family["samples"]["bench"]["axes"]["cross_view"] == len(rows["visual_cross_view"])
     assert sum(family["samples"]["bench"]["unanswerable_kinds"].values()) == family["samples"]["bench"]["axes"][

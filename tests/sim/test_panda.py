@@ -159,9 +159,10 @@ def test_unit_is_byte_identical_across_runs(tmp_path):
     assert outs[0][1] == outs[1][1] and len(outs[0][1]) > 5
 
 
-def test_sim_build_family_panda_makes_every_axis(tmp_path):
+def test_sim_build_family_panda_makes_every_axis(tmp_path, capfd):
     """`sim build --family panda` goes through the registry and the shared builder: every file stem has rows, the rows
-    name their family, the card names the family's tasks."""
+    name their family, the card names the family's tasks and settings; pybullet's C-level chatter (connect options,
+    EGL probe, about 20 lines per client) stays off the terminal."""
     from progresslm.bench.format import FILE_STEMS
     from progresslm.cli.main import main
 
@@ -173,6 +174,12 @@ def test_sim_build_family_panda_makes_every_axis(tmp_path):
     assert all(rows[stem] for stem in FILE_STEMS), {stem: len(r) for stem, r in rows.items()}
     assert {row["sim"]["family"] for stem in FILE_STEMS for row in rows[stem]} == {"panda"}
     assert "panda-" in (out / "card.md").read_text()
+    card = json.loads((out / "card.json").read_text())
+    assert card["families"] == ["panda"] and "panda" in card["per_family"]
+    printed = capfd.readouterr()
+    noise = [line for line in (printed.out + printed.err).splitlines()
+             if line.startswith(("argv[", "EGL device", "Destroy EGL", "GL_VENDOR", "ven = ", "pybullet build"))]
+    assert noise == [], noise[:5]
 
 
 @pytest.mark.slow

@@ -119,7 +119,7 @@ def write_card(outcome, splits: dict[str, list[str]], settings: dict, title: str
         "frames_rendered": getattr(outcome, "frames", None),
         "baselines": baselines,
         "pixel_nn_too_good": pixel_nn_flag(baselines.get("pixel-nn", {})),
-        "families": family_cards(samples, out / "baselines", baselines),
+        "per_family": family_cards(samples, out / "baselines", baselines),
     }
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     (out / "card.md").write_text(render_card(card))
@@ -202,7 +202,7 @@ def render_card(card: dict) -> str:
         if card.get("pixel_nn_too_good"):
             lines += ["", f"**Warning**: `pixel-nn` same-view PRC is above {PIXEL_NN_PRC_LIMIT:.0f}: on this benchmark "
                       "matching pixels reads progress; look at the scene randomisation (`--level`) and the cameras."]
-    lines += render_families(card.get("families") or {})
+    lines += render_families(card.get("per_family") or {})
     lines += ["", "![contact sheet](contact_sheet.png)", ""]
     return "\n".join(lines)
 

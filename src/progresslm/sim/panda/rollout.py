@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -91,28 +94,49 @@ def egl_plugin_path() -> str | None:
     return spec.origin if spec is not None and spec.origin and os.path.exists(spec.origin) else None
 
 
+@contextmanager
+def native_stdout_quiet() -> Iterator[None]:
+    """File descriptors 1 and 2 sent to /dev/null while the block runs: pybullet's C code prints its build time, its
+    connect options, the EGL probe and "Destroy EGL OpenGL window" (about 20 lines per client, and a build makes a
+    client per rollout and per scene) where Python's redirection cannot reach. Only pybullet's own calls run inside
+    (an exception raised there is reported after the block, as usual); Python's streams are flushed first."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in (1, 2)]
+    try:
+        with open(os.devnull, "wb") as null:
+            for fd in (1, 2):
+                os.dup2(null.fileno(), fd)
+        yield
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
 def new_env(scene: str, render: bool = False):
     """A panda-gym env of `scene` (PandaReach/Push/PickAndPlace/Stack with a 4-D action: the fingers move in every
     scene) in a new PyBullet client, no time limit. `render`: pybullet's EGL renderer plugin is loaded right after the
     client is made and before any body (loaded later it renders blank frames); `env.egl` says whether it loaded."""
-    # lazy: pybullet and panda-gym are the panda extra's
-    import pybullet
-    from panda_gym.envs.core import RobotTaskEnv
-    from panda_gym.envs.robots.panda import Panda
-    from panda_gym.envs.tasks.pick_and_place import PickAndPlace
-    from panda_gym.envs.tasks.push import Push
-    from panda_gym.envs.tasks.reach import Reach
-    from panda_gym.envs.tasks.stack import Stack
-    from panda_gym.pybullet import PyBullet
-
     if scene not in SCENE_BODIES:
         raise ValueError(f"unknown Panda scene {scene!r}; valid scenes: {', '.join(SCENE_BODIES)}")
-    sim = PyBullet(render_mode="rgb_array", renderer="Tiny")  # DIRECT: no window
-    egl = False
-    if render:
-        path = egl_plugin_path()
-        if path is not None:
-            egl = sim.physics_client.loadPlugin(path, "_eglRendererPlugin") >= 0
+    with native_stdout_quiet():
+        # lazy: pybullet and panda-gym are the panda extra's
+        import pybullet
+        from panda_gym.envs.core import RobotTaskEnv
+        from panda_gym.envs.robots.panda import Panda
+        from panda_gym.envs.tasks.pick_and_place import PickAndPlace
+        from panda_gym.envs.tasks.push import Push
+        from panda_gym.envs.tasks.reach import Reach
+        from panda_gym.envs.tasks.stack import Stack
+        from panda_gym.pybullet import PyBullet
+
+        sim = PyBullet(render_mode="rgb_array", renderer="Tiny")  # DIRECT: no window
+        egl = False
+        if render:
+            path = egl_plugin_path()
+            if path is not None:
+                egl = sim.physics_client.loadPlugin(path, "_eglRendererPlugin") >= 0
     robot = Panda(sim, block_gripper=False, base_position=np.array(ROBOT_BASE), control_type="ee")
     task = {"reach": lambda: Reach(sim, get_ee_position=robot.get_ee_position), "push": lambda: Push(sim),
             "pick": lambda: PickAndPlace(sim), "stack": lambda: Stack(sim)}[scene]()
@@ -378,7 +402,8 @@ def rollout(task: PandaTask | str, seed: int, kind: str = "expert", stall_step: 
     try:
         return _run(env, spec, seed, kind, stall_step)
     finally:
-        env.close()
+        with native_stdout_quiet():
+            env.close()
 
 
 def _run(env, spec: PandaTask, seed: int, kind: str, stall_step: int | None) -> PandaEpisode:

@@ -24,7 +24,7 @@ import numpy as np
 
 from progresslm.sim.family import LEVELS
 from progresslm.sim.mujoco_scene.randomise import style_to_dict
-from progresslm.sim.panda.rollout import BURIED, SCENE_BODIES, new_env, set_state
+from progresslm.sim.panda.rollout import BURIED, SCENE_BODIES, native_stdout_quiet, new_env, set_state
 
 FOV = 60.0  # degrees, vertical and horizontal (square images)
 WARM_UP_RENDERS = 3  # the first frames of a new EGL client differ from later renders of the same pose
@@ -173,8 +173,9 @@ class PandaRenderer:
         self._shapes: dict[tuple, int] = {}
         self.dirty = False  # colours changed since the last restore
         probe = None
-        for _ in range(WARM_UP_RENDERS):
-            probe = self._raw((0.0, 0.0, 0.0), 1.2, 45.0, -30.0, 32)
+        with native_stdout_quiet():  # the EGL plugin's first renders print the GL vendor
+            for _ in range(WARM_UP_RENDERS):
+                probe = self._raw((0.0, 0.0, 0.0), 1.2, 45.0, -30.0, 32)
         if self.env.egl and int(probe.max()) == int(probe.min()):  # a blank EGL frame: use TinyRenderer
             self.mode = self.bullet.ER_TINY_RENDERER
         self.renderer_name = "egl" if self.mode == self.bullet.ER_BULLET_HARDWARE_OPENGL else "tiny"
@@ -212,7 +213,8 @@ class PandaRenderer:
                                            basePosition=list(pos))
 
     def close(self) -> None:
-        self.env.close()
+        with native_stdout_quiet():  # the EGL plugin says "Destroy EGL OpenGL window."
+            self.env.close()
 
 
 def check_render() -> None:
