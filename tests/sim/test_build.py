@@ -226,3 +226,19 @@ def test_naming_the_default_family_is_the_default_build():
         named, default = SimBuildConfig(preset=preset, family="metaworld"), SimBuildConfig(preset=preset)
         assert named.identity() == default.identity() and named.default_out() == default.default_out()
     assert SimBuildConfig(preset="small", family="fetch").identity() != SimBuildConfig(preset="small").identity()
+
+
+def test_every_preset_resumes_its_own_folder(tmp_path):
+    """A build's identity is what build.json holds (JSON: tuples become lists), for every preset and family, so a
+    second run of the same command reuses the folder instead of calling it a build with other settings."""
+    from progresslm.builder import core
+    from progresslm.sim.family import FAMILIES
+    from progresslm.sim.sim_build import PRESETS
+
+    configs = [SimBuildConfig(preset=p) for p in PRESETS] + [SimBuildConfig(preset="small", family=f) for f in FAMILIES]
+    for number, config in enumerate(configs):
+        identity = config.identity()
+        assert identity == json.loads(json.dumps(identity)), config.preset
+        out = tmp_path / str(number)
+        assert not core.open_build(out, identity, SimBuildError)  # new folder: nothing to reuse
+        assert not core.open_build(out, config.identity(), SimBuildError)  # the same settings again: no refusal

@@ -212,7 +212,7 @@ class SimBuildConfig:
                 del values[name]
         if data["family"] in (None, DEFAULT_FAMILY):  # --family metaworld is the default's build: the same folder
             del data["family"]
-        return data
+        return json.loads(json.dumps(data))  # as build.json holds it (tuples as lists), so a resume compares equal
 
 
 def assign_splits(tasks: list[str], seed: int, bench_tasks: int, rl_tasks: int) -> dict[str, list[str]]:
