@@ -93,3 +93,19 @@ def test_watch_gives_each_such_episode_its_own_folder(tmp_path):
 def test_dot_names_are_never_a_folders_self_or_parent(name):
     key = slug(name)
     assert key not in (".", "..") and "/" not in key and key
+
+
+def test_watch_keeps_episodes_named_in_other_scripts_or_alike_for_60_characters_apart(tmp_path):
+    """Issue 25 item 1 for `watch`: names that differ only in non-ASCII characters, or only after 60 characters, each
+    get their own folder and events (they once shared one, a later episode overwriting an earlier one)."""
+    long = "x" * 70
+    names = ("抽屉", "柜子", "引き出し", long + "a", long + "b", "demo")
+    source = write(tmp_path / "names.hdf5", names=names)
+    out = tmp_path / "watch"
+    assert main(["watch", "--source", f"hdf5:{source}", "--demo-episode", "5", "--backend", "pixel-nn", "--out",
+                 str(out), "--every", "4", "--quiet"]) == 0  # fmt: skip
+    events = sorted(out.glob("*/events.json"))
+    assert len(events) == len(names)
+    assert {json.loads(p.read_text())["settings"]["source"] for p in events} == {f"hdf5:{name}" for name in names}
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(row["episode"] for row in summary["episodes"]) == sorted(names)  # in the file's order
