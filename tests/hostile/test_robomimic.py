@@ -150,3 +150,15 @@ def test_any_camera_names_read_by_name_and_by_observation_key(tmp_path, names):
             if asked in episode.cameras:
                 pixels = episode.read(asked, [2])[0]
                 assert int(pixels[0, 0, 1]) == 30 + 60 * k  # the camera asked for, not another
+
+
+def test_a_file_without_control_freq_is_read_at_20_fps_with_a_warning(tmp_path, caplog):
+    """robomimic files made without `control_freq` in env_args: robosuite's default rate, said once, with the option
+    that sets another."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        episodes = open_episodes(f"hdf5:{write(tmp_path / 'image.hdf5', control_freq=None)}")
+    assert {e.fps for e in episodes} == {20.0}
+    said = [r.getMessage() for r in caplog.records if "control_freq" in r.getMessage()]
+    assert said and "--fps" in said[0] and "image.hdf5" in said[0]

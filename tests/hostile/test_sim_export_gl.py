@@ -35,3 +35,20 @@ def test_export_videos_sets_the_egl_default_before_mujoco_is_imported(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["egl", "mujoco.egl"]
     assert "AttributeError" not in done.stderr and "glfw" not in done.stderr.lower()
+
+
+def test_export_videos_without_working_gl_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    """When offscreen GL does not work, `sim export-videos` says what to install in one line (exit 2), writes nothing."""
+    from progresslm.cli import sim as sim_cli
+    from progresslm.cli.main import main
+    from progresslm.sim.mujoco_scene.render import RenderError
+
+    def no_gl(*args, **kwargs):
+        raise RenderError("offscreen OpenGL does not work here (EGL: no display); install libegl1 or libosmesa6")
+
+    monkeypatch.setattr(sim_cli, "simulator_problem", lambda families: None)
+    monkeypatch.setattr("progresslm.sim.export_videos.check_gl", no_gl)
+    out = tmp_path / "videos"
+    assert main(["sim", "export-videos", "--tasks", "drawer-open-v3", "--episodes", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "libegl1" in err and not out.exists()
