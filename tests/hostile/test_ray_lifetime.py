@@ -43,7 +43,9 @@ def test_ray_processes_end_with_a_driver_killed_with_kill_9():
                     names[pid] = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
                 except OSError:
                     pass
-            if any("DashboardAgent" in n or "dashboard/agent.py" in n for n in names.values()):
+            running = " ".join(names.values())
+            # the agents run, the jobs run (ray.init has returned) and the driver's watcher runs
+            if ("DashboardAgent" in running or "dashboard/agent.py" in running) and "ray::_call" in running:
                 break
             time.sleep(0.5)
         assert names, "the driver started no Ray process"

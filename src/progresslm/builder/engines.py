@@ -166,7 +166,6 @@ def _run_ray(function: Callable, jobs: Sequence[Any], names: Sequence[str], work
              address: str | None) -> Iterator[Finished]:
     import ray  # lazy: ray (the [ray] extra)
 
-
     started = not ray.is_initialized()  # a connection this process made already is reused, and left open
     watcher = None
     if started:
@@ -176,9 +175,12 @@ def _run_ray(function: Callable, jobs: Sequence[Any], names: Sequence[str], work
             if address:
                 ray.init(address=address)
             else:
+                # the instance's agents end with this process, even on kill -9: watched from before they start, so a
+                # driver killed while ray.init runs leaves none either
+                watcher = reaper.watch(os.getpid())
                 ray.init(num_cpus=max(workers, 1), include_dashboard=False)
-                watcher = reaper.watch(os.getpid())  # the instance's agents end with this process, even on kill -9
         except (ConnectionError, RuntimeError, ValueError) as error:
+            reaper.release(watcher)
             if not address:
                 raise EngineError(f"could not start a local Ray instance: {error}") from error
             raise EngineError(
