@@ -32,8 +32,8 @@ sidecar (`kind`, `key_steps`, `stall` {after_step, frame, time}, `fps`).
     python experiments/done_stall_study.py --videos runs/sim-kinds --cache runs/done-stall --tail 2
 
 Writes experiments/results/done_stall.md and .json (the whole grid in the JSON) and prints the tables. Scoring
-takes /tmp/progresslm-heavy.lock (shared with other jobs on the machine) (once for the whole
-scoring), or goes on without it after --lock-wait seconds (it is light: tens of ms per frame).
+takes /tmp/progresslm-heavy.lock (shared with other jobs on the machine) once, when the first
+episode must be scored, or goes on without it after --lock-wait seconds (it is light: tens of ms per frame).
 """
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -155,33 +154,45 @@ def save_answers(path: Path, answers: Answers) -> None:
     tmp.replace(path)
 
 
-@contextmanager
-def heavy_lock(wait_s: float) -> Iterator[None]:
-    """Hold the machine's heavy-job lock (flock(1) on the same file) while the model scores, waiting at most
-    `wait_s` seconds for it: the matcher's scoring is light (tens of ms per frame on one core), so a long job
-    holding the lock for hours does not stop the study; it goes on without the lock and says so."""
-    with open(LOCK, "a") as handle:
-        deadline = time.monotonic() + wait_s
+class HeavyLock:
+    """The machine's heavy-job lock (flock(1) on the same file), taken the first time the model must score (a
+    rerun over a full cache never waits), waiting at most `wait_s` seconds: the matcher's scoring is light (tens
+    of ms per frame on a quiet core), so a long job holding the lock for hours does not stop the study; it goes on
+    without the lock and says so."""
+
+    def __init__(self, wait_s: float):
+        self.wait_s = wait_s
+        self._handle = None
+        self._tried = False
+
+    def take(self) -> None:
+        if self._tried:
+            return
+        self._tried = True
+        handle = open(LOCK, "a")  # noqa: SIM115 (held until release())
+        deadline = time.monotonic() + self.wait_s
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                held = True
-                break
+                self._handle = handle
+                return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    held = False
-                    print(f"  note: {LOCK} is held by another job after {wait_s:g} s; scoring without it", flush=True)
-                    break
+                    handle.close()
+                    print(f"  note: {LOCK} is held by another job after {self.wait_s:g} s; scoring without it",
+                          flush=True)  # fmt: skip
+                    return
                 time.sleep(2.0)
-        try:
-            yield
-        finally:
-            if held:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
 
 
-def score_task(folder: Path, cache: Path, backend: str) -> list[Answers]:
-    """Every episode of one task folder, scored (or read from the cache)."""
+def score_task(folder: Path, cache: Path, backend: str, lock: HeavyLock) -> list[Answers]:
+    """Every episode of one task folder, scored (or read from the cache); `lock` is taken before the model runs."""
     episodes = open_episodes(f"videos:{folder}")
     family = family_of(folder.name)
     truths = [read_truth(folder, e.id, family) for e in episodes]
@@ -199,6 +210,7 @@ def score_task(folder: Path, cache: Path, backend: str) -> list[Answers]:
             todo.setdefault(demo.id, []).append((episode, truth))
     by_id = {e.id: e for e in episodes}
     for demo_id, items in todo.items():
+        lock.take()
         images, _, camera = demo_from_episode(by_id[demo_id], None, "auto")
         with ProgressScorer(by_id[demo_id].task, images, backend=backend, options=BackendOptions(),
                                           mode="two-stage", demo_kind="visual") as scorer:  # fmt: skip
@@ -470,14 +482,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     start = time.perf_counter()
     all_answers: list[Answers] = []
+    lock = HeavyLock(args.lock_wait)
     try:
-        with heavy_lock(args.lock_wait):
-            for folder in folders:
-                print(f"{folder.parent.name}/{folder.name}:", flush=True)
-                all_answers.extend(score_task(folder, args.cache, args.backend))
+        for folder in folders:
+            print(f"{folder.parent.name}/{folder.name}:", flush=True)
+            all_answers.extend(score_task(folder, args.cache, args.backend, lock))
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        lock.release()
     scoring_s = sum(a.seconds for a in all_answers)
     print(f"cache: {len(all_answers)} episodes, {sum(len(a.t) for a in all_answers)} frames "
           f"(scoring time recorded: {scoring_s:.0f} s)", flush=True)
@@ -519,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
     top = sorted(rows, key=lambda r: rank_key({"scores": r["by_group"]["pooled"], "setting": r["setting"]}))[:10]
     top_rows = [(describe_setting(r["setting"]), r["by_group"]["pooled"], "pooled") for r in top]
     differs = {k: (DEFAULTS[k], best["setting"][k]) for k in DEFAULTS if DEFAULTS[k] != best["setting"][k]}
+    # What the data does not decide: every value a parameter takes among the settings tied at the best score.
+    tied = [r["setting"] for r in rows if r["by_group"]["pooled"]["score"] == best["by_group"]["pooled"]["score"]]
+    tied_values = {k: sorted({s[k] for s in tied}, key=lambda v: (v is None, v)) for k in DEFAULTS}
 
     n_kind = {k: sum(a.truth.kind == k for a in all_answers) for k in KINDS}
     text = "\n\n".join([
@@ -545,6 +562,10 @@ def main(argv: list[str] | None = None) -> int:
            f"Proposed: {describe_setting(best['setting'])} (pooled score {best['by_group']['pooled']['score']:+.2f}). "
            + ("It differs from today's defaults in " + ", ".join(f"{k} ({a} -> {b})" for k, (a, b) in differs.items())
               + "." if differs else "It is today's defaults.")
+           + f" {len(tied)} settings share the best pooled score; the values among them: "
+           + "; ".join(f"{k} {', '.join('off' if v is None else f'{v:g}' for v in vals)}"
+                       for k, vals in tied_values.items())
+           + " (a parameter with several values there is set by the delay tie-break, not by the rates)."
            + " The defaults in src/ are not changed by this study."),
         f"Scoring {scoring_s:.0f} s (cached; recorded per episode), replay of the grid {replay_s:.0f} s, "
         f"this run {time.perf_counter() - start:.0f} s.",
@@ -553,10 +574,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.with_suffix(".md").write_text(text + "\n")
     record = {"command": sys.argv, "model": all_answers[0].model, "backend": args.backend, "tail_s": args.tail,
               "rate": args.rate, "defaults": DEFAULTS, "proposed": best["setting"], "differs": differs,
-              "heldout": heldout, "episodes": n_kind, "scoring_s": scoring_s, "replay_s": round(replay_s, 1),
+              "heldout": heldout, "tied_at_best": tied_values, "episodes": n_kind, "scoring_s": scoring_s, "replay_s": round(replay_s, 1),
               "defaults_at_2fps": watch_rate_row["by_group"], "proposed_at_2fps": best_watch_rate["by_group"],
-              "grid": [{"setting": r["setting"], "by_group": r["by_group"]} for r in rows]}  # fmt: skip
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+              "grid": [{"setting": r["setting"], "by_group": {g: r["by_group"][g] for g in ["pooled", *families]}}
+                       for r in rows]}  # fmt: skip
+    args.out.with_suffix(".json").write_text(json.dumps(record, separators=(",", ":")) + "\n")  # one line: 1120 rows
     print(text)
     return 0
 
