@@ -31,7 +31,7 @@ from progresslm.online.frame_sources import (
     image_files,
     open_source,
 )
-from progresslm.online.monitor import MonitorError
+from progresslm.online.monitor import DEFAULT_STALL_SECONDS, MonitorError
 from progresslm.online.scorer import ScorerError
 from progresslm.online.watching import WatchError, WatchRun, demo_from_episode, episode_sources, watch
 from progresslm.prompts import MODES
@@ -75,7 +75,9 @@ def add_parser(subparsers) -> None:
 
     monitor = parser.add_argument_group("monitor options (percentages are of the task)")
     monitor.add_argument("--num-samples", type=int, default=1, help="draws per frame; needs --temperature > 0")
-    monitor.add_argument("--stall-seconds", type=float, default=10.0, help="0 turns time-based stalls off")
+    monitor.add_argument("--stall-seconds", type=float, default=DEFAULT_STALL_SECONDS,
+                         help=f"no gain for this long is a stall (default {DEFAULT_STALL_SECONDS:g}, from "
+                         "experiments/done_stall_study.py); 0 turns time-based stalls off")
     monitor.add_argument("--stall-frames", type=int, help="stall after this many frames without gain")
     monitor.add_argument("--min-gain", type=float, default=2.0, help="percent: smaller gains do not end a stall")
     monitor.add_argument("--regression-drop", type=float, default=10.0, help="percent below the running maximum")

@@ -49,6 +49,12 @@ from progresslm.online.scorer import Estimate, ScorerError, as_pil
 from progresslm.types import Status, is_number
 
 EVENT_KINDS = ("progress", "stall", "regression", "done", "off_task")
+# No gain for this long is a stall (`watch --stall-seconds`, the server's monitor). From the done/stall study over
+# every family's success, failure, random and stall videos (experiments/done_stall_study.py, results in
+# experiments/results/done_stall.md): with done at 95 % for 2 frames (kept: lower thresholds buy done events only
+# with false dones), 5 s finds 50 % of Meta-World's stalls (3-4 s holds) at 20 % false stalls on its successes,
+# where 10 s found 10 % (0 %); pooled over the families 17 % of stalls at 7 % false stalls against 3 % / 0 %.
+DEFAULT_STALL_SECONDS = 5.0
 MILESTONE_PRESETS = ("tenths", "steps")
 _EPS = 1e-9  # a milestone or threshold met up to float rounding counts as met
 
@@ -216,7 +222,7 @@ class ProgressMonitor:
         scorer: Any,
         *,
         samples: int = 1,
-        stall_seconds: float | None = 10.0,
+        stall_seconds: float | None = DEFAULT_STALL_SECONDS,
         stall_frames: int | None = None,
         min_gain: float = 0.02,
         regression_drop: float = 0.10,

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from progresslm.online.monitor import DEFAULT_STALL_SECONDS
 from progresslm.prompts import MODES
 
 Mode = Literal[MODES]  # type: ignore[valid-type]
@@ -34,7 +35,7 @@ class MonitorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     samples: int = 1
-    stall_seconds: float | None = 10.0
+    stall_seconds: float | None = DEFAULT_STALL_SECONDS
     stall_frames: int | None = None
     min_gain: float = 0.02
     regression_drop: float = 0.10
