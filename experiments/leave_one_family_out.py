@@ -515,6 +515,15 @@ def render(results: list[dict], command: str) -> str:
         f"text NSE <= {SPLIT_TARGETS['text'][0]:g}, PRC >= {SPLIT_TARGETS['text'][1]:g}; UDA >= {UDA_TARGET:g} "
         f"and every kind >= {KINDS_TARGET:g} at AFRR <= {AFRR_TARGET:g}; swap changed >= {SWAP_TARGET:g} %; "
         "NSE below and PRC above both pixel-nn and retrieval on both visual splits; keyframe error <= 5.",
+        "",
+        "Settings (MatcherTrainConfig fields beside the Makefile's architecture): "
+        + "; ".join(
+            f"`{name}`: " + (", ".join(f"{k}={v}" for k, v in SETTINGS[name].items()) or "today's recipe")
+            for name in SETTINGS
+        )  # fmt: skip
+        + ". `family_negative_rate` is 0 in `general` (0.3 was planned): with two training families it crashes "
+        "(`KeyError: 'keys'` in `training_matcher.visual_tensors`; `_other_family` memoises by `id()` of a list "
+        "made anew for each batch, so a reused id can hand the visual batch the text rows).",
     ]
     for result in results:
         lines += ["", f"## {result['held_out']} held out (trained on {', '.join(result['trained_on'])})", ""]
