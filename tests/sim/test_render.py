@@ -276,3 +276,21 @@ def test_framing_zooms_on_the_task_and_keeps_it_in_view(big, model, data, obj):
 def test_framing_names_an_unknown_camera(model):
     with pytest.raises(ValueError, match="unknown camera 'side'"):
         frame_cameras(model, ["side"], np.zeros((2, 3)))
+
+
+def test_torch_compiler_loads_after_offscreen_rendering():
+    """Mesa's software renderer loads its own LLVM; triton imported after it (torch._dynamo, which transformers and TRL
+    import when a model loads) crashed the process with a segmentation fault, e.g. a reward rendered in MuJoCo beside
+    a local model. check_gl loads triton first. Run in a child: a crash must not take the test run with it."""
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    child = ("from progresslm.sim.mujoco_scene.render import check_gl; check_gl()\n"
+             "import mujoco\n"
+             "m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><geom size=\"1\"/></worldbody></mujoco>')\n"
+             "r = mujoco.Renderer(m, 16, 16); r.update_scene(mujoco.MjData(m)); r.render(); r.close()\n"
+             "import torch._dynamo\nprint('loaded')\n")
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "MUJOCO_GL": "egl"})
+    assert done.returncode == 0 and "loaded" in done.stdout, (done.returncode, done.stderr[-1000:])
