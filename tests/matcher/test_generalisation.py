@@ -199,3 +199,19 @@ def test_augmented_views_replace_images_only_in_training_batches():
                         config, False, np.random.default_rng(0))  # fmt: skip
     sum(losses.values()).backward()
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_other_family_negatives_come_from_the_rows_given_batch_after_batch():
+    """The other-family source was memoised by id() of a list made anew each batch: once freed, its id came back for
+    another list, and a visual batch drew a text pool's rows (KeyError: 'keys' in training with two families)."""
+    a = _visual_pool(np.random.default_rng(5), families=("metaworld", "panda"))
+    b = _visual_pool(np.random.default_rng(6), families=("fetch", "panda"))
+    for row in b.visual:
+        row["task"] = row["demo_task"] = "b-" + row["task"]
+    config = MatcherTrainConfig(train=[], val=[], out="", swap_rate=0.5, cut_rate=0.0, family_negative_rate=1.0)
+    rng = random.Random(0)
+    for turn in range(20):  # alternate the two pools, as training alternates visual and text batches
+        rows = (a, b)[turn % 2].visual
+        own = {r["task"] for r in rows}
+        for made in sample_batch(rows, 16, rng, config, False):
+            assert made["demo_task"] in own, (turn, made["demo_task"])

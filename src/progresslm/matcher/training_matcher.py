@@ -266,13 +266,17 @@ def sample_batch(rows: list[dict], size: int, rng: random.Random, config: Matche
                  pool: Pool | None = None) -> list[dict]:
     answerable = [r for r in rows if not r["na"]]
     families = {r.get("family", "") for r in answerable}
+    others: dict[str, list[dict]] = {}  # family -> the answerable rows of the other families, made once per batch
     batch = []
     n_swap = int(size * config.swap_rate) if answerable else 0
     for _ in range(n_swap):
         row = rng.choice(answerable)
         source = answerable
         if len(families) > 1 and config.family_negative_rate > 0 and rng.random() < config.family_negative_rate:
-            source = _other_family(answerable, row.get("family", ""))
+            family = row.get("family", "")
+            if family not in others:
+                others[family] = [r for r in answerable if r.get("family", "") != family] or answerable
+            source = others[family]
         hard = not text and config.hard_negative_rate > 0 and rng.random() < config.hard_negative_rate
         made = _swap(row, source, rng, pool, hard)
         if made:
@@ -285,17 +289,6 @@ def sample_batch(rows: list[dict], size: int, rng: random.Random, config: Matche
             row = _cut(row, rng, text) or row
         batch.append(row)
     return batch
-
-
-_FAMILY_ROWS: dict[tuple[int, str], list[dict]] = {}
-
-
-def _other_family(rows: list[dict], family: str) -> list[dict]:
-    """The rows of `rows` from other families than `family` (memoised per list)."""
-    key = (id(rows), family)
-    if key not in _FAMILY_ROWS:
-        _FAMILY_ROWS[key] = [r for r in rows if r.get("family", "") != family] or rows
-    return _FAMILY_ROWS[key]
 
 
 def _views(index: np.ndarray, pool: Pool, rng: np.random.Generator | None, rate: float) -> np.ndarray:
