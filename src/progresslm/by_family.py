@@ -88,7 +88,16 @@ def run_metrics(results: Path, samples: Sequence[Sample]) -> dict:
     """metrics.json's contract (no intervals) for `samples` from the replies in `results` (first draw, latest record
     per sample, parsed again), with `demo_swap` when the run asked swapped demonstrations. Samples without a reply
     (a `--limit` run) are left out, as `progresslm eval` leaves them out."""
-    latest, _, _ = ResultStore(results).latest()
+    return _metrics(ResultStore(results).latest()[0], samples)
+
+
+def metrics_by_family(results: Path, samples: Sequence[Sample]) -> dict[str, dict]:
+    """`run_metrics` of each family's share of `samples`, from one reading of `results`."""
+    latest = ResultStore(results).latest()[0]
+    return {family: _metrics(latest, group) for family, group in by_family(samples).items()}
+
+
+def _metrics(latest: dict, samples: Sequence[Sample]) -> dict:
     pairs: list[tuple[Sample, Prediction]] = []
     swaps = []
     for sample in samples:
@@ -106,24 +115,20 @@ def run_metrics(results: Path, samples: Sequence[Sample]) -> dict:
     return metrics
 
 
-def family_metrics(run_folder: Path, config: dict) -> dict[str, dict]:
-    """A run's metrics per family of the benchmark its `config.json` names (read again from those files); {} when
-    the files cannot be read or hold no simulated rows."""
-    files = config.get("bench") or []
-    try:
-        samples = load_bench(files).samples if files else []
-    except (OSError, ValueError):
-        return {}
-    return {family: run_metrics(Path(run_folder) / "results.jsonl", group)
-            for family, group in by_family(samples).items()}  # fmt: skip
-
-
 def family_runs(runs: Sequence[Run], folders: Sequence[Path]) -> dict[str, list[Run]]:
-    """For each simulator family of the runs' benchmarks, the runs recomputed on that family's samples (same names
-    and configs, `run_metrics` as their metrics), families in order of first appearance; {} when the benchmarks name
-    no family other than Meta-World (the overall table already says it all)."""
+    """For each simulator family of the runs' benchmarks (the files each `config.json` names, read once per
+    benchmark), the runs recomputed on that family's samples (same names and configs, `run_metrics` as their
+    metrics), families in order of first appearance; {} when the benchmarks name no family other than Meta-World
+    (the overall table already says it all) or cannot be read."""
+    benches: dict[tuple[str, ...], list[Sample]] = {}
     per_family: dict[str, list[Run]] = {}
     for run, folder in zip(runs, folders):
-        for family, metrics in family_metrics(folder, run.config).items():
+        files = tuple(run.config.get("bench") or [])
+        if files not in benches:
+            try:
+                benches[files] = load_bench(list(files)).samples if files else []
+            except (OSError, ValueError):
+                benches[files] = []
+        for family, metrics in metrics_by_family(Path(folder) / "results.jsonl", benches[files]).items():
             per_family.setdefault(family, []).append(Run(run.name, metrics, run.config))
     return per_family if has_families(list(per_family)) else {}

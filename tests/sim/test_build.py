@@ -216,7 +216,7 @@ def test_mixed_presets_split_every_family_on_its_own(monkeypatch):
     broken = family_module.get_family("fetch")
     monkeypatch.setattr(type(broken), "problem", lambda self: "gymnasium_robotics is missing: pip install '.[fetch]'")
     with pytest.raises(SimBuildError, match="fetch cannot run here"):
-        check_families(SimBuildConfig(preset="worlds-small"), Path("/nonexistent"))
+        check_families(SimBuildConfig(preset="worlds-small"))
 
 
 def test_naming_the_default_family_is_the_default_build():

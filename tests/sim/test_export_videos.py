@@ -199,7 +199,8 @@ def test_a_fetch_failure_that_knocks_the_block_is_no_failure():
     export); the worker refuses it, so export-videos takes the next seed."""
     if get_family("fetch").problem():
         pytest.skip(f"fetch cannot run here: {get_family('fetch').problem()}")
-    from progresslm.sim.fetch.family import FAMILY, STILL_M, pushed
+    from progresslm.sim.family import STILL_M, pushed
+    from progresslm.sim.fetch.family import FAMILY
     from progresslm.sim.fetch.rollout import rollout
 
     knocked = rollout("fetch-pick-and-place", 9_000_300, "failure")

@@ -76,13 +76,14 @@ def family_cards(samples: dict[str, list[Sample]], baselines_dir: Path, baseline
     `pixel-nn` reads same-view progress too well there. {} when no sample is simulated."""
     groups = {split: by_family.by_family(rows) for split, rows in samples.items()}
     names = list(dict.fromkeys(name for split in groups.values() for name in split))
+    bench = samples.get("bench") or []
+    scored = {baseline: by_family.metrics_by_family(baselines_dir / baseline / "results.jsonl", bench)
+              for baseline in baselines} if bench else {}  # each baseline's results read once
     out = {}
     for name in names:
         entry = {"samples": {split: by_family.counts(g[name]) for split, g in groups.items() if name in g}}
-        bench = groups.get("bench", {}).get(name)
-        if bench and baselines:
-            entry["baselines"] = {baseline: by_family.run_metrics(baselines_dir / baseline / "results.jsonl",
-                                                                  bench)["splits"] for baseline in baselines}
+        if name in groups.get("bench", {}) and baselines:
+            entry["baselines"] = {baseline: scored[baseline][name]["splits"] for baseline in baselines}
             entry["pixel_nn_too_good"] = pixel_nn_flag(entry["baselines"].get("pixel-nn", {}))
         out[name] = entry
     return out

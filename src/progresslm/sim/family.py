@@ -193,6 +193,22 @@ def progress_labels(key_frames: Sequence[int], n_frames: int) -> np.ndarray:
     return np.interp(np.arange(n_frames), key, np.arange(steps + 1) / steps)
 
 
+# A `failure` rollout leaves the task object alone: one that moved more than STILL_M (metres) in all while the gripper
+# was within TOUCH_M of it (the fingers reach a few centimetres beyond the grip point) was knocked, and a worker
+# returns None for it, as for a failed expert (sim export-videos then tries the next seed). An object's own drift (a
+# sliding puck), the gripper away, does not count.
+STILL_M = 0.005
+TOUCH_M = 0.10
+
+
+def pushed(trace) -> float:
+    """How far the task object moved on the frames the gripper was within TOUCH_M of it (metres); `trace` has the
+    object's (`obj`) and the gripper's (`tcp`) positions per frame."""
+    steps = np.linalg.norm(np.diff(trace.obj, axis=0), axis=1)
+    near = np.linalg.norm(trace.tcp - trace.obj, axis=1)[1:] < TOUCH_M
+    return float(steps[near].sum())
+
+
 def package_problem(packages: Sequence[str], extra: str) -> str | None:
     """Which of a family's `packages` are not installed, with the pip line that installs its extra; None when all are."""
     missing = [name for name in packages if importlib.util.find_spec(name) is None]

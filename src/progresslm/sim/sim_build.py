@@ -14,6 +14,7 @@ import atexit
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -101,7 +102,6 @@ PRESETS = {
     "worlds": Preset(bench_tasks=8, rl_tasks=6, episodes={"bench": 64, "sft": 196, "rl": 204}, per_interval=3,
                      families=WORLDS, task_shares=(0.19, 0.14), episodes_per_family=True),
 }
-MIXED_PRESETS = ("worlds-small", "worlds")  # the presets of every registered family
 
 
 class SimBuildError(ValueError):
@@ -323,7 +323,7 @@ def build(config: SimBuildConfig, progress: bool = True) -> BuildOutcome:
     out = Path(config.out) if config.out else config.default_out()
     identity = config.identity()
     if not (out / core.DONE).exists():
-        check_families(config, out)
+        check_families(config)
     if core.open_build(out, identity, SimBuildError):
         return _outcome_from_disk(out)
 
@@ -377,34 +377,32 @@ def _outcome_from_disk(out: Path) -> BuildOutcome:
     return BuildOutcome(out=out, files=files, samples=counts, success=card.get("success", {}))
 
 
-def check_families(config: SimBuildConfig, out: Path) -> None:
-    """Refuse, before anything is written, a build with a family that cannot run here (naming the extra to install),
-    and a folder a mixed preset built with other families (the registry grew since)."""
-    problems = {name: get_family(name).problem() for name in config.families}
-    problems = {name: problem for name, problem in problems.items() if problem}
+def check_families(config: SimBuildConfig) -> None:
+    """Refuse, before anything is written, a build with a family that cannot run here (naming the extra to install).
+    A folder built with other families (a mixed preset when the registry grew) is refused by `core.open_build`."""
+    problems = family_problems(config.families)
     if problems:
         runnable = [name for name in config.families if name not in problems]
         hint = f"; or build the families that can: --family {' / '.join(runnable)}" if runnable and len(
             config.families) > 1 else ""
         raise SimBuildError(f"{config.preset} build of {', '.join(config.families)}: "
                             + "; ".join(f"{name} cannot run here: {p}" for name, p in problems.items()) + hint)
-    try:
-        previous = json.loads((out / core.MANIFEST).read_text())["identity"]["preset_values"]["families"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    if tuple(previous) != config.resolved_preset.families and config.preset in MIXED_PRESETS:
-        raise SimBuildError(f"{out} was built by the {config.preset} preset with the families {', '.join(previous)}; "
-                            f"it now has {', '.join(config.resolved_preset.families)}: delete the folder or give --out")
+
+
+def family_problems(families: Sequence[str]) -> dict[str, str]:
+    """Each of `families` that cannot run on this machine, with why (a package missing: its extra; no working
+    offscreen GL). Creates nothing."""
+    return {name: problem for name in families if (problem := get_family(name).problem())}
 
 
 def simulator_problem(families: tuple[str, ...] = (DEFAULT_FAMILY,)) -> str | None:
     """Why the simulator families cannot run on this machine (a package missing, no working offscreen GL), or None.
     Creates nothing: callers ask before a build, so that a machine without the simulator is left no partial build."""
-    for name in families:
-        problem = get_family(name).problem()
-        if problem:
-            return problem if len(families) == 1 else f"{name}: {problem}"
-    return None
+    problems = family_problems(families)
+    if not problems:
+        return None
+    name, problem = next(iter(problems.items()))
+    return problem if len(families) == 1 else f"{name}: {problem}"
 
 
 def small_bench_ready() -> bool:

@@ -9,28 +9,13 @@ from contextlib import ExitStack
 
 import numpy as np
 
-from progresslm.sim.family import CameraSet, TaskInfo, gl_problem, package_problem
+from progresslm.sim.family import STILL_M, CameraSet, TaskInfo, gl_problem, package_problem, pushed
 from progresslm.sim.fetch.rollout import FetchEnvs, new_env, restore, rollout
 from progresslm.sim.fetch.scene import FetchRenderer, apply_style, object_geoms, sample_style
 from progresslm.sim.fetch.tasks import FETCH_TASKS, get_fetch_task
 from progresslm.sim.mujoco_scene.edits import edit_object, object_colours
 from progresslm.sim.mujoco_scene.framing import Framing, apply_framing, frame_cameras
 from progresslm.sim.mujoco_scene.render import check_gl
-
-# A `failure` leaves the task object alone: one that moved more than STILL_M (metres) in all while the gripper was
-# within TOUCH_M of it (the fingers reach a few centimetres beyond the grip point) was knocked; the worker returns
-# None for it, as for a failed expert (sim export-videos then tries the next seed). A sliding puck's own drift, the
-# gripper away, does not count.
-STILL_M = 0.005
-TOUCH_M = 0.10
-
-
-def pushed(trace) -> float:
-    """How far the task object moved on the frames the gripper was within TOUCH_M of it (metres)."""
-    steps = np.linalg.norm(np.diff(trace.obj, axis=0), axis=1)
-    near = np.linalg.norm(trace.tcp - trace.obj, axis=1)[1:] < TOUCH_M
-    return float(steps[near].sum())
-
 
 # Things no Fetch scene holds (it has a block or a puck, a table and the robot).
 ABSENT_OBJECTS = ("banana", "coffee mug", "tennis ball", "toy car", "sponge", "screwdriver", "red apple", "cup")

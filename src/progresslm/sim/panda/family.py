@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from progresslm.sim.family import CameraSet, TaskInfo, child_check, package_problem
+from progresslm.sim.family import STILL_M, CameraSet, TaskInfo, child_check, package_problem, pushed
 from progresslm.sim.panda.rollout import SCENE_BODIES, rollout
 from progresslm.sim.panda.scene import (
     EDIT_KINDS,
@@ -21,20 +21,6 @@ from progresslm.sim.panda.scene import (
     sample_style,
 )
 from progresslm.sim.panda.tasks import PANDA_TASKS, get_panda_task
-
-# A `failure` leaves the task object alone: one that moved more than STILL_M (metres) in all while the gripper was
-# within TOUCH_M of it (the fingers reach a few centimetres beyond the grip point) was knocked; the worker returns
-# None for it, as for a failed expert (sim export-videos then tries the next seed).
-STILL_M = 0.005
-TOUCH_M = 0.10
-
-
-def pushed(trace) -> float:
-    """How far the task object moved on the frames the gripper was within TOUCH_M of it (metres)."""
-    steps = np.linalg.norm(np.diff(trace.obj, axis=0), axis=1)
-    near = np.linalg.norm(trace.tcp - trace.obj, axis=1)[1:] < TOUCH_M
-    return float(steps[near].sum())
-
 
 # Things no Panda scene holds (it has one or two cubes, a table and the robot).
 ABSENT_OBJECTS = ("banana", "coffee mug", "tennis ball", "toy car", "sponge", "screwdriver", "red apple", "bottle")
